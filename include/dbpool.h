@@ -1,0 +1,349 @@
+/*
+ * dbpool.h - a database connection pool for C servers (driver-agnostic core).
+ *
+ * A pool owns `size` connections to one database. A caller thread checks a
+ * connection out, uses it exclusively, and checks it back in. Everything else
+ * (connecting, pinging idle connections, reconnect backoff, recycling, hold
+ * timeouts) happens on one process-wide manager thread that never blocks on
+ * the network.
+ *
+ *     dbpool_config cfg;
+ *     dbpool_config_init(&cfg);
+ *     cfg.size = 8;
+ *     dbpool *pool;
+ *     if (dbpool_pg_open(&pool, "host=/tmp dbname=app", &cfg) != 0)
+ *         fprintf(stderr, "%s\n", dbpool_last_error());
+ *     dbpool_lease lease;
+ *     if (dbpool_checkout(pool, DBPOOL_DEFAULT_TIMEOUT, &lease) == 0) {
+ *         PGresult *r = PQexec(dbpool_pg_conn(&lease), "SELECT 1");
+ *         PQclear(r);
+ *         dbpool_checkin(&lease);
+ *     }
+ *     dbpool_close(pool);
+ *
+ * Conventions
+ *   - Every function returns 0 on success or a negative DBPOOL_E* code.
+ *     dbpool_strerror(code) names the code; dbpool_last_error() gives the
+ *     detailed message of the calling thread's last failure.
+ *   - Durations are milliseconds (int64_t), measured on CLOCK_MONOTONIC.
+ *   - All functions are thread-safe unless said otherwise.
+ *   - Passwords never appear in any message the library produces.
+ *   - The library never calls exit()/abort() and never writes to stdout.
+ */
+#ifndef DBPOOL_H
+#define DBPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DBPOOL_VERSION_MAJOR 0
+#define DBPOOL_VERSION_MINOR 1
+#define DBPOOL_VERSION_PATCH 0
+#define DBPOOL_VERSION_STRING "0.1.0"
+
+#if defined(DBPOOL_BUILDING) && defined(__GNUC__)
+#define DBPOOL_API __attribute__((visibility("default")))
+#else
+#define DBPOOL_API
+#endif
+
+#if defined(__GNUC__)
+#define DBPOOL_MUSTCHECK __attribute__((warn_unused_result))
+#else
+#define DBPOOL_MUSTCHECK
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+enum {
+    DBPOOL_OK = 0,
+    DBPOOL_EINVAL = -1,       /* bad argument or option value */
+    DBPOOL_ENOMEM = -2,       /* allocation failed */
+    DBPOOL_ETIMEDOUT = -3,    /* checkout deadline reached while in queue */
+    DBPOOL_EDROPPED = -4,     /* dropped from the queue by the CoDel rule */
+    DBPOOL_EBUSY = -5,        /* queue=false (or timeout 0) and nothing idle */
+    DBPOOL_ESTALE = -6,       /* lease used after check-in (or double check-in) */
+    DBPOOL_ECLOSED = -7,      /* the pool is closed / closing */
+    DBPOOL_EUNAVAILABLE = -8, /* pool is STOPPED or DOWN: fails fast */
+    DBPOOL_ECONNECT = -9,     /* could not connect (driver message in detail) */
+    DBPOOL_EEXPIRED = -10,    /* lease outlived hold_timeout; connection discarded */
+    DBPOOL_ESYSTEM = -11,     /* an OS call failed (errno text in detail) */
+    DBPOOL_EQUERY = -12,      /* SQL error; connection kept (PostgreSQL layer) */
+    DBPOOL_ECONNLOST = -13,   /* connection lost during an operation */
+    DBPOOL_ECOMMIT_UNKNOWN = -14 /* connection lost during COMMIT: outcome unknown */
+};
+
+/* Short constant name of an error code ("connection not available ..."). Never NULL. */
+DBPOOL_API const char *dbpool_strerror(int code);
+
+/* Detailed message of the calling thread's last failed dbpool call ("" if none).
+ * Valid until the next dbpool call on this thread. Thread-local. */
+DBPOOL_API const char *dbpool_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Configuration                                                             */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+    DBPOOL_BACKOFF_RAND_EXP = 0, /* default: decorrelated exponential with jitter */
+    DBPOOL_BACKOFF_EXP,          /* min, 2*min, 4*min, ... capped at max */
+    DBPOOL_BACKOFF_RAND,         /* uniform in [min, max] */
+    DBPOOL_BACKOFF_STOP          /* no retry: slot stops; see dbpool_restart() */
+} dbpool_backoff_type;
+
+typedef enum {
+    DBPOOL_LOG_DEBUG = 0,
+    DBPOOL_LOG_INFO,
+    DBPOOL_LOG_WARNING,
+    DBPOOL_LOG_ERROR,
+    DBPOOL_LOG_NONE
+} dbpool_log_level;
+
+/* Log sink. Called from any thread (mostly the manager thread); must not call
+ * back into the pool. `msg` has no trailing newline and no password. */
+typedef void (*dbpool_log_cb)(void *arg, dbpool_log_level level, const char *pool_name,
+                              const char *msg);
+
+/*
+ * Pool options. Fill with dbpool_config_init(), then set fields directly or by
+ * name with dbpool_config_set()/dbpool_config_parse(). Strings are copied by
+ * dbpool_open(); the config may be reused or freed afterwards.
+ */
+typedef struct dbpool_config {
+    const char *name;          /* "default"    pool name used in logs                 */
+    int size;                  /* 10           connections (1..10000)                 */
+    int queue;                 /* 1            0: checkout fails with EBUSY at once
+                                                  when no connection is idle          */
+    int lifo;                  /* 0            1: hand out the most recently checked-in
+                                                  connection first (PgBouncer friendly) */
+    int64_t queue_target;      /* 50 ms        CoDel target wait                      */
+    int64_t queue_interval;    /* 1000 ms      CoDel interval                         */
+    int64_t checkout_timeout;  /* 15000 ms     default deadline of a checkout         */
+    int64_t idle_interval;     /* 1000 ms      idle ping tick                         */
+    int idle_limit;            /* 0 (= size)   max pings per tick                     */
+    int64_t ping_timeout;      /* 5000 ms      a ping not answered by then fails      */
+    int64_t connect_timeout;   /* 10000 ms     a connect not done by then fails       */
+    dbpool_backoff_type backoff_type; /* rand_exp                                     */
+    int64_t backoff_min;       /* -1 (auto)    1000 ms, or min(1000, backoff_max) when
+                                                  only backoff_max is set             */
+    int64_t backoff_max;       /* 30000 ms                                            */
+    int64_t max_lifetime;      /* 1800000 ms   recycle a connection after this long
+                                                  (minus up to 10% per-connection
+                                                  jitter); 0 = never                  */
+    int64_t hold_timeout;      /* 15000 ms     cancel + discard a lease held longer;
+                                                  0 = off                             */
+    int64_t reset_timeout;     /* 5000 ms      time allowed for check-in's ROLLBACK   */
+    const char *after_connect; /* NULL         SQL run on every new connection before
+                                                  it joins the pool                   */
+    dbpool_log_cb log_cb;      /* NULL         NULL = stderr                           */
+    void *log_arg;             /* NULL                                                */
+    dbpool_log_level log_level;/* WARNING      least severe level passed to log_cb    */
+} dbpool_config;
+
+/* Fill `cfg` with the defaults above. */
+DBPOOL_API void dbpool_config_init(dbpool_config *cfg);
+
+/*
+ * Set one option by name from a string: "size"="8", "queue_target"="50ms",
+ * "lifo"="true", "backoff_type"="exp". Durations take ms, s, m or h (bare
+ * numbers are ms). Returns 0 or DBPOOL_EINVAL (unknown name, bad value, out
+ * of range; detail in dbpool_last_error()). String values are not copied:
+ * they must live until dbpool_open().
+ */
+DBPOOL_API int dbpool_config_set(dbpool_config *cfg, const char *name, const char *value);
+
+/*
+ * Set several options from "name=value name=value ..." (separated by spaces
+ * or commas). Stops at the first error and returns DBPOOL_EINVAL. String
+ * values (name, after_connect) cannot be set this way.
+ */
+DBPOOL_API int dbpool_config_parse(dbpool_config *cfg, const char *options);
+
+/* ------------------------------------------------------------------------ */
+/* Drivers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Result of a non-blocking driver step. */
+enum {
+    DBPOOL_IO_DONE = 0,  /* finished successfully */
+    DBPOOL_IO_READ = 1,  /* call again when the fd is readable */
+    DBPOOL_IO_WRITE = 2, /* call again when the fd is writable */
+    DBPOOL_IO_FAIL = -1  /* failed; message in err */
+};
+
+/*
+ * A driver adapts a client library to the pool. The pool core knows nothing
+ * about any database. dbpool_pg_open() uses the built-in libpq driver; you
+ * only need this to plug in another client. All step functions are called on
+ * the manager thread and must not block; `reset` is called on the thread that
+ * checks the connection in and may block up to its timeout; `cancel` runs on a
+ * helper thread and may block. Error text goes into err[errlen] and must not
+ * contain passwords.
+ */
+typedef struct dbpool_driver {
+    const char *name;
+    /* Start connecting. Sets *conn (driver handle) and *fd. */
+    int (*connect_start)(void *ctx, void **conn, int *fd, char *err, size_t errlen);
+    /* Continue connecting (including any after-connect step). Updates *fd. */
+    int (*connect_poll)(void *ctx, void *conn, int *fd, char *err, size_t errlen);
+    /* Start / continue a liveness check on an idle connection. */
+    int (*ping_start)(void *ctx, void *conn, int *fd, char *err, size_t errlen);
+    int (*ping_poll)(void *ctx, void *conn, int *fd, char *err, size_t errlen);
+    /* At check-in: make the connection reusable (e.g. roll back an open
+     * transaction) within timeout_ms. 0 = keep, nonzero = discard. */
+    int (*reset)(void *ctx, void *conn, int64_t timeout_ms, char *err, size_t errlen);
+    /* Prepare a cancel token while the connection is owned by the pool
+     * (after connect). May return NULL if cancel is not supported. */
+    void *(*cancel_prepare)(void *ctx, void *conn);
+    /* Cancel whatever the connection is running. Blocking; helper thread. */
+    void (*cancel_run)(void *token);
+    void (*cancel_free)(void *token);
+    /* Close and free the connection. Must not block for long. */
+    void (*disconnect)(void *ctx, void *conn);
+    /* Free ctx at pool close (may be NULL). */
+    void (*ctx_free)(void *ctx);
+} dbpool_driver;
+
+/* ------------------------------------------------------------------------ */
+/* Pool                                                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct dbpool dbpool;
+struct dbpool_slot;
+
+/*
+ * A lease: proof that the caller holds one connection. Returned by
+ * dbpool_checkout() by value; the caller keeps it until dbpool_checkin().
+ * After check-in (or a copy of a checked-in lease) every use returns
+ * DBPOOL_ESTALE and never touches a connection another caller now holds.
+ */
+typedef struct dbpool_lease {
+    struct dbpool_slot *slot;
+    uint64_t gen;
+} dbpool_lease;
+
+/*
+ * Open a pool on `driver` (ctx is passed to every driver call and freed with
+ * driver->ctx_free at close). Connections are opened in the background by the
+ * manager thread; dbpool_open() does not wait for them. `cfg` may be NULL for
+ * the defaults. On success *out is the pool; on error *out is NULL.
+ * Returns 0, DBPOOL_EINVAL, DBPOOL_ENOMEM or DBPOOL_ESYSTEM.
+ */
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_open(dbpool **out, const dbpool_driver *driver,
+                                            void *ctx, const dbpool_config *cfg);
+
+/* Pass as timeout_ms to use the pool's checkout_timeout. */
+#define DBPOOL_DEFAULT_TIMEOUT (-1)
+
+/*
+ * Check a connection out. Waits at most timeout_ms (DBPOOL_DEFAULT_TIMEOUT =
+ * the pool's checkout_timeout; 0 = do not wait). Waiters are served strictly
+ * in arrival order, each handed a connection directly by the thread that
+ * checks one in.
+ * Returns 0 and fills *lease, or:
+ *   DBPOOL_ETIMEDOUT    deadline reached while in queue
+ *   DBPOOL_EDROPPED     dropped by the queue's overload rule (see docs)
+ *   DBPOOL_EBUSY        queue=false (or timeout 0) and no connection idle
+ *   DBPOOL_EUNAVAILABLE the pool is STOPPED (backoff_type stop)
+ *   DBPOOL_ECLOSED      the pool is closing
+ *   DBPOOL_EINVAL       NULL argument or negative timeout other than -1
+ */
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_checkout(dbpool *pool, int64_t timeout_ms,
+                                                dbpool_lease *lease);
+
+/*
+ * Give the connection back. If the connection is inside a transaction it is
+ * rolled back (driver reset, bounded by reset_timeout); if that fails, or the
+ * connection is broken, expired (hold_timeout) or due for recycling, it is
+ * closed and the manager opens a replacement. The lease is stale afterwards.
+ * Returns 0; DBPOOL_EEXPIRED if hold_timeout had expired the lease (the
+ * connection is discarded, the check-in still completes); DBPOOL_ESTALE for a
+ * lease already checked in (nothing happens); DBPOOL_EINVAL for NULL.
+ */
+DBPOOL_API int dbpool_checkin(dbpool_lease *lease);
+
+/*
+ * Check the connection in and close it (use when you know it is unusable, or
+ * you changed session state you do not want the next caller to see).
+ * The manager opens a replacement. Returns as dbpool_checkin().
+ */
+DBPOOL_API int dbpool_discard(dbpool_lease *lease);
+
+/* The driver's connection handle for a live lease (for PostgreSQL a PGconn *;
+ * see dbpool_pg_conn()), or NULL if the lease is stale. */
+DBPOOL_API void *dbpool_lease_conn(const dbpool_lease *lease);
+
+/* 0 if the lease is live; DBPOOL_ESTALE after check-in; DBPOOL_EEXPIRED after
+ * hold_timeout fired (the connection is being cancelled: check it in);
+ * DBPOOL_EINVAL for NULL. */
+DBPOOL_API int dbpool_lease_check(const dbpool_lease *lease);
+
+/*
+ * Close the pool. Never blocks on the network and never frees a connection a
+ * caller holds:
+ *   - waiters get DBPOOL_ECLOSED, new checkouts get DBPOOL_ECLOSED;
+ *   - idle and connecting connections are closed now;
+ *   - leases still out stay usable; each connection is closed at its check-in,
+ *     and the last check-in releases the pool's memory.
+ * Returns 0, or DBPOOL_EBUSY when leases were still out (the pool is closed
+ * all the same; this only tells you memory is released later). NULL is a
+ * no-op returning 0. Must not be called from a log/event callback.
+ */
+DBPOOL_API int dbpool_close(dbpool *pool);
+
+/*
+ * Recycle every connection: each is closed and replaced at its next check-in
+ * or within about one idle_interval if idle (spread with jitter so they do not
+ * reconnect all at once). Returns 0 or DBPOOL_EINVAL.
+ */
+DBPOOL_API int dbpool_reconnect(dbpool *pool);
+
+/* Leave the STOPPED state (backoff_type stop): every stopped slot connects
+ * again. Returns 0 or DBPOOL_EINVAL / DBPOOL_ECLOSED. */
+DBPOOL_API int dbpool_restart(dbpool *pool);
+
+/* ------------------------------------------------------------------------ */
+/* State and counters                                                        */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+    DBPOOL_STATE_STARTING = 0, /* no connection has succeeded yet */
+    DBPOOL_STATE_UP,           /* at least one connection is usable */
+    DBPOOL_STATE_DOWN,         /* nothing connected and the latest connects failed */
+    DBPOOL_STATE_PAUSED,
+    DBPOOL_STATE_STOPPED,      /* backoff_type stop and no slot usable */
+    DBPOOL_STATE_CLOSED
+} dbpool_state;
+
+/* Name of a state ("up", "down", ...). */
+DBPOOL_API const char *dbpool_state_name(dbpool_state state);
+
+typedef struct dbpool_stats {
+    dbpool_state state;
+    int size;        /* configured size */
+    int idle;        /* connected, in the pool */
+    int busy;        /* checked out */
+    int connecting;  /* connecting or running after_connect */
+    int pinging;
+    int backoff;     /* waiting to reconnect */
+    int stopped;     /* stopped (backoff_type stop) */
+    int waiting;     /* callers in the queue */
+    uint64_t checkouts, drops, timeouts, connects, connect_failures, disconnects,
+             pings, ping_failures, hold_timeouts, rollbacks;
+    int64_t state_since_ms; /* monotonic ms of the last state change */
+    char last_error[256];   /* last connect error, password-free ("" if none) */
+} dbpool_stats;
+
+/* Snapshot of the pool's state and counters. Returns 0 or DBPOOL_EINVAL. */
+DBPOOL_API int dbpool_stats_get(dbpool *pool, dbpool_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DBPOOL_H */

@@ -1,0 +1,12 @@
+/* config.h - option validation shared by config.c and dbpool_open(). */
+#ifndef DBPOOL_CONFIG_H
+#define DBPOOL_CONFIG_H
+
+#include <stddef.h>
+
+#include "dbpool.h"
+
+/* 0 if every option is in range, else DBPOOL_EINVAL with the detail set. */
+int config_validate(const dbpool_config *cfg);
+
+#endif

@@ -1,0 +1,491 @@
+/* driver_pg.c - the PostgreSQL driver on libpq: non-blocking connect,
+ * after_connect, ping, check-in reset (ROLLBACK), cancel, password redaction. */
+#include <ctype.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dbpool_pg.h"
+#include "error.h"
+#include "pool.h"
+
+struct pg_ctx {
+    PQconninfoOption *opts; /* owns the strings keys/vals point to */
+    const char **keys, **vals;
+    char *after_connect;
+    char *password; /* scrubbed from every message we pass on */
+};
+
+enum { PH_CONNECT, PH_AFTER, PH_READY, PH_PING };
+
+struct pg_conn {
+    PGconn *pg; /* first member: dbpool_pg_conn() relies on it */
+    int phase;
+    int failed; /* a result of the running command was an error */
+};
+
+/* ---- messages ----------------------------------------------------------- */
+
+/* Replace every occurrence of secret in msg (a buffer of cap bytes). */
+static void scrub(char *msg, size_t cap, const char *secret)
+{
+    char out[1024];
+    size_t n, j = 0;
+
+    if (!secret || (n = strlen(secret)) < 3)
+        return; /* a 1-2 char "secret" would mangle every message */
+    for (const char *p = msg; *p && j + 9 < sizeof(out);) {
+        if (strncmp(p, secret, n) == 0) {
+            memcpy(out + j, "********", 8);
+            j += 8;
+            p += n;
+        } else {
+            out[j++] = *p++;
+        }
+    }
+    out[j] = '\0';
+    snprintf(msg, cap, "%s", out);
+}
+
+/* Copy a libpq message into err: one line, no trailing newline, no password. */
+static void set_msg(char *err, size_t errlen, const char *msg, const char *password)
+{
+    char buf[1024];
+    size_t j = 0;
+
+    if (!msg)
+        msg = "";
+    for (size_t i = 0; msg[i] && j + 1 < sizeof(buf); i++) {
+        char c = msg[i];
+        if (c == '\n' || c == '\t' || c == '\r') {
+            if (j > 0 && buf[j - 1] != ' ')
+                buf[j++] = ' ';
+            continue;
+        }
+        buf[j++] = c;
+    }
+    while (j > 0 && buf[j - 1] == ' ')
+        j--;
+    buf[j] = '\0';
+    scrub(buf, sizeof(buf), password);
+    snprintf(err, errlen, "%s", buf);
+}
+
+/*
+ * When a conninfo does not parse we do not know its password, and libpq may
+ * echo the string: remove anything that looks like one (URI userinfo
+ * "user:secret@", "password=secret" in either form) from `msg`.
+ */
+static void scrub_guesses(char *msg, size_t cap, const char *conninfo)
+{
+    char cand[256];
+    const char *p;
+
+    p = strstr(conninfo, "://");
+    if (p) {
+        const char *start = p + 3, *at = strchr(start, '@');
+        const char *colon = strchr(start, ':');
+        if (at && colon && colon < at && (size_t)(at - colon - 1) < sizeof(cand)) {
+            memcpy(cand, colon + 1, (size_t)(at - colon - 1));
+            cand[at - colon - 1] = '\0';
+            scrub(msg, cap, cand);
+        }
+    }
+    for (p = conninfo; (p = strstr(p, "password")) != NULL; p += 8) {
+        const char *v = p + 8;
+        while (*v == ' ')
+            v++;
+        if (*v != '=')
+            continue;
+        v++;
+        while (*v == ' ')
+            v++;
+        size_t n = 0;
+        if (*v == '\'') {
+            v++;
+            while (v[n] && v[n] != '\'' && n + 1 < sizeof(cand))
+                n++;
+        } else {
+            while (v[n] && v[n] != ' ' && v[n] != '&' && n + 1 < sizeof(cand))
+                n++;
+        }
+        memcpy(cand, v, n);
+        cand[n] = '\0';
+        scrub(msg, cap, cand);
+    }
+}
+
+/* ---- async command step (after_connect, ping) --------------------------- */
+
+static int conn_error(struct pg_conn *c, char *err, size_t errlen, const char *password)
+{
+    set_msg(err, errlen, PQerrorMessage(c->pg), password);
+    if (!*err)
+        snprintf(err, errlen, "connection lost");
+    return DBPOOL_IO_FAIL;
+}
+
+/* Flush, read, consume results; READ/WRITE until the command completes. */
+static int command_step(struct pg_conn *c, int *fd, char *err, size_t errlen,
+                        const char *password)
+{
+    int f = PQflush(c->pg);
+
+    *fd = PQsocket(c->pg);
+    if (f < 0)
+        return conn_error(c, err, errlen, password);
+    if (f == 1)
+        return DBPOOL_IO_WRITE;
+    if (!PQconsumeInput(c->pg))
+        return conn_error(c, err, errlen, password);
+    while (!PQisBusy(c->pg)) {
+        PGresult *res = PQgetResult(c->pg);
+        if (!res) {
+            if (c->failed || PQstatus(c->pg) != CONNECTION_OK)
+                return DBPOOL_IO_FAIL;
+            PQsetnonblocking(c->pg, 0);
+            c->phase = PH_READY;
+            return DBPOOL_IO_DONE;
+        }
+        ExecStatusType st = PQresultStatus(res);
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
+            if (!c->failed)
+                set_msg(err, errlen, PQresultErrorMessage(res), password);
+            c->failed = 1;
+        }
+        PQclear(res);
+    }
+    return DBPOOL_IO_READ;
+}
+
+static int command_start(struct pg_conn *c, const char *sql, int *fd, char *err, size_t errlen,
+                         const char *password)
+{
+    c->failed = 0;
+    if (PQsetnonblocking(c->pg, 1) != 0 || !PQsendQuery(c->pg, sql))
+        return conn_error(c, err, errlen, password);
+    return command_step(c, fd, err, errlen, password);
+}
+
+/* ---- driver ------------------------------------------------------------- */
+
+static int pg_connect_start(void *vctx, void **conn, int *fd, char *err, size_t errlen)
+{
+    struct pg_ctx *ctx = vctx;
+    struct pg_conn *c = calloc(1, sizeof(*c));
+
+    *conn = NULL;
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return DBPOOL_IO_FAIL;
+    }
+    c->pg = PQconnectStartParams(ctx->keys, ctx->vals, 0);
+    if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
+        if (c->pg)
+            set_msg(err, errlen, PQerrorMessage(c->pg), ctx->password);
+        else
+            snprintf(err, errlen, "out of memory");
+        PQfinish(c->pg);
+        free(c);
+        return DBPOOL_IO_FAIL;
+    }
+    c->phase = PH_CONNECT;
+    *conn = c;
+    *fd = PQsocket(c->pg);
+    return DBPOOL_IO_WRITE; /* libpq: start as if PQconnectPoll said WRITING */
+}
+
+static int pg_connect_poll(void *vctx, void *conn, int *fd, char *err, size_t errlen)
+{
+    struct pg_ctx *ctx = vctx;
+    struct pg_conn *c = conn;
+
+    if (c->phase == PH_AFTER)
+        return command_step(c, fd, err, errlen, ctx->password);
+    switch (PQconnectPoll(c->pg)) {
+    case PGRES_POLLING_READING:
+        *fd = PQsocket(c->pg);
+        return DBPOOL_IO_READ;
+    case PGRES_POLLING_WRITING:
+        *fd = PQsocket(c->pg);
+        return DBPOOL_IO_WRITE;
+    case PGRES_POLLING_OK:
+        if (!ctx->after_connect) {
+            c->phase = PH_READY;
+            return DBPOOL_IO_DONE;
+        }
+        c->phase = PH_AFTER;
+        {
+            int r = command_start(c, ctx->after_connect, fd, err, errlen, ctx->password);
+            if (r == DBPOOL_IO_FAIL) {
+                char tmp[256];
+                snprintf(tmp, sizeof(tmp), "after_connect failed: %s", err);
+                snprintf(err, errlen, "%s", tmp);
+            }
+            return r;
+        }
+    default:
+        return conn_error(c, err, errlen, ctx->password);
+    }
+}
+
+static int pg_ping_start(void *vctx, void *conn, int *fd, char *err, size_t errlen)
+{
+    struct pg_ctx *ctx = vctx;
+    struct pg_conn *c = conn;
+
+    c->phase = PH_PING;
+    return command_start(c, "", fd, err, errlen, ctx->password);
+}
+
+static int pg_ping_poll(void *vctx, void *conn, int *fd, char *err, size_t errlen)
+{
+    struct pg_ctx *ctx = vctx;
+    return command_step(conn, fd, err, errlen, ctx->password);
+}
+
+/*
+ * Check-in: idle -> keep; in a (failed) transaction -> ROLLBACK within the
+ * timeout (1 = rolled back); a running query, unread results or a broken
+ * connection -> discard (-1).
+ */
+static int pg_reset(void *vctx, void *conn, int64_t timeout_ms, char *err, size_t errlen)
+{
+    struct pg_ctx *ctx = vctx;
+    struct pg_conn *c = conn;
+    PGnotify *n;
+
+    if (PQstatus(c->pg) != CONNECTION_OK) {
+        snprintf(err, errlen, "connection is broken");
+        return -1;
+    }
+    while ((n = PQnotifies(c->pg)) != NULL)
+        PQfreemem(n);
+    switch (PQtransactionStatus(c->pg)) {
+    case PQTRANS_IDLE:
+        if (PQisnonblocking(c->pg))
+            PQsetnonblocking(c->pg, 0);
+        return 0;
+    case PQTRANS_INTRANS:
+    case PQTRANS_INERROR:
+        break;
+    case PQTRANS_ACTIVE:
+        snprintf(err, errlen, "checked in with a query running or results unread");
+        return -1;
+    default:
+        snprintf(err, errlen, "transaction status unknown");
+        return -1;
+    }
+
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + timeout_ms;
+    int fd = -1;
+    int r = command_start(c, "ROLLBACK", &fd, err, errlen, ctx->password);
+    while (r == DBPOOL_IO_READ || r == DBPOOL_IO_WRITE) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t left = deadline - ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+        if (left <= 0) {
+            snprintf(err, errlen, "ROLLBACK at check-in timed out");
+            return -1;
+        }
+        struct pollfd pfd = {.fd = fd, .events = r == DBPOOL_IO_READ ? POLLIN : POLLOUT};
+        if (poll(&pfd, 1, (int)left) < 0)
+            continue;
+        r = command_step(c, &fd, err, errlen, ctx->password);
+    }
+    if (r != DBPOOL_IO_DONE || PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        if (!*err)
+            snprintf(err, errlen, "ROLLBACK at check-in failed");
+        return -1;
+    }
+    return 1;
+}
+
+static void *pg_cancel_prepare(void *vctx, void *conn)
+{
+    (void)vctx;
+    return PQgetCancel(((struct pg_conn *)conn)->pg);
+}
+
+static void pg_cancel_run(void *token)
+{
+    char buf[256];
+    PQcancel(token, buf, sizeof(buf)); /* best effort; the lease is discarded anyway */
+}
+
+static void pg_cancel_free(void *token)
+{
+    PQfreeCancel(token);
+}
+
+static void pg_disconnect(void *vctx, void *conn)
+{
+    struct pg_conn *c = conn;
+
+    (void)vctx;
+    if (!c)
+        return;
+    PQfinish(c->pg);
+    free(c);
+}
+
+static void pg_ctx_free(void *vctx)
+{
+    struct pg_ctx *ctx = vctx;
+
+    if (!ctx)
+        return;
+    if (ctx->opts)
+        PQconninfoFree(ctx->opts);
+    free(ctx->keys);
+    free(ctx->vals);
+    free(ctx->after_connect);
+    free(ctx->password);
+    free(ctx);
+}
+
+static const dbpool_driver pg_driver = {
+    .name = "postgresql",
+    .connect_start = pg_connect_start,
+    .connect_poll = pg_connect_poll,
+    .ping_start = pg_ping_start,
+    .ping_poll = pg_ping_poll,
+    .reset = pg_reset,
+    .cancel_prepare = pg_cancel_prepare,
+    .cancel_run = pg_cancel_run,
+    .cancel_free = pg_cancel_free,
+    .disconnect = pg_disconnect,
+    .ctx_free = pg_ctx_free,
+};
+
+/* ---- public ------------------------------------------------------------- */
+
+static int bad_port(const char *v)
+{
+    /* "5432" or a comma-separated list for multiple hosts; empty items allowed */
+    for (const char *p = v; *p;) {
+        long n = 0;
+        int digits = 0;
+        while (isdigit((unsigned char)*p) && digits < 6) {
+            n = n * 10 + (*p++ - '0');
+            digits++;
+        }
+        if ((*p && *p != ',') || (digits && (n < 1 || n > 65535)) || digits == 6)
+            return 1;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+static int parse_conninfo(const char *conninfo, PQconninfoOption **out)
+{
+    char *errmsg = NULL;
+    char msg[512];
+
+    *out = PQconninfoParse(conninfo, &errmsg);
+    if (!*out) {
+        if (!errmsg)
+            return set_error(DBPOOL_ENOMEM, "out of memory parsing the connection string");
+        set_msg(msg, sizeof(msg), errmsg, NULL);
+        PQfreemem(errmsg);
+        scrub_guesses(msg, sizeof(msg), conninfo);
+        return set_error(DBPOOL_EINVAL, "invalid connection string: %s", msg);
+    }
+    for (PQconninfoOption *o = *out; o->keyword; o++) {
+        if (o->val && !strcmp(o->keyword, "port") && bad_port(o->val)) {
+            PQconninfoFree(*out);
+            *out = NULL;
+            return set_error(DBPOOL_EINVAL, "invalid connection string: invalid port number");
+        }
+    }
+    return 0;
+}
+
+int dbpool_pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg)
+{
+    PQconninfoOption *opts;
+    struct pg_ctx *ctx;
+    int rc, n = 0;
+
+    clear_error();
+    if (out)
+        *out = NULL;
+    if (!out || !conninfo)
+        return set_error(DBPOOL_EINVAL, "dbpool_pg_open: NULL argument");
+    if ((rc = parse_conninfo(conninfo, &opts)) != 0)
+        return rc;
+    ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) {
+        PQconninfoFree(opts);
+        return set_error(DBPOOL_ENOMEM, "out of memory");
+    }
+    ctx->opts = opts;
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        n++;
+    ctx->keys = calloc((size_t)n + 1, sizeof(char *));
+    ctx->vals = calloc((size_t)n + 1, sizeof(char *));
+    if (!ctx->keys || !ctx->vals)
+        goto nomem;
+    n = 0;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val || !*o->val)
+            continue;
+        ctx->keys[n] = o->keyword;
+        ctx->vals[n] = o->val;
+        n++;
+        if (!strcmp(o->keyword, "password") && !(ctx->password = strdup(o->val)))
+            goto nomem;
+    }
+    if (cfg && cfg->after_connect && !(ctx->after_connect = strdup(cfg->after_connect)))
+        goto nomem;
+    if ((rc = dbpool_open(out, &pg_driver, ctx, cfg)) != 0)
+        pg_ctx_free(ctx);
+    return rc;
+nomem:
+    pg_ctx_free(ctx);
+    return set_error(DBPOOL_ENOMEM, "out of memory");
+}
+
+PGconn *dbpool_pg_conn(const dbpool_lease *lease)
+{
+    struct pg_conn *c = dbpool_lease_conn(lease);
+
+    if (!c)
+        return NULL;
+    if (lease->slot->pool->drv != &pg_driver) {
+        set_error(DBPOOL_EINVAL, "lease is not from a PostgreSQL pool");
+        return NULL;
+    }
+    return c->pg;
+}
+
+int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen)
+{
+    PQconninfoOption *opts;
+    size_t used = 0;
+    int rc;
+
+    if (!conninfo || !buf || buflen == 0)
+        return set_error(DBPOOL_EINVAL, "dbpool_pg_redact: NULL argument");
+    buf[0] = '\0';
+    if ((rc = parse_conninfo(conninfo, &opts)) != 0)
+        return rc;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val || !*o->val)
+            continue;
+        const char *v = strcmp(o->keyword, "password") ? o->val : "********";
+        int quote = strpbrk(v, " '\\") != NULL || !*v;
+        int w = snprintf(buf + used, buflen - used, "%s%s=%s%s%s", used ? " " : "", o->keyword,
+                         quote ? "'" : "", v, quote ? "'" : "");
+        if (w < 0 || (size_t)w >= buflen - used) {
+            buf[used] = '\0';
+            break;
+        }
+        used += (size_t)w;
+    }
+    PQconninfoFree(opts);
+    return 0;
+}

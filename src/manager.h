@@ -1,0 +1,32 @@
+/* manager.h - the one process-wide manager thread: epoll loop, timers, and a
+ * helper thread for the rare work that must block (libpq < 17 cancel). */
+#ifndef DBPOOL_MANAGER_H
+#define DBPOOL_MANAGER_H
+
+#include <stdint.h>
+
+struct dbpool;
+struct dbpool_slot;
+
+/* Start the manager if needed and add the pool to it. 0 or DBPOOL_ESYSTEM. */
+int manager_attach(struct dbpool *p);
+/* dbpool_close(): detach the pool, close every connection not checked out,
+ * fail waiters. Returns 0, DBPOOL_EBUSY (leases out) or DBPOOL_EINVAL. */
+int manager_close(struct dbpool *p);
+/* The last lease of a closed pool came back: free the pool safely. */
+void manager_release_closed(struct dbpool *p);
+
+/* Make the manager run its timers now / if it would sleep past `due`. */
+void manager_wake(void);
+void manager_wake_before(int64_t due);
+/* Is the calling thread the manager (callbacks run there)? */
+int manager_is_self(void);
+
+/* epoll registration of a manager-owned slot's fd (manager thread only). */
+void manager_watch(struct dbpool_slot *s, int fd, int want);
+void manager_unwatch(struct dbpool_slot *s);
+
+/* Run fn(arg) on the helper thread; free_fn(arg) after (or instead, at stop). */
+int manager_submit(void (*fn)(void *), void *arg, void (*free_fn)(void *));
+
+#endif

@@ -1,0 +1,607 @@
+/* pool.c - the callers' side of a pool: open, checkout, check-in, close, stats.
+ * Hand-over to waiters is direct (FIFO, one condvar per waiter, no herd). */
+#include "pool.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "error.h"
+#include "log.h"
+#include "manager.h"
+
+int64_t clock_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- per-state lists ---------------------------------------------------- */
+
+static void list_remove(struct slot_list *l, struct dbpool_slot *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        l->head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    else
+        l->tail = s->prev;
+    s->prev = s->next = NULL;
+    l->n--;
+}
+
+static void list_append(struct slot_list *l, struct dbpool_slot *s)
+{
+    s->next = NULL;
+    s->prev = l->tail;
+    if (l->tail)
+        l->tail->next = s;
+    else
+        l->head = s;
+    l->tail = s;
+    l->n++;
+}
+
+void slot_move(struct dbpool *p, struct dbpool_slot *s, enum slot_state to)
+{
+    list_remove(&p->lists[s->state], s);
+    s->state = to;
+    list_append(&p->lists[to], s);
+}
+
+/* ---- open --------------------------------------------------------------- */
+
+static char *dupstr(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+void pool_free(struct dbpool *p)
+{
+    if (!p)
+        return;
+    if (p->drv && p->drv->ctx_free && p->ctx)
+        p->drv->ctx_free(p->ctx);
+    pthread_condattr_destroy(&p->condattr);
+    pthread_mutex_destroy(&p->mu);
+    free((char *)p->cfg.name);
+    free((char *)p->cfg.after_connect);
+    free(p->slots);
+    free(p);
+}
+
+int dbpool_open(dbpool **out, const dbpool_driver *driver, void *ctx, const dbpool_config *cfg)
+{
+    dbpool_config defaults;
+    struct dbpool *p;
+    int rc;
+
+    clear_error();
+    if (out)
+        *out = NULL;
+    if (!out || !driver)
+        return set_error(DBPOOL_EINVAL, "dbpool_open: NULL argument");
+    if (!driver->connect_start || !driver->connect_poll || !driver->disconnect)
+        return set_error(DBPOOL_EINVAL, "dbpool_open: driver lacks connect/disconnect");
+    if (!cfg) {
+        dbpool_config_init(&defaults);
+        cfg = &defaults;
+    }
+    if ((rc = config_validate(cfg)) != 0)
+        return rc;
+
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
+    p->cfg = *cfg;
+    p->cfg.name = dupstr(cfg->name ? cfg->name : "default");
+    p->cfg.after_connect = dupstr(cfg->after_connect);
+    p->slots = calloc((size_t)cfg->size, sizeof(*p->slots));
+    if (!p->cfg.name || (cfg->after_connect && !p->cfg.after_connect) || !p->slots) {
+        free((char *)p->cfg.name);
+        free((char *)p->cfg.after_connect);
+        free(p->slots);
+        free(p);
+        return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
+    }
+    if (p->cfg.idle_limit == 0)
+        p->cfg.idle_limit = p->cfg.size;
+    if (pthread_mutex_init(&p->mu, NULL) != 0 || pthread_condattr_init(&p->condattr) != 0 ||
+        pthread_condattr_setclock(&p->condattr, CLOCK_MONOTONIC) != 0) {
+        free((char *)p->cfg.name);
+        free((char *)p->cfg.after_connect);
+        free(p->slots);
+        free(p);
+        return set_error(DBPOOL_ESYSTEM, "dbpool_open: pthread init failed");
+    }
+    p->drv = driver;
+
+    int64_t now = clock_ms();
+    p->rng = (uint64_t)now * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)p ^ (uint64_t)getpid();
+    if (!p->rng)
+        p->rng = 1;
+    codel_init(&p->codel, p->cfg.queue_target, p->cfg.queue_interval, now);
+    idle_init(&p->idle, p->cfg.idle_interval, now);
+    p->state = DBPOOL_STATE_STARTING;
+    p->state_since = now;
+    for (int i = 0; i < p->cfg.size; i++) {
+        struct dbpool_slot *s = &p->slots[i];
+        s->pool = p;
+        s->fd = -1;
+        s->state = SLOT_PENDING;
+        atomic_init(&s->gen, 1);
+        backoff_init(&s->backoff, p->cfg.backoff_type, p->cfg.backoff_min, p->cfg.backoff_max,
+                     p->rng + (uint64_t)i * 0x2545F4914F6CDD1DULL);
+        list_append(&p->lists[SLOT_PENDING], s);
+    }
+    p->ctx = ctx;
+    if ((rc = manager_attach(p)) != 0) {
+        p->ctx = NULL; /* ctx belongs to the pool only once open succeeds */
+        pool_free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+/* ---- hand-over ---------------------------------------------------------- */
+
+static void lease_start(struct dbpool *p, struct dbpool_slot *s, int64_t now)
+{
+    slot_move(p, s, SLOT_BUSY);
+    s->checkout_at = now;
+    s->expired = 0;
+    s->hold_deadline = p->cfg.hold_timeout ? now + p->cfg.hold_timeout : 0;
+    p->n_checkouts++;
+}
+
+static void signal_waiter(struct waiter *w)
+{
+    pthread_cond_signal(&w->cond);
+}
+
+void pool_signal_dropped(struct dbpool *p, struct waiter *dropped)
+{
+    while (dropped) {
+        struct waiter *next = dropped->next;
+        p->n_drops++;
+        signal_waiter(dropped); /* status and waited were set by the queue */
+        dropped = next;
+    }
+}
+
+void pool_release_locked(struct dbpool *p, struct dbpool_slot *s, int64_t now)
+{
+    struct waiter *dropped = NULL;
+    struct waiter *w = codel_checkin(&p->codel, &p->waiters, now, &dropped);
+
+    pool_signal_dropped(p, dropped);
+    if (w) {
+        lease_start(p, s, now);
+        w->slot = s;
+        w->status = 0;
+        signal_waiter(w); /* under the mutex: w lives on the waiter's stack */
+    } else {
+        slot_move(p, s, SLOT_IDLE);
+        s->last_checkin = now;
+    }
+}
+
+void pool_fail_waiters_locked(struct dbpool *p, int code, const char *msg)
+{
+    struct waiter *w;
+
+    (void)msg;
+    while ((w = p->waiters.head) != NULL) {
+        wq_remove(&p->waiters, w);
+        w->status = code;
+        signal_waiter(w);
+    }
+}
+
+/* ---- health ------------------------------------------------------------- */
+
+const char *dbpool_state_name(dbpool_state state)
+{
+    switch (state) {
+    case DBPOOL_STATE_STARTING: return "starting";
+    case DBPOOL_STATE_UP: return "up";
+    case DBPOOL_STATE_DOWN: return "down";
+    case DBPOOL_STATE_PAUSED: return "paused";
+    case DBPOOL_STATE_STOPPED: return "stopped";
+    case DBPOOL_STATE_CLOSED: return "closed";
+    default: return "unknown";
+    }
+}
+
+/*
+ * UP while any connection works; DOWN when none does and the latest connect
+ * attempts failed; STOPPED when every slot stopped (backoff_type stop).
+ * Logged once per change, so an outage is one line, not one per attempt.
+ */
+void pool_update_state_locked(struct dbpool *p, int64_t now)
+{
+    dbpool_state st;
+    int usable = p->lists[SLOT_IDLE].n + p->lists[SLOT_BUSY].n + p->lists[SLOT_PINGING].n;
+
+    if (p->closing)
+        st = DBPOOL_STATE_CLOSED;
+    else if (usable > 0)
+        st = DBPOOL_STATE_UP;
+    else if (p->lists[SLOT_STOPPED].n == p->cfg.size)
+        st = DBPOOL_STATE_STOPPED;
+    else if (p->fail_streak > 0)
+        st = DBPOOL_STATE_DOWN;
+    else
+        st = p->ever_up ? DBPOOL_STATE_UP : DBPOOL_STATE_STARTING;
+
+    if (st == p->state)
+        return;
+    dbpool_state old = p->state;
+    p->state = st;
+    p->state_since = now;
+    if (st == DBPOOL_STATE_UP)
+        p->ever_up = 1;
+    if (st == DBPOOL_STATE_DOWN || st == DBPOOL_STATE_STOPPED) {
+        plog(p, DBPOOL_LOG_WARNING, "pool is %s: %s", dbpool_state_name(st),
+             p->last_error[0] ? p->last_error : "no connection");
+        /* fail fast: nobody waits for a database that is not there */
+        pool_fail_waiters_locked(p, DBPOOL_EUNAVAILABLE, p->last_error);
+    } else if (st == DBPOOL_STATE_UP && (old == DBPOOL_STATE_DOWN || old == DBPOOL_STATE_STOPPED)) {
+        plog(p, DBPOOL_LOG_WARNING, "pool is up again after %lld ms down",
+             (long long)(now - p->down_logged_at));
+    }
+    if (st == DBPOOL_STATE_DOWN || st == DBPOOL_STATE_STOPPED)
+        p->down_logged_at = now;
+}
+
+/* ---- checkout ----------------------------------------------------------- */
+
+static int unavailable(struct dbpool *p)
+{
+    return set_error(DBPOOL_EUNAVAILABLE, "pool \"%s\" is %s: %s", p->cfg.name,
+                     dbpool_state_name(p->state),
+                     p->last_error[0] ? p->last_error : "no usable connection");
+}
+
+static void abs_deadline(int64_t deadline_ms, struct timespec *ts)
+{
+    ts->tv_sec = (time_t)(deadline_ms / 1000);
+    ts->tv_nsec = (long)(deadline_ms % 1000) * 1000000L;
+}
+
+int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
+{
+    struct dbpool_slot *s;
+    struct waiter w;
+    int64_t now;
+    int rc;
+
+    if (lease) {
+        lease->slot = NULL;
+        lease->gen = 0;
+    }
+    if (!p || !lease)
+        return set_error(DBPOOL_EINVAL, "dbpool_checkout: NULL argument");
+    if (timeout_ms < 0 && timeout_ms != DBPOOL_DEFAULT_TIMEOUT)
+        return set_error(DBPOOL_EINVAL, "dbpool_checkout: negative timeout %lld",
+                         (long long)timeout_ms);
+    now = clock_ms();
+
+    pthread_mutex_lock(&p->mu);
+    if (timeout_ms == DBPOOL_DEFAULT_TIMEOUT)
+        timeout_ms = p->cfg.checkout_timeout;
+    if (p->closing) {
+        pthread_mutex_unlock(&p->mu);
+        return set_error(DBPOOL_ECLOSED, "pool \"%s\" is closed", p->cfg.name);
+    }
+    if (p->state == DBPOOL_STATE_DOWN || p->state == DBPOOL_STATE_STOPPED) {
+        rc = unavailable(p);
+        pthread_mutex_unlock(&p->mu);
+        return rc;
+    }
+    s = p->cfg.lifo ? p->lists[SLOT_IDLE].tail : p->lists[SLOT_IDLE].head;
+    if (s) {
+        lease_start(p, s, now);
+        lease->slot = s;
+        lease->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
+        int64_t hold = s->hold_deadline;
+        pthread_mutex_unlock(&p->mu);
+        if (hold)
+            manager_wake_before(hold);
+        return 0;
+    }
+    if (!p->cfg.queue || timeout_ms == 0) {
+        pthread_mutex_unlock(&p->mu);
+        return set_error(DBPOOL_EBUSY, "pool \"%s\": no connection idle and %s", p->cfg.name,
+                         p->cfg.queue ? "timeout is 0" : "queue=false");
+    }
+
+    memset(&w, 0, sizeof(w));
+    w.sent = now;
+    w.status = 1;
+    pthread_cond_init(&w.cond, &p->condattr);
+    wq_push(&p->waiters, &w);
+    codel_mark_busy(&p->codel);
+    int first = p->waiters.n == 1;
+    int64_t poll_at = p->codel.poll_at;
+    int64_t deadline = now + timeout_ms;
+    struct timespec ts;
+    abs_deadline(deadline, &ts);
+    if (first) {
+        /* the queue poll must run on time from now on */
+        pthread_mutex_unlock(&p->mu);
+        manager_wake_before(poll_at);
+        pthread_mutex_lock(&p->mu);
+    }
+    while (w.status == 1) {
+        int e = pthread_cond_timedwait(&w.cond, &p->mu, &ts);
+        if (e == ETIMEDOUT && w.status == 1) {
+            wq_remove(&p->waiters, &w);
+            w.status = DBPOOL_ETIMEDOUT;
+            p->n_timeouts++;
+        }
+    }
+    pthread_cond_destroy(&w.cond);
+    if (w.status == 0) {
+        s = w.slot;
+        lease->slot = s;
+        lease->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
+        int64_t hold = s->hold_deadline;
+        pthread_mutex_unlock(&p->mu);
+        if (hold)
+            manager_wake_before(hold);
+        return 0;
+    }
+    rc = w.status;
+    switch (rc) {
+    case DBPOOL_ETIMEDOUT:
+        set_error(rc, "pool \"%s\": deadline reached while in queue (waited %lld ms)",
+                  p->cfg.name, (long long)(clock_ms() - now));
+        break;
+    case DBPOOL_EDROPPED:
+        set_error(rc,
+                  "connection not available and request was dropped from queue after %lld ms. "
+                  "This means requests are coming in and your connection pool cannot serve "
+                  "them fast enough. You can address this by: 1. ensuring your database is "
+                  "available and that you can connect to it; 2. tracking down slow queries; "
+                  "3. increasing the pool size; 4. allowing requests to wait longer by "
+                  "increasing queue_target and queue_interval",
+                  (long long)w.waited);
+        break;
+    case DBPOOL_EUNAVAILABLE:
+        unavailable(p);
+        break;
+    case DBPOOL_ECLOSED:
+        set_error(rc, "pool \"%s\" was closed while waiting", p->cfg.name);
+        break;
+    default:
+        set_error(rc, "checkout failed: %s", dbpool_strerror(rc));
+        break;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+/* ---- lease -------------------------------------------------------------- */
+
+static int lease_live(const dbpool_lease *l)
+{
+    return l && l->slot && atomic_load_explicit(&l->slot->gen, memory_order_acquire) == l->gen;
+}
+
+void *dbpool_lease_conn(const dbpool_lease *l)
+{
+    if (!lease_live(l)) {
+        set_error(l ? DBPOOL_ESTALE : DBPOOL_EINVAL, "lease is not checked out");
+        return NULL;
+    }
+    return l->slot->conn;
+}
+
+int dbpool_lease_check(const dbpool_lease *l)
+{
+    if (!l)
+        return set_error(DBPOOL_EINVAL, "dbpool_lease_check: NULL lease");
+    if (!lease_live(l))
+        return set_error(DBPOOL_ESTALE, "lease already checked in");
+    struct dbpool *p = l->slot->pool;
+    pthread_mutex_lock(&p->mu);
+    int expired = l->slot->expired;
+    pthread_mutex_unlock(&p->mu);
+    if (expired)
+        return set_error(DBPOOL_EEXPIRED, "lease held longer than hold_timeout (%lld ms)",
+                         (long long)p->cfg.hold_timeout);
+    return 0;
+}
+
+/* ---- check-in ----------------------------------------------------------- */
+
+static int checkin(dbpool_lease *l, int discard)
+{
+    struct dbpool_slot *s;
+    struct dbpool *p;
+    char err[256] = "";
+
+    if (!l || !l->slot)
+        return set_error(DBPOOL_EINVAL, "check-in of a NULL or empty lease");
+    s = l->slot;
+    p = s->pool;
+
+    /* Claim the slot: bumping gen makes every copy of this lease stale at
+     * once, so a second check-in can never touch the next holder's conn. */
+    pthread_mutex_lock(&p->mu);
+    if (s->state != SLOT_BUSY || atomic_load_explicit(&s->gen, memory_order_relaxed) != l->gen) {
+        pthread_mutex_unlock(&p->mu);
+        return set_error(DBPOOL_ESTALE, "lease already checked in (double check-in?)");
+    }
+    atomic_store_explicit(&s->gen, l->gen + 1, memory_order_release);
+    int expired = s->expired;
+    int closing = p->closing;
+    int64_t now = clock_ms();
+    int recycle = (s->expires_at && now >= s->expires_at) || s->epoch != p->epoch;
+    int64_t reset_timeout = p->cfg.reset_timeout;
+    pthread_mutex_unlock(&p->mu);
+    l->slot = NULL;
+
+    /* The caller still owns the connection here: reset it without the lock. */
+    int keep = !discard && !expired && !closing && !recycle;
+    int rolled_back = 0, broken = 0;
+    if (keep && p->drv->reset) {
+        int r = p->drv->reset(p->ctx, s->conn, reset_timeout, err, sizeof(err));
+        if (r < 0) {
+            keep = 0;
+            broken = 1;
+        } else if (r > 0) {
+            rolled_back = 1;
+        }
+    }
+    if (!keep) {
+        if (s->cancel_token && p->drv->cancel_free)
+            p->drv->cancel_free(s->cancel_token);
+        s->cancel_token = NULL;
+        p->drv->disconnect(p->ctx, s->conn);
+        s->conn = NULL;
+    }
+
+    int last_of_closed = 0;
+    pthread_mutex_lock(&p->mu);
+    now = clock_ms();
+    if (rolled_back)
+        p->n_rollbacks++;
+    if (keep) {
+        pool_release_locked(p, s, now);
+    } else {
+        p->n_disconnects++;
+        s->broken = broken;
+        if (broken)
+            plog(p, DBPOOL_LOG_INFO, "connection discarded at check-in: %s", err);
+        if (p->closing) {
+            slot_move(p, s, SLOT_STOPPED);
+            last_of_closed = p->lists[SLOT_BUSY].n == 0;
+        } else if (broken && p->cfg.backoff_type == DBPOOL_BACKOFF_STOP) {
+            slot_move(p, s, SLOT_STOPPED);
+        } else {
+            slot_move(p, s, SLOT_PENDING); /* a working connection broke: reconnect at once */
+        }
+        pool_update_state_locked(p, now);
+    }
+    pthread_mutex_unlock(&p->mu);
+
+    if (last_of_closed)
+        manager_release_closed(p);
+    else if (!keep)
+        manager_wake();
+    if (expired)
+        return set_error(DBPOOL_EEXPIRED,
+                         "lease held longer than hold_timeout; connection discarded");
+    return 0;
+}
+
+int dbpool_checkin(dbpool_lease *lease)
+{
+    return checkin(lease, 0);
+}
+
+int dbpool_discard(dbpool_lease *lease)
+{
+    return checkin(lease, 1);
+}
+
+/* ---- control ------------------------------------------------------------ */
+
+int dbpool_close(dbpool *p)
+{
+    if (!p)
+        return 0;
+    if (manager_is_self())
+        return set_error(DBPOOL_EINVAL, "dbpool_close called from a pool callback");
+    return manager_close(p);
+}
+
+int dbpool_reconnect(dbpool *p)
+{
+    if (!p)
+        return set_error(DBPOOL_EINVAL, "dbpool_reconnect: NULL pool");
+    pthread_mutex_lock(&p->mu);
+    if (p->closing) {
+        pthread_mutex_unlock(&p->mu);
+        return set_error(DBPOOL_ECLOSED, "pool is closed");
+    }
+    /* Busy connections see the new epoch at check-in; idle ones expire at a
+     * random point within one idle interval so they do not all reconnect at
+     * once. */
+    p->epoch++;
+    int64_t now = clock_ms();
+    for (struct dbpool_slot *s = p->lists[SLOT_IDLE].head; s; s = s->next)
+        s->expires_at = now + rng_range(&p->rng, 0, p->cfg.idle_interval);
+    pthread_mutex_unlock(&p->mu);
+    manager_wake();
+    return 0;
+}
+
+int dbpool_restart(dbpool *p)
+{
+    struct dbpool_slot *s;
+
+    if (!p)
+        return set_error(DBPOOL_EINVAL, "dbpool_restart: NULL pool");
+    pthread_mutex_lock(&p->mu);
+    if (p->closing) {
+        pthread_mutex_unlock(&p->mu);
+        return set_error(DBPOOL_ECLOSED, "pool is closed");
+    }
+    while ((s = p->lists[SLOT_STOPPED].head) != NULL) {
+        backoff_reset(&s->backoff);
+        slot_move(p, s, SLOT_PENDING);
+    }
+    p->fail_streak = 0;
+    pool_update_state_locked(p, clock_ms());
+    pthread_mutex_unlock(&p->mu);
+    manager_wake();
+    return 0;
+}
+
+int dbpool_stats_get(dbpool *p, dbpool_stats *st)
+{
+    if (!p || !st)
+        return set_error(DBPOOL_EINVAL, "dbpool_stats_get: NULL argument");
+    memset(st, 0, sizeof(*st));
+    pthread_mutex_lock(&p->mu);
+    st->state = p->state;
+    st->size = p->cfg.size;
+    st->idle = p->lists[SLOT_IDLE].n;
+    st->busy = p->lists[SLOT_BUSY].n;
+    st->connecting = p->lists[SLOT_CONNECTING].n + p->lists[SLOT_PENDING].n;
+    st->pinging = p->lists[SLOT_PINGING].n;
+    st->backoff = p->lists[SLOT_BACKOFF].n;
+    st->stopped = p->closing ? 0 : p->lists[SLOT_STOPPED].n;
+    st->waiting = p->waiters.n;
+    st->checkouts = p->n_checkouts;
+    st->drops = p->n_drops;
+    st->timeouts = p->n_timeouts;
+    st->connects = p->n_connects;
+    st->connect_failures = p->n_connect_failures;
+    st->disconnects = p->n_disconnects;
+    st->pings = p->n_pings;
+    st->ping_failures = p->n_ping_failures;
+    st->hold_timeouts = p->n_hold_timeouts;
+    st->rollbacks = p->n_rollbacks;
+    st->state_since_ms = p->state_since;
+    memcpy(st->last_error, p->last_error, sizeof(st->last_error));
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}

@@ -1,0 +1,132 @@
+/* pool.h - internal structures of a pool and its connection slots.
+ * Shared by pool.c (callers' side), slot.c (manager's side) and manager.c. */
+#ifndef DBPOOL_POOL_H
+#define DBPOOL_POOL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "backoff.h"
+#include "dbpool.h"
+#include "idle.h"
+#include "queue.h"
+
+/*
+ * Slot states. A slot is always on exactly one list, the one of its state
+ * (PgBouncer style), and moves only under the pool mutex:
+ *
+ *   PENDING --manager--> CONNECTING --ok--> (handoff to a waiter) BUSY
+ *                            |         \--> IDLE <--checkin-- BUSY
+ *                            |                |  \--tick--> PINGING --ok--> IDLE
+ *                          fail               |                 |
+ *                            v                v (lifetime)     fail
+ *                         BACKOFF --timer--> PENDING <----------+
+ *                            |
+ *                   (backoff stop) STOPPED --dbpool_restart--> PENDING
+ *
+ * BUSY slots belong to the caller holding the lease; PENDING, CONNECTING,
+ * PINGING, BACKOFF and STOPPED belong to the manager thread; IDLE belongs
+ * to whoever holds the pool mutex.
+ */
+enum slot_state {
+    SLOT_PENDING = 0, /* needs a connect, as soon as the manager runs */
+    SLOT_CONNECTING,  /* connect / after_connect in progress */
+    SLOT_IDLE,
+    SLOT_BUSY,        /* checked out */
+    SLOT_PINGING,
+    SLOT_BACKOFF,     /* waiting until timer_at to connect again */
+    SLOT_STOPPED,     /* backoff_type stop: waits for dbpool_restart */
+    SLOT_NSTATES
+};
+
+struct slot_list {
+    struct dbpool_slot *head, *tail;
+    int n;
+};
+
+struct dbpool_slot {
+    struct dbpool_slot *prev, *next; /* links in the list of `state` */
+    struct dbpool *pool;
+    enum slot_state state;
+    void *conn;               /* driver handle; NULL when not connected */
+    _Atomic uint64_t gen;     /* lease generation; bumped at each check-in */
+    int fd;                   /* fd registered with epoll, -1 if none */
+    int io_events;            /* events registered */
+    int expired;              /* hold_timeout fired on the current lease */
+    int broken;               /* last disconnect was a failure (not a recycle) */
+    int64_t timer_at;         /* CONNECTING/PINGING: timeout; BACKOFF: retry */
+    int64_t last_checkin;     /* IDLE: when it went idle (ping order) */
+    int64_t checkout_at;      /* BUSY: when it was checked out */
+    int64_t hold_deadline;    /* BUSY: hold_timeout deadline, 0 = none */
+    int64_t expires_at;       /* recycle at or after this time; 0 = never */
+    uint64_t epoch;           /* pool epoch when connected (dbpool_reconnect) */
+    void *cancel_token;       /* driver cancel token, prepared after connect */
+    struct backoff backoff;
+    struct dbpool_slot *todo; /* manager's work list, valid only while it runs */
+    int todo_op;
+};
+
+struct dbpool {
+    pthread_mutex_t mu; /* guards everything below except where noted */
+    dbpool_config cfg;  /* private copy; strings owned (name, after_connect) */
+    const dbpool_driver *drv;
+    void *ctx;
+
+    struct dbpool_slot *slots; /* cfg.size slots, never moved or freed before the pool */
+    struct slot_list lists[SLOT_NSTATES];
+
+    struct wqueue waiters;
+    struct codel codel;
+    struct idle_tick idle;
+    pthread_condattr_t condattr; /* CLOCK_MONOTONIC for waiters' condvars */
+
+    int closing;     /* dbpool_close() called */
+    uint64_t epoch;  /* bumped by dbpool_reconnect() */
+    uint64_t rng;
+
+    /* health */
+    dbpool_state state;
+    int64_t state_since;
+    int ever_up;
+    int fail_streak;      /* connect failures since the last success */
+    int64_t down_logged_at;
+    int down_attempts;
+    char last_error[256];
+
+    /* counters (dbpool_stats) */
+    uint64_t n_checkouts, n_drops, n_timeouts, n_connects, n_connect_failures,
+        n_disconnects, n_pings, n_ping_failures, n_hold_timeouts, n_rollbacks;
+
+    /* manager's bookkeeping, guarded by the manager mutex */
+    struct dbpool *mnext, *mprev;
+    int64_t next_due;
+};
+
+/* Monotonic clock in ms. */
+int64_t clock_ms(void);
+
+/* list helpers (pool mutex held) */
+void slot_move(struct dbpool *p, struct dbpool_slot *s, enum slot_state to);
+
+/* A connection became available (connected, pinged, checked in): hand it to a
+ * waiter per the CoDel rule or put it on the idle list. Pool mutex held. */
+void pool_release_locked(struct dbpool *p, struct dbpool_slot *s, int64_t now);
+/* Recompute the pool state after a slot transition; logs changes. Locked. */
+void pool_update_state_locked(struct dbpool *p, int64_t now);
+/* Wake and fail every waiter with `code` (close). Locked. */
+void pool_fail_waiters_locked(struct dbpool *p, int code, const char *msg);
+/* Signal waiters that the CoDel rule dropped. Locked. */
+void pool_signal_dropped(struct dbpool *p, struct waiter *dropped);
+/* Free a pool whose slots are all disconnected. */
+void pool_free(struct dbpool *p);
+
+/* slot.c: the manager's per-pool work. Called with the manager mutex held
+ * and the pool mutex NOT held. Returns the pool's next due time. */
+int64_t slot_service(struct dbpool *p, int64_t now);
+/* An epoll event for a slot in CONNECTING or PINGING. */
+void slot_io(struct dbpool_slot *s, int64_t now);
+/* Close the connection of a slot the caller owns (not IDLE/BUSY of others). */
+void slot_disconnect(struct dbpool *p, struct dbpool_slot *s);
+
+#endif

@@ -1,0 +1,65 @@
+/* queue.h - the checkout wait queue and its CoDel drop rule (DESIGN.md section 3, exact).
+ * Pure logic on an injected clock: the pool calls it under its mutex. */
+#ifndef DBPOOL_QUEUE_H
+#define DBPOOL_QUEUE_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+struct dbpool_slot;
+
+/* A caller waiting for a connection. Lives on the caller's stack. */
+struct waiter {
+    struct waiter *prev, *next;
+    int64_t sent;             /* monotonic ms when it started waiting */
+    int status;               /* 1 waiting; 0 handed a slot; <0 DBPOOL_E* */
+    int64_t waited;           /* ms waited when dropped (for the message) */
+    struct dbpool_slot *slot; /* set when handed a connection */
+    pthread_cond_t cond;      /* the caller sleeps on its own condvar */
+};
+
+/* Waiters, oldest first. */
+struct wqueue {
+    struct waiter *head, *tail;
+    int n;
+};
+
+void wq_push(struct wqueue *q, struct waiter *w);
+void wq_remove(struct wqueue *q, struct waiter *w);
+
+/* CoDel state, as in DBConnection.ConnectionPool. `busy` mirrors its
+ * :busy/:ready state: set when a checkout has to wait, cleared when a
+ * check-in finds the queue empty. */
+struct codel {
+    int64_t target, interval; /* ms */
+    int64_t delay;            /* minimum wait observed this interval */
+    int64_t next;             /* next interval boundary */
+    int slow;
+    int busy;
+    int64_t poll_at;   /* when codel_poll is due */
+    int64_t last_sent; /* oldest waiter's sent at the previous poll */
+};
+
+void codel_init(struct codel *c, int64_t target, int64_t interval, int64_t now);
+
+/*
+ * A connection became available at `now`. Returns the waiter that gets it
+ * (already removed from q, status not yet set) or NULL: put the connection on
+ * the idle list. Waiters dropped on the way are removed from q, get
+ * status DBPOOL_EDROPPED and `waited`, and are chained through ->next onto
+ * *dropped; the caller signals them.
+ */
+struct waiter *codel_checkin(struct codel *c, struct wqueue *q, int64_t now,
+                             struct waiter **dropped);
+
+/* Mark the pool busy (a checkout found nothing idle and queued). */
+void codel_mark_busy(struct codel *c);
+
+/*
+ * The periodic queue poll; the pool's timer calls it when now >= poll_at and
+ * it sets the next poll_at. Drops (as above) when no waiter made progress for
+ * a whole interval and the minimum delay exceeded the target.
+ */
+void codel_poll(struct codel *c, struct wqueue *q, int64_t now, struct waiter **dropped);
+
+#endif

@@ -1,0 +1,321 @@
+/* slot.c - connection life cycle, run by the manager thread: connects, pings,
+ * backoff, recycling, hold timeouts, the idle tick and the queue poll. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "manager.h"
+#include "pool.h"
+
+enum { OP_CONNECT = 1, OP_RECYCLE, OP_PING, OP_FAIL };
+
+#define STILL_DOWN_EVERY_MS 30000
+
+/* Close a slot's connection; the caller owns the slot. Any thread. */
+void slot_disconnect(struct dbpool *p, struct dbpool_slot *s)
+{
+    manager_unwatch(s);
+    if (s->cancel_token && p->drv->cancel_free)
+        p->drv->cancel_free(s->cancel_token);
+    s->cancel_token = NULL;
+    if (s->conn)
+        p->drv->disconnect(p->ctx, s->conn);
+    s->conn = NULL;
+}
+
+struct cancel_job {
+    const dbpool_driver *drv;
+    void *token;
+};
+
+static void cancel_run(void *arg)
+{
+    struct cancel_job *j = arg;
+    j->drv->cancel_run(j->token);
+}
+
+static void cancel_free(void *arg)
+{
+    struct cancel_job *j = arg;
+    if (j->drv->cancel_free)
+        j->drv->cancel_free(j->token);
+    free(j);
+}
+
+/* ---- outcomes (pool mutex held) ------------------------------------------ */
+
+static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t now)
+{
+    backoff_reset(&s->backoff);
+    p->n_connects++;
+    p->fail_streak = 0;
+    s->broken = 0;
+    s->epoch = p->epoch;
+    s->expires_at = 0;
+    if (p->cfg.max_lifetime) {
+        /* up to 10% jitter so connections opened together do not all
+         * reconnect together */
+        s->expires_at =
+            now + p->cfg.max_lifetime - rng_range(&p->rng, 0, p->cfg.max_lifetime / 10);
+    }
+    pool_release_locked(p, s, now);
+    pool_update_state_locked(p, now);
+}
+
+static void connect_failed_locked(struct dbpool *p, struct dbpool_slot *s, const char *err,
+                                  int64_t now)
+{
+    int64_t delay = backoff_next(&s->backoff);
+
+    p->n_connect_failures++;
+    p->fail_streak++;
+    p->down_attempts++;
+    snprintf(p->last_error, sizeof(p->last_error), "%s", err);
+    if (delay < 0) {
+        slot_move(p, s, SLOT_STOPPED);
+    } else {
+        slot_move(p, s, SLOT_BACKOFF);
+        s->timer_at = now + delay;
+    }
+    /* One line per failure would be a wall of text during an outage: debug
+     * only; the state change logs once, then a summary every 30 s. */
+    plog(p, DBPOOL_LOG_DEBUG, "connect failed (retry in %lld ms): %s", (long long)delay, err);
+    dbpool_state before = p->state;
+    pool_update_state_locked(p, now);
+    if (p->state != before) {
+        p->down_attempts = 0;
+    } else if (p->state == DBPOOL_STATE_DOWN && now - p->down_logged_at >= STILL_DOWN_EVERY_MS) {
+        plog(p, DBPOOL_LOG_WARNING, "still down after %lld s, %d attempts: %s",
+             (long long)((now - p->state_since) / 1000), p->down_attempts, err);
+        p->down_logged_at = now;
+        p->down_attempts = 0;
+    }
+}
+
+static void ping_failed_locked(struct dbpool *p, struct dbpool_slot *s, const char *err,
+                               int64_t now)
+{
+    p->n_ping_failures++;
+    p->n_disconnects++;
+    s->broken = 1;
+    plog(p, DBPOOL_LOG_INFO, "idle connection failed its ping, reconnecting: %s", err);
+    /* a working connection that breaks reconnects at once (no backoff) */
+    slot_move(p, s, p->cfg.backoff_type == DBPOOL_BACKOFF_STOP ? SLOT_STOPPED : SLOT_PENDING);
+    pool_update_state_locked(p, now);
+}
+
+/*
+ * Apply the result `r` of a driver step on a CONNECTING or PINGING slot.
+ * Called without the pool mutex; the manager owns the slot.
+ */
+static void progress(struct dbpool *p, struct dbpool_slot *s, int r, int fd, const char *err,
+                     int64_t now)
+{
+    enum slot_state st = s->state; /* stable: only the manager moves these */
+
+    if (r == DBPOOL_IO_READ || r == DBPOOL_IO_WRITE) {
+        if (fd >= 0) {
+            manager_watch(s, fd, r);
+            return;
+        }
+        r = DBPOOL_IO_FAIL;
+        err = "driver gave no socket";
+    }
+    manager_unwatch(s);
+    if (r == DBPOOL_IO_DONE && st == SLOT_CONNECTING && p->drv->cancel_prepare)
+        s->cancel_token = p->drv->cancel_prepare(p->ctx, s->conn);
+    if (r != DBPOOL_IO_DONE)
+        slot_disconnect(p, s);
+
+    pthread_mutex_lock(&p->mu);
+    if (st == SLOT_CONNECTING) {
+        if (r == DBPOOL_IO_DONE)
+            connected_locked(p, s, now);
+        else
+            connect_failed_locked(p, s, err && *err ? err : "connect failed", now);
+    } else {
+        if (r == DBPOOL_IO_DONE) {
+            p->n_pings++;
+            pool_release_locked(p, s, now); /* a fresh check-in: back to the tail */
+        } else {
+            ping_failed_locked(p, s, err && *err ? err : "ping failed", now);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void run_op(struct dbpool *p, struct dbpool_slot *s, int op, int64_t now)
+{
+    char err[256] = "";
+    int fd = -1, r;
+
+    switch (op) {
+    case OP_RECYCLE:
+        slot_disconnect(p, s);
+        pthread_mutex_lock(&p->mu);
+        p->n_disconnects++;
+        pthread_mutex_unlock(&p->mu);
+        /* fall through */
+    case OP_CONNECT:
+        s->conn = NULL;
+        r = p->drv->connect_start(p->ctx, &s->conn, &fd, err, sizeof(err));
+        progress(p, s, r, fd, err, now);
+        break;
+    case OP_PING:
+        r = p->drv->ping_start ? p->drv->ping_start(p->ctx, s->conn, &fd, err, sizeof(err))
+                               : DBPOOL_IO_DONE;
+        progress(p, s, r, fd, err, now);
+        break;
+    case OP_FAIL:
+        progress(p, s, DBPOOL_IO_FAIL, -1,
+                 s->state == SLOT_CONNECTING ? "timeout while connecting"
+                                             : "timeout waiting for ping reply",
+                 now);
+        break;
+    }
+}
+
+void slot_io(struct dbpool_slot *s, int64_t now)
+{
+    struct dbpool *p = s->pool;
+    char err[256] = "";
+    int fd = s->fd, r;
+
+    pthread_mutex_lock(&p->mu);
+    enum slot_state st = s->state;
+    int closing = p->closing;
+    pthread_mutex_unlock(&p->mu);
+    if (closing || s->fd < 0 || (st != SLOT_CONNECTING && st != SLOT_PINGING))
+        return; /* a stale event */
+    if (st == SLOT_CONNECTING)
+        r = p->drv->connect_poll(p->ctx, s->conn, &fd, err, sizeof(err));
+    else
+        r = p->drv->ping_poll(p->ctx, s->conn, &fd, err, sizeof(err));
+    progress(p, s, r, fd, err, now);
+}
+
+static void todo_push(struct dbpool_slot **todo, struct dbpool_slot *s, int op)
+{
+    s->todo_op = op;
+    s->todo = *todo;
+    *todo = s;
+}
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/*
+ * Decide under the pool mutex, act without it: driver calls never run with
+ * the mutex held, so callers' checkouts never wait on the network.
+ */
+int64_t slot_service(struct dbpool *p, int64_t now)
+{
+    struct dbpool_slot *todo = NULL, *s, *next;
+    struct waiter *dropped = NULL;
+    int64_t due = INT64_MAX;
+
+    pthread_mutex_lock(&p->mu);
+    if (p->closing) {
+        pthread_mutex_unlock(&p->mu);
+        return INT64_MAX;
+    }
+    for (s = p->lists[SLOT_BACKOFF].head; s; s = next) {
+        next = s->next;
+        if (s->timer_at <= now)
+            slot_move(p, s, SLOT_PENDING);
+    }
+    for (s = p->lists[SLOT_CONNECTING].head; s; s = s->next)
+        if (s->timer_at <= now)
+            todo_push(&todo, s, OP_FAIL);
+    for (s = p->lists[SLOT_PINGING].head; s; s = s->next)
+        if (s->timer_at <= now)
+            todo_push(&todo, s, OP_FAIL);
+    while ((s = p->lists[SLOT_PENDING].head) != NULL) {
+        slot_move(p, s, SLOT_CONNECTING);
+        s->timer_at = now + p->cfg.connect_timeout;
+        todo_push(&todo, s, OP_CONNECT);
+    }
+
+    /* hold_timeout: cancel the running query now; the lease is marked so the
+     * connection is discarded at check-in. The pool never frees it. */
+    for (s = p->lists[SLOT_BUSY].head; s; s = s->next) {
+        if (!s->hold_deadline || s->expired || s->hold_deadline > now)
+            continue;
+        s->expired = 1;
+        p->n_hold_timeouts++;
+        plog(p, DBPOOL_LOG_WARNING, "connection held for %lld ms (hold_timeout %lld ms): "
+             "cancelling its query; it is discarded at check-in",
+             (long long)(now - s->checkout_at), (long long)p->cfg.hold_timeout);
+        if (s->cancel_token && p->drv->cancel_run) {
+            struct cancel_job *j = malloc(sizeof(*j));
+            if (j) {
+                j->drv = p->drv;
+                j->token = s->cancel_token;
+                s->cancel_token = NULL; /* the job owns it now */
+                manager_submit(cancel_run, j, cancel_free);
+            }
+        }
+    }
+
+    /* max_lifetime and dbpool_reconnect(): recycle idle connections due */
+    for (s = p->lists[SLOT_IDLE].head; s; s = next) {
+        next = s->next;
+        if ((s->expires_at && now >= s->expires_at) || s->epoch != p->epoch) {
+            slot_move(p, s, SLOT_CONNECTING);
+            s->timer_at = now + p->cfg.connect_timeout;
+            todo_push(&todo, s, OP_RECYCLE);
+        }
+    }
+
+    /* idle ping: oldest first, up to idle_limit, none while callers wait */
+    if (now >= p->idle.next) {
+        int64_t cutoff = idle_advance(&p->idle, now);
+        int pinged = 0;
+        for (s = p->lists[SLOT_IDLE].head; s && p->waiters.n == 0; s = next) {
+            next = s->next;
+            if (!idle_due(s->last_checkin, cutoff, pinged, p->cfg.idle_limit))
+                break; /* the list is in check-in order */
+            slot_move(p, s, SLOT_PINGING);
+            s->timer_at = now + p->cfg.ping_timeout;
+            todo_push(&todo, s, OP_PING);
+            pinged++;
+        }
+    }
+
+    if (now >= p->codel.poll_at) {
+        codel_poll(&p->codel, &p->waiters, now, &dropped);
+        pool_signal_dropped(p, dropped);
+    }
+    pthread_mutex_unlock(&p->mu);
+
+    while ((s = todo) != NULL) {
+        todo = s->todo;
+        s->todo = NULL;
+        run_op(p, s, s->todo_op, now);
+    }
+
+    /* when to come back */
+    pthread_mutex_lock(&p->mu);
+    due = p->idle.next;
+    if (p->waiters.n)
+        due = min64(due, p->codel.poll_at);
+    if (p->lists[SLOT_PENDING].n)
+        due = now;
+    for (s = p->lists[SLOT_BACKOFF].head; s; s = s->next)
+        due = min64(due, s->timer_at);
+    for (s = p->lists[SLOT_CONNECTING].head; s; s = s->next)
+        due = min64(due, s->timer_at);
+    for (s = p->lists[SLOT_PINGING].head; s; s = s->next)
+        due = min64(due, s->timer_at);
+    for (s = p->lists[SLOT_BUSY].head; s; s = s->next)
+        if (s->hold_deadline && !s->expired)
+            due = min64(due, s->hold_deadline);
+    for (s = p->lists[SLOT_IDLE].head; s; s = s->next)
+        if (s->expires_at)
+            due = min64(due, s->expires_at);
+    pthread_mutex_unlock(&p->mu);
+    return due;
+}
