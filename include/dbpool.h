@@ -105,10 +105,38 @@ typedef enum {
     DBPOOL_LOG_NONE
 } dbpool_log_level;
 
-/* Log sink. Called from any thread (mostly the manager thread); must not call
- * back into the pool. `msg` has no trailing newline and no password. */
+/* Log sink. Called from any thread (mostly the manager thread), possibly with
+ * pool locks held: it must be quick and must not call back into the pool.
+ * `msg` has no trailing newline and never contains a password. */
 typedef void (*dbpool_log_cb)(void *arg, dbpool_log_level level, const char *pool_name,
                               const char *msg);
+
+typedef enum {
+    DBPOOL_EV_CONNECTED = 0,  /* a connection joined the pool */
+    DBPOOL_EV_DISCONNECTED,   /* a connection was closed; detail = reason */
+    DBPOOL_EV_CONNECT_FAILED, /* detail = error (password-free) */
+    DBPOOL_EV_UP,             /* pool state became UP */
+    DBPOOL_EV_DOWN,           /* pool state became DOWN (or STOPPED); detail = last error */
+    DBPOOL_EV_DROPPED,        /* a waiter was dropped by the queue; ms = its wait */
+    DBPOOL_EV_HOLD_TIMEOUT,   /* a lease outlived hold_timeout; ms = held so far */
+    DBPOOL_EV_LEAK_SUSPECTED  /* a lease outlived leak_threshold; detail = where */
+} dbpool_event_type;
+
+typedef struct dbpool_event {
+    dbpool_event_type type;
+    const char *pool_name;
+    const char *detail; /* "" if none; valid during the callback only */
+    int64_t ms;         /* a duration, where the type says so */
+    int64_t at_ms;      /* monotonic time it happened */
+} dbpool_event;
+
+/*
+ * Event sink. Always called on the manager thread, never with a pool lock
+ * held, in the order events happened (a burst of more than 256 pending events
+ * per pool is cut short). It must not block and must not check out, close or
+ * wait on the pool; reading dbpool_stats_get() is fine.
+ */
+typedef void (*dbpool_event_cb)(void *arg, const dbpool_event *ev);
 
 /*
  * Pool options. Fill with dbpool_config_init(), then set fields directly or by
@@ -144,6 +172,9 @@ typedef struct dbpool_config {
     dbpool_log_cb log_cb;      /* NULL         NULL = stderr                           */
     void *log_arg;             /* NULL                                                */
     dbpool_log_level log_level;/* WARNING      least severe level passed to log_cb    */
+    dbpool_event_cb event_cb;  /* NULL         see dbpool_event_cb                    */
+    void *event_arg;           /* NULL                                                */
+    int64_t leak_threshold;    /* 0 (off)      report a lease held longer, once       */
 } dbpool_config;
 
 /* Fill `cfg` with the defaults above. */
@@ -174,7 +205,9 @@ enum {
     DBPOOL_IO_DONE = 0,  /* finished successfully */
     DBPOOL_IO_READ = 1,  /* call again when the fd is readable */
     DBPOOL_IO_WRITE = 2, /* call again when the fd is writable */
-    DBPOOL_IO_FAIL = -1  /* failed; message in err */
+    DBPOOL_IO_FAIL = -1, /* failed; message in err */
+    DBPOOL_IO_NOT_YET = -2 /* connect refused for now, server starting up (57P03):
+                              retried with backoff but the pool is not DOWN */
 };
 
 /*
@@ -307,6 +340,16 @@ DBPOOL_API int dbpool_reconnect(dbpool *pool);
 /* Leave the STOPPED state (backoff_type stop): every stopped slot connects
  * again. Returns 0 or DBPOOL_EINVAL / DBPOOL_ECLOSED. */
 DBPOOL_API int dbpool_restart(dbpool *pool);
+
+/*
+ * Maintenance mode. dbpool_pause(): stop handing out connections; callers
+ * queue and keep waiting until their own deadline (no CoDel drops, no fail
+ * fast while paused); connections stay open and pinged; state PAUSED.
+ * dbpool_resume(): serve the queue again. Both return 0, DBPOOL_EINVAL or
+ * DBPOOL_ECLOSED; pausing twice is harmless.
+ */
+DBPOOL_API int dbpool_pause(dbpool *pool);
+DBPOOL_API int dbpool_resume(dbpool *pool);
 
 /* ------------------------------------------------------------------------ */
 /* State and counters                                                        */

@@ -38,6 +38,9 @@ void dbpool_config_init(dbpool_config *cfg)
     cfg->log_cb = NULL;
     cfg->log_arg = NULL;
     cfg->log_level = DBPOOL_LOG_WARNING;
+    cfg->event_cb = NULL;
+    cfg->event_arg = NULL;
+    cfg->leak_threshold = 0;
 }
 
 /* "1500", "1500ms", "2s", "1m", "1h" -> ms. */
@@ -124,6 +127,7 @@ static const struct opt opts[] = {
     OPT(reset_timeout, O_MS),
     OPT(after_connect, O_STR),
     OPT(log_level, O_LEVEL),
+    OPT(leak_threshold, O_MS),
 };
 
 int dbpool_config_set(dbpool_config *out, const char *name, const char *value)
@@ -268,6 +272,7 @@ int config_validate(const dbpool_config *cfg)
     RANGE(hold_timeout, 0, MAX_MS);
     RANGE(reset_timeout, 1, MAX_MS);
     RANGE(log_level, DBPOOL_LOG_DEBUG, DBPOOL_LOG_NONE);
+    RANGE(leak_threshold, 0, MAX_MS);
     if (cfg->backoff_min > cfg->backoff_max)
         return set_error(DBPOOL_EINVAL, "backoff_min (%lld) is above backoff_max (%lld)",
                          (long long)cfg->backoff_min, (long long)cfg->backoff_max);

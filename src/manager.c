@@ -278,8 +278,10 @@ static void *manager_main(void *arg)
             }
         }
         now = clock_ms();
-        for (struct dbpool *p = M.pools; p; p = p->mnext)
+        for (struct dbpool *p = M.pools; p; p = p->mnext) {
             p->next_due = slot_service(p, now);
+            pool_deliver_events(p);
+        }
     }
     pthread_mutex_unlock(&M.mu);
     return NULL;
@@ -374,6 +376,9 @@ int manager_close(struct dbpool *p)
     pthread_mutex_lock(&p->mu);
     p->closing = 1;
     pool_fail_waiters_locked(p, DBPOOL_ECLOSED, "pool closed");
+    /* they still need the pool mutex to return: wait until they are out */
+    while (p->in_wait > 0)
+        pthread_cond_wait(&p->drained, &p->mu);
     pool_update_state_locked(p, clock_ms());
     for (int i = 0; i < p->cfg.size; i++) {
         struct dbpool_slot *s = &p->slots[i];

@@ -3,6 +3,7 @@
 #include "pool.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -76,10 +77,12 @@ void pool_free(struct dbpool *p)
     if (p->drv && p->drv->ctx_free && p->ctx)
         p->drv->ctx_free(p->ctx);
     pthread_condattr_destroy(&p->condattr);
+    pthread_cond_destroy(&p->drained);
     pthread_mutex_destroy(&p->mu);
     free((char *)p->cfg.name);
     free((char *)p->cfg.after_connect);
     free(p->slots);
+    free(p->events);
     free(p);
 }
 
@@ -120,7 +123,8 @@ int dbpool_open(dbpool **out, const dbpool_driver *driver, void *ctx, const dbpo
     if (p->cfg.idle_limit == 0)
         p->cfg.idle_limit = p->cfg.size;
     if (pthread_mutex_init(&p->mu, NULL) != 0 || pthread_condattr_init(&p->condattr) != 0 ||
-        pthread_condattr_setclock(&p->condattr, CLOCK_MONOTONIC) != 0) {
+        pthread_condattr_setclock(&p->condattr, CLOCK_MONOTONIC) != 0 ||
+        pthread_cond_init(&p->drained, NULL) != 0) {
         free((char *)p->cfg.name);
         free((char *)p->cfg.after_connect);
         free(p->slots);
@@ -128,6 +132,10 @@ int dbpool_open(dbpool **out, const dbpool_driver *driver, void *ctx, const dbpo
         return set_error(DBPOOL_ESYSTEM, "dbpool_open: pthread init failed");
     }
     p->drv = driver;
+    if (cfg->event_cb && !(p->events = calloc(EVENT_RING, sizeof(*p->events)))) {
+        pool_free(p);
+        return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
+    }
 
     int64_t now = clock_ms();
     p->rng = (uint64_t)now * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)p ^ (uint64_t)getpid();
@@ -164,6 +172,7 @@ static void lease_start(struct dbpool *p, struct dbpool_slot *s, int64_t now)
     slot_move(p, s, SLOT_BUSY);
     s->checkout_at = now;
     s->expired = 0;
+    s->leak_reported = 0;
     s->hold_deadline = p->cfg.hold_timeout ? now + p->cfg.hold_timeout : 0;
     p->n_checkouts++;
 }
@@ -178,6 +187,7 @@ void pool_signal_dropped(struct dbpool *p, struct waiter *dropped)
     while (dropped) {
         struct waiter *next = dropped->next;
         p->n_drops++;
+        pool_event_locked(p, DBPOOL_EV_DROPPED, dropped->waited, clock_ms(), "");
         signal_waiter(dropped); /* status and waited were set by the queue */
         dropped = next;
     }
@@ -186,8 +196,14 @@ void pool_signal_dropped(struct dbpool *p, struct waiter *dropped)
 void pool_release_locked(struct dbpool *p, struct dbpool_slot *s, int64_t now)
 {
     struct waiter *dropped = NULL;
-    struct waiter *w = codel_checkin(&p->codel, &p->waiters, now, &dropped);
+    struct waiter *w;
 
+    if (p->paused) { /* maintenance mode: nobody is served */
+        slot_move(p, s, SLOT_IDLE);
+        s->last_checkin = now;
+        return;
+    }
+    w = codel_checkin(&p->codel, &p->waiters, now, &dropped);
     pool_signal_dropped(p, dropped);
     if (w) {
         lease_start(p, s, now);
@@ -239,6 +255,8 @@ void pool_update_state_locked(struct dbpool *p, int64_t now)
 
     if (p->closing)
         st = DBPOOL_STATE_CLOSED;
+    else if (p->paused)
+        st = DBPOOL_STATE_PAUSED;
     else if (usable > 0)
         st = DBPOOL_STATE_UP;
     else if (p->lists[SLOT_STOPPED].n == p->cfg.size)
@@ -258,14 +276,20 @@ void pool_update_state_locked(struct dbpool *p, int64_t now)
     if (st == DBPOOL_STATE_DOWN || st == DBPOOL_STATE_STOPPED) {
         plog(p, DBPOOL_LOG_WARNING, "pool is %s: %s", dbpool_state_name(st),
              p->last_error[0] ? p->last_error : "no connection");
+        pool_event_locked(p, DBPOOL_EV_DOWN, 0, now, p->last_error);
         /* fail fast: nobody waits for a database that is not there */
         pool_fail_waiters_locked(p, DBPOOL_EUNAVAILABLE, p->last_error);
-    } else if (st == DBPOOL_STATE_UP && (old == DBPOOL_STATE_DOWN || old == DBPOOL_STATE_STOPPED)) {
-        plog(p, DBPOOL_LOG_WARNING, "pool is up again after %lld ms down",
-             (long long)(now - p->down_logged_at));
+    } else if (st == DBPOOL_STATE_UP) {
+        if (old == DBPOOL_STATE_DOWN || old == DBPOOL_STATE_STOPPED)
+            plog(p, DBPOOL_LOG_WARNING, "pool is up again after %lld ms down",
+                 (long long)(now - p->down_since));
+        pool_event_locked(p, DBPOOL_EV_UP, 0, now, "");
     }
-    if (st == DBPOOL_STATE_DOWN || st == DBPOOL_STATE_STOPPED)
+    if (st == DBPOOL_STATE_DOWN || st == DBPOOL_STATE_STOPPED) {
         p->down_logged_at = now;
+        p->down_since = now;
+        p->down_attempts = 0;
+    }
 }
 
 /* ---- checkout ----------------------------------------------------------- */
@@ -283,8 +307,15 @@ static void abs_deadline(int64_t deadline_ms, struct timespec *ts)
     ts->tv_nsec = (long)(deadline_ms % 1000) * 1000000L;
 }
 
+static void lease_owner(struct dbpool_slot *s, void *caller)
+{
+    s->owner = (unsigned long)pthread_self();
+    s->caller = caller;
+}
+
 int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
 {
+    void *caller = __builtin_return_address(0);
     struct dbpool_slot *s;
     struct waiter w;
     int64_t now;
@@ -313,9 +344,10 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
         pthread_mutex_unlock(&p->mu);
         return rc;
     }
-    s = p->cfg.lifo ? p->lists[SLOT_IDLE].tail : p->lists[SLOT_IDLE].head;
+    s = p->paused ? NULL : p->cfg.lifo ? p->lists[SLOT_IDLE].tail : p->lists[SLOT_IDLE].head;
     if (s) {
         lease_start(p, s, now);
+        lease_owner(s, caller);
         lease->slot = s;
         lease->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
         int64_t hold = s->hold_deadline;
@@ -341,6 +373,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
     int64_t deadline = now + timeout_ms;
     struct timespec ts;
     abs_deadline(deadline, &ts);
+    p->in_wait++;
     if (first) {
         /* the queue poll must run on time from now on */
         pthread_mutex_unlock(&p->mu);
@@ -356,8 +389,11 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
         }
     }
     pthread_cond_destroy(&w.cond);
+    if (--p->in_wait == 0 && p->closing)
+        pthread_cond_signal(&p->drained); /* dbpool_close() may free the pool now */
     if (w.status == 0) {
         s = w.slot;
+        lease_owner(s, caller);
         lease->slot = s;
         lease->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
         int64_t hold = s->hold_deadline;
@@ -489,6 +525,12 @@ static int checkin(dbpool_lease *l, int discard)
         s->broken = broken;
         if (broken)
             plog(p, DBPOOL_LOG_INFO, "connection discarded at check-in: %s", err);
+        pool_event_locked(p, DBPOOL_EV_DISCONNECTED, 0, now,
+                          broken     ? err
+                          : expired  ? "held past hold_timeout"
+                          : discard  ? "discarded by the caller"
+                          : closing  ? "pool closed"
+                                     : "recycled (max_lifetime or dbpool_reconnect)");
         if (p->closing) {
             slot_move(p, s, SLOT_STOPPED);
             last_of_closed = p->lists[SLOT_BUSY].n == 0;
@@ -573,6 +615,94 @@ int dbpool_restart(dbpool *p)
     pthread_mutex_unlock(&p->mu);
     manager_wake();
     return 0;
+}
+
+int dbpool_pause(dbpool *p)
+{
+    if (!p)
+        return set_error(DBPOOL_EINVAL, "dbpool_pause: NULL pool");
+    pthread_mutex_lock(&p->mu);
+    if (p->closing) {
+        pthread_mutex_unlock(&p->mu);
+        return set_error(DBPOOL_ECLOSED, "pool is closed");
+    }
+    p->paused = 1;
+    pool_update_state_locked(p, clock_ms());
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+int dbpool_resume(dbpool *p)
+{
+    struct dbpool_slot *s;
+
+    if (!p)
+        return set_error(DBPOOL_EINVAL, "dbpool_resume: NULL pool");
+    pthread_mutex_lock(&p->mu);
+    if (p->closing) {
+        pthread_mutex_unlock(&p->mu);
+        return set_error(DBPOOL_ECLOSED, "pool is closed");
+    }
+    p->paused = 0;
+    int64_t now = clock_ms();
+    /* the pause is not the queue's fault: start a fresh CoDel interval */
+    codel_init(&p->codel, p->cfg.queue_target, p->cfg.queue_interval, now);
+    if (p->waiters.n)
+        codel_mark_busy(&p->codel);
+    /* serve the queue from the idle list, oldest waiter first */
+    while (p->waiters.n > 0 && (s = p->lists[SLOT_IDLE].head) != NULL) {
+        codel_mark_busy(&p->codel);
+        pool_release_locked(p, s, now);
+        if (s->state == SLOT_IDLE)
+            break; /* nobody took it (all dropped) */
+    }
+    pool_update_state_locked(p, now);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+void pool_event_locked(struct dbpool *p, dbpool_event_type type, int64_t ms, int64_t now,
+                       const char *detail)
+{
+    if (!p->events)
+        return;
+    if (p->ev_count == EVENT_RING) {
+        p->ev_lost++;
+        return;
+    }
+    struct pool_event *e = &p->events[(p->ev_head + p->ev_count) % EVENT_RING];
+    e->type = type;
+    e->ms = ms;
+    e->at = now;
+    snprintf(e->detail, sizeof(e->detail), "%s", detail ? detail : "");
+    p->ev_count++;
+    if (p->ev_count == 1 && !manager_is_self())
+        manager_wake();
+}
+
+void pool_deliver_events(struct dbpool *p)
+{
+    struct pool_event batch[16];
+    int n;
+
+    if (!p->events)
+        return;
+    do {
+        pthread_mutex_lock(&p->mu);
+        n = p->ev_count < 16 ? p->ev_count : 16;
+        for (int i = 0; i < n; i++)
+            batch[i] = p->events[(p->ev_head + i) % EVENT_RING];
+        p->ev_head = (p->ev_head + n) % EVENT_RING;
+        p->ev_count -= n;
+        pthread_mutex_unlock(&p->mu);
+        for (int i = 0; i < n; i++) {
+            dbpool_event ev = {batch[i].type, p->cfg.name, batch[i].detail, batch[i].ms,
+                               batch[i].at};
+            p->cfg.event_cb(p->cfg.event_arg, &ev);
+        }
+    } while (n == 16);
 }
 
 int dbpool_stats_get(dbpool *p, dbpool_stats *st)

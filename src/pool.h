@@ -63,6 +63,9 @@ struct dbpool_slot {
     uint64_t epoch;           /* pool epoch when connected (dbpool_reconnect) */
     void *cancel_token;       /* driver cancel token, prepared after connect */
     struct backoff backoff;
+    int leak_reported;        /* BUSY: leak_threshold already reported */
+    unsigned long owner;      /* BUSY: thread that checked it out (for leak reports) */
+    void *caller;             /* BUSY: return address of dbpool_checkout's caller */
     struct dbpool_slot *todo; /* manager's work list, valid only while it runs */
     int todo_op;
 };
@@ -82,6 +85,8 @@ struct dbpool {
     pthread_condattr_t condattr; /* CLOCK_MONOTONIC for waiters' condvars */
 
     int closing;     /* dbpool_close() called */
+    int in_wait;     /* callers inside checkout's wait loop */
+    pthread_cond_t drained; /* signalled when in_wait drops to 0 while closing */
     uint64_t epoch;  /* bumped by dbpool_reconnect() */
     uint64_t rng;
 
@@ -90,9 +95,17 @@ struct dbpool {
     int64_t state_since;
     int ever_up;
     int fail_streak;      /* connect failures since the last success */
-    int64_t down_logged_at;
+    int64_t down_logged_at; /* last "down"/"still down" log line */
+    int64_t down_since;
     int down_attempts;
     char last_error[256];
+
+    int paused;      /* dbpool_pause(): hand out nothing, drop nothing */
+
+    /* events waiting for delivery on the manager thread (only with event_cb) */
+    struct pool_event *events; /* ring of EVENT_RING entries */
+    int ev_head, ev_count;
+    uint64_t ev_lost;
 
     /* counters (dbpool_stats) */
     uint64_t n_checkouts, n_drops, n_timeouts, n_connects, n_connect_failures,
@@ -102,6 +115,20 @@ struct dbpool {
     struct dbpool *mnext, *mprev;
     int64_t next_due;
 };
+
+#define EVENT_RING 128
+
+struct pool_event {
+    dbpool_event_type type;
+    int64_t ms, at;
+    char detail[160];
+};
+
+/* Queue an event for delivery by the manager thread (pool mutex held). */
+void pool_event_locked(struct dbpool *p, dbpool_event_type type, int64_t ms, int64_t now,
+                       const char *detail);
+/* Deliver queued events to event_cb. Manager thread, pool mutex NOT held. */
+void pool_deliver_events(struct dbpool *p);
 
 /* Monotonic clock in ms. */
 int64_t clock_ms(void);

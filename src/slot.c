@@ -59,19 +59,26 @@ static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t no
         s->expires_at =
             now + p->cfg.max_lifetime - rng_range(&p->rng, 0, p->cfg.max_lifetime / 10);
     }
+    pool_event_locked(p, DBPOOL_EV_CONNECTED, 0, now, "");
     pool_release_locked(p, s, now);
     pool_update_state_locked(p, now);
 }
 
+/* `not_yet`: the server is starting up (57P03): retry, but callers wait
+ * rather than fail fast, so it does not count towards DOWN. */
 static void connect_failed_locked(struct dbpool *p, struct dbpool_slot *s, const char *err,
-                                  int64_t now)
+                                  int not_yet, int64_t now)
 {
     int64_t delay = backoff_next(&s->backoff);
 
     p->n_connect_failures++;
-    p->fail_streak++;
+    if (!not_yet)
+        p->fail_streak++;
     p->down_attempts++;
     snprintf(p->last_error, sizeof(p->last_error), "%s", err);
+    pool_event_locked(p, DBPOOL_EV_CONNECT_FAILED, 0, now, err);
+    if (delay < 0 && not_yet)
+        delay = p->cfg.backoff_max; /* even backoff_type stop waits out a startup */
     if (delay < 0) {
         slot_move(p, s, SLOT_STOPPED);
     } else {
@@ -100,6 +107,7 @@ static void ping_failed_locked(struct dbpool *p, struct dbpool_slot *s, const ch
     p->n_disconnects++;
     s->broken = 1;
     plog(p, DBPOOL_LOG_INFO, "idle connection failed its ping, reconnecting: %s", err);
+    pool_event_locked(p, DBPOOL_EV_DISCONNECTED, 0, now, err);
     /* a working connection that breaks reconnects at once (no backoff) */
     slot_move(p, s, p->cfg.backoff_type == DBPOOL_BACKOFF_STOP ? SLOT_STOPPED : SLOT_PENDING);
     pool_update_state_locked(p, now);
@@ -123,6 +131,9 @@ static void progress(struct dbpool *p, struct dbpool_slot *s, int r, int fd, con
         err = "driver gave no socket";
     }
     manager_unwatch(s);
+    int not_yet = r == DBPOOL_IO_NOT_YET;
+    if (not_yet)
+        r = DBPOOL_IO_FAIL;
     if (r == DBPOOL_IO_DONE && st == SLOT_CONNECTING && p->drv->cancel_prepare)
         s->cancel_token = p->drv->cancel_prepare(p->ctx, s->conn);
     if (r != DBPOOL_IO_DONE)
@@ -133,7 +144,7 @@ static void progress(struct dbpool *p, struct dbpool_slot *s, int r, int fd, con
         if (r == DBPOOL_IO_DONE)
             connected_locked(p, s, now);
         else
-            connect_failed_locked(p, s, err && *err ? err : "connect failed", now);
+            connect_failed_locked(p, s, err && *err ? err : "connect failed", not_yet, now);
     } else {
         if (r == DBPOOL_IO_DONE) {
             p->n_pings++;
@@ -155,6 +166,8 @@ static void run_op(struct dbpool *p, struct dbpool_slot *s, int op, int64_t now)
         slot_disconnect(p, s);
         pthread_mutex_lock(&p->mu);
         p->n_disconnects++;
+        pool_event_locked(p, DBPOOL_EV_DISCONNECTED, 0, now,
+                          "recycled (max_lifetime or dbpool_reconnect)");
         pthread_mutex_unlock(&p->mu);
         /* fall through */
     case OP_CONNECT:
@@ -249,6 +262,7 @@ int64_t slot_service(struct dbpool *p, int64_t now)
         plog(p, DBPOOL_LOG_WARNING, "connection held for %lld ms (hold_timeout %lld ms): "
              "cancelling its query; it is discarded at check-in",
              (long long)(now - s->checkout_at), (long long)p->cfg.hold_timeout);
+        pool_event_locked(p, DBPOOL_EV_HOLD_TIMEOUT, now - s->checkout_at, now, "");
         if (s->cancel_token && p->drv->cancel_run) {
             struct cancel_job *j = malloc(sizeof(*j));
             if (j) {
@@ -257,6 +271,21 @@ int64_t slot_service(struct dbpool *p, int64_t now)
                 s->cancel_token = NULL; /* the job owns it now */
                 manager_submit(cancel_run, j, cancel_free);
             }
+        }
+    }
+
+    /* leak_threshold: report once, with who checked it out */
+    if (p->cfg.leak_threshold) {
+        for (s = p->lists[SLOT_BUSY].head; s; s = s->next) {
+            if (s->leak_reported || now - s->checkout_at < p->cfg.leak_threshold)
+                continue;
+            char where[96];
+            s->leak_reported = 1;
+            snprintf(where, sizeof(where), "thread %#lx, checked out from %p", s->owner,
+                     s->caller);
+            plog(p, DBPOOL_LOG_WARNING, "connection held for %lld ms, leak suspected (%s)",
+                 (long long)(now - s->checkout_at), where);
+            pool_event_locked(p, DBPOOL_EV_LEAK_SUSPECTED, now - s->checkout_at, now, where);
         }
     }
 
@@ -285,7 +314,7 @@ int64_t slot_service(struct dbpool *p, int64_t now)
         }
     }
 
-    if (now >= p->codel.poll_at) {
+    if (now >= p->codel.poll_at && !p->paused) {
         codel_poll(&p->codel, &p->waiters, now, &dropped);
         pool_signal_dropped(p, dropped);
     }
@@ -310,9 +339,12 @@ int64_t slot_service(struct dbpool *p, int64_t now)
         due = min64(due, s->timer_at);
     for (s = p->lists[SLOT_PINGING].head; s; s = s->next)
         due = min64(due, s->timer_at);
-    for (s = p->lists[SLOT_BUSY].head; s; s = s->next)
+    for (s = p->lists[SLOT_BUSY].head; s; s = s->next) {
         if (s->hold_deadline && !s->expired)
             due = min64(due, s->hold_deadline);
+        if (p->cfg.leak_threshold && !s->leak_reported)
+            due = min64(due, s->checkout_at + p->cfg.leak_threshold);
+    }
     for (s = p->lists[SLOT_IDLE].head; s; s = s->next)
         if (s->expires_at)
             due = min64(due, s->expires_at);
