@@ -229,7 +229,8 @@ static int pg_connect_poll(void *vctx, void *conn, int *fd, char *err, size_t er
         conn_error(c, err, errlen, ctx->password);
         /* 57P03: libpq gives no SQLSTATE for a failed connect, only text */
         if (strstr(err, "the database system is starting up") ||
-            strstr(err, "the database system is not yet accepting connections"))
+            strstr(err, "the database system is not yet accepting connections") ||
+            strstr(err, "the database system is not accepting connections"))
             return DBPOOL_IO_NOT_YET;
         return DBPOOL_IO_FAIL;
     }
