@@ -367,6 +367,13 @@ typedef enum {
 /* Name of a state ("up", "down", ...). */
 DBPOOL_API const char *dbpool_state_name(dbpool_state state);
 
+/* Latency summary in microseconds. Quantiles come from log-scale buckets
+ * (edges ~1.41x apart): read them as "at most", within ~41%. */
+typedef struct dbpool_histogram {
+    uint64_t count;
+    int64_t sum_us, p50_us, p90_us, p99_us, max_us;
+} dbpool_histogram;
+
 typedef struct dbpool_stats {
     dbpool_state state;
     int size;        /* configured size */
@@ -379,12 +386,36 @@ typedef struct dbpool_stats {
     int waiting;     /* callers in the queue */
     uint64_t checkouts, drops, timeouts, connects, connect_failures, disconnects,
              pings, ping_failures, hold_timeouts, rollbacks;
+    dbpool_histogram queue_time; /* checkout: time from the call to the lease */
+    dbpool_histogram hold_time;  /* checkout to check-in */
     int64_t state_since_ms; /* monotonic ms of the last state change */
     char last_error[256];   /* last connect error, password-free ("" if none) */
 } dbpool_stats;
 
 /* Snapshot of the pool's state and counters. Returns 0 or DBPOOL_EINVAL. */
 DBPOOL_API int dbpool_stats_get(dbpool *pool, dbpool_stats *out);
+
+/* The pool's name (cfg.name), owned by the pool. Never NULL for a valid pool. */
+DBPOOL_API const char *dbpool_pool_name(const dbpool *pool);
+
+/*
+ * Render the stats of npools pools in the Prometheus text exposition format
+ * (one label pool="name" per series) into buf. *needed (if not NULL) gets the
+ * size required including the NUL. Returns 0; DBPOOL_ENOMEM if buflen is too
+ * small (buf holds a truncated, NUL-terminated prefix); DBPOOL_EINVAL.
+ */
+DBPOOL_API int dbpool_stats_prometheus(dbpool *const *pools, size_t npools, char *buf,
+                                       size_t buflen, size_t *needed);
+
+/* Timings of one checkout, like Ecto's "queue=.. idle=..". */
+typedef struct dbpool_lease_info {
+    int64_t queue_us;       /* time spent in dbpool_checkout() */
+    int64_t idle_ms;        /* how long the connection sat idle before this checkout */
+    int64_t checkout_at_ms; /* monotonic ms of the checkout */
+} dbpool_lease_info;
+
+/* Timings of a live lease. Returns 0, DBPOOL_ESTALE or DBPOOL_EINVAL. */
+DBPOOL_API int dbpool_lease_info_get(const dbpool_lease *lease, dbpool_lease_info *out);
 
 #ifdef __cplusplus
 }

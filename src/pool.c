@@ -22,6 +22,14 @@ int64_t clock_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t clock_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* ---- per-state lists ---------------------------------------------------- */
 
 static void list_remove(struct slot_list *l, struct dbpool_slot *s)
@@ -171,7 +179,8 @@ static void lease_start(struct dbpool *p, struct dbpool_slot *s, int64_t now)
 {
     slot_move(p, s, SLOT_BUSY);
     s->checkout_at = now;
-    s->expired = 0;
+    s->idle_ms = now - s->last_checkin;
+    atomic_store_explicit(&s->expired, 0, memory_order_relaxed);
     s->leak_reported = 0;
     s->hold_deadline = p->cfg.hold_timeout ? now + p->cfg.hold_timeout : 0;
     p->n_checkouts++;
@@ -307,15 +316,22 @@ static void abs_deadline(int64_t deadline_ms, struct timespec *ts)
     ts->tv_nsec = (long)(deadline_ms % 1000) * 1000000L;
 }
 
-static void lease_owner(struct dbpool_slot *s, void *caller)
+/* The caller got slot s: record who, and the checkout's queue time. Locked. */
+static void lease_owner(struct dbpool *p, struct dbpool_slot *s, void *caller, int64_t t0_us)
 {
+    int64_t now_us = clock_us();
+
     s->owner = (unsigned long)pthread_self();
     s->caller = caller;
+    s->checkout_us = now_us;
+    s->queue_us = now_us - t0_us;
+    hist_add(&p->queue_hist, s->queue_us);
 }
 
 int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
 {
     void *caller = __builtin_return_address(0);
+    int64_t t0_us = clock_us();
     struct dbpool_slot *s;
     struct waiter w;
     int64_t now;
@@ -330,7 +346,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
     if (timeout_ms < 0 && timeout_ms != DBPOOL_DEFAULT_TIMEOUT)
         return set_error(DBPOOL_EINVAL, "dbpool_checkout: negative timeout %lld",
                          (long long)timeout_ms);
-    now = clock_ms();
+    now = t0_us / 1000;
 
     pthread_mutex_lock(&p->mu);
     if (timeout_ms == DBPOOL_DEFAULT_TIMEOUT)
@@ -347,7 +363,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
     s = p->paused ? NULL : p->cfg.lifo ? p->lists[SLOT_IDLE].tail : p->lists[SLOT_IDLE].head;
     if (s) {
         lease_start(p, s, now);
-        lease_owner(s, caller);
+        lease_owner(p, s, caller, t0_us);
         lease->slot = s;
         lease->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
         int64_t hold = s->hold_deadline;
@@ -393,7 +409,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
         pthread_cond_signal(&p->drained); /* dbpool_close() may free the pool now */
     if (w.status == 0) {
         s = w.slot;
-        lease_owner(s, caller);
+        lease_owner(p, s, caller, t0_us);
         lease->slot = s;
         lease->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
         int64_t hold = s->hold_deadline;
@@ -455,12 +471,27 @@ int dbpool_lease_check(const dbpool_lease *l)
     if (!lease_live(l))
         return set_error(DBPOOL_ESTALE, "lease already checked in");
     struct dbpool *p = l->slot->pool;
-    pthread_mutex_lock(&p->mu);
-    int expired = l->slot->expired;
-    pthread_mutex_unlock(&p->mu);
-    if (expired)
+    if (atomic_load_explicit(&l->slot->expired, memory_order_acquire))
         return set_error(DBPOOL_EEXPIRED, "lease held longer than hold_timeout (%lld ms)",
                          (long long)p->cfg.hold_timeout);
+    return 0;
+}
+
+const char *dbpool_pool_name(const dbpool *p)
+{
+    return p ? p->cfg.name : NULL;
+}
+
+int dbpool_lease_info_get(const dbpool_lease *l, dbpool_lease_info *out)
+{
+    if (!l || !out)
+        return set_error(DBPOOL_EINVAL, "dbpool_lease_info_get: NULL argument");
+    if (!lease_live(l))
+        return set_error(DBPOOL_ESTALE, "lease already checked in");
+    /* written under the pool mutex before the lease was handed over */
+    out->queue_us = l->slot->queue_us;
+    out->idle_ms = l->slot->idle_ms;
+    out->checkout_at_ms = l->slot->checkout_at;
     return 0;
 }
 
@@ -477,75 +508,76 @@ static int checkin(dbpool_lease *l, int discard)
     s = l->slot;
     p = s->pool;
 
-    /* Claim the slot: bumping gen makes every copy of this lease stale at
-     * once, so a second check-in can never touch the next holder's conn. */
-    pthread_mutex_lock(&p->mu);
-    if (s->state != SLOT_BUSY || atomic_load_explicit(&s->gen, memory_order_relaxed) != l->gen) {
-        pthread_mutex_unlock(&p->mu);
+    /* Claim the slot: moving gen on makes every copy of this lease stale at
+     * once, so a second check-in can never touch the next holder's conn. Only
+     * the holder can win this, and it does not need the pool mutex. */
+    uint64_t gen = l->gen;
+    if (!atomic_compare_exchange_strong_explicit(&s->gen, &gen, l->gen + 1,
+                                                 memory_order_acq_rel, memory_order_relaxed))
         return set_error(DBPOOL_ESTALE, "lease already checked in (double check-in?)");
-    }
-    atomic_store_explicit(&s->gen, l->gen + 1, memory_order_release);
-    int expired = s->expired;
-    int closing = p->closing;
-    int64_t now = clock_ms();
-    int recycle = (s->expires_at && now >= s->expires_at) || s->epoch != p->epoch;
-    int64_t reset_timeout = p->cfg.reset_timeout;
-    pthread_mutex_unlock(&p->mu);
     l->slot = NULL;
 
-    /* The caller still owns the connection here: reset it without the lock. */
-    int keep = !discard && !expired && !closing && !recycle;
+    /* The caller still owns the connection: reset it without the lock. */
+    int expired = atomic_load_explicit(&s->expired, memory_order_acquire);
     int rolled_back = 0, broken = 0;
-    if (keep && p->drv->reset) {
-        int r = p->drv->reset(p->ctx, s->conn, reset_timeout, err, sizeof(err));
-        if (r < 0) {
-            keep = 0;
+    if (!discard && !expired && p->drv->reset) {
+        int r = p->drv->reset(p->ctx, s->conn, p->cfg.reset_timeout, err, sizeof(err));
+        if (r < 0)
             broken = 1;
-        } else if (r > 0) {
+        else if (r > 0)
             rolled_back = 1;
-        }
     }
-    if (!keep) {
-        if (s->cancel_token && p->drv->cancel_free)
-            p->drv->cancel_free(s->cancel_token);
-        s->cancel_token = NULL;
-        p->drv->disconnect(p->ctx, s->conn);
-        s->conn = NULL;
+
+    pthread_mutex_lock(&p->mu);
+    int64_t now_us = clock_us(), now = now_us / 1000;
+    hist_add(&p->hold_hist, now_us - s->checkout_us);
+    if (rolled_back)
+        p->n_rollbacks++;
+    expired = atomic_load_explicit(&s->expired, memory_order_relaxed);
+    int closing = p->closing;
+    int recycle = (s->expires_at && now >= s->expires_at) || s->epoch != p->epoch;
+    if (!discard && !broken && !expired && !closing && !recycle) {
+        pool_release_locked(p, s, now);
+        pthread_mutex_unlock(&p->mu);
+        return 0;
     }
+
+    /* Discard: the slot stays BUSY (nobody else can take it) while we close
+     * the connection without the lock, then goes back to the manager. */
+    p->n_disconnects++;
+    s->broken = broken;
+    if (broken)
+        plog(p, DBPOOL_LOG_INFO, "connection discarded at check-in: %s", err);
+    pool_event_locked(p, DBPOOL_EV_DISCONNECTED, 0, now,
+                      broken     ? err
+                      : expired  ? "held past hold_timeout"
+                      : discard  ? "discarded by the caller"
+                      : closing  ? "pool closed"
+                                 : "recycled (max_lifetime or dbpool_reconnect)");
+    pthread_mutex_unlock(&p->mu);
+
+    if (s->cancel_token && p->drv->cancel_free)
+        p->drv->cancel_free(s->cancel_token);
+    s->cancel_token = NULL;
+    p->drv->disconnect(p->ctx, s->conn);
+    s->conn = NULL;
 
     int last_of_closed = 0;
     pthread_mutex_lock(&p->mu);
-    now = clock_ms();
-    if (rolled_back)
-        p->n_rollbacks++;
-    if (keep) {
-        pool_release_locked(p, s, now);
+    if (p->closing) {
+        slot_move(p, s, SLOT_STOPPED);
+        last_of_closed = p->lists[SLOT_BUSY].n == 0;
+    } else if (broken && p->cfg.backoff_type == DBPOOL_BACKOFF_STOP) {
+        slot_move(p, s, SLOT_STOPPED);
     } else {
-        p->n_disconnects++;
-        s->broken = broken;
-        if (broken)
-            plog(p, DBPOOL_LOG_INFO, "connection discarded at check-in: %s", err);
-        pool_event_locked(p, DBPOOL_EV_DISCONNECTED, 0, now,
-                          broken     ? err
-                          : expired  ? "held past hold_timeout"
-                          : discard  ? "discarded by the caller"
-                          : closing  ? "pool closed"
-                                     : "recycled (max_lifetime or dbpool_reconnect)");
-        if (p->closing) {
-            slot_move(p, s, SLOT_STOPPED);
-            last_of_closed = p->lists[SLOT_BUSY].n == 0;
-        } else if (broken && p->cfg.backoff_type == DBPOOL_BACKOFF_STOP) {
-            slot_move(p, s, SLOT_STOPPED);
-        } else {
-            slot_move(p, s, SLOT_PENDING); /* a working connection broke: reconnect at once */
-        }
-        pool_update_state_locked(p, now);
+        slot_move(p, s, SLOT_PENDING); /* reconnect at once: no backoff */
     }
+    pool_update_state_locked(p, clock_ms());
     pthread_mutex_unlock(&p->mu);
 
     if (last_of_closed)
         manager_release_closed(p);
-    else if (!keep)
+    else
         manager_wake();
     if (expired)
         return set_error(DBPOOL_EEXPIRED,
@@ -730,6 +762,8 @@ int dbpool_stats_get(dbpool *p, dbpool_stats *st)
     st->ping_failures = p->n_ping_failures;
     st->hold_timeouts = p->n_hold_timeouts;
     st->rollbacks = p->n_rollbacks;
+    hist_summary(&p->queue_hist, &st->queue_time);
+    hist_summary(&p->hold_hist, &st->hold_time);
     st->state_since_ms = p->state_since;
     memcpy(st->last_error, p->last_error, sizeof(st->last_error));
     pthread_mutex_unlock(&p->mu);

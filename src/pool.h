@@ -11,6 +11,7 @@
 #include "dbpool.h"
 #include "idle.h"
 #include "queue.h"
+#include "stats.h"
 
 /*
  * Slot states. A slot is always on exactly one list, the one of its state
@@ -53,11 +54,15 @@ struct dbpool_slot {
     _Atomic uint64_t gen;     /* lease generation; bumped at each check-in */
     int fd;                   /* fd registered with epoll, -1 if none */
     int io_events;            /* events registered */
-    int expired;              /* hold_timeout fired on the current lease */
+    _Atomic int expired;      /* hold_timeout fired on the current lease (read
+                                 lock-free by the holder at check-in) */
     int broken;               /* last disconnect was a failure (not a recycle) */
     int64_t timer_at;         /* CONNECTING/PINGING: timeout; BACKOFF: retry */
     int64_t last_checkin;     /* IDLE: when it went idle (ping order) */
-    int64_t checkout_at;      /* BUSY: when it was checked out */
+    int64_t checkout_at;      /* BUSY: when it was checked out (ms) */
+    int64_t checkout_us;      /* BUSY: same, us, for the hold-time histogram */
+    int64_t queue_us;         /* BUSY: time the caller spent in dbpool_checkout */
+    int64_t idle_ms;          /* BUSY: time it sat idle before this checkout */
     int64_t hold_deadline;    /* BUSY: hold_timeout deadline, 0 = none */
     int64_t expires_at;       /* recycle at or after this time; 0 = never */
     uint64_t epoch;           /* pool epoch when connected (dbpool_reconnect) */
@@ -108,6 +113,7 @@ struct dbpool {
     uint64_t ev_lost;
 
     /* counters (dbpool_stats) */
+    struct hist queue_hist, hold_hist;
     uint64_t n_checkouts, n_drops, n_timeouts, n_connects, n_connect_failures,
         n_disconnects, n_pings, n_ping_failures, n_hold_timeouts, n_rollbacks;
 
@@ -130,8 +136,9 @@ void pool_event_locked(struct dbpool *p, dbpool_event_type type, int64_t ms, int
 /* Deliver queued events to event_cb. Manager thread, pool mutex NOT held. */
 void pool_deliver_events(struct dbpool *p);
 
-/* Monotonic clock in ms. */
+/* Monotonic clock in ms / us. */
 int64_t clock_ms(void);
+int64_t clock_us(void);
 
 /* list helpers (pool mutex held) */
 void slot_move(struct dbpool *p, struct dbpool_slot *s, enum slot_state to);

@@ -255,9 +255,9 @@ int64_t slot_service(struct dbpool *p, int64_t now)
     /* hold_timeout: cancel the running query now; the lease is marked so the
      * connection is discarded at check-in. The pool never frees it. */
     for (s = p->lists[SLOT_BUSY].head; s; s = s->next) {
-        if (!s->hold_deadline || s->expired || s->hold_deadline > now)
+        if (!s->hold_deadline || atomic_load(&s->expired) || s->hold_deadline > now)
             continue;
-        s->expired = 1;
+        atomic_store(&s->expired, 1);
         p->n_hold_timeouts++;
         plog(p, DBPOOL_LOG_WARNING, "connection held for %lld ms (hold_timeout %lld ms): "
              "cancelling its query; it is discarded at check-in",
@@ -340,7 +340,7 @@ int64_t slot_service(struct dbpool *p, int64_t now)
     for (s = p->lists[SLOT_PINGING].head; s; s = s->next)
         due = min64(due, s->timer_at);
     for (s = p->lists[SLOT_BUSY].head; s; s = s->next) {
-        if (s->hold_deadline && !s->expired)
+        if (s->hold_deadline && !atomic_load(&s->expired))
             due = min64(due, s->hold_deadline);
         if (p->cfg.leak_threshold && !s->leak_reported)
             due = min64(due, s->checkout_at + p->cfg.leak_threshold);
