@@ -86,6 +86,21 @@ DBPOOL_API const char *dbpool_strerror(int code);
  * Valid until the next dbpool call on this thread. Thread-local. */
 DBPOOL_API const char *dbpool_last_error(void);
 
+/*
+ * Allocator used for everything the library allocates itself (libpq's own
+ * allocations are not covered). Set it once, before the first pool is opened:
+ * returns DBPOOL_EBUSY while any pool is open, DBPOOL_EINVAL if a function is
+ * missing. NULL restores malloc/calloc/free. Not thread-safe against
+ * concurrent dbpool_open().
+ */
+typedef struct dbpool_allocator {
+    void *(*malloc)(size_t size);
+    void *(*calloc)(size_t n, size_t size);
+    void (*free)(void *ptr);
+} dbpool_allocator;
+
+DBPOOL_API int dbpool_set_allocator(const dbpool_allocator *allocator);
+
 /* ------------------------------------------------------------------------ */
 /* Configuration                                                             */
 /* ------------------------------------------------------------------------ */

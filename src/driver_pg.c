@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "dbpool_pg.h"
 #include "error.h"
 #include "pool.h"
@@ -173,7 +174,7 @@ static int command_start(struct pg_conn *c, const char *sql, int *fd, char *err,
 static int pg_connect_start(void *vctx, void **conn, int *fd, char *err, size_t errlen)
 {
     struct pg_ctx *ctx = vctx;
-    struct pg_conn *c = calloc(1, sizeof(*c));
+    struct pg_conn *c = dbpool_calloc(1, sizeof(*c));
 
     *conn = NULL;
     if (!c) {
@@ -187,7 +188,7 @@ static int pg_connect_start(void *vctx, void **conn, int *fd, char *err, size_t 
         else
             snprintf(err, errlen, "out of memory");
         PQfinish(c->pg);
-        free(c);
+        dbpool_free(c);
         return DBPOOL_IO_FAIL;
     }
     c->phase = PH_CONNECT;
@@ -334,7 +335,7 @@ static void pg_disconnect(void *vctx, void *conn)
     if (!c)
         return;
     PQfinish(c->pg);
-    free(c);
+    dbpool_free(c);
 }
 
 static void pg_ctx_free(void *vctx)
@@ -345,11 +346,11 @@ static void pg_ctx_free(void *vctx)
         return;
     if (ctx->opts)
         PQconninfoFree(ctx->opts);
-    free(ctx->keys);
-    free(ctx->vals);
-    free(ctx->after_connect);
-    free(ctx->password);
-    free(ctx);
+    dbpool_free(ctx->keys);
+    dbpool_free(ctx->vals);
+    dbpool_free(ctx->after_connect);
+    dbpool_free(ctx->password);
+    dbpool_free(ctx);
 }
 
 static const dbpool_driver pg_driver = {
@@ -423,7 +424,7 @@ int dbpool_pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg)
         return set_error(DBPOOL_EINVAL, "dbpool_pg_open: NULL argument");
     if ((rc = parse_conninfo(conninfo, &opts)) != 0)
         return rc;
-    ctx = calloc(1, sizeof(*ctx));
+    ctx = dbpool_calloc(1, sizeof(*ctx));
     if (!ctx) {
         PQconninfoFree(opts);
         return set_error(DBPOOL_ENOMEM, "out of memory");
@@ -431,8 +432,8 @@ int dbpool_pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg)
     ctx->opts = opts;
     for (PQconninfoOption *o = opts; o->keyword; o++)
         n++;
-    ctx->keys = calloc((size_t)n + 1, sizeof(char *));
-    ctx->vals = calloc((size_t)n + 1, sizeof(char *));
+    ctx->keys = dbpool_calloc((size_t)n + 1, sizeof(char *));
+    ctx->vals = dbpool_calloc((size_t)n + 1, sizeof(char *));
     if (!ctx->keys || !ctx->vals)
         goto nomem;
     n = 0;
@@ -442,10 +443,10 @@ int dbpool_pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg)
         ctx->keys[n] = o->keyword;
         ctx->vals[n] = o->val;
         n++;
-        if (!strcmp(o->keyword, "password") && !(ctx->password = strdup(o->val)))
+        if (!strcmp(o->keyword, "password") && !(ctx->password = dbpool_strdup(o->val)))
             goto nomem;
     }
-    if (cfg && cfg->after_connect && !(ctx->after_connect = strdup(cfg->after_connect)))
+    if (cfg && cfg->after_connect && !(ctx->after_connect = dbpool_strdup(cfg->after_connect)))
         goto nomem;
     if ((rc = dbpool_open(out, &pg_driver, ctx, cfg)) != 0)
         pg_ctx_free(ctx);

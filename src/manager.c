@@ -10,6 +10,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "pool.h"
 
@@ -166,7 +167,7 @@ static void *helper_main(void *arg)
         j->fn(j->arg);
         if (j->free_fn)
             j->free_fn(j->arg);
-        free(j);
+        dbpool_free(j);
         pthread_mutex_lock(&M.hmu);
     }
     pthread_mutex_unlock(&M.hmu);
@@ -175,7 +176,7 @@ static void *helper_main(void *arg)
 
 int manager_submit(void (*fn)(void *), void *arg, void (*free_fn)(void *))
 {
-    struct job *j = malloc(sizeof(*j));
+    struct job *j = dbpool_malloc(sizeof(*j));
 
     if (!j) {
         if (free_fn)
@@ -229,7 +230,7 @@ static void helper_stop(void)
         struct job *next = j->next;
         if (j->free_fn)
             j->free_fn(j->arg);
-        free(j);
+        dbpool_free(j);
         j = next;
     }
 }
@@ -336,6 +337,14 @@ static void manager_stop(void)
     M.epfd = M.evfd = -1;
     M.running = 0;
     pthread_mutex_unlock(&M.mu);
+}
+
+int manager_in_use(void)
+{
+    pthread_mutex_lock(&M.life);
+    int r = M.running;
+    pthread_mutex_unlock(&M.life);
+    return r;
 }
 
 int manager_attach(struct dbpool *p)

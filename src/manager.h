@@ -16,6 +16,9 @@ int manager_close(struct dbpool *p);
 /* The last lease of a closed pool came back: free the pool safely. */
 void manager_release_closed(struct dbpool *p);
 
+/* Is the manager running (some pool open or still holding leases)? */
+int manager_in_use(void);
+
 /* Make the manager run its timers now / if it would sleep past `due`. */
 void manager_wake(void);
 void manager_wake_before(int64_t due);

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "config.h"
 #include "error.h"
 #include "log.h"
@@ -67,17 +68,6 @@ void slot_move(struct dbpool *p, struct dbpool_slot *s, enum slot_state to)
 
 /* ---- open --------------------------------------------------------------- */
 
-static char *dupstr(const char *s)
-{
-    if (!s)
-        return NULL;
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
 void pool_free(struct dbpool *p)
 {
     if (!p)
@@ -87,11 +77,11 @@ void pool_free(struct dbpool *p)
     pthread_condattr_destroy(&p->condattr);
     pthread_cond_destroy(&p->drained);
     pthread_mutex_destroy(&p->mu);
-    free((char *)p->cfg.name);
-    free((char *)p->cfg.after_connect);
-    free(p->slots);
-    free(p->events);
-    free(p);
+    dbpool_free((char *)p->cfg.name);
+    dbpool_free((char *)p->cfg.after_connect);
+    dbpool_free(p->slots);
+    dbpool_free(p->events);
+    dbpool_free(p);
 }
 
 int dbpool_open(dbpool **out, const dbpool_driver *driver, void *ctx, const dbpool_config *cfg)
@@ -114,18 +104,18 @@ int dbpool_open(dbpool **out, const dbpool_driver *driver, void *ctx, const dbpo
     if ((rc = config_validate(cfg)) != 0)
         return rc;
 
-    p = calloc(1, sizeof(*p));
+    p = dbpool_calloc(1, sizeof(*p));
     if (!p)
         return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
     p->cfg = *cfg;
-    p->cfg.name = dupstr(cfg->name ? cfg->name : "default");
-    p->cfg.after_connect = dupstr(cfg->after_connect);
-    p->slots = calloc((size_t)cfg->size, sizeof(*p->slots));
+    p->cfg.name = dbpool_strdup(cfg->name ? cfg->name : "default");
+    p->cfg.after_connect = dbpool_strdup(cfg->after_connect);
+    p->slots = dbpool_calloc((size_t)cfg->size, sizeof(*p->slots));
     if (!p->cfg.name || (cfg->after_connect && !p->cfg.after_connect) || !p->slots) {
-        free((char *)p->cfg.name);
-        free((char *)p->cfg.after_connect);
-        free(p->slots);
-        free(p);
+        dbpool_free((char *)p->cfg.name);
+        dbpool_free((char *)p->cfg.after_connect);
+        dbpool_free(p->slots);
+        dbpool_free(p);
         return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
     }
     if (p->cfg.idle_limit == 0)
@@ -133,14 +123,14 @@ int dbpool_open(dbpool **out, const dbpool_driver *driver, void *ctx, const dbpo
     if (pthread_mutex_init(&p->mu, NULL) != 0 || pthread_condattr_init(&p->condattr) != 0 ||
         pthread_condattr_setclock(&p->condattr, CLOCK_MONOTONIC) != 0 ||
         pthread_cond_init(&p->drained, NULL) != 0) {
-        free((char *)p->cfg.name);
-        free((char *)p->cfg.after_connect);
-        free(p->slots);
-        free(p);
+        dbpool_free((char *)p->cfg.name);
+        dbpool_free((char *)p->cfg.after_connect);
+        dbpool_free(p->slots);
+        dbpool_free(p);
         return set_error(DBPOOL_ESYSTEM, "dbpool_open: pthread init failed");
     }
     p->drv = driver;
-    if (cfg->event_cb && !(p->events = calloc(EVENT_RING, sizeof(*p->events)))) {
+    if (cfg->event_cb && !(p->events = dbpool_calloc(EVENT_RING, sizeof(*p->events)))) {
         pool_free(p);
         return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
     }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "log.h"
 #include "manager.h"
 #include "pool.h"
@@ -40,7 +41,7 @@ static void cancel_free(void *arg)
     struct cancel_job *j = arg;
     if (j->drv->cancel_free)
         j->drv->cancel_free(j->token);
-    free(j);
+    dbpool_free(j);
 }
 
 /* ---- outcomes (pool mutex held) ------------------------------------------ */
@@ -264,7 +265,7 @@ int64_t slot_service(struct dbpool *p, int64_t now)
              (long long)(now - s->checkout_at), (long long)p->cfg.hold_timeout);
         pool_event_locked(p, DBPOOL_EV_HOLD_TIMEOUT, now - s->checkout_at, now, "");
         if (s->cancel_token && p->drv->cancel_run) {
-            struct cancel_job *j = malloc(sizeof(*j));
+            struct cancel_job *j = dbpool_malloc(sizeof(*j));
             if (j) {
                 j->drv = p->drv;
                 j->token = s->cancel_token;

@@ -1,0 +1,56 @@
+/* alloc.c - allocator hook: every allocation the library itself makes goes
+ * through here, so tests can fail each one in turn (libpq's own do not). */
+#include "alloc.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dbpool.h"
+#include "error.h"
+#include "manager.h"
+
+static dbpool_allocator current = {malloc, calloc, free};
+
+int dbpool_set_allocator(const dbpool_allocator *a)
+{
+    if (a && (!a->malloc || !a->calloc || !a->free))
+        return set_error(DBPOOL_EINVAL, "dbpool_set_allocator: every function must be set");
+    if (manager_in_use())
+        return set_error(DBPOOL_EBUSY, "dbpool_set_allocator: pools are open");
+    if (a) {
+        current = *a;
+    } else {
+        current.malloc = malloc;
+        current.calloc = calloc;
+        current.free = free;
+    }
+    return 0;
+}
+
+void *dbpool_malloc(size_t n)
+{
+    return current.malloc(n);
+}
+
+void *dbpool_calloc(size_t n, size_t size)
+{
+    return current.calloc(n, size);
+}
+
+void dbpool_free(void *p)
+{
+    if (p)
+        current.free(p);
+}
+
+char *dbpool_strdup(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = dbpool_malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
