@@ -161,6 +161,10 @@ typedef void (*dbpool_event_cb)(void *arg, const dbpool_event *ev);
 typedef struct dbpool_config {
     const char *name;          /* "default"    pool name used in logs                 */
     int size;                  /* 10           connections (1..10000)                 */
+    int min_size;              /* -1 (= size)  connections kept open even when unused;
+                                                  the rest open on demand             */
+    int64_t idle_timeout;      /* 0 (never)    close a connection idle this long while
+                                                  more than min_size are open         */
     int queue;                 /* 1            0: checkout fails with EBUSY at once
                                                   when no connection is idle          */
     int lifo;                  /* 0            1: hand out the most recently checked-in
@@ -395,6 +399,7 @@ typedef struct dbpool_stats {
     int idle;        /* connected, in the pool */
     int busy;        /* checked out */
     int connecting;  /* connecting or running after_connect */
+    int dormant;     /* not opened (above min_size and not needed) */
     int pinging;
     int backoff;     /* waiting to reconnect */
     int stopped;     /* stopped (backoff_type stop) */

@@ -19,6 +19,8 @@ void dbpool_config_init(dbpool_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
     cfg->name = "default";
     cfg->size = 10;
+    cfg->min_size = -1;
+    cfg->idle_timeout = 0;
     cfg->queue = 1;
     cfg->lifo = 0;
     cfg->queue_target = 50;
@@ -110,6 +112,8 @@ struct opt {
 static const struct opt opts[] = {
     OPT(name, O_STR),
     OPT(size, O_INT),
+    OPT(min_size, O_INT),
+    OPT(idle_timeout, O_MS),
     OPT(queue, O_BOOL),
     OPT(lifo, O_BOOL),
     OPT(queue_target, O_MS),
@@ -256,6 +260,8 @@ int dbpool_config_parse(dbpool_config *cfg, const char *options)
 int config_validate(const dbpool_config *cfg)
 {
     RANGE(size, 1, MAX_SIZE);
+    RANGE(min_size, -1, cfg->size);
+    RANGE(idle_timeout, 0, MAX_MS);
     RANGE(queue, 0, 1);
     RANGE(lifo, 0, 1);
     RANGE(queue_target, 1, MAX_MS);

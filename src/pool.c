@@ -59,11 +59,28 @@ static void list_append(struct slot_list *l, struct dbpool_slot *s)
     l->n++;
 }
 
+/* Does a slot in this state hold (or build) a server connection? */
+static int counts(enum slot_state st)
+{
+    return st == SLOT_CONNECTING || st == SLOT_IDLE || st == SLOT_BUSY || st == SLOT_PINGING;
+}
+
 void slot_move(struct dbpool *p, struct dbpool_slot *s, enum slot_state to)
 {
-    list_remove(&p->lists[s->state], s);
+    enum slot_state from = s->state;
+
+    list_remove(&p->lists[from], s);
     s->state = to;
     list_append(&p->lists[to], s);
+    if (p->budget) {
+        if (counts(from) && !counts(to) && !p->closing)
+            p->budget->release(p->budget_owner, p);
+        if (from == SLOT_IDLE || to == SLOT_IDLE) {
+            struct dbpool_slot *h = p->lists[SLOT_IDLE].head;
+            atomic_store_explicit(&p->oldest_idle, h ? h->last_checkin : INT64_MAX,
+                                  memory_order_relaxed);
+        }
+    }
 }
 
 /* ---- open --------------------------------------------------------------- */
@@ -120,6 +137,9 @@ int dbpool_open(dbpool **out, const dbpool_driver *driver, void *ctx, const dbpo
     }
     if (p->cfg.idle_limit == 0)
         p->cfg.idle_limit = p->cfg.size;
+    p->min_size = p->cfg.min_size < 0 ? p->cfg.size : p->cfg.min_size;
+    atomic_init(&p->evict_requests, 0);
+    atomic_init(&p->oldest_idle, INT64_MAX);
     if (pthread_mutex_init(&p->mu, NULL) != 0 || pthread_condattr_init(&p->condattr) != 0 ||
         pthread_condattr_setclock(&p->condattr, CLOCK_MONOTONIC) != 0 ||
         pthread_cond_init(&p->drained, NULL) != 0) {
@@ -147,11 +167,11 @@ int dbpool_open(dbpool **out, const dbpool_driver *driver, void *ctx, const dbpo
         struct dbpool_slot *s = &p->slots[i];
         s->pool = p;
         s->fd = -1;
-        s->state = SLOT_PENDING;
+        s->state = i < p->min_size ? SLOT_PENDING : SLOT_DORMANT;
         atomic_init(&s->gen, 1);
         backoff_init(&s->backoff, p->cfg.backoff_type, p->cfg.backoff_min, p->cfg.backoff_max,
                      p->rng + (uint64_t)i * 0x2545F4914F6CDD1DULL);
-        list_append(&p->lists[SLOT_PENDING], s);
+        list_append(&p->lists[s->state], s);
     }
     p->ctx = ctx;
     if ((rc = manager_attach(p)) != 0) {
@@ -258,7 +278,8 @@ void pool_update_state_locked(struct dbpool *p, int64_t now)
         st = DBPOOL_STATE_PAUSED;
     else if (usable > 0)
         st = DBPOOL_STATE_UP;
-    else if (p->lists[SLOT_STOPPED].n == p->cfg.size)
+    else if (p->lists[SLOT_STOPPED].n > 0 &&
+             p->lists[SLOT_STOPPED].n + p->lists[SLOT_DORMANT].n == p->cfg.size)
         st = DBPOOL_STATE_STOPPED;
     else if (p->fail_streak > 0)
         st = DBPOOL_STATE_DOWN;
@@ -325,7 +346,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
     struct dbpool_slot *s;
     struct waiter w;
     int64_t now;
-    int rc;
+    int rc, poll_now = 0;
 
     if (lease) {
         lease->slot = NULL;
@@ -375,6 +396,15 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
     wq_push(&p->waiters, &w);
     codel_mark_busy(&p->codel);
     int first = p->waiters.n == 1;
+    /* open a dormant connection for each waiter not already covered by one
+     * being opened */
+    int opening = p->lists[SLOT_PENDING].n + p->lists[SLOT_CONNECTING].n +
+                  p->lists[SLOT_BACKOFF].n;
+    if (p->lists[SLOT_DORMANT].n > 0 && opening < p->waiters.n) {
+        slot_move(p, p->lists[SLOT_DORMANT].head, SLOT_PENDING);
+        first = 1; /* wake the manager below */
+        poll_now = 1;
+    }
     int64_t poll_at = p->codel.poll_at;
     int64_t deadline = now + timeout_ms;
     struct timespec ts;
@@ -383,7 +413,10 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
     if (first) {
         /* the queue poll must run on time from now on */
         pthread_mutex_unlock(&p->mu);
-        manager_wake_before(poll_at);
+        if (poll_now)
+            manager_wake();
+        else
+            manager_wake_before(poll_at);
         pthread_mutex_lock(&p->mu);
     }
     while (w.status == 1) {
@@ -741,6 +774,7 @@ int dbpool_stats_get(dbpool *p, dbpool_stats *st)
     st->pinging = p->lists[SLOT_PINGING].n;
     st->backoff = p->lists[SLOT_BACKOFF].n;
     st->stopped = p->closing ? 0 : p->lists[SLOT_STOPPED].n;
+    st->dormant = p->lists[SLOT_DORMANT].n;
     st->waiting = p->waiters.n;
     st->checkouts = p->n_checkouts;
     st->drops = p->n_drops;

@@ -26,10 +26,24 @@
  *                            |
  *                   (backoff stop) STOPPED --dbpool_restart--> PENDING
  *
+ * DORMANT --checkout finds nothing idle--> PENDING;  IDLE --idle_timeout or
+ * eviction--> DORMANT (only above min_size, or when a registry's cap needs it).
+ *
  * BUSY slots belong to the caller holding the lease; PENDING, CONNECTING,
- * PINGING, BACKOFF and STOPPED belong to the manager thread; IDLE belongs
- * to whoever holds the pool mutex.
+ * PINGING, BACKOFF, STOPPED and DORMANT belong to the manager thread; IDLE
+ * belongs to whoever holds the pool mutex.
  */
+
+/*
+ * A connection budget shared by several pools (the registry's process-wide
+ * cap). acquire() is asked before each connect, under the pool mutex; when it
+ * says no, the budget owner remembers the pool and later sets `kick` and wakes
+ * the manager. release() is told whenever a connection stops counting.
+ */
+struct budget_ops {
+    int (*acquire)(void *owner, struct dbpool *p);
+    void (*release)(void *owner, struct dbpool *p);
+};
 enum slot_state {
     SLOT_PENDING = 0, /* needs a connect, as soon as the manager runs */
     SLOT_CONNECTING,  /* connect / after_connect in progress */
@@ -38,6 +52,7 @@ enum slot_state {
     SLOT_PINGING,
     SLOT_BACKOFF,     /* waiting until timer_at to connect again */
     SLOT_STOPPED,     /* backoff_type stop: waits for dbpool_restart */
+    SLOT_DORMANT,     /* not wanted now (above min_size): opened on demand */
     SLOT_NSTATES
 };
 
@@ -106,6 +121,14 @@ struct dbpool {
     char last_error[256];
 
     int paused;      /* dbpool_pause(): hand out nothing, drop nothing */
+    int min_size;    /* resolved cfg.min_size */
+
+    /* connection budget (registry); NULL for a standalone pool */
+    const struct budget_ops *budget;
+    void *budget_owner;
+    int budget_denied;           /* PENDING slots wait for a grant */
+    _Atomic int evict_requests;  /* close this many idle connections (LRU) */
+    _Atomic int64_t oldest_idle; /* last_checkin of the oldest idle conn, or INT64_MAX */
 
     /* events waiting for delivery on the manager thread (only with event_cb) */
     struct pool_event *events; /* ring of EVENT_RING entries */

@@ -9,7 +9,7 @@
 #include "manager.h"
 #include "pool.h"
 
-enum { OP_CONNECT = 1, OP_RECYCLE, OP_PING, OP_FAIL };
+enum { OP_CONNECT = 1, OP_RECYCLE, OP_PING, OP_FAIL, OP_CLOSE };
 
 #define STILL_DOWN_EVERY_MS 30000
 
@@ -181,6 +181,9 @@ static void run_op(struct dbpool *p, struct dbpool_slot *s, int op, int64_t now)
                                : DBPOOL_IO_DONE;
         progress(p, s, r, fd, err, now);
         break;
+    case OP_CLOSE: /* the slot is DORMANT already; the manager still owns conn */
+        slot_disconnect(p, s);
+        break;
     case OP_FAIL:
         progress(p, s, DBPOOL_IO_FAIL, -1,
                  s->state == SLOT_CONNECTING ? "timeout while connecting"
@@ -247,7 +250,12 @@ int64_t slot_service(struct dbpool *p, int64_t now)
     for (s = p->lists[SLOT_PINGING].head; s; s = s->next)
         if (s->timer_at <= now)
             todo_push(&todo, s, OP_FAIL);
+    p->budget_denied = 0;
     while ((s = p->lists[SLOT_PENDING].head) != NULL) {
+        if (p->budget && !p->budget->acquire(p->budget_owner, p)) {
+            p->budget_denied = 1; /* the budget's owner wakes us when it can */
+            break;
+        }
         slot_move(p, s, SLOT_CONNECTING);
         s->timer_at = now + p->cfg.connect_timeout;
         todo_push(&todo, s, OP_CONNECT);
@@ -288,6 +296,28 @@ int64_t slot_service(struct dbpool *p, int64_t now)
                  (long long)(now - s->checkout_at), where);
             pool_event_locked(p, DBPOOL_EV_LEAK_SUSPECTED, now - s->checkout_at, now, where);
         }
+    }
+
+    /* Close idle connections nobody needs: those idle past idle_timeout while
+     * more than min_size are open, and those a registry's cap asked for
+     * (oldest first: the least recently used). */
+    int open = p->lists[SLOT_IDLE].n + p->lists[SLOT_BUSY].n + p->lists[SLOT_PINGING].n +
+               p->lists[SLOT_CONNECTING].n;
+    int evict = atomic_exchange(&p->evict_requests, 0);
+    while ((s = p->lists[SLOT_IDLE].head) != NULL) {
+        int stale = p->cfg.idle_timeout && open > p->min_size &&
+                    now - s->last_checkin >= p->cfg.idle_timeout;
+        if (!stale && evict <= 0)
+            break;
+        if (!stale)
+            evict--;
+        s->broken = 0;
+        p->n_disconnects++;
+        pool_event_locked(p, DBPOOL_EV_DISCONNECTED, 0, now,
+                          stale ? "idle_timeout" : "evicted for another pool (cap)");
+        slot_move(p, s, SLOT_DORMANT);
+        todo_push(&todo, s, OP_CLOSE);
+        open--;
     }
 
     /* max_lifetime and dbpool_reconnect(): recycle idle connections due */
@@ -332,8 +362,10 @@ int64_t slot_service(struct dbpool *p, int64_t now)
     due = p->idle.next;
     if (p->waiters.n)
         due = min64(due, p->codel.poll_at);
-    if (p->lists[SLOT_PENDING].n)
+    if (p->lists[SLOT_PENDING].n && !p->budget_denied)
         due = now;
+    if (p->cfg.idle_timeout && p->lists[SLOT_IDLE].head)
+        due = min64(due, p->lists[SLOT_IDLE].head->last_checkin + p->cfg.idle_timeout);
     for (s = p->lists[SLOT_BACKOFF].head; s; s = s->next)
         due = min64(due, s->timer_at);
     for (s = p->lists[SLOT_CONNECTING].head; s; s = s->next)
