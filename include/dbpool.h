@@ -260,6 +260,8 @@ typedef struct dbpool_driver {
     void (*disconnect)(void *ctx, void *conn);
     /* Free ctx at pool close (may be NULL). */
     void (*ctx_free)(void *ctx);
+    /* The handle callers use (dbpool_lease_conn); NULL = the conn itself. */
+    void *(*native)(void *conn);
 } dbpool_driver;
 
 /* ------------------------------------------------------------------------ */

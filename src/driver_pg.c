@@ -353,6 +353,11 @@ static void pg_ctx_free(void *vctx)
     dbpool_free(ctx);
 }
 
+static void *pg_native(void *conn)
+{
+    return ((struct pg_conn *)conn)->pg;
+}
+
 static const dbpool_driver pg_driver = {
     .name = "postgresql",
     .connect_start = pg_connect_start,
@@ -365,6 +370,7 @@ static const dbpool_driver pg_driver = {
     .cancel_free = pg_cancel_free,
     .disconnect = pg_disconnect,
     .ctx_free = pg_ctx_free,
+    .native = pg_native,
 };
 
 /* ---- public ------------------------------------------------------------- */
@@ -458,15 +464,13 @@ nomem:
 
 PGconn *dbpool_pg_conn(const dbpool_lease *lease)
 {
-    struct pg_conn *c = dbpool_lease_conn(lease);
+    PGconn *pg = dbpool_lease_conn(lease);
 
-    if (!c)
-        return NULL;
-    if (lease->slot->pool->drv != &pg_driver) {
+    if (pg && lease->slot->pool->drv != &pg_driver) {
         set_error(DBPOOL_EINVAL, "lease is not from a PostgreSQL pool");
         return NULL;
     }
-    return c->pg;
+    return pg;
 }
 
 int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen)

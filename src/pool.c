@@ -484,7 +484,9 @@ void *dbpool_lease_conn(const dbpool_lease *l)
         set_error(l ? DBPOOL_ESTALE : DBPOOL_EINVAL, "lease is not checked out");
         return NULL;
     }
-    return l->slot->conn;
+    void *conn = l->slot->conn;
+    const dbpool_driver *drv = l->slot->pool->drv;
+    return drv->native ? drv->native(conn) : conn;
 }
 
 int dbpool_lease_check(const dbpool_lease *l)
@@ -538,7 +540,6 @@ static int checkin(dbpool_lease *l, int discard)
     if (!atomic_compare_exchange_strong_explicit(&s->gen, &gen, l->gen + 1,
                                                  memory_order_acq_rel, memory_order_relaxed))
         return set_error(DBPOOL_ESTALE, "lease already checked in (double check-in?)");
-    l->slot = NULL;
 
     /* The caller still owns the connection: reset it without the lock. */
     int expired = atomic_load_explicit(&s->expired, memory_order_acquire);

@@ -1,0 +1,111 @@
+/*
+ * dbpool_registry.h - many tenant databases in one process.
+ *
+ * A registry holds one PostgreSQL pool per tenant, created on first use from
+ * a resolver callback, under one process-wide cap on open connections. Tenant
+ * pools open connections only when used (min_size 0 by default), close idle
+ * connections after idle_timeout, and a tenant pool unused for
+ * pool_idle_timeout is closed and freed. When the cap is reached and a tenant
+ * needs a connection, the least recently used idle connection of another
+ * tenant is closed to make room; tenants waiting for room are served in turn
+ * (one connection each per round), so a hot tenant cannot starve a cold one.
+ *
+ *     int resolve(void *arg, const char *tenant, char *conninfo, size_t len,
+ *                 dbpool_config *cfg)
+ *     {
+ *         snprintf(conninfo, len, "host=/run/postgresql dbname=t_%s", tenant);
+ *         return 0;
+ *     }
+ *     dbpool_registry_config rc;
+ *     dbpool_registry_config_init(&rc);
+ *     rc.resolve = resolve;
+ *     rc.max_connections = 50;
+ *     dbpool_registry *reg;
+ *     dbpool_registry_open(&reg, &rc);
+ *     dbpool_lease lease;
+ *     if (dbpool_registry_checkout(reg, "acme", DBPOOL_DEFAULT_TIMEOUT, &lease) == 0) {
+ *         ... PQexec(dbpool_pg_conn(&lease), ...) ...
+ *         dbpool_checkin(&lease);
+ *     }
+ *     dbpool_registry_close(reg);
+ */
+#ifndef DBPOOL_REGISTRY_H
+#define DBPOOL_REGISTRY_H
+
+#include "dbpool_pg.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dbpool_registry dbpool_registry;
+
+/*
+ * Resolve a tenant key to its connection string (written into conninfo, a
+ * buffer of len bytes) and, optionally, per-tenant options (cfg arrives filled
+ * from the registry's tenant template; change size, min_size, ...). Return 0,
+ * or nonzero to refuse the key (dbpool_registry_get then fails with
+ * DBPOOL_EINVAL). Called on the thread that first asks for the tenant, with no
+ * registry lock held; other threads asking for the same tenant meanwhile wait
+ * for it. String options set in cfg must stay valid until it returns.
+ */
+typedef int (*dbpool_resolve_cb)(void *arg, const char *tenant, char *conninfo, size_t len,
+                                 dbpool_config *cfg);
+
+typedef struct dbpool_registry_config {
+    dbpool_resolve_cb resolve; /* required */
+    void *resolve_arg;
+    int max_connections;       /* 100      open connections across all tenants       */
+    int64_t pool_idle_timeout; /* 300000 ms a tenant pool unused this long is freed   */
+    dbpool_config tenant;      /* template: dbpool_config_init() defaults but size 5,
+                                  min_size 0, idle_timeout 60000 ms                   */
+} dbpool_registry_config;
+
+DBPOOL_API void dbpool_registry_config_init(dbpool_registry_config *cfg);
+
+/* Create a registry. Returns 0, DBPOOL_EINVAL or DBPOOL_ENOMEM. */
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_registry_open(dbpool_registry **out,
+                                                     const dbpool_registry_config *cfg);
+
+/*
+ * The tenant's pool, created on first use. The pool is pinned (never
+ * reclaimed) until dbpool_registry_put(); use it with the ordinary pool API
+ * but never dbpool_close() it. Returns 0, DBPOOL_EINVAL (NULL, empty or
+ * refused key, bad conninfo from the resolver), DBPOOL_ENOMEM, DBPOOL_ECLOSED.
+ */
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_registry_get(dbpool_registry *reg, const char *tenant,
+                                                    dbpool **pool);
+/* Unpin a pool from dbpool_registry_get(). */
+DBPOOL_API void dbpool_registry_put(dbpool_registry *reg, dbpool *pool);
+
+/* get + dbpool_checkout + put in one call. Check the lease in with
+ * dbpool_checkin() as usual; a tenant with a lease out is never reclaimed. */
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_registry_checkout(dbpool_registry *reg,
+                                                         const char *tenant,
+                                                         int64_t timeout_ms,
+                                                         dbpool_lease *lease);
+
+typedef struct dbpool_registry_stats {
+    int tenants;            /* tenant pools alive */
+    int open_connections;   /* counted against max_connections */
+    int max_connections;
+    int tenants_waiting;    /* tenant pools waiting for room under the cap */
+    uint64_t pools_created, pools_reclaimed, evictions;
+} dbpool_registry_stats;
+
+DBPOOL_API int dbpool_registry_stats_get(dbpool_registry *reg, dbpool_registry_stats *out);
+
+/* Prometheus text for every tenant pool (label pool="<tenant key>") plus
+ * dbpool_registry_* series. Same buffer contract as dbpool_stats_prometheus(). */
+DBPOOL_API int dbpool_registry_prometheus(dbpool_registry *reg, char *buf, size_t buflen,
+                                          size_t *needed);
+
+/* Close every tenant pool (as dbpool_close: leases still out stay usable and
+ * are closed at check-in) and free the registry. NULL is a no-op. Returns 0
+ * or DBPOOL_EBUSY if some leases were still out. */
+DBPOOL_API int dbpool_registry_close(dbpool_registry *reg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DBPOOL_REGISTRY_H */
