@@ -9,6 +9,7 @@
 #include "alloc.h"
 #include "dbpool_pg.h"
 #include "error.h"
+#include "driver_pg.h"
 #include "pool.h"
 
 struct pg_ctx {
@@ -419,6 +420,12 @@ static int parse_conninfo(const char *conninfo, PQconninfoOption **out)
 
 int dbpool_pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg)
 {
+    return pg_open(out, conninfo, cfg, NULL, NULL);
+}
+
+int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
+            const struct budget_ops *budget, void *owner)
+{
     PQconninfoOption *opts;
     struct pg_ctx *ctx;
     int rc, n = 0;
@@ -454,7 +461,7 @@ int dbpool_pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg)
     }
     if (cfg && cfg->after_connect && !(ctx->after_connect = dbpool_strdup(cfg->after_connect)))
         goto nomem;
-    if ((rc = dbpool_open(out, &pg_driver, ctx, cfg)) != 0)
+    if ((rc = pool_open(out, &pg_driver, ctx, cfg, budget, owner)) != 0)
         pg_ctx_free(ctx);
     return rc;
 nomem:

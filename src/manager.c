@@ -38,6 +38,12 @@ static struct {
     struct dbpool *zombies; /* closed, to be freed by the manager */
     _Atomic int64_t wake_at; /* when the manager will wake by itself */
 
+    struct ticker {
+        void (*fn)(void *, int64_t);
+        void *arg;
+    } tickers[8];
+    int ntickers;
+
     pthread_mutex_t hmu; /* helper thread's job queue */
     pthread_cond_t hcond;
     struct job *jobs, *jobs_tail;
@@ -279,6 +285,8 @@ static void *manager_main(void *arg)
             }
         }
         now = clock_ms();
+        for (int i = 0; i < M.ntickers; i++)
+            M.tickers[i].fn(M.tickers[i].arg, now);
         for (struct dbpool *p = M.pools; p; p = p->mnext) {
             p->next_due = slot_service(p, now);
             pool_deliver_events(p);
@@ -336,6 +344,31 @@ static void manager_stop(void)
     close(M.evfd);
     M.epfd = M.evfd = -1;
     M.running = 0;
+    pthread_mutex_unlock(&M.mu);
+}
+
+int manager_ticker_add(void (*fn)(void *arg, int64_t now), void *arg)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&M.mu);
+    if (M.ntickers == (int)(sizeof(M.tickers) / sizeof(M.tickers[0])))
+        rc = set_error(DBPOOL_ENOMEM, "too many registries (at most 8)");
+    else
+        M.tickers[M.ntickers++] = (struct ticker){fn, arg};
+    pthread_mutex_unlock(&M.mu);
+    return rc;
+}
+
+void manager_ticker_remove(void *arg)
+{
+    pthread_mutex_lock(&M.mu);
+    for (int i = 0; i < M.ntickers; i++) {
+        if (M.tickers[i].arg == arg) {
+            M.tickers[i] = M.tickers[--M.ntickers];
+            break;
+        }
+    }
     pthread_mutex_unlock(&M.mu);
 }
 

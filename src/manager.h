@@ -29,6 +29,12 @@ int manager_is_self(void);
 void manager_watch(struct dbpool_slot *s, int fd, int want);
 void manager_unwatch(struct dbpool_slot *s);
 
+/* A function the manager calls on every loop iteration (at least once a
+ * second while it runs), with the manager mutex held: it must be quick, must
+ * not lock a pool mutex, and hands blocking work to manager_submit(). */
+int manager_ticker_add(void (*fn)(void *arg, int64_t now), void *arg);
+void manager_ticker_remove(void *arg);
+
 /* Run fn(arg) on the helper thread; free_fn(arg) after (or instead, at stop). */
 int manager_submit(void (*fn)(void *), void *arg, void (*free_fn)(void *));
 

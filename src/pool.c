@@ -103,6 +103,12 @@ void pool_free(struct dbpool *p)
 
 int dbpool_open(dbpool **out, const dbpool_driver *driver, void *ctx, const dbpool_config *cfg)
 {
+    return pool_open(out, driver, ctx, cfg, NULL, NULL);
+}
+
+int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx,
+              const dbpool_config *cfg, const struct budget_ops *budget, void *owner)
+{
     dbpool_config defaults;
     struct dbpool *p;
     int rc;
@@ -150,6 +156,9 @@ int dbpool_open(dbpool **out, const dbpool_driver *driver, void *ctx, const dbpo
         return set_error(DBPOOL_ESYSTEM, "dbpool_open: pthread init failed");
     }
     p->drv = driver;
+    p->budget = budget;
+    p->budget_owner = owner;
+    atomic_init(&p->active, 0);
     if (cfg->event_cb && !(p->events = dbpool_calloc(EVENT_RING, sizeof(*p->events)))) {
         pool_free(p);
         return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
@@ -192,6 +201,8 @@ static void lease_start(struct dbpool *p, struct dbpool_slot *s, int64_t now)
     s->idle_ms = now - s->last_checkin;
     atomic_store_explicit(&s->expired, 0, memory_order_relaxed);
     s->leak_reported = 0;
+    if (p->budget)
+        atomic_fetch_add_explicit(&p->active, 1, memory_order_relaxed);
     s->hold_deadline = p->cfg.hold_timeout ? now + p->cfg.hold_timeout : 0;
     p->n_checkouts++;
 }
@@ -218,8 +229,8 @@ void pool_release_locked(struct dbpool *p, struct dbpool_slot *s, int64_t now)
     struct waiter *w;
 
     if (p->paused) { /* maintenance mode: nobody is served */
-        slot_move(p, s, SLOT_IDLE);
         s->last_checkin = now;
+        slot_move(p, s, SLOT_IDLE);
         return;
     }
     w = codel_checkin(&p->codel, &p->waiters, now, &dropped);
@@ -230,8 +241,8 @@ void pool_release_locked(struct dbpool *p, struct dbpool_slot *s, int64_t now)
         w->status = 0;
         signal_waiter(w); /* under the mutex: w lives on the waiter's stack */
     } else {
+        s->last_checkin = now; /* before the move: it keeps oldest_idle right */
         slot_move(p, s, SLOT_IDLE);
-        s->last_checkin = now;
     }
 }
 
@@ -540,6 +551,8 @@ static int checkin(dbpool_lease *l, int discard)
     if (!atomic_compare_exchange_strong_explicit(&s->gen, &gen, l->gen + 1,
                                                  memory_order_acq_rel, memory_order_relaxed))
         return set_error(DBPOOL_ESTALE, "lease already checked in (double check-in?)");
+    if (p->budget)
+        atomic_fetch_sub_explicit(&p->active, 1, memory_order_relaxed);
 
     /* The caller still owns the connection: reset it without the lock. */
     int expired = atomic_load_explicit(&s->expired, memory_order_acquire);

@@ -127,6 +127,7 @@ struct dbpool {
     const struct budget_ops *budget;
     void *budget_owner;
     int budget_denied;           /* PENDING slots wait for a grant */
+    _Atomic int active;          /* leases out (kept only with a budget) */
     _Atomic int evict_requests;  /* close this many idle connections (LRU) */
     _Atomic int64_t oldest_idle; /* last_checkin of the oldest idle conn, or INT64_MAX */
 
@@ -175,6 +176,10 @@ void pool_update_state_locked(struct dbpool *p, int64_t now);
 void pool_fail_waiters_locked(struct dbpool *p, int code, const char *msg);
 /* Signal waiters that the CoDel rule dropped. Locked. */
 void pool_signal_dropped(struct dbpool *p, struct waiter *dropped);
+/* dbpool_open() with an optional connection budget (registry). */
+int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx,
+              const dbpool_config *cfg, const struct budget_ops *budget, void *owner);
+
 /* Free a pool whose slots are all disconnected. */
 void pool_free(struct dbpool *p);
 

@@ -1,0 +1,13 @@
+/* driver_pg.h - internal entry to the libpq driver (used by the registry). */
+#ifndef DBPOOL_DRIVER_PG_H
+#define DBPOOL_DRIVER_PG_H
+
+#include "dbpool_pg.h"
+
+struct budget_ops;
+
+/* dbpool_pg_open() with a connection budget. */
+int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
+            const struct budget_ops *budget, void *owner);
+
+#endif

@@ -1,0 +1,525 @@
+/* registry.c - one pool per tenant database, created on first use, under a
+ * process-wide connection cap with LRU eviction and fair (round-robin) grants. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "dbpool_registry.h"
+#include "driver_pg.h"
+#include "error.h"
+#include "manager.h"
+#include "pool.h"
+
+struct tenant {
+    struct tenant *hnext;         /* hash chain */
+    struct tenant *qnext, *qprev; /* queue of tenants waiting for room */
+    int queued;
+    char *key;
+    struct dbpool *pool; /* NULL while being created */
+    int pins;            /* dbpool_registry_get() without put, checkouts in flight */
+    int open;            /* connections counted against the cap */
+    int64_t last_used;
+    struct dbpool_registry *reg;
+};
+
+/*
+ * Lock order: pool mutex -> registry mutex (the budget is asked under the
+ * pool mutex). The registry never takes a pool mutex while holding its own.
+ */
+struct dbpool_registry {
+    pthread_mutex_t mu;
+    pthread_cond_t created; /* a tenant finished being created */
+    dbpool_registry_config cfg;
+    struct tenant **buckets;
+    size_t nbuckets, ntenants;
+    struct tenant *qhead, *qtail; /* FIFO of tenants denied room */
+    int open;                     /* connections counted against the cap */
+    int evictions_asked;          /* asked and not yet seen as a release */
+    int closing;
+    int64_t next_tick;
+    uint64_t created_n, reclaimed_n, evictions_n;
+    uint64_t reclaimed_done; /* close jobs finished (they reference us) */
+};
+
+static uint64_t hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static struct tenant **find(struct dbpool_registry *r, const char *key)
+{
+    struct tenant **t = &r->buckets[hash(key) % r->nbuckets];
+    while (*t && strcmp((*t)->key, key) != 0)
+        t = &(*t)->hnext;
+    return t;
+}
+
+static void grow(struct dbpool_registry *r)
+{
+    size_t n = r->nbuckets * 2;
+    struct tenant **b = dbpool_calloc(n, sizeof(*b));
+
+    if (!b)
+        return; /* keep the longer chains */
+    for (size_t i = 0; i < r->nbuckets; i++) {
+        struct tenant *t = r->buckets[i], *next;
+        for (; t; t = next) {
+            next = t->hnext;
+            t->hnext = b[hash(t->key) % n];
+            b[hash(t->key) % n] = t;
+        }
+    }
+    dbpool_free(r->buckets);
+    r->buckets = b;
+    r->nbuckets = n;
+}
+
+static void queue_remove(struct dbpool_registry *r, struct tenant *t)
+{
+    if (!t->queued)
+        return;
+    if (t->qprev)
+        t->qprev->qnext = t->qnext;
+    else
+        r->qhead = t->qnext;
+    if (t->qnext)
+        t->qnext->qprev = t->qprev;
+    else
+        r->qtail = t->qprev;
+    t->qnext = t->qprev = NULL;
+    t->queued = 0;
+}
+
+static void queue_push(struct dbpool_registry *r, struct tenant *t)
+{
+    if (t->queued)
+        return;
+    t->qnext = NULL;
+    t->qprev = r->qtail;
+    if (r->qtail)
+        r->qtail->qnext = t;
+    else
+        r->qhead = t;
+    r->qtail = t;
+    t->queued = 1;
+}
+
+/* ---- the budget (called under the tenant pool's mutex) ----------------- */
+
+/*
+ * Room under the cap goes to the tenant at the head of the queue; a tenant
+ * granted one connection goes to the back if it wants more (it asks again),
+ * so a hot tenant gets one per round like everyone else. When the cap is
+ * full, the least recently used idle connection of another tenant is asked
+ * to close; its release wakes the manager, which retries the queue.
+ */
+static int budget_acquire(void *owner, struct dbpool *p)
+{
+    struct tenant *t = owner;
+    struct dbpool_registry *r = t->reg;
+    int granted = 0;
+
+    (void)p;
+    pthread_mutex_lock(&r->mu);
+    if (r->open < r->cfg.max_connections && (!r->qhead || r->qhead == t)) {
+        r->open++;
+        t->open++;
+        queue_remove(r, t);
+        granted = 1;
+    } else {
+        queue_push(r, t);
+        if (r->open >= r->cfg.max_connections && r->evictions_asked < 1) {
+            struct tenant *victim = NULL;
+            int64_t oldest = INT64_MAX;
+            for (size_t i = 0; i < r->nbuckets; i++) {
+                for (struct tenant *v = r->buckets[i]; v; v = v->hnext) {
+                    if (v == t || !v->pool)
+                        continue;
+                    int64_t o = atomic_load_explicit(&v->pool->oldest_idle,
+                                                     memory_order_relaxed);
+                    if (o < oldest) {
+                        oldest = o;
+                        victim = v;
+                    }
+                }
+            }
+            if (victim) {
+                atomic_fetch_add(&victim->pool->evict_requests, 1);
+                r->evictions_asked++;
+                r->evictions_n++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return granted;
+}
+
+static void budget_release(void *owner, struct dbpool *p)
+{
+    struct tenant *t = owner;
+    struct dbpool_registry *r = t->reg;
+
+    (void)p;
+    pthread_mutex_lock(&r->mu);
+    r->open--;
+    t->open--;
+    if (r->evictions_asked > 0)
+        r->evictions_asked--;
+    int wake = r->qhead != NULL;
+    pthread_mutex_unlock(&r->mu);
+    if (wake)
+        manager_wake(); /* the manager retries the queue's head */
+}
+
+static const struct budget_ops registry_budget = {budget_acquire, budget_release};
+
+/* ---- reclaiming idle tenants -------------------------------------------- */
+
+static void close_job(void *arg)
+{
+    struct tenant *t = arg;
+    struct dbpool_registry *r = t->reg;
+
+    dbpool_close(t->pool); /* no budget calls after this returns */
+    dbpool_free(t->key);
+    pthread_mutex_lock(&r->mu);
+    r->open -= t->open;
+    queue_remove(r, t);
+    dbpool_free(t);
+    r->reclaimed_done++;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Manager thread, manager mutex held: unhook tenants unused for
+ * pool_idle_timeout and close them on the helper thread. */
+static void tick(void *arg, int64_t now)
+{
+    struct dbpool_registry *r = arg;
+
+    pthread_mutex_lock(&r->mu);
+    if (now < r->next_tick || r->closing) {
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    int64_t every = r->cfg.pool_idle_timeout / 4;
+    r->next_tick = now + (every < 1000 ? every : 1000);
+    for (size_t i = 0; i < r->nbuckets; i++) {
+        struct tenant **pt = &r->buckets[i];
+        while (*pt) {
+            struct tenant *t = *pt;
+            /* pins cover every way to reach the pool, so with none and no
+             * lease out nobody can start using it once it is unhooked */
+            if (t->pool && t->pins == 0 &&
+                atomic_load_explicit(&t->pool->active, memory_order_relaxed) == 0 &&
+                now - t->last_used >= r->cfg.pool_idle_timeout) {
+                *pt = t->hnext;
+                r->ntenants--;
+                r->reclaimed_n++;
+                if (manager_submit(close_job, t, NULL) != 0) {
+                    /* cannot close it now: put it back, try next tick */
+                    t->hnext = *pt;
+                    *pt = t;
+                    r->ntenants++;
+                    r->reclaimed_n--;
+                    pt = &t->hnext;
+                }
+                continue;
+            }
+            pt = &t->hnext;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- public ------------------------------------------------------------- */
+
+void dbpool_registry_config_init(dbpool_registry_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->max_connections = 100;
+    cfg->pool_idle_timeout = 300000;
+    dbpool_config_init(&cfg->tenant);
+    cfg->tenant.size = 5;
+    cfg->tenant.min_size = 0;
+    cfg->tenant.idle_timeout = 60000;
+}
+
+int dbpool_registry_open(dbpool_registry **out, const dbpool_registry_config *cfg)
+{
+    struct dbpool_registry *r;
+
+    if (out)
+        *out = NULL;
+    if (!out || !cfg || !cfg->resolve)
+        return set_error(DBPOOL_EINVAL, "dbpool_registry_open: NULL argument or no resolver");
+    if (cfg->max_connections < 1 || cfg->pool_idle_timeout < 1)
+        return set_error(DBPOOL_EINVAL,
+                         "dbpool_registry_open: max_connections and pool_idle_timeout must be "
+                         "positive");
+    r = dbpool_calloc(1, sizeof(*r));
+    if (!r)
+        return set_error(DBPOOL_ENOMEM, "out of memory");
+    r->cfg = *cfg;
+    r->cfg.tenant.name = NULL; /* each pool is named after its tenant */
+    r->cfg.tenant.after_connect = NULL;
+    r->nbuckets = 64;
+    r->buckets = dbpool_calloc(r->nbuckets, sizeof(*r->buckets));
+    if (!r->buckets || (cfg->tenant.after_connect &&
+                        !(r->cfg.tenant.after_connect = dbpool_strdup(cfg->tenant.after_connect)))) {
+        dbpool_free(r->buckets);
+        dbpool_free(r);
+        return set_error(DBPOOL_ENOMEM, "out of memory");
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->created, NULL);
+    int rc = manager_ticker_add(tick, r);
+    if (rc) {
+        pthread_cond_destroy(&r->created);
+        pthread_mutex_destroy(&r->mu);
+        dbpool_free((char *)r->cfg.tenant.after_connect);
+        dbpool_free(r->buckets);
+        dbpool_free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+/* Create the tenant's pool without the registry lock (the resolver may be slow). */
+static int create(struct dbpool_registry *r, struct tenant *t)
+{
+    char conninfo[1024] = "";
+    dbpool_config cfg = r->cfg.tenant;
+    dbpool *p = NULL;
+    int rc;
+
+    cfg.name = t->key;
+    if (r->cfg.resolve(r->cfg.resolve_arg, t->key, conninfo, sizeof(conninfo), &cfg) != 0)
+        return set_error(DBPOOL_EINVAL, "tenant \"%.64s\" refused by the resolver", t->key);
+    cfg.name = t->key;
+    if ((rc = pg_open(&p, conninfo, &cfg, &registry_budget, t)) != 0)
+        return rc;
+    pthread_mutex_lock(&r->mu);
+    t->pool = p;
+    r->created_n++;
+    pthread_cond_broadcast(&r->created);
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+int dbpool_registry_get(dbpool_registry *r, const char *key, dbpool **out)
+{
+    struct tenant *t, **pt;
+
+    if (out)
+        *out = NULL;
+    if (!r || !key || !out || !*key)
+        return set_error(DBPOOL_EINVAL, "dbpool_registry_get: NULL argument or empty key");
+    pthread_mutex_lock(&r->mu);
+    for (;;) {
+        if (r->closing) {
+            pthread_mutex_unlock(&r->mu);
+            return set_error(DBPOOL_ECLOSED, "registry is closed");
+        }
+        pt = find(r, key);
+        t = *pt;
+        if (!t || t->pool)
+            break;
+        pthread_cond_wait(&r->created, &r->mu); /* someone else is creating it */
+    }
+    if (t) {
+        t->pins++;
+        t->last_used = clock_ms();
+        *out = t->pool;
+        pthread_mutex_unlock(&r->mu);
+        return 0;
+    }
+
+    /* first use: publish a placeholder so others wait for us */
+    t = dbpool_calloc(1, sizeof(*t));
+    if (t && !(t->key = dbpool_strdup(key))) {
+        dbpool_free(t);
+        t = NULL;
+    }
+    if (!t) {
+        pthread_mutex_unlock(&r->mu);
+        return set_error(DBPOOL_ENOMEM, "out of memory");
+    }
+    t->reg = r;
+    t->pins = 1;
+    t->last_used = clock_ms();
+    *pt = t;
+    r->ntenants++;
+    if (r->ntenants > 2 * r->nbuckets)
+        grow(r);
+    pthread_mutex_unlock(&r->mu);
+
+    int rc = create(r, t);
+    if (rc != 0) {
+        pthread_mutex_lock(&r->mu);
+        pt = find(r, key);
+        *pt = t->hnext;
+        r->ntenants--;
+        pthread_cond_broadcast(&r->created);
+        pthread_mutex_unlock(&r->mu);
+        dbpool_free(t->key);
+        dbpool_free(t);
+        return rc;
+    }
+    *out = t->pool;
+    return 0;
+}
+
+void dbpool_registry_put(dbpool_registry *r, dbpool *pool)
+{
+    if (!r || !pool)
+        return;
+    pthread_mutex_lock(&r->mu);
+    struct tenant *t = *find(r, pool->cfg.name);
+    if (t && t->pool == pool && t->pins > 0) {
+        t->pins--;
+        t->last_used = clock_ms();
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+int dbpool_registry_checkout(dbpool_registry *r, const char *key, int64_t timeout_ms,
+                             dbpool_lease *lease)
+{
+    dbpool *p;
+    int rc;
+
+    if (lease) {
+        lease->slot = NULL;
+        lease->gen = 0;
+    }
+    if (!lease)
+        return set_error(DBPOOL_EINVAL, "dbpool_registry_checkout: NULL lease");
+    if ((rc = dbpool_registry_get(r, key, &p)) != 0)
+        return rc;
+    rc = dbpool_checkout(p, timeout_ms, lease);
+    dbpool_registry_put(r, p);
+    return rc;
+}
+
+int dbpool_registry_stats_get(dbpool_registry *r, dbpool_registry_stats *st)
+{
+    if (!r || !st)
+        return set_error(DBPOOL_EINVAL, "dbpool_registry_stats_get: NULL argument");
+    memset(st, 0, sizeof(*st));
+    pthread_mutex_lock(&r->mu);
+    st->tenants = (int)r->ntenants;
+    st->open_connections = r->open;
+    st->max_connections = r->cfg.max_connections;
+    for (struct tenant *t = r->qhead; t; t = t->qnext)
+        st->tenants_waiting++;
+    st->pools_created = r->created_n;
+    st->pools_reclaimed = r->reclaimed_n;
+    st->evictions = r->evictions_n;
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+int dbpool_registry_prometheus(dbpool_registry *r, char *buf, size_t buflen, size_t *needed)
+{
+    dbpool_registry_stats st;
+    dbpool **pools;
+    size_t n = 0, used, sub = 0;
+    int rc;
+
+    if (!r || (!buf && buflen))
+        return set_error(DBPOOL_EINVAL, "dbpool_registry_prometheus: NULL argument");
+    /* pin every pool so none is reclaimed while we read it */
+    pthread_mutex_lock(&r->mu);
+    pools = dbpool_calloc(r->ntenants + 1, sizeof(*pools));
+    if (!pools) {
+        pthread_mutex_unlock(&r->mu);
+        return set_error(DBPOOL_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < r->nbuckets; i++)
+        for (struct tenant *t = r->buckets[i]; t; t = t->hnext)
+            if (t->pool) {
+                t->pins++;
+                pools[n++] = t->pool;
+            }
+    pthread_mutex_unlock(&r->mu);
+
+    dbpool_registry_stats_get(r, &st);
+    int w = snprintf(buf, buflen,
+                     "# HELP dbpool_registry_tenants Tenant pools alive.\n"
+                     "# TYPE dbpool_registry_tenants gauge\n"
+                     "dbpool_registry_tenants %d\n"
+                     "# HELP dbpool_registry_open_connections Connections under the cap.\n"
+                     "# TYPE dbpool_registry_open_connections gauge\n"
+                     "dbpool_registry_open_connections %d\n"
+                     "# HELP dbpool_registry_max_connections The cap.\n"
+                     "# TYPE dbpool_registry_max_connections gauge\n"
+                     "dbpool_registry_max_connections %d\n"
+                     "# HELP dbpool_registry_evictions_total Idle connections closed for "
+                     "another tenant.\n"
+                     "# TYPE dbpool_registry_evictions_total counter\n"
+                     "dbpool_registry_evictions_total %llu\n"
+                     "# HELP dbpool_registry_reclaimed_total Tenant pools closed as idle.\n"
+                     "# TYPE dbpool_registry_reclaimed_total counter\n"
+                     "dbpool_registry_reclaimed_total %llu\n",
+                     st.tenants, st.open_connections, st.max_connections,
+                     (unsigned long long)st.evictions, (unsigned long long)st.pools_reclaimed);
+    used = w > 0 ? (size_t)w : 0;
+    rc = dbpool_stats_prometheus(pools, n, buf && used < buflen ? buf + used : NULL,
+                                 buf && used < buflen ? buflen - used : 0, &sub);
+    if (needed)
+        *needed = used + sub;
+    for (size_t i = 0; i < n; i++)
+        dbpool_registry_put(r, pools[i]);
+    dbpool_free(pools);
+    if (used >= buflen || rc != 0)
+        return set_error(DBPOOL_ENOMEM, "buffer too small: %zu bytes needed", used + sub);
+    return 0;
+}
+
+int dbpool_registry_close(dbpool_registry *r)
+{
+    int busy = 0;
+
+    if (!r)
+        return 0;
+    manager_ticker_remove(r); /* no tick runs after this returns */
+    pthread_mutex_lock(&r->mu);
+    r->closing = 1;
+    pthread_cond_broadcast(&r->created);
+    pthread_mutex_unlock(&r->mu);
+    /* close jobs already submitted still reference r: let them finish
+     * (each is one dbpool_close(), which does not block on the network) */
+    for (int i = 0; i < 2000; i++) {
+        pthread_mutex_lock(&r->mu);
+        int pending = r->reclaimed_n != r->reclaimed_done;
+        pthread_mutex_unlock(&r->mu);
+        if (!pending)
+            break;
+        struct timespec ts = {0, 5 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    for (size_t i = 0; i < r->nbuckets; i++) {
+        struct tenant *t = r->buckets[i], *next;
+        for (; t; t = next) {
+            next = t->hnext;
+            if (t->pool && dbpool_close(t->pool) == DBPOOL_EBUSY)
+                busy++;
+            dbpool_free(t->key);
+            dbpool_free(t);
+        }
+    }
+    pthread_cond_destroy(&r->created);
+    pthread_mutex_destroy(&r->mu);
+    dbpool_free((char *)r->cfg.tenant.after_connect);
+    dbpool_free(r->buckets);
+    dbpool_free(r);
+    return busy ? set_error(DBPOOL_EBUSY, "%d tenant pool(s) closed with leases out", busy) : 0;
+}
