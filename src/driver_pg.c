@@ -13,10 +13,11 @@
 #include "pool.h"
 
 struct pg_ctx {
-    PQconninfoOption *opts; /* owns the strings keys/vals point to */
+    /* keys, vals and their strings in one block: only the options set, so a
+     * registry's idle tenant costs a few hundred bytes, not libpq's ~2 KiB */
     const char **keys, **vals;
     char *after_connect;
-    char *password; /* scrubbed from every message we pass on */
+    const char *password; /* points into the block; scrubbed from messages */
 };
 
 enum { PH_CONNECT, PH_AFTER, PH_READY, PH_PING };
@@ -345,12 +346,8 @@ static void pg_ctx_free(void *vctx)
 
     if (!ctx)
         return;
-    if (ctx->opts)
-        PQconninfoFree(ctx->opts);
-    dbpool_free(ctx->keys);
-    dbpool_free(ctx->vals);
+    dbpool_free(ctx->keys); /* the block */
     dbpool_free(ctx->after_connect);
-    dbpool_free(ctx->password);
     dbpool_free(ctx);
 }
 
@@ -437,28 +434,38 @@ int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
         return set_error(DBPOOL_EINVAL, "dbpool_pg_open: NULL argument");
     if ((rc = parse_conninfo(conninfo, &opts)) != 0)
         return rc;
+    size_t bytes = 0;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (o->val && *o->val) {
+            n++;
+            bytes += strlen(o->keyword) + strlen(o->val) + 2;
+        }
+    }
     ctx = dbpool_calloc(1, sizeof(*ctx));
-    if (!ctx) {
+    char *block = dbpool_malloc(2 * ((size_t)n + 1) * sizeof(char *) + bytes);
+    if (!ctx || !block) {
+        dbpool_free(ctx);
+        dbpool_free(block);
         PQconninfoFree(opts);
         return set_error(DBPOOL_ENOMEM, "out of memory");
     }
-    ctx->opts = opts;
-    for (PQconninfoOption *o = opts; o->keyword; o++)
-        n++;
-    ctx->keys = dbpool_calloc((size_t)n + 1, sizeof(char *));
-    ctx->vals = dbpool_calloc((size_t)n + 1, sizeof(char *));
-    if (!ctx->keys || !ctx->vals)
-        goto nomem;
+    ctx->keys = (const char **)(void *)block;
+    ctx->vals = ctx->keys + n + 1;
+    char *str = (char *)(ctx->vals + n + 1);
     n = 0;
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         if (!o->val || !*o->val)
             continue;
-        ctx->keys[n] = o->keyword;
-        ctx->vals[n] = o->val;
+        size_t kl = strlen(o->keyword) + 1, vl = strlen(o->val) + 1;
+        ctx->keys[n] = memcpy(str, o->keyword, kl);
+        ctx->vals[n] = memcpy(str + kl, o->val, vl);
+        str += kl + vl;
+        if (!strcmp(o->keyword, "password"))
+            ctx->password = ctx->vals[n];
         n++;
-        if (!strcmp(o->keyword, "password") && !(ctx->password = dbpool_strdup(o->val)))
-            goto nomem;
     }
+    ctx->keys[n] = ctx->vals[n] = NULL;
+    PQconninfoFree(opts);
     if (cfg && cfg->after_connect && !(ctx->after_connect = dbpool_strdup(cfg->after_connect)))
         goto nomem;
     if ((rc = pool_open(out, &pg_driver, ctx, cfg, budget, owner)) != 0)

@@ -422,7 +422,7 @@ int manager_close(struct dbpool *p)
     while (p->in_wait > 0)
         pthread_cond_wait(&p->drained, &p->mu);
     pool_update_state_locked(p, clock_ms());
-    for (int i = 0; i < p->cfg.size; i++) {
+    for (int i = 0; p->slots && i < p->cfg.size; i++) {
         struct dbpool_slot *s = &p->slots[i];
         if (s->state == SLOT_BUSY)
             continue;

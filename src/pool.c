@@ -97,8 +97,34 @@ void pool_free(struct dbpool *p)
     dbpool_free((char *)p->cfg.name);
     dbpool_free((char *)p->cfg.after_connect);
     dbpool_free(p->slots);
+    dbpool_free(p->hists);
     dbpool_free(p->events);
     dbpool_free(p);
+}
+
+int pool_birth_locked(struct dbpool *p)
+{
+    p->slots = dbpool_calloc((size_t)p->cfg.size, sizeof(*p->slots));
+    p->hists = dbpool_calloc(1, sizeof(*p->hists));
+    if (!p->slots || !p->hists) {
+        dbpool_free(p->slots);
+        dbpool_free(p->hists);
+        p->slots = NULL;
+        p->hists = NULL;
+        return set_error(DBPOOL_ENOMEM, "pool \"%s\": out of memory", p->cfg.name);
+    }
+    for (int i = 0; i < p->cfg.size; i++) {
+        struct dbpool_slot *s = &p->slots[i];
+        s->pool = p;
+        s->fd = -1;
+        s->state = i < p->min_size ? SLOT_PENDING : SLOT_DORMANT;
+        atomic_init(&s->gen, 1);
+        atomic_init(&s->expired, 0);
+        backoff_init(&s->backoff, p->cfg.backoff_type, p->cfg.backoff_min, p->cfg.backoff_max,
+                     p->rng + (uint64_t)i * 0x2545F4914F6CDD1DULL);
+        list_append(&p->lists[s->state], s);
+    }
+    return 0;
 }
 
 int dbpool_open(dbpool **out, const dbpool_driver *driver, void *ctx, const dbpool_config *cfg)
@@ -133,11 +159,9 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx,
     p->cfg = *cfg;
     p->cfg.name = dbpool_strdup(cfg->name ? cfg->name : "default");
     p->cfg.after_connect = dbpool_strdup(cfg->after_connect);
-    p->slots = dbpool_calloc((size_t)cfg->size, sizeof(*p->slots));
-    if (!p->cfg.name || (cfg->after_connect && !p->cfg.after_connect) || !p->slots) {
+    if (!p->cfg.name || (cfg->after_connect && !p->cfg.after_connect)) {
         dbpool_free((char *)p->cfg.name);
         dbpool_free((char *)p->cfg.after_connect);
-        dbpool_free(p->slots);
         dbpool_free(p);
         return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
     }
@@ -151,7 +175,6 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx,
         pthread_cond_init(&p->drained, NULL) != 0) {
         dbpool_free((char *)p->cfg.name);
         dbpool_free((char *)p->cfg.after_connect);
-        dbpool_free(p->slots);
         dbpool_free(p);
         return set_error(DBPOOL_ESYSTEM, "dbpool_open: pthread init failed");
     }
@@ -172,15 +195,9 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx,
     idle_init(&p->idle, p->cfg.idle_interval, now);
     p->state = DBPOOL_STATE_STARTING;
     p->state_since = now;
-    for (int i = 0; i < p->cfg.size; i++) {
-        struct dbpool_slot *s = &p->slots[i];
-        s->pool = p;
-        s->fd = -1;
-        s->state = i < p->min_size ? SLOT_PENDING : SLOT_DORMANT;
-        atomic_init(&s->gen, 1);
-        backoff_init(&s->backoff, p->cfg.backoff_type, p->cfg.backoff_min, p->cfg.backoff_max,
-                     p->rng + (uint64_t)i * 0x2545F4914F6CDD1DULL);
-        list_append(&p->lists[s->state], s);
+    if (p->min_size > 0 && (rc = pool_birth_locked(p)) != 0) {
+        pool_free(p);
+        return rc;
     }
     p->ctx = ctx;
     if ((rc = manager_attach(p)) != 0) {
@@ -347,7 +364,7 @@ static void lease_owner(struct dbpool *p, struct dbpool_slot *s, void *caller, i
     s->caller = caller;
     s->checkout_us = now_us;
     s->queue_us = now_us - t0_us;
-    hist_add(&p->queue_hist, s->queue_us);
+    hist_add(&p->hists->queue, s->queue_us);
 }
 
 int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
@@ -394,8 +411,19 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
             manager_wake_before(hold);
         return 0;
     }
-    if (!p->cfg.queue || timeout_ms == 0) {
+    if (!p->slots && (rc = pool_birth_locked(p)) != 0) {
         pthread_mutex_unlock(&p->mu);
+        return rc;
+    }
+    if (!p->cfg.queue || timeout_ms == 0) {
+        /* on-demand pool: start opening one so the next try may succeed */
+        int wake = p->lists[SLOT_DORMANT].n > 0 && p->lists[SLOT_PENDING].n == 0 &&
+                   p->lists[SLOT_CONNECTING].n == 0;
+        if (wake)
+            slot_move(p, p->lists[SLOT_DORMANT].head, SLOT_PENDING);
+        pthread_mutex_unlock(&p->mu);
+        if (wake)
+            manager_wake();
         return set_error(DBPOOL_EBUSY, "pool \"%s\": no connection idle and %s", p->cfg.name,
                          p->cfg.queue ? "timeout is 0" : "queue=false");
     }
@@ -567,7 +595,7 @@ static int checkin(dbpool_lease *l, int discard)
 
     pthread_mutex_lock(&p->mu);
     int64_t now_us = clock_us(), now = now_us / 1000;
-    hist_add(&p->hold_hist, now_us - s->checkout_us);
+    hist_add(&p->hists->hold, now_us - s->checkout_us);
     if (rolled_back)
         p->n_rollbacks++;
     expired = atomic_load_explicit(&s->expired, memory_order_relaxed);
@@ -788,7 +816,7 @@ int dbpool_stats_get(dbpool *p, dbpool_stats *st)
     st->pinging = p->lists[SLOT_PINGING].n;
     st->backoff = p->lists[SLOT_BACKOFF].n;
     st->stopped = p->closing ? 0 : p->lists[SLOT_STOPPED].n;
-    st->dormant = p->lists[SLOT_DORMANT].n;
+    st->dormant = p->slots ? p->lists[SLOT_DORMANT].n : p->cfg.size;
     st->waiting = p->waiters.n;
     st->checkouts = p->n_checkouts;
     st->drops = p->n_drops;
@@ -800,8 +828,10 @@ int dbpool_stats_get(dbpool *p, dbpool_stats *st)
     st->ping_failures = p->n_ping_failures;
     st->hold_timeouts = p->n_hold_timeouts;
     st->rollbacks = p->n_rollbacks;
-    hist_summary(&p->queue_hist, &st->queue_time);
-    hist_summary(&p->hold_hist, &st->hold_time);
+    if (p->hists) {
+        hist_summary(&p->hists->queue, &st->queue_time);
+        hist_summary(&p->hists->hold, &st->hold_time);
+    }
     st->state_since_ms = p->state_since;
     memcpy(st->last_error, p->last_error, sizeof(st->last_error));
     pthread_mutex_unlock(&p->mu);

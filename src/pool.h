@@ -96,7 +96,11 @@ struct dbpool {
     const dbpool_driver *drv;
     void *ctx;
 
-    struct dbpool_slot *slots; /* cfg.size slots, never moved or freed before the pool */
+    /* cfg.size slots, never moved or freed before the pool. Allocated at open
+     * when min_size > 0, else at the first checkout that needs a connection,
+     * so an unused pool (a registry's idle tenant) stays small. */
+    struct dbpool_slot *slots;
+    struct pool_hists *hists; /* allocated with the slots */
     struct slot_list lists[SLOT_NSTATES];
 
     struct wqueue waiters;
@@ -137,7 +141,6 @@ struct dbpool {
     uint64_t ev_lost;
 
     /* counters (dbpool_stats) */
-    struct hist queue_hist, hold_hist;
     uint64_t n_checkouts, n_drops, n_timeouts, n_connects, n_connect_failures,
         n_disconnects, n_pings, n_ping_failures, n_hold_timeouts, n_rollbacks;
 
@@ -153,6 +156,14 @@ struct pool_event {
     int64_t ms, at;
     char detail[160];
 };
+
+struct pool_hists {
+    struct hist queue, hold;
+};
+
+/* Allocate the slots (all DORMANT, or PENDING up to min_size). Locked or
+ * before the pool is shared. 0 or DBPOOL_ENOMEM. */
+int pool_birth_locked(struct dbpool *p);
 
 /* Queue an event for delivery by the manager thread (pool mutex held). */
 void pool_event_locked(struct dbpool *p, dbpool_event_type type, int64_t ms, int64_t now,
