@@ -71,7 +71,7 @@ enum {
     DBPOOL_ESTALE = -6,       /* lease used after check-in (or double check-in) */
     DBPOOL_ECLOSED = -7,      /* the pool is closed / closing */
     DBPOOL_EUNAVAILABLE = -8, /* pool is STOPPED or DOWN: fails fast */
-    DBPOOL_ECONNECT = -9,     /* could not connect (driver message in detail) */
+    DBPOOL_ECONNECT = -9,     /* reserved: connect errors surface as EUNAVAILABLE */
     DBPOOL_EEXPIRED = -10,    /* lease outlived hold_timeout; connection discarded */
     DBPOOL_ESYSTEM = -11,     /* an OS call failed (errno text in detail) */
     DBPOOL_EQUERY = -12,      /* SQL error; connection kept (PostgreSQL layer) */
@@ -148,7 +148,7 @@ typedef struct dbpool_event {
 /*
  * Event sink. Always called on the manager thread, never with a pool lock
  * held, in the order events happened (a burst of more than 256 pending events
- * per pool is cut short). It must not block and must not check out, close or
+ * per pool is cut short: at most 128 wait). It must not block and must not check out, close or
  * wait on the pool; reading dbpool_stats_get() is fine.
  */
 typedef void (*dbpool_event_cb)(void *arg, const dbpool_event *ev);
@@ -304,7 +304,8 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_open(dbpool **out, const dbpool_driver *d
  *   DBPOOL_ETIMEDOUT    deadline reached while in queue
  *   DBPOOL_EDROPPED     dropped by the queue's overload rule (see docs)
  *   DBPOOL_EBUSY        queue=false (or timeout 0) and no connection idle
- *   DBPOOL_EUNAVAILABLE the pool is STOPPED (backoff_type stop)
+ *   DBPOOL_EUNAVAILABLE the pool is DOWN (the database is unreachable: fails at
+ *                       once with the cached reason) or STOPPED (backoff stop)
  *   DBPOOL_ECLOSED      the pool is closing
  *   DBPOOL_EINVAL       NULL argument or negative timeout other than -1
  */
@@ -354,7 +355,7 @@ DBPOOL_API int dbpool_close(dbpool *pool);
 /*
  * Recycle every connection: each is closed and replaced at its next check-in
  * or within about one idle_interval if idle (spread with jitter so they do not
- * reconnect all at once). Returns 0 or DBPOOL_EINVAL.
+ * reconnect all at once). Returns 0, DBPOOL_EINVAL or DBPOOL_ECLOSED.
  */
 DBPOOL_API int dbpool_reconnect(dbpool *pool);
 
@@ -365,7 +366,8 @@ DBPOOL_API int dbpool_restart(dbpool *pool);
 /*
  * Maintenance mode. dbpool_pause(): stop handing out connections; callers
  * queue and keep waiting until their own deadline (no CoDel drops, no fail
- * fast while paused); connections stay open and pinged; state PAUSED.
+ * fast while paused); connections stay open (idle ones are pinged only while
+ * nobody waits); state PAUSED.
  * dbpool_resume(): serve the queue again. Both return 0, DBPOOL_EINVAL or
  * DBPOOL_ECLOSED; pausing twice is harmless.
  */

@@ -132,8 +132,9 @@ typedef struct dbpool_pg_result {
                           else NULL. Owned by the caller (cleared by
                           dbpool_pg_result_clear(), or PQclear() it yourself) */
     char sqlstate[6];  /* SQLSTATE of a server error, "" if none               */
-    int sent;          /* 0: the statement certainly did not reach the server
-                          (safe to retry); 1: it may have                     */
+    int sent;          /* 0: the statement certainly did not run (nothing, or
+                          only an effect-free Parse, reached the server):
+                          safe to retry; 1: it may have run                   */
     int retries;       /* dead connections replaced before sending (see above) */
     int64_t queue_us;  /* time spent waiting for the checkout                  */
     int64_t idle_ms;   /* how long the connection sat idle before the checkout */

@@ -10,6 +10,7 @@
 #include "dbpool_pg.h"
 #include "error.h"
 #include "driver_pg.h"
+#include "pg_query.h"
 #include "pool.h"
 
 struct pg_ctx {
@@ -26,20 +27,30 @@ struct pg_conn {
     PGconn *pg; /* first member: dbpool_pg_conn() relies on it */
     int phase;
     int failed; /* a result of the running command was an error */
+    char failure[256]; /* its message: the result and the end of the command
+                          may arrive in different reads */
+    struct pg_qstate *qstate; /* query helpers' state (pg_query.c), NULL until used */
 };
+
+struct pg_qstate **pg_conn_qstate(void *conn)
+{
+    return &((struct pg_conn *)conn)->qstate;
+}
 
 /* ---- messages ----------------------------------------------------------- */
 
-/* Replace every occurrence of secret in msg (a buffer of cap bytes). */
-static void scrub(char *msg, size_t cap, const char *secret)
+/* Write src into out[cap] with every occurrence of secret replaced. Output is
+ * cut only after replacing, so a cut can never leave part of the secret. */
+static void scrub_into(char *out, size_t cap, const char *src, const char *secret)
 {
-    char out[1024];
-    size_t n, j = 0;
+    size_t n = secret ? strlen(secret) : 0, j = 0;
 
-    if (!secret || (n = strlen(secret)) < 3)
-        return; /* a 1-2 char "secret" would mangle every message */
-    for (const char *p = msg; *p && j + 9 < sizeof(out);) {
-        if (strncmp(p, secret, n) == 0) {
+    if (n < 3)
+        n = 0; /* a 1-2 char "secret" would mangle every message */
+    for (const char *p = src; *p && j + 1 < cap;) {
+        if (n && strncmp(p, secret, n) == 0) {
+            if (j + 9 > cap)
+                break;
             memcpy(out + j, "********", 8);
             j += 8;
             p += n;
@@ -47,19 +58,34 @@ static void scrub(char *msg, size_t cap, const char *secret)
             out[j++] = *p++;
         }
     }
-    out[j] = '\0';
-    snprintf(msg, cap, "%s", out);
+    if (cap)
+        out[j] = '\0';
 }
 
-/* Copy a libpq message into err: one line, no trailing newline, no password. */
-static void set_msg(char *err, size_t errlen, const char *msg, const char *password)
+/* Replace every occurrence of secret in msg (a buffer of cap bytes). */
+static void scrub(char *msg, size_t cap, const char *secret)
 {
-    char buf[1024];
-    size_t j = 0;
+    char *copy = dbpool_strdup(msg);
 
-    if (!msg)
-        msg = "";
-    for (size_t i = 0; msg[i] && j + 1 < sizeof(buf); i++) {
+    if (!copy) {
+        snprintf(msg, cap, "(message withheld: out of memory)");
+        return;
+    }
+    scrub_into(msg, cap, copy, secret);
+    dbpool_free(copy);
+}
+
+/* msg as one line: newlines and tabs become single spaces, no trailing space.
+ * Returns a buffer of `room` x its length (for scrubbing growth), or NULL. */
+static char *flatten(const char *msg, size_t room, size_t *cap)
+{
+    size_t len = strlen(msg), j = 0;
+    char *buf;
+
+    *cap = room * len + 64;
+    if (!(buf = dbpool_malloc(*cap)))
+        return NULL;
+    for (size_t i = 0; msg[i]; i++) {
         char c = msg[i];
         if (c == '\n' || c == '\t' || c == '\r') {
             if (j > 0 && buf[j - 1] != ' ')
@@ -71,8 +97,21 @@ static void set_msg(char *err, size_t errlen, const char *msg, const char *passw
     while (j > 0 && buf[j - 1] == ' ')
         j--;
     buf[j] = '\0';
-    scrub(buf, sizeof(buf), password);
-    snprintf(err, errlen, "%s", buf);
+    return buf;
+}
+
+/* Copy a libpq message into err: one line, no trailing newline, no password. */
+static void set_msg(char *err, size_t errlen, const char *msg, const char *password)
+{
+    size_t cap;
+    char *flat = flatten(msg ? msg : "", 1, &cap);
+
+    if (!flat) {
+        snprintf(err, errlen, "(message withheld: out of memory)");
+        return;
+    }
+    scrub_into(err, errlen, flat, password);
+    dbpool_free(flat);
 }
 
 /*
@@ -82,14 +121,20 @@ static void set_msg(char *err, size_t errlen, const char *msg, const char *passw
  */
 static void scrub_guesses(char *msg, size_t cap, const char *conninfo)
 {
-    char cand[256];
+    size_t candlen = strlen(conninfo) + 1;
+    char *cand = dbpool_malloc(candlen);
     const char *p;
+
+    if (!cand) { /* cannot tell what to hide: hide everything */
+        snprintf(msg, cap, "(details withheld: out of memory)");
+        return;
+    }
 
     p = strstr(conninfo, "://");
     if (p) {
         const char *start = p + 3, *at = strchr(start, '@');
         const char *colon = strchr(start, ':');
-        if (at && colon && colon < at && (size_t)(at - colon - 1) < sizeof(cand)) {
+        if (at && colon && colon < at) {
             memcpy(cand, colon + 1, (size_t)(at - colon - 1));
             cand[at - colon - 1] = '\0';
             scrub(msg, cap, cand);
@@ -107,16 +152,17 @@ static void scrub_guesses(char *msg, size_t cap, const char *conninfo)
         size_t n = 0;
         if (*v == '\'') {
             v++;
-            while (v[n] && v[n] != '\'' && n + 1 < sizeof(cand))
+            while (v[n] && v[n] != '\'')
                 n++;
         } else {
-            while (v[n] && v[n] != ' ' && v[n] != '&' && n + 1 < sizeof(cand))
+            while (v[n] && v[n] != ' ' && v[n] != '&')
                 n++;
         }
         memcpy(cand, v, n);
         cand[n] = '\0';
         scrub(msg, cap, cand);
     }
+    dbpool_free(cand);
 }
 
 /* ---- async command step (after_connect, ping) --------------------------- */
@@ -145,8 +191,12 @@ static int command_step(struct pg_conn *c, int *fd, char *err, size_t errlen,
     while (!PQisBusy(c->pg)) {
         PGresult *res = PQgetResult(c->pg);
         if (!res) {
-            if (c->failed || PQstatus(c->pg) != CONNECTION_OK)
+            if (c->failed) {
+                snprintf(err, errlen, "%s", c->failure);
                 return DBPOOL_IO_FAIL;
+            }
+            if (PQstatus(c->pg) != CONNECTION_OK)
+                return conn_error(c, err, errlen, password);
             PQsetnonblocking(c->pg, 0);
             c->phase = PH_READY;
             return DBPOOL_IO_DONE;
@@ -154,7 +204,7 @@ static int command_step(struct pg_conn *c, int *fd, char *err, size_t errlen,
         ExecStatusType st = PQresultStatus(res);
         if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
             if (!c->failed)
-                set_msg(err, errlen, PQresultErrorMessage(res), password);
+                set_msg(c->failure, sizeof(c->failure), PQresultErrorMessage(res), password);
             c->failed = 1;
         }
         PQclear(res);
@@ -166,6 +216,7 @@ static int command_start(struct pg_conn *c, const char *sql, int *fd, char *err,
                          const char *password)
 {
     c->failed = 0;
+    c->failure[0] = '\0';
     if (PQsetnonblocking(c->pg, 1) != 0 || !PQsendQuery(c->pg, sql))
         return conn_error(c, err, errlen, password);
     return command_step(c, fd, err, errlen, password);
@@ -336,6 +387,7 @@ static void pg_disconnect(void *vctx, void *conn)
     (void)vctx;
     if (!c)
         return;
+    pg_qstate_free(c->qstate);
     PQfinish(c->pg);
     dbpool_free(c);
 }
@@ -400,9 +452,15 @@ static int parse_conninfo(const char *conninfo, PQconninfoOption **out)
     if (!*out) {
         if (!errmsg)
             return set_error(DBPOOL_ENOMEM, "out of memory parsing the connection string");
-        set_msg(msg, sizeof(msg), errmsg, NULL);
+        /* scrub the whole message before cutting it to size */
+        size_t cap;
+        char *flat = flatten(errmsg, 3, &cap);
         PQfreemem(errmsg);
-        scrub_guesses(msg, sizeof(msg), conninfo);
+        if (!flat)
+            return set_error(DBPOOL_EINVAL, "invalid connection string");
+        scrub_guesses(flat, cap, conninfo);
+        snprintf(msg, sizeof(msg), "%s", flat);
+        dbpool_free(flat);
         return set_error(DBPOOL_EINVAL, "invalid connection string: %s", msg);
     }
     for (PQconninfoOption *o = *out; o->keyword; o++) {
@@ -503,13 +561,23 @@ int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen)
             continue;
         const char *v = strcmp(o->keyword, "password") ? o->val : "********";
         int quote = strpbrk(v, " '\\") != NULL || !*v;
-        int w = snprintf(buf + used, buflen - used, "%s%s=%s%s%s", used ? " " : "", o->keyword,
-                         quote ? "'" : "", v, quote ? "'" : "");
-        if (w < 0 || (size_t)w >= buflen - used) {
+        /* key='value' with ' and \ escaped, as libpq parses it back */
+        size_t need = strlen(o->keyword) + 2 * strlen(v) + 5;
+        if (need >= buflen - used) {
             buf[used] = '\0';
             break;
         }
-        used += (size_t)w;
+        char *d = buf + used;
+        d += sprintf(d, "%s%s=%s", used ? " " : "", o->keyword, quote ? "'" : "");
+        for (const char *c = v; *c; c++) {
+            if (*c == '\'' || *c == '\\')
+                *d++ = '\\';
+            *d++ = *c;
+        }
+        if (quote)
+            *d++ = '\'';
+        *d = '\0';
+        used = (size_t)(d - buf);
     }
     PQconninfoFree(opts);
     return 0;

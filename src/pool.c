@@ -685,8 +685,9 @@ int dbpool_reconnect(dbpool *p)
      * once. */
     p->epoch++;
     int64_t now = clock_ms();
-    for (struct dbpool_slot *s = p->lists[SLOT_IDLE].head; s; s = s->next)
-        s->expires_at = now + rng_range(&p->rng, 0, p->cfg.idle_interval);
+    for (int st = SLOT_IDLE; st <= SLOT_PINGING; st += SLOT_PINGING - SLOT_IDLE)
+        for (struct dbpool_slot *s = p->lists[st].head; s; s = s->next)
+            s->expires_at = now + rng_range(&p->rng, 0, p->cfg.idle_interval);
     pthread_mutex_unlock(&p->mu);
     manager_wake();
     return 0;

@@ -323,7 +323,7 @@ int64_t slot_service(struct dbpool *p, int64_t now)
     /* max_lifetime and dbpool_reconnect(): recycle idle connections due */
     for (s = p->lists[SLOT_IDLE].head; s; s = next) {
         next = s->next;
-        if ((s->expires_at && now >= s->expires_at) || s->epoch != p->epoch) {
+        if (s->expires_at && now >= s->expires_at) {
             slot_move(p, s, SLOT_CONNECTING);
             s->timer_at = now + p->cfg.connect_timeout;
             todo_push(&todo, s, OP_RECYCLE);

@@ -1,0 +1,1306 @@
+/* pg_query.c - the PostgreSQL query helpers: run a statement on a pooled
+ * connection under a deadline that cancels it server-side, say honestly what
+ * happened, cache prepared statements per connection, run (nested)
+ * transactions. Everything here runs on the caller's thread, on a connection
+ * the caller holds; only the cancel request goes to the manager's helper. */
+#include "pg_query.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "dbpool_pg.h"
+#include "error.h"
+#include "manager.h"
+
+#define DEF_STATEMENT_TIMEOUT 15000
+#define DEF_CANCEL_GRACE 1000
+#define DEF_CACHE_SIZE 64
+#define PENDING_MAX 32 /* forgotten statements waiting for DEALLOCATE */
+#define NAME_LEN 32
+
+/* ---- per-connection state ------------------------------------------------- */
+
+/* One prepared statement, keyed by (sql, n, types). */
+struct stmt {
+    struct stmt *prev, *next; /* LRU order: head = most recently used */
+    uint64_t hash;
+    int n;
+    Oid *types; /* n entries, or NULL: the server inferred them */
+    char *sql;
+    char name[NAME_LEN];
+};
+
+/*
+ * Lives with the connection (struct pg_conn) and dies with it, so a
+ * reconnected slot starts with an empty cache: no statement name can outlive
+ * the session that prepared it. Only the lease holder touches it.
+ */
+struct pg_qstate {
+    struct stmt *head, *tail;
+    int count;
+    unsigned long long next_id;
+    /* Statements we forgot while a transaction was open (eviction, 0A000):
+     * DEALLOCATEd at the next cached call outside a transaction, so that no
+     * DEALLOCATE can ever abort a caller's transaction. */
+    char pending[PENDING_MAX][NAME_LEN];
+    int npending;
+    int depth;           /* savepoint nesting of dbpool_pg_transaction_lease */
+    uint64_t retryable;  /* 40001/40P01 errors seen (transaction retries) */
+    char last_sqlstate[6];
+    int64_t db_us;       /* time spent in exchanges, ever (transaction timings) */
+};
+
+static void stmt_free(struct stmt *s)
+{
+    if (!s)
+        return;
+    dbpool_free(s->types);
+    dbpool_free(s->sql);
+    dbpool_free(s);
+}
+
+static void cache_unlink(struct pg_qstate *qs, struct stmt *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        qs->head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    else
+        qs->tail = s->prev;
+    s->prev = s->next = NULL;
+    qs->count--;
+}
+
+static void cache_push_front(struct pg_qstate *qs, struct stmt *s)
+{
+    s->prev = NULL;
+    s->next = qs->head;
+    if (qs->head)
+        qs->head->prev = s;
+    else
+        qs->tail = s;
+    qs->head = s;
+    qs->count++;
+}
+
+/* Forget every statement without DEALLOCATE (the server lost them already). */
+static void cache_clear(struct pg_qstate *qs)
+{
+    struct stmt *s = qs->head;
+
+    while (s) {
+        struct stmt *next = s->next;
+        stmt_free(s);
+        s = next;
+    }
+    qs->head = qs->tail = NULL;
+    qs->count = 0;
+}
+
+void pg_qstate_free(struct pg_qstate *qs)
+{
+    if (!qs)
+        return;
+    cache_clear(qs);
+    dbpool_free(qs);
+}
+
+static uint64_t key_hash(const char *sql, int n, const Oid *types)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+
+    for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    h = (h ^ (uint64_t)(unsigned)n) * 1099511628211ULL;
+    for (int i = 0; types && i < n; i++)
+        h = (h ^ types[i]) * 1099511628211ULL;
+    return h;
+}
+
+static struct stmt *cache_find(struct pg_qstate *qs, uint64_t h, const char *sql, int n,
+                               const Oid *types)
+{
+    for (struct stmt *s = qs->head; s; s = s->next) {
+        if (s->hash != h || s->n != n || !s->types != !types || strcmp(s->sql, sql) != 0)
+            continue;
+        if (types && n > 0 && memcmp(s->types, types, sizeof(Oid) * (size_t)n) != 0)
+            continue;
+        return s;
+    }
+    return NULL;
+}
+
+static struct stmt *stmt_new(struct pg_qstate *qs, uint64_t h, const char *sql, int n,
+                             const Oid *types)
+{
+    struct stmt *s = dbpool_calloc(1, sizeof(*s));
+
+    if (!s)
+        return NULL;
+    s->hash = h;
+    s->n = n;
+    s->sql = dbpool_strdup(sql);
+    if (types && n > 0) {
+        s->types = dbpool_malloc(sizeof(Oid) * (size_t)n);
+        if (s->types)
+            memcpy(s->types, types, sizeof(Oid) * (size_t)n);
+    }
+    if (!s->sql || (types && n > 0 && !s->types)) {
+        stmt_free(s);
+        return NULL;
+    }
+    snprintf(s->name, sizeof(s->name), "dbpool_s%llu", ++qs->next_id);
+    return s;
+}
+
+/* Drop s from the cache; its server-side statement is DEALLOCATEd later.
+ * Returns 0, or -1 if the pending list is full (the statement then lives on
+ * the server until the session ends: bounded by the connection's lifetime). */
+static int cache_forget(struct pg_qstate *qs, struct stmt *s)
+{
+    int rc = -1;
+
+    cache_unlink(qs, s);
+    if (qs->npending < PENDING_MAX) {
+        memcpy(qs->pending[qs->npending++], s->name, NAME_LEN);
+        rc = 0;
+    }
+    stmt_free(s);
+    return rc;
+}
+
+/* ---- clock and waiting ------------------------------------------------------ */
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Wait until fd shows `events` or the deadline (us, 0 = none) passes.
+ * Returns the revents seen, 0 on timeout. A failing poll() is reported as
+ * ready so that libpq meets the error itself. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        int ms = 3600 * 1000;
+        if (deadline) {
+            int64_t left = deadline - now_us();
+            if (left <= 0)
+                return 0;
+            if (left / 1000 + 1 < ms)
+                ms = (int)(left / 1000 + 1);
+        }
+        struct pollfd p = {.fd = fd, .events = events};
+        int r = poll(&p, 1, ms);
+        if (r > 0)
+            return p.revents ? p.revents : events;
+        if (r < 0 && errno != EINTR)
+            return events;
+    }
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* ---- messages ------------------------------------------------------------------- */
+
+/* Copy a libpq message into buf as one line without trailing blanks. */
+static void one_line(char *buf, size_t len, const char *msg)
+{
+    size_t j = 0;
+
+    if (!msg)
+        msg = "";
+    for (size_t i = 0; msg[i] && j + 1 < len; i++) {
+        char c = msg[i];
+        if (c == '\n' || c == '\r' || c == '\t') {
+            if (j > 0 && buf[j - 1] != ' ')
+                buf[j++] = ' ';
+            continue;
+        }
+        buf[j++] = c;
+    }
+    while (j > 0 && buf[j - 1] == ' ')
+        j--;
+    buf[j] = '\0';
+}
+
+static void conn_msg(char *buf, size_t len, PGconn *pg, const char *fallback)
+{
+    one_line(buf, len, PQerrorMessage(pg));
+    if (!*buf)
+        snprintf(buf, len, "%s", fallback);
+}
+
+/* ---- cancel ------------------------------------------------------------------- */
+
+/*
+ * A cancel request runs on the manager's helper thread (PQcancel blocks, with
+ * no timeout before libpq 17) so the caller's wait stays bounded by
+ * cancel_grace. The caller and the job share this; the last one frees it.
+ * `efd` becomes readable when the request was delivered.
+ */
+struct cancel_req {
+    atomic_int refs;
+    PGcancel *token;
+    int efd;
+};
+
+static void cancel_unref(struct cancel_req *r)
+{
+    if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
+        return;
+    PQfreeCancel(r->token);
+    close(r->efd);
+    dbpool_free(r);
+}
+
+static void cancel_job(void *arg)
+{
+    struct cancel_req *r = arg;
+    char err[256];
+    uint64_t one = 1;
+
+    PQcancel(r->token, err, sizeof(err)); /* failure: the grace period decides */
+    ssize_t w = write(r->efd, &one, sizeof(one));
+    (void)w;
+}
+
+static void cancel_job_free(void *arg)
+{
+    cancel_unref(arg);
+}
+
+static struct cancel_req *cancel_start(PGconn *pg)
+{
+    struct cancel_req *r = dbpool_calloc(1, sizeof(*r));
+
+    if (!r)
+        return NULL;
+    r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    r->token = PQgetCancel(pg);
+    if (r->efd < 0 || !r->token) {
+        if (r->efd >= 0)
+            close(r->efd);
+        PQfreeCancel(r->token);
+        dbpool_free(r);
+        return NULL;
+    }
+    atomic_init(&r->refs, 2);
+    if (manager_submit(cancel_job, r, cancel_job_free) != 0)
+        cancel_job(r); /* the job's reference is gone already: run it here */
+    return r;
+}
+
+/* 1 if the cancel request was delivered before the deadline. */
+static int cancel_wait(struct cancel_req *r, int64_t deadline)
+{
+    return r && (wait_fd(r->efd, POLLIN, deadline) & POLLIN) != 0;
+}
+
+/* Make a connection unusable so that whoever checks it in discards it: its
+ * socket is shut down, libpq sees the EOF and reports CONNECTION_BAD. Used
+ * when we cannot prove it is clean (a cancel that may still arrive, a query
+ * still running) and the lease is not ours to discard. */
+static void poison(PGconn *pg)
+{
+    int fd = PQsocket(pg);
+
+    if (fd < 0 || PQstatus(pg) != CONNECTION_OK)
+        return;
+    shutdown(fd, SHUT_RDWR);
+    for (int i = 0; i < 4 && PQstatus(pg) == CONNECTION_OK; i++)
+        if (!PQconsumeInput(pg))
+            break;
+}
+
+/* ---- one exchange ---------------------------------------------------------------- */
+
+enum { K_PARAMS, K_PREPARED, K_PREPARE, K_SIMPLE };
+
+/* Outcomes of one exchange with the server. */
+enum {
+    XS_OK,           /* result in *res */
+    XS_SQLERR,       /* server error; error result in *res; connection fine */
+    XS_DEAD,         /* connection dead before anything was sent */
+    XS_LOST,         /* connection lost after sending */
+    XS_TIMEOUT,      /* deadline; cancelled, the server confirmed (57014) */
+    XS_TIMEOUT_LOST, /* deadline; no answer to the cancel: connection unusable */
+    XS_FAIL,         /* unusable state (COPY, protocol confusion): discard */
+    XS_REFUSED,      /* libpq refused to send (bad arguments); connection fine */
+    XS_BUSY          /* the caller left a query running on the connection */
+};
+
+struct call {
+    PGconn *pg;
+    struct pg_qstate *qs;
+    dbpool_pg_opts o;
+    int64_t deadline;   /* us; 0 = none */
+    int was_blocking;   /* restore blocking mode at the end */
+    int sent;           /* the caller's statement may have been executed */
+    int discard;        /* the connection must not be reused */
+    int64_t db_us;
+    int fail_rc;        /* XS_FAIL: the code to return (ECONNLOST unless misuse) */
+    char msg[320];      /* detail of the last non-OK exchange */
+};
+
+/*
+ * Does the idle connection already show that the server went away? Reading
+ * what is pending (an EOF, an error sent before closing) costs one poll()
+ * when nothing is; it is what makes "dead before sending" provable.
+ */
+static int probe_dead(PGconn *pg)
+{
+    int fd = PQsocket(pg);
+
+    if (fd < 0)
+        return 1;
+    for (int i = 0; i < 4; i++) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 0) <= 0)
+            break;
+        if (!PQconsumeInput(pg))
+            return 1;
+        (void)PQisBusy(pg); /* let libpq parse notices/notifications */
+    }
+    return PQstatus(pg) != CONNECTION_OK;
+}
+
+/* Keep the first error result, else the last result. */
+static void keep(PGresult **res, PGresult *r)
+{
+    if (*res && PQresultStatus(*res) == PGRES_FATAL_ERROR) {
+        PQclear(r);
+        return;
+    }
+    PQclear(*res);
+    *res = r;
+}
+
+enum { C_DONE, C_TIMEOUT, C_LOST, C_COPY };
+
+/* Flush the request and read every result until the deadline. */
+static int collect(PGconn *pg, int64_t deadline, PGresult **res)
+{
+    int fd = PQsocket(pg), w;
+
+    for (;;) {
+        int f = PQflush(pg);
+        if (f < 0)
+            goto lost;
+        if (f == 0)
+            break;
+        if ((w = wait_fd(fd, POLLIN | POLLOUT, deadline)) == 0)
+            return C_TIMEOUT;
+        if ((w & (POLLIN | POLLHUP | POLLERR)) && !PQconsumeInput(pg))
+            goto lost;
+    }
+    for (;;) {
+        while (!PQisBusy(pg)) {
+            PGresult *r = PQgetResult(pg);
+            if (!r)
+                return C_DONE;
+            ExecStatusType st = PQresultStatus(r);
+            keep(res, r);
+            if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
+                return C_COPY;
+        }
+        if (wait_fd(fd, POLLIN, deadline) == 0)
+            return C_TIMEOUT;
+        if (!PQconsumeInput(pg))
+            goto lost;
+    }
+lost:
+    /* Once the connection is bad PQgetResult no longer blocks: collect the
+     * server's last words (e.g. 57P01) if libpq has them. */
+    for (int i = 0; i < 8 && PQstatus(pg) == CONNECTION_BAD; i++) {
+        PGresult *r = PQgetResult(pg);
+        if (!r)
+            break;
+        keep(res, r);
+    }
+    return C_LOST;
+}
+
+static const char *res_field(const PGresult *r, int field)
+{
+    const char *v = r ? PQresultErrorField(r, field) : NULL;
+    return v ? v : "";
+}
+
+/* Classify a finished collect(). */
+static int classify(struct call *c, int cr, PGresult *res)
+{
+    if (cr == C_LOST || PQstatus(c->pg) != CONNECTION_OK) {
+        if (res && *res_field(res, PG_DIAG_MESSAGE_PRIMARY))
+            snprintf(c->msg, sizeof(c->msg), "%s: %s (SQLSTATE %s)",
+                     res_field(res, PG_DIAG_SEVERITY), res_field(res, PG_DIAG_MESSAGE_PRIMARY),
+                     *res_field(res, PG_DIAG_SQLSTATE) ? res_field(res, PG_DIAG_SQLSTATE)
+                                                       : "none");
+        else
+            conn_msg(c->msg, sizeof(c->msg), c->pg, "connection lost");
+        return XS_LOST;
+    }
+    if (cr == C_COPY) {
+        c->fail_rc = DBPOOL_EINVAL;
+        snprintf(c->msg, sizeof(c->msg),
+                 "COPY is not supported by the query helpers (use libpq on a lease); "
+                 "connection discarded");
+        return XS_FAIL;
+    }
+    if (!res) {
+        snprintf(c->msg, sizeof(c->msg), "no result from the server");
+        return XS_FAIL;
+    }
+    switch (PQresultStatus(res)) {
+    case PGRES_COMMAND_OK:
+    case PGRES_TUPLES_OK:
+    case PGRES_EMPTY_QUERY:
+        return XS_OK;
+    case PGRES_FATAL_ERROR:
+        if (*res_field(res, PG_DIAG_SQLSTATE))
+            return XS_SQLERR;
+        /* an error libpq made up itself: we cannot vouch for the connection */
+        one_line(c->msg, sizeof(c->msg), PQresultErrorMessage(res));
+        return XS_FAIL;
+    default:
+        snprintf(c->msg, sizeof(c->msg), "unexpected result status %s",
+                 PQresStatus(PQresultStatus(res)));
+        return XS_FAIL;
+    }
+}
+
+/*
+ * The deadline passed with the query still running: cancel it, then wait up
+ * to cancel_grace both for the server's answer and for the cancel request to
+ * have been delivered. Only when both happened is the connection clean (no
+ * cancel can hit the next holder's query); otherwise it is discarded.
+ */
+static int timed_out(struct call *c, PGresult **res)
+{
+    int64_t grace = now_us() + c->o.cancel_grace * 1000;
+    struct cancel_req *r = cancel_start(c->pg);
+    int cr = collect(c->pg, grace, res);
+    int delivered = cancel_wait(r, grace);
+
+    cancel_unref(r);
+    if (cr == C_TIMEOUT || cr == C_LOST || PQstatus(c->pg) != CONNECTION_OK) {
+        c->discard = 1;
+        snprintf(c->msg, sizeof(c->msg),
+                 "statement timeout (%lld ms): cancelled, but the server did not answer "
+                 "within cancel_grace (%lld ms); connection discarded",
+                 (long long)c->o.statement_timeout, (long long)c->o.cancel_grace);
+        return XS_TIMEOUT_LOST;
+    }
+    if (!delivered)
+        c->discard = 1;
+    int x = classify(c, cr, *res);
+    if (x == XS_SQLERR && strcmp(res_field(*res, PG_DIAG_SQLSTATE), "57014") == 0) {
+        snprintf(c->msg, sizeof(c->msg),
+                 "statement timeout: no answer within %lld ms; the statement was cancelled "
+                 "on the server",
+                 (long long)c->o.statement_timeout);
+        return XS_TIMEOUT;
+    }
+    return x; /* it finished on its own just in time (or failed otherwise) */
+}
+
+/*
+ * Send one request and read its results under c->deadline. `user` marks the
+ * caller's own statement (as opposed to BEGIN, Prepare, DEALLOCATE...): it
+ * decides c->sent.
+ */
+static int exchange(struct call *c, int kind, const char *name, const char *sql,
+                    const dbpool_pg_params *p, int user, PGresult **res)
+{
+    PGconn *pg = c->pg;
+    int n = p ? p->n : 0, ok = 0;
+
+    *res = NULL;
+    c->msg[0] = '\0';
+    if (PQstatus(pg) != CONNECTION_OK || probe_dead(pg)) {
+        conn_msg(c->msg, sizeof(c->msg), pg, "connection is closed");
+        c->discard = 1;
+        return XS_DEAD;
+    }
+    if (PQtransactionStatus(pg) == PQTRANS_ACTIVE) {
+        snprintf(c->msg, sizeof(c->msg),
+                 "a query is still running on this connection (results not read)");
+        return XS_BUSY;
+    }
+    if (!PQisnonblocking(pg) && PQsetnonblocking(pg, 1) != 0) {
+        conn_msg(c->msg, sizeof(c->msg), pg, "cannot switch to non-blocking mode");
+        return XS_REFUSED;
+    }
+
+    int64_t t0 = now_us();
+    switch (kind) {
+    case K_PARAMS:
+        ok = PQsendQueryParams(pg, sql, n, p ? p->types : NULL, p ? p->values : NULL,
+                               p ? p->lengths : NULL, p ? p->formats : NULL,
+                               p ? p->result_format : 0);
+        break;
+    case K_PREPARED:
+        ok = PQsendQueryPrepared(pg, name, n, p ? p->values : NULL, p ? p->lengths : NULL,
+                                 p ? p->formats : NULL, p ? p->result_format : 0);
+        break;
+    case K_PREPARE:
+        ok = PQsendPrepare(pg, name, sql, n, p ? p->types : NULL);
+        break;
+    default:
+        ok = PQsendQuery(pg, sql);
+        break;
+    }
+    if (!ok) {
+        conn_msg(c->msg, sizeof(c->msg), pg, "libpq could not send the query");
+        if (PQstatus(pg) == CONNECTION_OK && PQtransactionStatus(pg) != PQTRANS_ACTIVE)
+            return XS_REFUSED; /* nothing was sent: bad arguments */
+        c->sent |= user;
+        c->discard = 1;
+        return XS_LOST;
+    }
+    c->sent |= user;
+
+    int cr = collect(pg, c->deadline, res), x;
+    if (cr == C_TIMEOUT)
+        x = timed_out(c, res);
+    else
+        x = classify(c, cr, *res);
+    int64_t dt = now_us() - t0;
+    c->db_us += dt;
+    c->qs->db_us += dt;
+    if (x == XS_LOST || x == XS_FAIL || x == XS_TIMEOUT_LOST)
+        c->discard = 1;
+    if (x == XS_SQLERR || x == XS_TIMEOUT || x == XS_LOST) {
+        const char *st = res_field(*res, PG_DIAG_SQLSTATE);
+        if (*st) {
+            snprintf(c->qs->last_sqlstate, sizeof(c->qs->last_sqlstate), "%s", st);
+            if (!strcmp(st, "40001") || !strcmp(st, "40P01"))
+                c->qs->retryable++;
+        }
+    }
+    return x;
+}
+
+/* Turn an outcome into a return code, out->res/sqlstate and the message. */
+static int outcome(struct call *c, int x, PGresult *res, dbpool_pg_result *out, const char *what)
+{
+    const char *st = res_field(res, PG_DIAG_SQLSTATE);
+    int rc;
+
+    if (out) {
+        snprintf(out->sqlstate, sizeof(out->sqlstate), "%s", st);
+        out->sent = c->sent;
+    }
+    if (x == XS_OK || x == XS_SQLERR) {
+        rc = 0;
+        if (x == XS_SQLERR) {
+            const char *detail = res_field(res, PG_DIAG_MESSAGE_DETAIL);
+            const char *sev = res_field(res, PG_DIAG_SEVERITY);
+            rc = set_error(DBPOOL_EQUERY, "%s: %s (SQLSTATE %s)%s%s", *sev ? sev : "ERROR",
+                           res_field(res, PG_DIAG_MESSAGE_PRIMARY), st,
+                           *detail ? " DETAIL: " : "", detail);
+        }
+        if (out)
+            out->res = res;
+        else
+            PQclear(res);
+        return rc;
+    }
+    PQclear(res);
+    switch (x) {
+    case XS_TIMEOUT:
+    case XS_TIMEOUT_LOST:
+        rc = set_error(DBPOOL_ETIMEDOUT, "%s: %s", what, c->msg);
+        break;
+    case XS_DEAD:
+        rc = set_error(DBPOOL_ECONNLOST, "%s: connection was already closed before sending: %s",
+                       what, c->msg);
+        break;
+    case XS_LOST:
+        rc = set_error(DBPOOL_ECONNLOST, "%s: connection lost%s: %s", what,
+                       c->sent ? " (the statement may or may not have run)" : "", c->msg);
+        break;
+    case XS_FAIL:
+        rc = set_error(c->fail_rc ? c->fail_rc : DBPOOL_ECONNLOST, "%s: %s", what, c->msg);
+        break;
+    default: /* XS_REFUSED, XS_BUSY */
+        rc = set_error(DBPOOL_EINVAL, "%s: %s", what, c->msg);
+        break;
+    }
+    return rc;
+}
+
+/* ---- statements ----------------------------------------------------------------- */
+
+static int stale_statement(const PGresult *res, int *gone)
+{
+    const char *st = res_field(res, PG_DIAG_SQLSTATE);
+
+    *gone = 0;
+    if (!strcmp(st, "26000")) { /* invalid_sql_statement_name: it vanished */
+        *gone = 1;
+        return 1;
+    }
+    if (strcmp(st, "0A000") != 0)
+        return 0;
+    /* 0A000 is feature_not_supported in general: only the plan-cache check
+     * (raised before the statement executes) counts. The message may be
+     * translated; the source function is not. */
+    return !strcmp(res_field(res, PG_DIAG_SOURCE_FUNCTION), "RevalidateCachedQuery") ||
+           strstr(res_field(res, PG_DIAG_MESSAGE_PRIMARY),
+                  "cached plan must not change result type") != NULL;
+}
+
+/* DEALLOCATE forgotten statements (outside a transaction only). */
+static int drain_pending(struct call *c)
+{
+    char sql[PENDING_MAX * (NAME_LEN + 12)];
+    size_t used = 0;
+    PGresult *res;
+
+    for (int i = 0; i < c->qs->npending; i++)
+        used += (size_t)snprintf(sql + used, sizeof(sql) - used, "DEALLOCATE %s;",
+                                 c->qs->pending[i]);
+    int x = exchange(c, K_SIMPLE, NULL, sql, NULL, 0, &res);
+    PQclear(res);
+    if (x == XS_OK || x == XS_SQLERR) { /* an error: already gone; nothing to undo */
+        c->qs->npending = 0;
+        return XS_OK;
+    }
+    return x;
+}
+
+/*
+ * The statement cache: look (sql, n, types) up in the connection's LRU;
+ * prepare it on a miss (evicting the least recently used), then Bind/Execute
+ * it. A statement the server no longer accepts (0A000 after a schema change,
+ * 26000 after DEALLOCATE ALL) is prepared afresh and, outside a transaction,
+ * run again once: it failed before executing, so this is safe. Inside a
+ * transaction its error has aborted the transaction, which we must report.
+ */
+static int run_cached(struct call *c, const char *sql, const dbpool_pg_params *p,
+                      PGresult **res)
+{
+    struct pg_qstate *qs = c->qs;
+    int n = p ? p->n : 0, retried = 0, x;
+    const Oid *types = p && n > 0 ? p->types : NULL;
+    PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+    int in_tx = ts == PQTRANS_INTRANS;
+
+    if (c->o.unnamed || c->o.cache_size == 0 || (ts != PQTRANS_IDLE && !in_tx))
+        return exchange(c, K_PARAMS, NULL, sql, p, 1, res);
+    uint64_t h = key_hash(sql, n, types);
+again:
+    *res = NULL;
+    if (!in_tx && qs->npending > 0 && (x = drain_pending(c)) != XS_OK)
+        return x;
+    struct stmt *s = cache_find(qs, h, sql, n, types);
+    if (s) {
+        cache_unlink(qs, s);
+        cache_push_front(qs, s);
+    } else {
+        while (qs->count >= c->o.cache_size && qs->count > 0) {
+            if (qs->npending >= PENDING_MAX) {
+                if (in_tx) /* no DEALLOCATE inside the caller's transaction */
+                    return exchange(c, K_PARAMS, NULL, sql, p, 1, res);
+                if ((x = drain_pending(c)) != XS_OK)
+                    return x;
+            }
+            cache_forget(qs, qs->tail);
+        }
+        if (!in_tx && qs->npending > 0 && (x = drain_pending(c)) != XS_OK)
+            return x;
+        if (!(s = stmt_new(qs, h, sql, n, types)))
+            return exchange(c, K_PARAMS, NULL, sql, p, 1, res); /* no memory: uncached */
+        x = exchange(c, K_PREPARE, s->name, sql, p, 0, res);
+        if (x != XS_OK) {
+            stmt_free(s);
+            return x;
+        }
+        PQclear(*res);
+        *res = NULL;
+        cache_push_front(qs, s);
+    }
+    x = exchange(c, K_PREPARED, s->name, NULL, p, 1, res);
+    int gone;
+    if (x == XS_SQLERR && stale_statement(*res, &gone)) {
+        if (gone)
+            cache_clear(qs);
+        else
+            cache_forget(qs, s);
+        if (!in_tx && !retried) {
+            retried = 1;
+            PQclear(*res);
+            c->sent = 0; /* it failed before executing */
+            goto again;
+        }
+    }
+    return x;
+}
+
+/* ---- calls -------------------------------------------------------------------------- */
+
+static int opts_get(const dbpool_pg_opts *in, dbpool_pg_opts *o)
+{
+    if (!in) {
+        dbpool_pg_opts_init(o);
+        return 0;
+    }
+    *o = *in;
+    if (o->checkout_timeout < 0 && o->checkout_timeout != DBPOOL_DEFAULT_TIMEOUT)
+        return set_error(DBPOOL_EINVAL, "dbpool_pg_opts: negative checkout_timeout");
+    if (o->statement_timeout < 0 || o->cancel_grace < 0 || o->cache_size < 0)
+        return set_error(DBPOOL_EINVAL,
+                         "dbpool_pg_opts: statement_timeout, cancel_grace and cache_size "
+                         "must not be negative");
+    return 0;
+}
+
+static void arm(struct call *c, int64_t timeout_ms)
+{
+    c->deadline = timeout_ms > 0 ? now_us() + timeout_ms * 1000 : 0;
+}
+
+/* Bind a call to a live lease of a PostgreSQL pool. */
+static int call_init(struct call *c, dbpool_lease *l, const dbpool_pg_opts *o)
+{
+    memset(c, 0, sizeof(*c));
+    if (!l)
+        return set_error(DBPOOL_EINVAL, "NULL lease");
+    int rc = opts_get(o, &c->o);
+    if (rc != 0)
+        return rc;
+    if ((rc = dbpool_lease_check(l)) != 0)
+        return rc;
+    if (!(c->pg = dbpool_pg_conn(l)))
+        return set_error(DBPOOL_EINVAL, "lease is not from a PostgreSQL pool");
+    struct pg_qstate **slot = pg_conn_qstate(dbpool_lease_conn(l));
+    if (!*slot && !(*slot = dbpool_calloc(1, sizeof(**slot))))
+        return set_error(DBPOOL_ENOMEM, "out of memory");
+    c->qs = *slot;
+    c->was_blocking = !PQisnonblocking(c->pg);
+    return 0;
+}
+
+static void call_end(struct call *c)
+{
+    if (c->discard)
+        poison(c->pg); /* check-in will close it, whoever does it */
+    if (c->was_blocking && PQisnonblocking(c->pg) && PQstatus(c->pg) == CONNECTION_OK &&
+        PQtransactionStatus(c->pg) != PQTRANS_ACTIVE)
+        PQsetnonblocking(c->pg, 0);
+}
+
+static void fill_lease_times(const dbpool_lease *l, dbpool_pg_result *out)
+{
+    dbpool_lease_info li;
+
+    if (out && dbpool_lease_info_get(l, &li) == 0) {
+        out->queue_us = li.queue_us;
+        out->idle_ms = li.idle_ms;
+    }
+}
+
+/* One statement on a held lease. */
+static int lease_exec(dbpool_lease *l, int cached, const char *sql,
+                      const dbpool_pg_params *p, const dbpool_pg_opts *o,
+                      dbpool_pg_result *out, int *sent)
+{
+    struct call c;
+    PGresult *res = NULL;
+    int rc;
+
+    *sent = 0;
+    if (!sql)
+        return set_error(DBPOOL_EINVAL, "NULL sql");
+    if (p && (p->n < 0 || (p->n > 0 && !p->values)))
+        return set_error(DBPOOL_EINVAL, "dbpool_pg_params: n < 0, or values missing");
+    if ((rc = call_init(&c, l, o)) != 0)
+        return rc;
+    fill_lease_times(l, out);
+    arm(&c, c.o.statement_timeout);
+    int x = cached ? run_cached(&c, sql, p, &res) : exchange(&c, K_PARAMS, NULL, sql, p, 1, &res);
+    rc = outcome(&c, x, res, out, "query");
+    if (out)
+        out->db_us = c.db_us;
+    *sent = c.sent;
+    call_end(&c);
+    if (dbpool_lease_check(l) == DBPOOL_EEXPIRED && rc != 0) /* hold_timeout cancelled it */
+        rc = set_error(DBPOOL_EEXPIRED, "query: the lease outlived hold_timeout; "
+                                        "the query was cancelled and the connection is "
+                                        "discarded at check-in");
+    return rc;
+}
+
+/* Check the lease in, or discard it when it is unusable. */
+static int give_back(dbpool_lease *l)
+{
+    PGconn *pg = dbpool_pg_conn(l);
+
+    if (pg && PQstatus(pg) != CONNECTION_OK)
+        return dbpool_discard(l);
+    return dbpool_checkin(l);
+}
+
+/* How many dead connections one call may skip: the pool's size. */
+static int dead_retry_limit(dbpool *pool)
+{
+    dbpool_stats st;
+
+    if (dbpool_stats_get(pool, &st) != 0)
+        return 1;
+    return st.size > 0 ? st.size : 1;
+}
+
+/*
+ * Pool-level call: check out, run, check in. Retried on another connection
+ * only while the statement provably was not sent (the connection was found
+ * dead first), each retry discarding that dead connection.
+ */
+static int pool_exec(dbpool *pool, int cached, const char *sql, const dbpool_pg_params *p,
+                     const dbpool_pg_opts *o, dbpool_pg_result *out)
+{
+    dbpool_pg_opts opts;
+    int rc, limit = -1, retries = 0;
+    int64_t queue_us = 0;
+
+    clear_error();
+    if (out)
+        memset(out, 0, sizeof(*out));
+    if (!pool || !sql)
+        return set_error(DBPOOL_EINVAL, "NULL pool or sql");
+    if ((rc = opts_get(o, &opts)) != 0)
+        return rc;
+    for (;;) {
+        dbpool_lease l;
+        int sent = 0;
+        if ((rc = dbpool_checkout(pool, opts.checkout_timeout, &l)) != 0)
+            break;
+        rc = lease_exec(&l, cached, sql, p, &opts, out, &sent);
+        int crc = give_back(&l);
+        if (rc == 0 && crc == DBPOOL_EEXPIRED)
+            clear_error(); /* the answer is complete; only the connection is lost */
+        if (out)
+            queue_us += out->queue_us;
+        if (rc != DBPOOL_ECONNLOST || sent)
+            break;
+        if (limit < 0)
+            limit = dead_retry_limit(pool);
+        if (retries >= limit)
+            break;
+        retries++;
+        dbpool_pg_result_clear(out);
+    }
+    if (out) {
+        out->retries = retries;
+        out->queue_us = queue_us;
+    }
+    return rc;
+}
+
+/* ---- public: statements ------------------------------------------------------------ */
+
+void dbpool_pg_opts_init(dbpool_pg_opts *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof(*o));
+    o->checkout_timeout = DBPOOL_DEFAULT_TIMEOUT;
+    o->statement_timeout = DEF_STATEMENT_TIMEOUT;
+    o->cancel_grace = DEF_CANCEL_GRACE;
+    o->cache_size = DEF_CACHE_SIZE;
+}
+
+void dbpool_pg_result_clear(dbpool_pg_result *r)
+{
+    if (!r)
+        return;
+    PQclear(r->res);
+    memset(r, 0, sizeof(*r));
+}
+
+int dbpool_pg_query(dbpool *pool, const char *sql, const dbpool_pg_params *params,
+                    const dbpool_pg_opts *opts, dbpool_pg_result *out)
+{
+    return pool_exec(pool, 0, sql, params, opts, out);
+}
+
+int dbpool_pg_query_prepared(dbpool *pool, const char *sql, const dbpool_pg_params *params,
+                             const dbpool_pg_opts *opts, dbpool_pg_result *out)
+{
+    return pool_exec(pool, 1, sql, params, opts, out);
+}
+
+static int lease_api(dbpool_lease *l, int cached, const char *sql,
+                     const dbpool_pg_params *p, const dbpool_pg_opts *o, dbpool_pg_result *out)
+{
+    int sent;
+
+    clear_error();
+    if (out)
+        memset(out, 0, sizeof(*out));
+    return lease_exec(l, cached, sql, p, o, out, &sent);
+}
+
+int dbpool_pg_exec(dbpool_lease *lease, const char *sql, const dbpool_pg_params *params,
+                   const dbpool_pg_opts *opts, dbpool_pg_result *out)
+{
+    return lease_api(lease, 0, sql, params, opts, out);
+}
+
+int dbpool_pg_exec_prepared(dbpool_lease *lease, const char *sql,
+                            const dbpool_pg_params *params, const dbpool_pg_opts *opts,
+                            dbpool_pg_result *out)
+{
+    return lease_api(lease, 1, sql, params, opts, out);
+}
+
+/* ---- transactions -------------------------------------------------------------------- */
+
+void dbpool_pg_tx_opts_init(dbpool_pg_tx_opts *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof(*o));
+    dbpool_pg_opts_init(&o->query);
+}
+
+/* What happened to one attempt, for the retry decision. */
+struct txinfo {
+    int notsent;   /* nothing executed (dead before/at BEGIN): retry elsewhere */
+    int retryable; /* a 40001/40P01 was seen */
+    int gone;      /* the callback checked the lease in */
+    int64_t db_us;
+};
+
+/* One command of the transaction machinery (BEGIN, COMMIT, SAVEPOINT ...). */
+static int tx_cmd(struct call *c, const char *sql, PGresult **res)
+{
+    arm(c, c->o.statement_timeout);
+    return exchange(c, K_SIMPLE, NULL, sql, NULL, 0, res);
+}
+
+/* Roll back after a failure; a connection we cannot roll back is discarded. */
+static void tx_abort(struct call *c, const char *sql)
+{
+    PGresult *res;
+
+    if (PQstatus(c->pg) != CONNECTION_OK)
+        return;
+    int x = tx_cmd(c, sql, &res);
+    PQclear(res);
+    if (x != XS_OK)
+        c->discard = 1;
+}
+
+/* After the callback: is the lease still ours? */
+static int lease_gone(dbpool_lease *l, PGconn *pg)
+{
+    return dbpool_lease_check(l) == DBPOOL_ESTALE || dbpool_pg_conn(l) != pg;
+}
+
+static int callback_gone(void)
+{
+    return set_error(DBPOOL_EINVAL, "the transaction callback checked its lease in");
+}
+
+static int commit(struct call *c)
+{
+    PGresult *res;
+    int x = tx_cmd(c, "COMMIT", &res), rc;
+
+    switch (x) {
+    case XS_OK:
+        rc = strcmp(PQcmdStatus(res), "ROLLBACK") == 0
+                 ? set_error(DBPOOL_EQUERY, "COMMIT: the transaction had failed and was "
+                                            "rolled back")
+                 : 0;
+        PQclear(res);
+        return rc;
+    case XS_SQLERR: /* e.g. 40001 or a deferred constraint: rolled back */
+        return outcome(c, x, res, NULL, "COMMIT");
+    case XS_DEAD:
+        PQclear(res);
+        return set_error(DBPOOL_ECONNLOST,
+                         "connection lost before COMMIT was sent; the server rolled the "
+                         "transaction back: %s",
+                         c->msg);
+    case XS_TIMEOUT: /* the server answered the cancel with an error: not committed */
+        PQclear(res);
+        return set_error(DBPOOL_ETIMEDOUT, "COMMIT: %s; the transaction was rolled back",
+                         c->msg);
+    case XS_REFUSED:
+    case XS_BUSY: /* not sent; check-in rolls back */
+        PQclear(res);
+        return outcome(c, x, NULL, NULL, "COMMIT");
+    default:
+        PQclear(res);
+        c->discard = 1;
+        return set_error(DBPOOL_ECOMMIT_UNKNOWN,
+                         "connection lost after COMMIT was sent: the transaction may or may "
+                         "not have committed (%s)",
+                         c->msg);
+    }
+}
+
+static void begin_sql(char *buf, size_t len, const dbpool_pg_tx_opts *o)
+{
+    static const char *const iso[] = {"", " ISOLATION LEVEL READ COMMITTED",
+                                      " ISOLATION LEVEL REPEATABLE READ",
+                                      " ISOLATION LEVEL SERIALIZABLE"};
+    snprintf(buf, len, "BEGIN%s%s%s", iso[o->isolation], o->read_only ? " READ ONLY" : "",
+             o->deferrable ? " DEFERRABLE" : "");
+}
+
+/* BEGIN, fn, COMMIT / ROLLBACK on a lease that is not in a transaction. */
+static int tx_top(dbpool_lease *l, dbpool_pg_tx_cb fn, void *arg, const dbpool_pg_tx_opts *o,
+                  struct txinfo *ti)
+{
+    struct call c;
+    PGresult *res;
+    char begin[96];
+    int rc, x;
+
+    memset(ti, 0, sizeof(*ti));
+    if ((rc = call_init(&c, l, &o->query)) != 0)
+        return rc;
+    begin_sql(begin, sizeof(begin), o);
+    int64_t db0 = c.qs->db_us;
+    uint64_t seen = c.qs->retryable;
+    if ((x = tx_cmd(&c, begin, &res)) != XS_OK) {
+        /* A lost BEGIN executed nothing that survives the connection. */
+        ti->notsent = x == XS_DEAD || x == XS_LOST;
+        rc = outcome(&c, x, res, NULL, "BEGIN");
+        call_end(&c);
+        return rc;
+    }
+    PQclear(res);
+    c.qs->depth = 0;
+    int frc = fn(l, arg);
+    if (lease_gone(l, c.pg)) {
+        ti->gone = 1;
+        return callback_gone();
+    }
+    ti->retryable = c.qs->retryable != seen;
+    PGTransactionStatusType ts = PQtransactionStatus(c.pg);
+    if (PQstatus(c.pg) != CONNECTION_OK) {
+        rc = frc ? frc
+                 : set_error(DBPOOL_ECONNLOST, "connection lost inside the transaction; the "
+                                               "server rolled it back");
+    } else if (frc != 0) {
+        if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)
+            tx_abort(&c, "ROLLBACK");
+        else if (ts != PQTRANS_IDLE)
+            c.discard = 1; /* a query left running */
+        rc = frc;
+    } else if (ts == PQTRANS_INTRANS) {
+        rc = commit(&c);
+        ti->retryable = c.qs->retryable != seen;
+    } else if (ts == PQTRANS_INERROR) {
+        tx_abort(&c, "ROLLBACK");
+        rc = set_error(DBPOOL_EQUERY,
+                       "the transaction callback returned 0 but a statement in it had failed "
+                       "(SQLSTATE %s); rolled back",
+                       c.qs->last_sqlstate[0] ? c.qs->last_sqlstate : "unknown");
+    } else if (ts == PQTRANS_IDLE) {
+        rc = set_error(DBPOOL_EINVAL, "the transaction callback ended the transaction "
+                                      "itself (COMMIT or ROLLBACK inside the callback)");
+    } else {
+        c.discard = 1;
+        rc = set_error(DBPOOL_EINVAL, "the transaction callback left a query running");
+    }
+    ti->db_us = c.qs->db_us - db0;
+    call_end(&c);
+    if (dbpool_lease_check(l) == DBPOOL_EEXPIRED && rc != 0 && rc != DBPOOL_ECOMMIT_UNKNOWN)
+        rc = set_error(DBPOOL_EEXPIRED, "transaction: the lease outlived hold_timeout; its "
+                                        "query was cancelled and it was rolled back");
+    return rc;
+}
+
+/* A nested level: SAVEPOINT, fn, RELEASE or ROLLBACK TO. */
+static int tx_nested(dbpool_lease *l, dbpool_pg_tx_cb fn, void *arg, const dbpool_pg_tx_opts *o)
+{
+    struct call c;
+    PGresult *res;
+    char sql[128], what[64];
+    int rc, x;
+
+    if ((rc = call_init(&c, l, &o->query)) != 0)
+        return rc;
+    int depth = ++c.qs->depth;
+    snprintf(what, sizeof(what), "SAVEPOINT dbpool_sp_%d", depth);
+    if ((x = tx_cmd(&c, what, &res)) != XS_OK) {
+        c.qs->depth = depth - 1;
+        rc = outcome(&c, x, res, NULL, "SAVEPOINT");
+        call_end(&c);
+        return rc;
+    }
+    PQclear(res);
+    int frc = fn(l, arg);
+    if (lease_gone(l, c.pg))
+        return callback_gone();
+    c.qs->depth = depth - 1;
+    PGTransactionStatusType ts = PQtransactionStatus(c.pg);
+    if (PQstatus(c.pg) != CONNECTION_OK) {
+        rc = frc ? frc
+                 : set_error(DBPOOL_ECONNLOST, "connection lost inside a nested transaction");
+    } else if (frc == 0 && ts == PQTRANS_INTRANS) {
+        snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT dbpool_sp_%d", depth);
+        x = tx_cmd(&c, sql, &res);
+        rc = outcome(&c, x, res, NULL, "RELEASE SAVEPOINT");
+    } else if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+        snprintf(sql, sizeof(sql), "ROLLBACK TO SAVEPOINT dbpool_sp_%d; RELEASE SAVEPOINT dbpool_sp_%d",
+                 depth, depth);
+        x = tx_cmd(&c, sql, &res);
+        if (x != XS_OK)
+            rc = outcome(&c, x, res, NULL, "ROLLBACK TO SAVEPOINT");
+        else {
+            PQclear(res);
+            rc = frc ? frc
+                     : set_error(DBPOOL_EQUERY,
+                                 "the nested transaction callback returned 0 but a statement "
+                                 "in it had failed (SQLSTATE %s); rolled back to its savepoint",
+                                 c.qs->last_sqlstate[0] ? c.qs->last_sqlstate : "unknown");
+        }
+    } else {
+        rc = set_error(DBPOOL_EINVAL, "the nested transaction callback ended the outer "
+                                      "transaction (COMMIT or ROLLBACK inside the callback)");
+    }
+    call_end(&c);
+    return rc;
+}
+
+static int tx_opts_get(const dbpool_pg_tx_opts *in, dbpool_pg_tx_opts *o)
+{
+    if (!in) {
+        dbpool_pg_tx_opts_init(o);
+        return 0;
+    }
+    *o = *in;
+    if ((unsigned)o->isolation > DBPOOL_PG_SERIALIZABLE || o->max_retries < 0)
+        return set_error(DBPOOL_EINVAL, "dbpool_pg_tx_opts: bad isolation or max_retries");
+    dbpool_pg_opts q;
+    return opts_get(&o->query, &q);
+}
+
+/* A short random pause before re-running a transaction that lost a
+ * serialization conflict, so the conflicting transactions do not collide
+ * again in lockstep: uniform in [1, min(100, 5 * 2^attempt)] ms. */
+static void retry_pause(int attempt, uint64_t *rng)
+{
+    int64_t cap = attempt < 5 ? (int64_t)5 << attempt : 100;
+
+    if (cap > 100)
+        cap = 100;
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    sleep_ms(1 + (int64_t)(*rng % (uint64_t)cap));
+}
+
+int dbpool_pg_transaction(dbpool *pool, dbpool_pg_tx_cb fn, void *arg,
+                          const dbpool_pg_tx_opts *opts, dbpool_pg_timings *timings)
+{
+    dbpool_pg_tx_opts o;
+    int rc, limit = -1, dead = 0, serial = 0;
+    uint64_t rng = (uint64_t)now_us() * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)&o;
+
+    clear_error();
+    if (timings)
+        memset(timings, 0, sizeof(*timings));
+    if (!pool || !fn)
+        return set_error(DBPOOL_EINVAL, "dbpool_pg_transaction: NULL pool or callback");
+    if ((rc = tx_opts_get(opts, &o)) != 0)
+        return rc;
+    for (;;) {
+        dbpool_lease l;
+        dbpool_lease_info li;
+        struct txinfo ti;
+
+        if ((rc = dbpool_checkout(pool, o.query.checkout_timeout, &l)) != 0)
+            return rc;
+        if (timings && dbpool_lease_info_get(&l, &li) == 0) {
+            timings->queue_us = li.queue_us;
+            timings->idle_ms = li.idle_ms;
+        }
+        rc = tx_top(&l, fn, arg, &o, &ti);
+        if (!ti.gone)
+            (void)give_back(&l);
+        if (timings) {
+            timings->db_us = ti.db_us;
+            timings->attempts++;
+        }
+        if (rc == 0)
+            return 0;
+        if (ti.notsent) {
+            if (limit < 0)
+                limit = dead_retry_limit(pool);
+            if (dead++ < limit)
+                continue;
+        } else if (ti.retryable && serial < o.max_retries && rc != DBPOOL_ECOMMIT_UNKNOWN) {
+            retry_pause(serial++, &rng);
+            continue;
+        }
+        return rc;
+    }
+}
+
+int dbpool_pg_transaction_lease(dbpool_lease *lease, dbpool_pg_tx_cb fn, void *arg,
+                                const dbpool_pg_tx_opts *opts)
+{
+    dbpool_pg_tx_opts o;
+    PGconn *pg;
+    int rc;
+    uint64_t rng = (uint64_t)now_us() * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)&o;
+
+    clear_error();
+    if (!lease || !fn)
+        return set_error(DBPOOL_EINVAL, "dbpool_pg_transaction_lease: NULL lease or callback");
+    if ((rc = tx_opts_get(opts, &o)) != 0)
+        return rc;
+    if ((rc = dbpool_lease_check(lease)) != 0)
+        return rc;
+    if (!(pg = dbpool_pg_conn(lease)))
+        return set_error(DBPOOL_EINVAL, "lease is not from a PostgreSQL pool");
+    if (PQstatus(pg) != CONNECTION_OK)
+        return set_error(DBPOOL_ECONNLOST, "the connection is closed");
+    switch (PQtransactionStatus(pg)) {
+    case PQTRANS_INTRANS:
+        return tx_nested(lease, fn, arg, &o);
+    case PQTRANS_INERROR:
+        return set_error(DBPOOL_EQUERY, "current transaction is aborted, commands ignored "
+                                        "until end of transaction block (SQLSTATE 25P02)");
+    case PQTRANS_IDLE:
+        break;
+    default:
+        return set_error(DBPOOL_EINVAL, "a query is still running on this connection");
+    }
+    for (int serial = 0;;) {
+        struct txinfo ti;
+        rc = tx_top(lease, fn, arg, &o, &ti);
+        if (rc == 0 || ti.gone || !ti.retryable || serial >= o.max_retries ||
+            rc == DBPOOL_ECOMMIT_UNKNOWN || PQstatus(pg) != CONNECTION_OK)
+            return rc;
+        retry_pause(serial++, &rng);
+    }
+}
