@@ -311,6 +311,8 @@ void pool_update_state_locked(struct dbpool *p, int64_t now)
         st = DBPOOL_STATE_STOPPED;
     else if (p->fail_streak > 0)
         st = DBPOOL_STATE_DOWN;
+    else if (p->starting_up)
+        st = DBPOOL_STATE_STARTING; /* callers wait for it */
     else
         st = p->ever_up ? DBPOOL_STATE_UP : DBPOOL_STATE_STARTING;
 

@@ -119,6 +119,7 @@ struct dbpool {
     int64_t state_since;
     int ever_up;
     int fail_streak;      /* connect failures since the last success */
+    int starting_up;      /* the latest connect got 57P03 */
     int64_t down_logged_at; /* last "down"/"still down" log line */
     int64_t down_since;
     int down_attempts;

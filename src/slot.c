@@ -51,6 +51,7 @@ static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t no
     backoff_reset(&s->backoff);
     p->n_connects++;
     p->fail_streak = 0;
+    p->starting_up = 0;
     s->broken = 0;
     s->epoch = p->epoch;
     s->expires_at = 0;
@@ -73,8 +74,9 @@ static void connect_failed_locked(struct dbpool *p, struct dbpool_slot *s, const
     int64_t delay = backoff_next(&s->backoff);
 
     p->n_connect_failures++;
-    if (!not_yet)
-        p->fail_streak++;
+    /* the server answered "starting up": it is coming back, not down */
+    p->fail_streak = not_yet ? 0 : p->fail_streak + 1;
+    p->starting_up = not_yet;
     p->down_attempts++;
     snprintf(p->last_error, sizeof(p->last_error), "%s", err);
     pool_event_locked(p, DBPOOL_EV_CONNECT_FAILED, 0, now, err);
