@@ -65,7 +65,8 @@ enum {
     DBPOOL_OK = 0,
     DBPOOL_EINVAL = -1,       /* bad argument or option value */
     DBPOOL_ENOMEM = -2,       /* allocation failed */
-    DBPOOL_ETIMEDOUT = -3,    /* checkout deadline reached while in queue */
+    DBPOOL_ETIMEDOUT = -3,    /* checkout deadline reached while in queue, or a
+                                 statement timeout (PostgreSQL layer) */
     DBPOOL_EDROPPED = -4,     /* dropped from the queue by the CoDel rule */
     DBPOOL_EBUSY = -5,        /* queue=false (or timeout 0) and nothing idle */
     DBPOOL_ESTALE = -6,       /* lease used after check-in (or double check-in) */

@@ -72,15 +72,18 @@ DBPOOL_API int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen);
  *   DBPOOL_ECOMMIT_UNKNOWN  (transactions) the connection was lost after
  *                           COMMIT was sent: the outcome is unknown.
  *   DBPOOL_EEXPIRED         hold_timeout fired while the lease was in use.
+ *   DBPOOL_EINVAL           bad argument, a non-PostgreSQL lease, or COPY
+ *                           (not supported: use libpq; connection discarded).
  *   any dbpool_checkout() error (DBPOOL_EUNAVAILABLE, DBPOOL_EDROPPED, ...),
  *   DBPOOL_EINVAL, DBPOOL_ENOMEM.
  *
  * Retries. The pool-level helpers retry on another connection only when the
  * statement provably did not reach the server: the connection was found dead
  * before anything was sent (libpq reports it bad, or the socket already shows
- * the server's EOF), or only effect-free protocol steps were lost (Parse of a
- * statement being prepared; the BEGIN of a transaction). Never once the
- * statement itself may have been sent. At most `size` retries per call, each
+ * the server's EOF), or only effect-free steps before the statement were lost
+ * (DEALLOCATE of evicted statements and the Parse of a statement being
+ * prepared; the BEGIN of a transaction). Never once the statement itself may
+ * have been sent. At most `size` retries per call, each
  * discarding one dead connection (r.retries counts them).
  *
  * The statement timeout does not use SET statement_timeout (no extra round

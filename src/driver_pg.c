@@ -32,10 +32,6 @@ struct pg_conn {
     struct pg_qstate *qstate; /* query helpers' state (pg_query.c), NULL until used */
 };
 
-struct pg_qstate **pg_conn_qstate(void *conn)
-{
-    return &((struct pg_conn *)conn)->qstate;
-}
 
 /* ---- messages ----------------------------------------------------------- */
 
@@ -532,6 +528,13 @@ int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
 nomem:
     pg_ctx_free(ctx);
     return set_error(DBPOOL_ENOMEM, "out of memory");
+}
+
+struct pg_qstate **pg_lease_qstate(const dbpool_lease *lease)
+{
+    if (!dbpool_lease_conn(lease) || lease->slot->pool->drv != &pg_driver)
+        return NULL;
+    return &((struct pg_conn *)lease->slot->conn)->qstate;
 }
 
 PGconn *dbpool_pg_conn(const dbpool_lease *lease)

@@ -15,7 +15,7 @@ const char *dbpool_strerror(int code)
     case DBPOOL_OK: return "success";
     case DBPOOL_EINVAL: return "invalid argument";
     case DBPOOL_ENOMEM: return "out of memory";
-    case DBPOOL_ETIMEDOUT: return "deadline reached while in queue";
+    case DBPOOL_ETIMEDOUT: return "timed out (checkout deadline or statement timeout)";
     case DBPOOL_EDROPPED: return "connection not available and request was dropped from queue";
     case DBPOOL_EBUSY: return "no connection available";
     case DBPOOL_ESTALE: return "lease already checked in";

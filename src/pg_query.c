@@ -53,10 +53,10 @@ struct pg_qstate {
      * DEALLOCATE can ever abort a caller's transaction. */
     char pending[PENDING_MAX][NAME_LEN];
     int npending;
-    int depth;           /* savepoint nesting of dbpool_pg_transaction_lease */
-    uint64_t retryable;  /* 40001/40P01 errors seen (transaction retries) */
+    int depth;          /* savepoint nesting of dbpool_pg_transaction_lease */
+    uint64_t retryable; /* 40001/40P01 errors seen (transaction retries) */
     char last_sqlstate[6];
-    int64_t db_us;       /* time spent in exchanges, ever (transaction timings) */
+    int64_t db_us; /* time spent in exchanges, ever (transaction timings) */
 };
 
 static void stmt_free(struct stmt *s)
@@ -354,13 +354,13 @@ struct call {
     PGconn *pg;
     struct pg_qstate *qs;
     dbpool_pg_opts o;
-    int64_t deadline;   /* us; 0 = none */
-    int was_blocking;   /* restore blocking mode at the end */
-    int sent;           /* the caller's statement may have been executed */
-    int discard;        /* the connection must not be reused */
+    int64_t deadline; /* us; 0 = none */
+    int was_blocking; /* restore blocking mode at the end */
+    int sent;         /* the caller's statement may have been executed */
+    int discard;      /* the connection must not be reused */
     int64_t db_us;
-    int fail_rc;        /* XS_FAIL: the code to return (ECONNLOST unless misuse) */
-    char msg[320];      /* detail of the last non-OK exchange */
+    int fail_rc;   /* XS_FAIL: the code to return (ECONNLOST unless misuse) */
+    char msg[320]; /* detail of the last non-OK exchange */
 };
 
 /*
@@ -378,9 +378,10 @@ static int probe_dead(PGconn *pg)
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 0) <= 0)
             break;
+        /* Only buffer it: parsing an error here would make libpq print it as
+         * a notice; the next exchange parses it in order. */
         if (!PQconsumeInput(pg))
             return 1;
-        (void)PQisBusy(pg); /* let libpq parse notices/notifications */
     }
     return PQstatus(pg) != CONNECTION_OK;
 }
@@ -454,8 +455,7 @@ static int classify(struct call *c, int cr, PGresult *res)
         if (res && *res_field(res, PG_DIAG_MESSAGE_PRIMARY))
             snprintf(c->msg, sizeof(c->msg), "%s: %s (SQLSTATE %s)",
                      res_field(res, PG_DIAG_SEVERITY), res_field(res, PG_DIAG_MESSAGE_PRIMARY),
-                     *res_field(res, PG_DIAG_SQLSTATE) ? res_field(res, PG_DIAG_SQLSTATE)
-                                                       : "none");
+                     *res_field(res, PG_DIAG_SQLSTATE) ? res_field(res, PG_DIAG_SQLSTATE) : "none");
         else
             conn_msg(c->msg, sizeof(c->msg), c->pg, "connection lost");
         return XS_LOST;
@@ -616,8 +616,8 @@ static int outcome(struct call *c, int x, PGresult *res, dbpool_pg_result *out, 
         if (x == XS_SQLERR) {
             const char *detail = res_field(res, PG_DIAG_MESSAGE_DETAIL);
             const char *sev = res_field(res, PG_DIAG_SEVERITY);
-            rc = set_error(DBPOOL_EQUERY, "%s: %s (SQLSTATE %s)%s%s", *sev ? sev : "ERROR",
-                           res_field(res, PG_DIAG_MESSAGE_PRIMARY), st,
+            rc = set_error(DBPOOL_EQUERY, "%s: %s: %s (SQLSTATE %s)%s%s", what,
+                           *sev ? sev : "ERROR", res_field(res, PG_DIAG_MESSAGE_PRIMARY), st,
                            *detail ? " DETAIL: " : "", detail);
         }
         if (out)
@@ -679,8 +679,8 @@ static int drain_pending(struct call *c)
     PGresult *res;
 
     for (int i = 0; i < c->qs->npending; i++)
-        used += (size_t)snprintf(sql + used, sizeof(sql) - used, "DEALLOCATE %s;",
-                                 c->qs->pending[i]);
+        used +=
+            (size_t)snprintf(sql + used, sizeof(sql) - used, "DEALLOCATE %s;", c->qs->pending[i]);
     int x = exchange(c, K_SIMPLE, NULL, sql, NULL, 0, &res);
     PQclear(res);
     if (x == XS_OK || x == XS_SQLERR) { /* an error: already gone; nothing to undo */
@@ -698,8 +698,7 @@ static int drain_pending(struct call *c)
  * run again once: it failed before executing, so this is safe. Inside a
  * transaction its error has aborted the transaction, which we must report.
  */
-static int run_cached(struct call *c, const char *sql, const dbpool_pg_params *p,
-                      PGresult **res)
+static int run_cached(struct call *c, const char *sql, const dbpool_pg_params *p, PGresult **res)
 {
     struct pg_qstate *qs = c->qs;
     int n = p ? p->n : 0, retried = 0, x;
@@ -719,27 +718,26 @@ again:
         cache_unlink(qs, s);
         cache_push_front(qs, s);
     } else {
-        while (qs->count >= c->o.cache_size && qs->count > 0) {
-            if (qs->npending >= PENDING_MAX) {
-                if (in_tx) /* no DEALLOCATE inside the caller's transaction */
-                    return exchange(c, K_PARAMS, NULL, sql, p, 1, res);
-                if ((x = drain_pending(c)) != XS_OK)
-                    return x;
-            }
-            cache_forget(qs, qs->tail);
-        }
-        if (!in_tx && qs->npending > 0 && (x = drain_pending(c)) != XS_OK)
-            return x;
+        /* Full and inside a transaction with no room to remember what to
+         * DEALLOCATE: run it uncached rather than DEALLOCATE in the caller's
+         * transaction. */
+        if (in_tx && qs->count >= c->o.cache_size && qs->npending >= PENDING_MAX)
+            return exchange(c, K_PARAMS, NULL, sql, p, 1, res);
         if (!(s = stmt_new(qs, h, sql, n, types)))
             return exchange(c, K_PARAMS, NULL, sql, p, 1, res); /* no memory: uncached */
         x = exchange(c, K_PREPARE, s->name, sql, p, 0, res);
-        if (x != XS_OK) {
+        if (x != XS_OK) { /* e.g. a syntax error: nothing cached, nothing evicted */
             stmt_free(s);
             return x;
         }
         PQclear(*res);
         *res = NULL;
+        while (qs->count >= c->o.cache_size && qs->count > 0 && qs->npending < PENDING_MAX)
+            cache_forget(qs, qs->tail);
         cache_push_front(qs, s);
+        /* evicted statements: DEALLOCATE now, unless a transaction is open */
+        if (!in_tx && qs->npending > 0 && (x = drain_pending(c)) != XS_OK)
+            return x;
     }
     x = exchange(c, K_PREPARED, s->name, NULL, p, 1, res);
     int gone;
@@ -792,9 +790,9 @@ static int call_init(struct call *c, dbpool_lease *l, const dbpool_pg_opts *o)
         return rc;
     if ((rc = dbpool_lease_check(l)) != 0)
         return rc;
-    if (!(c->pg = dbpool_pg_conn(l)))
+    struct pg_qstate **slot = pg_lease_qstate(l);
+    if (!slot || !(c->pg = dbpool_pg_conn(l)))
         return set_error(DBPOOL_EINVAL, "lease is not from a PostgreSQL pool");
-    struct pg_qstate **slot = pg_conn_qstate(dbpool_lease_conn(l));
     if (!*slot && !(*slot = dbpool_calloc(1, sizeof(**slot))))
         return set_error(DBPOOL_ENOMEM, "out of memory");
     c->qs = *slot;
@@ -802,13 +800,19 @@ static int call_init(struct call *c, dbpool_lease *l, const dbpool_pg_opts *o)
     return 0;
 }
 
+/* Give the connection back to plain libpq use: blocking again if it was. */
+static void restore_mode(struct call *c)
+{
+    if (c->was_blocking && PQisnonblocking(c->pg) && PQstatus(c->pg) == CONNECTION_OK &&
+        PQtransactionStatus(c->pg) != PQTRANS_ACTIVE)
+        PQsetnonblocking(c->pg, 0);
+}
+
 static void call_end(struct call *c)
 {
     if (c->discard)
         poison(c->pg); /* check-in will close it, whoever does it */
-    if (c->was_blocking && PQisnonblocking(c->pg) && PQstatus(c->pg) == CONNECTION_OK &&
-        PQtransactionStatus(c->pg) != PQTRANS_ACTIVE)
-        PQsetnonblocking(c->pg, 0);
+    restore_mode(c);
 }
 
 static void fill_lease_times(const dbpool_lease *l, dbpool_pg_result *out)
@@ -822,9 +826,8 @@ static void fill_lease_times(const dbpool_lease *l, dbpool_pg_result *out)
 }
 
 /* One statement on a held lease. */
-static int lease_exec(dbpool_lease *l, int cached, const char *sql,
-                      const dbpool_pg_params *p, const dbpool_pg_opts *o,
-                      dbpool_pg_result *out, int *sent)
+static int lease_exec(dbpool_lease *l, int cached, const char *sql, const dbpool_pg_params *p,
+                      const dbpool_pg_opts *o, dbpool_pg_result *out, int *sent)
 {
     struct call c;
     PGresult *res = NULL;
@@ -951,8 +954,8 @@ int dbpool_pg_query_prepared(dbpool *pool, const char *sql, const dbpool_pg_para
     return pool_exec(pool, 1, sql, params, opts, out);
 }
 
-static int lease_api(dbpool_lease *l, int cached, const char *sql,
-                     const dbpool_pg_params *p, const dbpool_pg_opts *o, dbpool_pg_result *out)
+static int lease_api(dbpool_lease *l, int cached, const char *sql, const dbpool_pg_params *p,
+                     const dbpool_pg_opts *o, dbpool_pg_result *out)
 {
     int sent;
 
@@ -968,9 +971,8 @@ int dbpool_pg_exec(dbpool_lease *lease, const char *sql, const dbpool_pg_params 
     return lease_api(lease, 0, sql, params, opts, out);
 }
 
-int dbpool_pg_exec_prepared(dbpool_lease *lease, const char *sql,
-                            const dbpool_pg_params *params, const dbpool_pg_opts *opts,
-                            dbpool_pg_result *out)
+int dbpool_pg_exec_prepared(dbpool_lease *lease, const char *sql, const dbpool_pg_params *params,
+                            const dbpool_pg_opts *opts, dbpool_pg_result *out)
 {
     return lease_api(lease, 1, sql, params, opts, out);
 }
@@ -1047,8 +1049,7 @@ static int commit(struct call *c)
                          c->msg);
     case XS_TIMEOUT: /* the server answered the cancel with an error: not committed */
         PQclear(res);
-        return set_error(DBPOOL_ETIMEDOUT, "COMMIT: %s; the transaction was rolled back",
-                         c->msg);
+        return set_error(DBPOOL_ETIMEDOUT, "COMMIT: %s; the transaction was rolled back", c->msg);
     case XS_REFUSED:
     case XS_BUSY: /* not sent; check-in rolls back */
         PQclear(res);
@@ -1096,6 +1097,7 @@ static int tx_top(dbpool_lease *l, dbpool_pg_tx_cb fn, void *arg, const dbpool_p
     }
     PQclear(res);
     c.qs->depth = 0;
+    restore_mode(&c);
     int frc = fn(l, arg);
     if (lease_gone(l, c.pg)) {
         ti->gone = 1;
@@ -1156,21 +1158,22 @@ static int tx_nested(dbpool_lease *l, dbpool_pg_tx_cb fn, void *arg, const dbpoo
         return rc;
     }
     PQclear(res);
+    restore_mode(&c);
     int frc = fn(l, arg);
     if (lease_gone(l, c.pg))
         return callback_gone();
     c.qs->depth = depth - 1;
     PGTransactionStatusType ts = PQtransactionStatus(c.pg);
     if (PQstatus(c.pg) != CONNECTION_OK) {
-        rc = frc ? frc
-                 : set_error(DBPOOL_ECONNLOST, "connection lost inside a nested transaction");
+        rc = frc ? frc : set_error(DBPOOL_ECONNLOST, "connection lost inside a nested transaction");
     } else if (frc == 0 && ts == PQTRANS_INTRANS) {
         snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT dbpool_sp_%d", depth);
         x = tx_cmd(&c, sql, &res);
         rc = outcome(&c, x, res, NULL, "RELEASE SAVEPOINT");
     } else if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
-        snprintf(sql, sizeof(sql), "ROLLBACK TO SAVEPOINT dbpool_sp_%d; RELEASE SAVEPOINT dbpool_sp_%d",
-                 depth, depth);
+        snprintf(sql, sizeof(sql),
+                 "ROLLBACK TO SAVEPOINT dbpool_sp_%d; RELEASE SAVEPOINT dbpool_sp_%d", depth,
+                 depth);
         x = tx_cmd(&c, sql, &res);
         if (x != XS_OK)
             rc = outcome(&c, x, res, NULL, "ROLLBACK TO SAVEPOINT");

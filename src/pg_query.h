@@ -5,9 +5,12 @@
 
 struct pg_qstate;
 
-/* driver_pg.c: where a connection keeps its query-helper state (NULL until
- * the first helper call on it). `conn` is the driver handle of a lease. */
-struct pg_qstate **pg_conn_qstate(void *conn);
+#include "dbpool.h"
+
+/* driver_pg.c: where the connection of a live lease keeps its query-helper
+ * state (*slot is NULL until the first helper call on it). NULL if the lease
+ * is stale or not from a PostgreSQL pool. */
+struct pg_qstate **pg_lease_qstate(const dbpool_lease *lease);
 
 /* Free the state; called by the driver when the connection is closed.
  * Sends nothing (the server forgets prepared statements with the session).

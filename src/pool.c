@@ -252,6 +252,7 @@ void pool_release_locked(struct dbpool *p, struct dbpool_slot *s, int64_t now)
     }
     w = codel_checkin(&p->codel, &p->waiters, now, &dropped);
     pool_signal_dropped(p, dropped);
+    s->last_checkin = now; /* a hand-over has idled 0 ms */
     if (w) {
         lease_start(p, s, now);
         w->slot = s;
