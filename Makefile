@@ -3,7 +3,10 @@
 #   make test           build, then run every test (unit + integration) with CTest
 #   make test-asan      the same under ASan+UBSan (build-asan/)
 #   make test-tsan      the same under TSan (build-tsan/)
-#   make demo           run examples/demo against $DATABASE_URL, or a throwaway PostgreSQL
+#   make demo           the tour (scripts/demo-tour.sh) against $DATABASE_URL, or a throwaway PostgreSQL
+#   make valgrind       the unit tests under valgrind memcheck (plain build in build/)
+#   make fuzz           the libFuzzer targets (clang, build-fuzz/), each run for
+#                       FUZZ_SECONDS (default 30) on a copy of its seed corpus
 #   make clean
 # Variables: WERROR=ON|OFF (default ON), BUILD_TYPE (default RelWithDebInfo),
 #            JOBS (default: number of CPUs), CMAKE_ARGS (extra configure arguments).
@@ -51,18 +54,67 @@ test-tsan: build-tsan
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
 	ctest --test-dir build-tsan $(CTEST_ARGS)
 
-# Uses $DATABASE_URL if set; otherwise starts a throwaway server and always stops it.
+# The tour (scripts/demo-tour.sh): the demo program, bench vs --direct, an
+# overload burst, an outage drill. Uses $DATABASE_URL if set; otherwise starts
+# a throwaway server and always stops it.
 demo: build
 	@if [ ! -x "$(DEMO)" ]; then echo "make demo: $(DEMO) was not built (examples/demo.c missing?)" >&2; exit 1; fi
 	@if [ -n "$$DATABASE_URL" ]; then \
-	    exec "$(DEMO)" "$$DATABASE_URL"; \
+	    exec bash scripts/demo-tour.sh build "$$DATABASE_URL"; \
 	fi; \
 	dir=$$(mktemp -d /tmp/dbpool-demo-XXXXXX) || exit 1; \
 	trap 'bash scripts/pg-throwaway.sh stop "$$dir"' EXIT; \
 	trap 'exit 130' INT TERM HUP; \
 	conninfo=$$(bash scripts/pg-throwaway.sh start "$$dir") || exit 1; \
 	echo "make demo: throwaway PostgreSQL: $$conninfo" >&2; \
-	"$(DEMO)" "$$conninfo"
+	bash scripts/demo-tour.sh build "$$conninfo"
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
+
+# ---- issue #6: valgrind and fuzzing ----------------------------------------
+VALGRIND     ?= valgrind -q --error-exitcode=1 --leak-check=full --num-callers=30
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS ?= fuzz_config fuzz_conninfo
+
+.PHONY: valgrind fuzz
+
+# Every unit test CTest knows (label "unit") that is a program of its own,
+# under memcheck. Output goes to build/valgrind/<test>.log, shown on failure.
+valgrind: build
+	@mkdir -p build/valgrind; \
+	names=$$(ctest --test-dir build -L unit -N | sed -n 's/^ *Test *#[0-9]*: *//p'); \
+	ran=0; failed=""; \
+	for t in $$names; do \
+	    [ -x "build/tests/$$t" ] || continue; \
+	    ran=$$((ran + 1)); \
+	    start=$$(date +%s); \
+	    if (cd build/tests && timeout 900 $(VALGRIND) ./$$t) >build/valgrind/$$t.log 2>&1; then \
+	        echo "valgrind $$t: ok ($$(( $$(date +%s) - start )) s)"; \
+	    else \
+	        echo "valgrind $$t: FAILED"; tail -n 80 build/valgrind/$$t.log; failed="$$failed $$t"; \
+	    fi; \
+	done; \
+	if [ $$ran -eq 0 ]; then echo "make valgrind: no unit test programs found" >&2; exit 1; fi; \
+	if [ -n "$$failed" ]; then echo "make valgrind: failed:$$failed" >&2; exit 1; fi
+
+# libFuzzer needs clang. Each target runs on a scratch copy of its seed corpus
+# (fuzz/corpus/<target>/, never modified); a crash leaves the input in
+# build-fuzz/<target>-crash-* and fails the target.
+fuzz: deps
+	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDBPOOL_WERROR=$(WERROR) \
+	    -DDBPOOL_FUZZ=ON -DBUILD_TESTING=OFF -DDBPOOL_BUILD_EXAMPLES=OFF -DDBPOOL_BUILD_TOOLS=OFF \
+	    $(CMAKE_ARGS)
+	cmake --build build-fuzz -j $(JOBS) --target $(FUZZ_TARGETS)
+	@for t in $(FUZZ_TARGETS); do \
+	    corpus=build-fuzz/corpus/$$t; rm -rf $$corpus; mkdir -p $$corpus; \
+	    cp fuzz/corpus/$$t/* $$corpus/; \
+	    dict=""; [ -f fuzz/$$t.dict ] && dict="-dict=fuzz/$$t.dict"; \
+	    echo "fuzz $$t: $(FUZZ_SECONDS) s"; \
+	    if ! build-fuzz/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	            -artifact_prefix=build-fuzz/$$t- $$dict $$corpus >build-fuzz/$$t.log 2>&1; then \
+	        tail -n 60 build-fuzz/$$t.log; echo "make fuzz: $$t failed (input: build-fuzz/$$t-*)" >&2; \
+	        exit 1; \
+	    fi; \
+	    echo "fuzz $$t: $$(sed -n 's/^stat::number_of_executed_units: *//p' build-fuzz/$$t.log) executions, no crash"; \
+	done

@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# compare.sh - SELECT 1 throughput: dbpool bench (through the pool) vs
+# dbpool bench --direct (one libpq connection per client, no pool) vs
+# pgbench through PgBouncer (transaction mode), with 16 clients and 8 server
+# connections, and the ratios between them.
+#
+#   bash bench/compare.sh                 start a throwaway PostgreSQL, run, stop it
+#   DATABASE_URL=... bash bench/compare.sh   use that database instead
+#
+# Environment (all optional):
+#   DURATION=15      seconds per run            REPS=3    runs per setup (median reported)
+#   CLIENTS=16       client threads / pgbench clients
+#   CONNS=8          server connections (pool size, PgBouncer default_pool_size)
+#   PGBENCH_JOBS=2   pgbench -j (worker threads)
+#   DBPOOL=path      the dbpool CLI (default: build/bin/dbpool, built if missing)
+#   BUILD_DIR=dir    where to build it (default: build)
+#   PGPASSWORD       password, if DATABASE_URL needs one (PgBouncer gets it too)
+#
+# Needs: pgbench and pgbouncer (Debian packages postgresql-client, pgbouncer),
+# psql. PgBouncer runs as an unprivileged user (`postgres` when run as root).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+DURATION=${DURATION:-15}
+REPS=${REPS:-3}
+CLIENTS=${CLIENTS:-16}
+CONNS=${CONNS:-8}
+PGBENCH_JOBS=${PGBENCH_JOBS:-2}
+BUILD_DIR=${BUILD_DIR:-$repo/build}
+DBPOOL=${DBPOOL:-$BUILD_DIR/bin/dbpool}
+
+die() { echo "compare.sh: $*" >&2; exit 1; }
+for tool in pgbench pgbouncer psql; do
+    command -v "$tool" >/dev/null || die "$tool not found (apt-get install postgresql-client pgbouncer)"
+done
+if [ ! -x "$DBPOOL" ]; then
+    echo "compare.sh: building the dbpool CLI in $BUILD_DIR" >&2
+    cmake -S "$repo" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build "$BUILD_DIR" -j "$(nproc)" --target dbpool_cli >/dev/null
+fi
+[ -x "$DBPOOL" ] || die "no dbpool CLI at $DBPOOL"
+
+work=$(mktemp -d /tmp/dbpool-compare-XXXXXX)
+chmod 711 "$work" # the server and PgBouncer run as another user below it
+pgdir="$work/pg"
+bouncer_pid=""
+started_pg=0
+cleanup() {
+    if [ -n "$bouncer_pid" ]; then
+        kill "$bouncer_pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$bouncer_pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+    if [ "$started_pg" = 1 ]; then
+        bash "$repo/scripts/pg-throwaway.sh" stop "$pgdir" || true
+    fi
+    rm -rf -- "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# ---- the database ----------------------------------------------------------
+if [ -n "${DATABASE_URL:-}" ]; then
+    conninfo=$DATABASE_URL
+    echo "compare.sh: using DATABASE_URL" >&2
+elif [ -f "$repo/scripts/pg-throwaway.sh" ]; then
+    conninfo=$(bash "$repo/scripts/pg-throwaway.sh" start "$pgdir")
+    started_pg=1
+    echo "compare.sh: throwaway PostgreSQL: $conninfo" >&2
+else
+    die "scripts/pg-throwaway.sh is missing and DATABASE_URL is not set"
+fi
+
+# Where the server is, as PgBouncer must reach it (TCP if we came by TCP).
+IFS='|' read -r db_user db_name db_host db_port sock_dirs < <(
+    psql "$conninfo" -XAtc "SELECT current_user, current_database(),
+        coalesce(host(inet_server_addr()), ''), current_setting('port'),
+        current_setting('unix_socket_directories')" -F '|')
+if [ -z "$db_host" ]; then
+    db_host=${sock_dirs%%,*}
+fi
+server_version=$(psql "$conninfo" -XAtc "SHOW server_version")
+max_conn=$(psql "$conninfo" -XAtc "SHOW max_connections")
+[ "$max_conn" -ge $((CLIENTS + CONNS + 5)) ] ||
+    die "max_connections=$max_conn is too low for $CLIENTS direct clients"
+
+# ---- PgBouncer (transaction mode), as an unprivileged user ------------------
+pick_port() {
+    local port
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    die "no free port"
+}
+bport=$(pick_port)
+bdir="$work/bouncer"
+mkdir -p "$bdir"
+printf '"%s" "%s"\n' "$db_user" "${PGPASSWORD:-}" >"$bdir/userlist.txt"
+cat >"$bdir/pgbouncer.ini" <<INI
+[databases]
+bench = host=$db_host port=$db_port dbname=$db_name user=$db_user
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bport
+unix_socket_dir =
+auth_type = trust
+auth_file = $bdir/userlist.txt
+pool_mode = transaction
+default_pool_size = $CONNS
+min_pool_size = $CONNS
+max_client_conn = $((CLIENTS * 4 + 20))
+logfile = $bdir/pgbouncer.log
+pidfile = $bdir/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
+stats_period = 3600
+INI
+run_as=()
+if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || die "no unprivileged 'postgres' user to run PgBouncer as"
+    chown -R postgres: "$bdir"
+    run_as=(runuser -u postgres --)
+fi
+"${run_as[@]}" pgbouncer -d -q "$bdir/pgbouncer.ini" || die "pgbouncer did not start; see $bdir/pgbouncer.log"
+for _ in $(seq 1 100); do
+    [ -s "$bdir/pgbouncer.pid" ] && break
+    sleep 0.05
+done
+bouncer_pid=$(cat "$bdir/pgbouncer.pid")
+bouncer_ci="host=127.0.0.1 port=$bport dbname=bench user=$db_user"
+for _ in $(seq 1 100); do
+    psql "$bouncer_ci" -XAtc "SELECT 1" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+psql "$bouncer_ci" -XAtc "SELECT 1" >/dev/null || die "cannot query through PgBouncer"
+
+echo 'SELECT 1;' >"$work/select1.sql"
+chmod 644 "$work/select1.sql"
+
+# ---- runs ---------------------------------------------------------------------
+dbpool_tps() { # args: bench options...
+    "$DBPOOL" bench -T "$DURATION" -P 0 --json "$@" "$conninfo" |
+        sed -n 's/^  "tps": \([0-9.]*\),*$/\1/p'
+}
+pgbench_tps() { # args: conninfo clients
+    pgbench -n -M simple -f "$work/select1.sql" -c "$2" -j "$PGBENCH_JOBS" -T "$DURATION" "$1" \
+        2>/dev/null | sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
+}
+
+names=(pool pool_same direct direct_all bouncer pgbench_direct)
+declare -A label=(
+    [pool]="dbpool bench -c $CLIENTS -p $CONNS          (pool, $CONNS server conns)"
+    [pool_same]="dbpool bench -c $CONNS -p $CONNS           (pool, no queueing)"
+    [direct]="dbpool bench --direct -c $CONNS        ($CONNS server conns)"
+    [direct_all]="dbpool bench --direct -c $CLIENTS       ($CLIENTS server conns)"
+    [bouncer]="pgbench -c $CLIENTS -j $PGBENCH_JOBS via PgBouncer ($CONNS server conns)"
+    [pgbench_direct]="pgbench -c $CONNS -j $PGBENCH_JOBS direct        ($CONNS server conns)"
+)
+declare -A cmd=(
+    [pool]="$DBPOOL bench -w select1 -c $CLIENTS -p $CONNS -T $DURATION \"\$DB\""
+    [pool_same]="$DBPOOL bench -w select1 -c $CONNS -p $CONNS -T $DURATION \"\$DB\""
+    [direct]="$DBPOOL bench -w select1 --direct -c $CONNS -T $DURATION \"\$DB\""
+    [direct_all]="$DBPOOL bench -w select1 --direct -c $CLIENTS -T $DURATION \"\$DB\""
+    [bouncer]="pgbench -n -M simple -f select1.sql -c $CLIENTS -j $PGBENCH_JOBS -T $DURATION \"\$BOUNCER\""
+    [pgbench_direct]="pgbench -n -M simple -f select1.sql -c $CONNS -j $PGBENCH_JOBS -T $DURATION \"\$DB\""
+)
+declare -A results round_tps
+run() {
+    case $1 in
+    pool) dbpool_tps -w select1 -c "$CLIENTS" -p "$CONNS" ;;
+    pool_same) dbpool_tps -w select1 -c "$CONNS" -p "$CONNS" ;;
+    direct) dbpool_tps -w select1 --direct -c "$CONNS" ;;
+    direct_all) dbpool_tps -w select1 --direct -c "$CLIENTS" ;;
+    bouncer) pgbench_tps "$bouncer_ci" "$CLIENTS" ;;
+    pgbench_direct) pgbench_tps "$conninfo" "$CONNS" ;;
+    esac
+}
+
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "compare.sh: $REPS rounds x ${#names[@]} setups x ${DURATION}s (setups alternate in each round)" >&2
+for rep in $(seq 1 "$REPS"); do
+    # rotate the order so no setup always runs first (warm caches) or last
+    for i in $(seq 0 $((${#names[@]} - 1))); do
+        n=${names[$(((i + rep - 1) % ${#names[@]}))]}
+        tps=$(run "$n")
+        [ -n "$tps" ] || die "run '$n' produced no result"
+        results[$n]="${results[$n]:-} $tps"
+        round_tps[$n,$rep]=$tps
+        printf '  round %d  %-15s %10.1f tps\n' "$rep" "$n" "$tps" >&2
+    done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+declare -A med
+for n in "${names[@]}"; do
+    med[$n]=$(echo "${results[$n]}" | median)
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+# Median over rounds of the ratio within each round: runs of one round are
+# close in time, so this cancels slow changes in other load on the machine.
+paired() {
+    for rep in $(seq 1 "$REPS"); do
+        ratio "${round_tps[$1,$rep]}" "${round_tps[$2,$rep]}"
+        echo
+    done | median | xargs printf '%.2f'
+}
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+echo
+echo "## SELECT 1: dbpool vs --direct vs PgBouncer + pgbench"
+echo
+echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "- machine: $(nproc) CPUs, $cpu; load average (1/5/15 min) at start: $load_start, at the end: $load"
+echo "- PostgreSQL $server_version, $(pgbouncer --version | head -n 1), $(pgbench --version)"
+echo "- $REPS rounds of ${DURATION}s per setup, setups interleaved; median tps shown, all rounds in brackets"
+echo
+echo "| setup | median tps | rounds |"
+echo "|---|---:|---|"
+for n in "${names[@]}"; do
+    printf '| %s | %.0f | %s |\n' "${label[$n]}" "${med[$n]}" "$(echo "${results[$n]}" | xargs printf '%.0f ' | sed 's/ $//')"
+done
+echo
+echo "| ratio | of medians | median of per-round ratios | target |"
+echo "|---|---:|---:|---:|"
+echo "| pool ($CLIENTS clients, $CONNS conns) / direct ($CONNS conns) | $(ratio "${med[pool]}" "${med[direct]}") | $(paired pool direct) | >= 0.95 |"
+echo "| pool ($CONNS clients, $CONNS conns) / direct ($CONNS conns) | $(ratio "${med[pool_same]}" "${med[direct]}") | $(paired pool_same direct) | >= 0.95 |"
+echo "| pool ($CLIENTS clients, $CONNS conns) / PgBouncer + pgbench | $(ratio "${med[pool]}" "${med[bouncer]}") | $(paired pool bouncer) | >= 1.8 |"
+echo "| pool ($CLIENTS clients, $CONNS conns) / direct ($CLIENTS conns) | $(ratio "${med[pool]}" "${med[direct_all]}") | $(paired pool direct_all) | |"
+echo "| pgbench direct / dbpool bench --direct ($CONNS conns) | $(ratio "${med[pgbench_direct]}" "${med[direct]}") | $(paired pgbench_direct direct) | (client efficiency) |"
+echo
+echo "Commands (\$DB = the PostgreSQL conninfo, \$BOUNCER = PgBouncer's; --json -P 0 added"
+echo "by the script to read the result):"
+echo
+echo '```'
+for n in "${names[@]}"; do
+    echo "${cmd[$n]}"
+done
+echo '```'

@@ -1,0 +1,85 @@
+/* cli.h - shared pieces of the dbpool command-line tool: exit codes, option
+ * parsing helpers, the clock, and the entry point of each command. */
+#ifndef DBPOOL_CLI_H
+#define DBPOOL_CLI_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "dbpool_pg.h"
+
+/* Exit codes shared by every command. */
+enum {
+    EXIT_OK = 0,   /* the command did what was asked */
+    EXIT_FAIL = 1, /* it ran but failed (could not connect, nothing succeeded, ...) */
+    EXIT_USAGE = 2 /* bad command line: unknown option, bad value, missing argument */
+};
+
+/* Entry points: argv[0] is the command name ("bench"). Return an exit code. */
+int cmd_bench(int argc, char **argv);
+int cmd_drill(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+
+/* ---- errors ---------------------------------------------------------------- */
+
+/* Print "dbpool <cmd>: <message>" to stderr plus a hint to --help; returns EXIT_USAGE. */
+int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Print "dbpool <cmd>: <message>" to stderr. */
+void fail_msg(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- option values ------------------------------------------------------------ */
+
+/* A decimal integer in [lo, hi]. Returns 0 or -1. */
+int parse_int_range(const char *s, long lo, long hi, long *out);
+/* A duration: "250ms", "10s", "2m", "1h"; a bare number is in `bare_unit_ms`
+ * (1000 for options given in seconds, 1 for options given in ms). Fractions
+ * are allowed ("1.5s"). Returns 0 or -1. */
+int parse_duration_ms(const char *s, int64_t bare_unit_ms, int64_t *out_ms);
+
+/*
+ * Handle a getopt_long() failure for command `cmd` and return EXIT_USAGE.
+ * `c` is what getopt_long returned ('?' or ':'), argv/optind as after the call.
+ */
+int getopt_error(const char *cmd, int c, char **argv);
+
+/*
+ * The conninfo to use: the positional argument if given, else $DATABASE_URL.
+ * Checks that it parses (without printing it). On error prints a message and
+ * returns NULL. `shown` receives the password-free form for display.
+ */
+const char *resolve_conninfo(const char *cmd, const char *arg, char *shown, size_t shownlen);
+
+/*
+ * Apply one "--set name=value" pool option. The string must outlive the
+ * pool's open (argv strings do). Returns 0, or prints the library's message
+ * and returns EXIT_USAGE.
+ */
+int apply_pool_option(const char *cmd, dbpool_config *cfg, char *name_eq_value);
+
+/* ---- time -------------------------------------------------------------------- */
+
+/* CLOCK_MONOTONIC in ns. */
+int64_t now_ns(void);
+/* Sleep until CLOCK_MONOTONIC reaches t (ns); returns at once if it passed. */
+void sleep_until_ns(int64_t t);
+/* Sleep for ms milliseconds (restarted on EINTR until the time passed or *stop). */
+void sleep_ms(int64_t ms, volatile sig_atomic_t *stop);
+/* Current local time as "2024-05-01 12:34:56 +0200". */
+void local_timestamp(char *buf, size_t len);
+
+/* ---- signals ------------------------------------------------------------------- */
+
+/* Set by SIGINT/SIGTERM once install_stop_handler() ran. */
+extern volatile sig_atomic_t g_stop;
+void install_stop_handler(void);
+
+/* Pool log sink for the commands: one line on stderr, "[pool NAME LEVEL] msg". */
+void cli_log_cb(void *arg, dbpool_log_level level, const char *pool_name, const char *msg);
+
+/* ---- JSON output ------------------------------------------------------------ */
+
+/* Write s as a JSON string literal (with quotes). */
+void json_str(FILE *f, const char *s);
+
+#endif
