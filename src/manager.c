@@ -117,10 +117,16 @@ void manager_wake(void)
     }
 }
 
-void manager_wake_before(int64_t due)
+void manager_poke(struct dbpool *p)
 {
-    if (due < atomic_load_explicit(&M.wake_at, memory_order_acquire))
-        manager_wake();
+    atomic_store_explicit(&p->poke, 1, memory_order_release);
+    manager_wake();
+}
+
+void manager_poke_before(struct dbpool *p, int64_t due)
+{
+    if (due < atomic_load_explicit(&p->next_due, memory_order_acquire))
+        manager_poke(p);
 }
 
 /* ---- epoll --------------------------------------------------------------- */
@@ -258,9 +264,11 @@ static void *manager_main(void *arg)
             break;
 
         int64_t now = clock_ms(), due = INT64_MAX;
-        for (struct dbpool *p = M.pools; p; p = p->mnext)
-            if (p->next_due < due)
-                due = p->next_due;
+        for (struct dbpool *p = M.pools; p; p = p->mnext) {
+            int64_t d = atomic_load_explicit(&p->next_due, memory_order_relaxed);
+            if (d < due)
+                due = d;
+        }
         int64_t sleep = due == INT64_MAX ? MAX_SLEEP_MS : due - now;
         if (sleep < 0)
             sleep = 0;
@@ -288,7 +296,10 @@ static void *manager_main(void *arg)
         for (int i = 0; i < M.ntickers; i++)
             M.tickers[i].fn(M.tickers[i].arg, now);
         for (struct dbpool *p = M.pools; p; p = p->mnext) {
-            p->next_due = slot_service(p, now);
+            if (!atomic_exchange_explicit(&p->poke, 0, memory_order_acq_rel) &&
+                now < atomic_load_explicit(&p->next_due, memory_order_relaxed))
+                continue;
+            atomic_store_explicit(&p->next_due, slot_service(p, now), memory_order_release);
             pool_deliver_events(p);
         }
     }
@@ -389,7 +400,7 @@ int manager_attach(struct dbpool *p)
         rc = manager_start();
     if (rc == 0) {
         pthread_mutex_lock(&M.mu);
-        p->next_due = 0; /* connect at once */
+        atomic_store(&p->next_due, 0); /* connect at once */
         plist_push(&M.pools, p);
         pthread_mutex_unlock(&M.mu);
         manager_wake();

@@ -19,9 +19,12 @@ void manager_release_closed(struct dbpool *p);
 /* Is the manager running (some pool open or still holding leases)? */
 int manager_in_use(void);
 
-/* Make the manager run its timers now / if it would sleep past `due`. */
+/* Make the manager run now (any pool due). */
 void manager_wake(void);
-void manager_wake_before(int64_t due);
+/* Make the manager service pool p now / if p's new deadline `due` is earlier
+ * than the one the manager planned for p. */
+void manager_poke(struct dbpool *p);
+void manager_poke_before(struct dbpool *p, int64_t due);
 /* Is the calling thread the manager (callbacks run there)? */
 int manager_is_self(void);
 

@@ -358,11 +358,11 @@ static void abs_deadline(int64_t deadline_ms, struct timespec *ts)
     ts->tv_nsec = (long)(deadline_ms % 1000) * 1000000L;
 }
 
-/* The caller got slot s: record who, and the checkout's queue time. Locked. */
-static void lease_owner(struct dbpool *p, struct dbpool_slot *s, void *caller, int64_t t0_us)
+/* The caller got slot s: record who, and the checkout's queue time. Locked.
+ * now_us is t0_us on the fast path: one clock read per checkout. */
+static void lease_owner(struct dbpool *p, struct dbpool_slot *s, void *caller, int64_t t0_us,
+                        int64_t now_us)
 {
-    int64_t now_us = clock_us();
-
     s->owner = (unsigned long)pthread_self();
     s->caller = caller;
     s->checkout_us = now_us;
@@ -405,13 +405,13 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
     s = p->paused ? NULL : p->cfg.lifo ? p->lists[SLOT_IDLE].tail : p->lists[SLOT_IDLE].head;
     if (s) {
         lease_start(p, s, now);
-        lease_owner(p, s, caller, t0_us);
+        lease_owner(p, s, caller, t0_us, t0_us);
         lease->slot = s;
         lease->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
         int64_t hold = s->hold_deadline;
         pthread_mutex_unlock(&p->mu);
         if (hold)
-            manager_wake_before(hold);
+            manager_poke_before(p, hold);
         return 0;
     }
     if (!p->slots && (rc = pool_birth_locked(p)) != 0) {
@@ -426,7 +426,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
             slot_move(p, p->lists[SLOT_DORMANT].head, SLOT_PENDING);
         pthread_mutex_unlock(&p->mu);
         if (wake)
-            manager_wake();
+            manager_poke(p);
         return set_error(DBPOOL_EBUSY, "pool \"%s\": no connection idle and %s", p->cfg.name,
                          p->cfg.queue ? "timeout is 0" : "queue=false");
     }
@@ -456,9 +456,9 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
         /* the queue poll must run on time from now on */
         pthread_mutex_unlock(&p->mu);
         if (poll_now)
-            manager_wake();
+            manager_poke(p);
         else
-            manager_wake_before(poll_at);
+            manager_poke_before(p, poll_at);
         pthread_mutex_lock(&p->mu);
     }
     while (w.status == 1) {
@@ -474,13 +474,13 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
         pthread_cond_signal(&p->drained); /* dbpool_close() may free the pool now */
     if (w.status == 0) {
         s = w.slot;
-        lease_owner(p, s, caller, t0_us);
+        lease_owner(p, s, caller, t0_us, clock_us());
         lease->slot = s;
         lease->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
         int64_t hold = s->hold_deadline;
         pthread_mutex_unlock(&p->mu);
         if (hold)
-            manager_wake_before(hold);
+            manager_poke_before(p, hold);
         return 0;
     }
     rc = w.status;
@@ -604,7 +604,12 @@ static int checkin(dbpool_lease *l, int discard)
     expired = atomic_load_explicit(&s->expired, memory_order_relaxed);
     int closing = p->closing;
     int recycle = (s->expires_at && now >= s->expires_at) || s->epoch != p->epoch;
-    if (!discard && !broken && !expired && !closing && !recycle) {
+    int evicted = 0; /* the cap wants this connection for another tenant */
+    if (p->budget && !closing && atomic_load(&p->evict_requests) > 0) {
+        atomic_fetch_sub(&p->evict_requests, 1);
+        evicted = 1;
+    }
+    if (!discard && !broken && !expired && !closing && !recycle && !evicted) {
         pool_release_locked(p, s, now);
         pthread_mutex_unlock(&p->mu);
         return 0;
@@ -621,6 +626,7 @@ static int checkin(dbpool_lease *l, int discard)
                       : expired  ? "held past hold_timeout"
                       : discard  ? "discarded by the caller"
                       : closing  ? "pool closed"
+                      : evicted  ? "evicted for another pool (cap)"
                                  : "recycled (max_lifetime or dbpool_reconnect)");
     pthread_mutex_unlock(&p->mu);
 
@@ -637,6 +643,8 @@ static int checkin(dbpool_lease *l, int discard)
         last_of_closed = p->lists[SLOT_BUSY].n == 0;
     } else if (broken && p->cfg.backoff_type == DBPOOL_BACKOFF_STOP) {
         slot_move(p, s, SLOT_STOPPED);
+    } else if (evicted) {
+        slot_move(p, s, SLOT_DORMANT);
     } else {
         slot_move(p, s, SLOT_PENDING); /* reconnect at once: no backoff */
     }
@@ -646,7 +654,7 @@ static int checkin(dbpool_lease *l, int discard)
     if (last_of_closed)
         manager_release_closed(p);
     else
-        manager_wake();
+        manager_poke(p);
     if (expired)
         return set_error(DBPOOL_EEXPIRED,
                          "lease held longer than hold_timeout; connection discarded");
@@ -692,7 +700,7 @@ int dbpool_reconnect(dbpool *p)
         for (struct dbpool_slot *s = p->lists[st].head; s; s = s->next)
             s->expires_at = now + rng_range(&p->rng, 0, p->cfg.idle_interval);
     pthread_mutex_unlock(&p->mu);
-    manager_wake();
+    manager_poke(p);
     return 0;
 }
 
@@ -714,7 +722,7 @@ int dbpool_restart(dbpool *p)
     p->fail_streak = 0;
     pool_update_state_locked(p, clock_ms());
     pthread_mutex_unlock(&p->mu);
-    manager_wake();
+    manager_poke(p);
     return 0;
 }
 
@@ -780,7 +788,7 @@ void pool_event_locked(struct dbpool *p, dbpool_event_type type, int64_t ms, int
     snprintf(e->detail, sizeof(e->detail), "%s", detail ? detail : "");
     p->ev_count++;
     if (p->ev_count == 1 && !manager_is_self())
-        manager_wake();
+        manager_poke(p);
 }
 
 void pool_deliver_events(struct dbpool *p)

@@ -145,9 +145,12 @@ struct dbpool {
     uint64_t n_checkouts, n_drops, n_timeouts, n_connects, n_connect_failures,
         n_disconnects, n_pings, n_ping_failures, n_hold_timeouts, n_rollbacks;
 
-    /* manager's bookkeeping, guarded by the manager mutex */
+    /* manager's bookkeeping: the list is guarded by the manager mutex; the
+     * manager services a pool only when it is due or poked, so thousands of
+     * idle tenant pools cost nothing per wakeup */
     struct dbpool *mnext, *mprev;
-    int64_t next_due;
+    _Atomic int64_t next_due;
+    _Atomic int poke;
 };
 
 #define EVENT_RING 128

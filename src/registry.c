@@ -126,6 +126,10 @@ static int budget_acquire(void *owner, struct dbpool *p)
 
     (void)p;
     pthread_mutex_lock(&r->mu);
+    if (r->closing) { /* dbpool_registry_close() is freeing tenants: do not walk them */
+        pthread_mutex_unlock(&r->mu);
+        return 0;
+    }
     if (r->open < r->cfg.max_connections && (!r->qhead || r->qhead == t)) {
         r->open++;
         t->open++;
@@ -148,10 +152,21 @@ static int budget_acquire(void *owner, struct dbpool *p)
                     }
                 }
             }
+            if (!victim) { /* no idle connection anywhere: the tenant holding the most
+                              * (more than the asker + 1) gives one back at its next check-in */
+                int most = t->open + 1;
+                for (size_t i = 0; i < r->nbuckets; i++)
+                    for (struct tenant *v = r->buckets[i]; v; v = v->hnext)
+                        if (v != t && v->pool && v->open > most) {
+                            most = v->open;
+                            victim = v;
+                        }
+            }
             if (victim) {
                 atomic_fetch_add(&victim->pool->evict_requests, 1);
                 r->evictions_asked++;
                 r->evictions_n++;
+                manager_poke(victim->pool); /* serve the victim now */
             }
         }
     }
@@ -170,10 +185,10 @@ static void budget_release(void *owner, struct dbpool *p)
     t->open--;
     if (r->evictions_asked > 0)
         r->evictions_asked--;
-    int wake = r->qhead != NULL;
+    struct dbpool *head = r->qhead && !r->closing ? r->qhead->pool : NULL;
+    if (head)
+        manager_poke(head); /* the queue's head may connect now */
     pthread_mutex_unlock(&r->mu);
-    if (wake)
-        manager_wake(); /* the manager retries the queue's head */
 }
 
 static const struct budget_ops registry_budget = {budget_acquire, budget_release};
@@ -506,12 +521,16 @@ int dbpool_registry_close(dbpool_registry *r)
         struct timespec ts = {0, 5 * 1000000};
         nanosleep(&ts, NULL);
     }
+    /* close every pool first (a pool still open may release budget, which
+     * touches its tenant), then free the tenants */
+    for (size_t i = 0; i < r->nbuckets; i++)
+        for (struct tenant *t = r->buckets[i]; t; t = t->hnext)
+            if (t->pool && dbpool_close(t->pool) == DBPOOL_EBUSY)
+                busy++;
     for (size_t i = 0; i < r->nbuckets; i++) {
         struct tenant *t = r->buckets[i], *next;
         for (; t; t = next) {
             next = t->hnext;
-            if (t->pool && dbpool_close(t->pool) == DBPOOL_EBUSY)
-                busy++;
             dbpool_free(t->key);
             dbpool_free(t);
         }

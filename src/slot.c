@@ -305,14 +305,16 @@ int64_t slot_service(struct dbpool *p, int64_t now)
      * (oldest first: the least recently used). */
     int open = p->lists[SLOT_IDLE].n + p->lists[SLOT_BUSY].n + p->lists[SLOT_PINGING].n +
                p->lists[SLOT_CONNECTING].n;
-    int evict = atomic_exchange(&p->evict_requests, 0);
+    int evict = atomic_load(&p->evict_requests); /* leftovers are served at check-in */
     while ((s = p->lists[SLOT_IDLE].head) != NULL) {
         int stale = p->cfg.idle_timeout && open > p->min_size &&
                     now - s->last_checkin >= p->cfg.idle_timeout;
         if (!stale && evict <= 0)
             break;
-        if (!stale)
+        if (!stale) {
             evict--;
+            atomic_fetch_sub(&p->evict_requests, 1);
+        }
         s->broken = 0;
         p->n_disconnects++;
         pool_event_locked(p, DBPOOL_EV_DISCONNECTED, 0, now,
@@ -361,7 +363,11 @@ int64_t slot_service(struct dbpool *p, int64_t now)
 
     /* when to come back */
     pthread_mutex_lock(&p->mu);
-    due = p->idle.next;
+    /* the idle tick matters only while the pool has connections (a check-in
+     * can make one idle at any time without telling us) */
+    int conns = p->lists[SLOT_IDLE].n + p->lists[SLOT_BUSY].n + p->lists[SLOT_PINGING].n +
+                p->lists[SLOT_CONNECTING].n;
+    due = conns ? p->idle.next : INT64_MAX;
     if (p->waiters.n)
         due = min64(due, p->codel.poll_at);
     if (p->lists[SLOT_PENDING].n && !p->budget_denied)
