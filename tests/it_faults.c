@@ -786,8 +786,12 @@ static void test_cell(void **state)
     if (c->timing != T_IDLE) {
         if (!pgt_wait_for(workers_ready, c, 5000))
             cell_fail(c, "workers did not reach the fault point");
-        if (c->first_fail[0])
-            cell_fail(c, "a transaction failed before the fault: %s", c->first_fail);
+        char ff[sizeof c->first_fail];
+        pthread_mutex_lock(&c->mu); /* workers write it */
+        memcpy(ff, c->first_fail, sizeof ff);
+        pthread_mutex_unlock(&c->mu);
+        if (ff[0])
+            cell_fail(c, "a transaction failed before the fault: %s", ff);
         struct activity_wait aw = {c, "", NWORKERS};
         aw.where = c->timing == T_QUERY ? "state = 'active' AND query = 'SELECT pg_sleep(0.5)'"
                    : c->timing == T_TXN ? "state = 'idle in transaction'"
