@@ -9,8 +9,9 @@
  *     same options with the password, if any, as "********", and a
  *     truncated rendering is a prefix of the full one.
  *  2. a password P (from the input's first bytes: 8+ characters, letters,
- *     digits and specials) written where a password goes (URI user info
- *     percent-encoded, ?password=, password='...' escaped) around the rest
+ *     digits and specials, whitespace included) written where a password
+ *     goes (URI user info and ?password= percent-encoded or raw,
+ *     password='...' escaped) around the rest
  *     of the input: neither P nor its written form, nor a long prefix of
  *     either (a cut-off echo), appears in the output or in
  *     dbpool_last_error(), whether the string parses or not -- unless libpq
@@ -120,24 +121,34 @@ done:
  * range) the specials that need escaping in key=value or percent-encoding in
  * URIs. */
 static const char alnum[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-static const char special[] = "!$*+-._~@:/ ?&=%'\\\",;#[]";
+static const char special[] = "!$*+-._~@:/ ?&=%'\\\",;#[]\t\n";
 
-static size_t count(const char *hay, const char *needle)
+/* Percent-decode src into dst (same size or more); bad escapes are copied. */
+static void pct_decode(char *dst, const char *src)
 {
-    size_t n = 0, l = strlen(needle);
-    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += l ? l : 1)
-        n++;
-    return n;
+    static const char hex[] = "0123456789abcdef0123456789ABCDEF";
+    for (; *src; src++) {
+        const char *h1, *h2;
+        if (src[0] == '%' && src[1] && src[2] && (h1 = strchr(hex, src[1])) != NULL &&
+            (h2 = strchr(hex, src[2])) != NULL) {
+            *dst++ = (char)((((h1 - hex) % 16) << 4) | ((h2 - hex) % 16));
+            src += 2;
+        } else {
+            *dst++ = *src;
+        }
+    }
+    *dst = '\0';
 }
 
 /*
- * The secret as written (`forms`: decoded, percent-encoded, escaped) must not
- * be in `text`, nor a prefix of 10+ characters of a form that a cut-off echo
- * would leave -- counting only prefixes that occur in the conninfo nowhere
- * but inside the password.
+ * The secret (`forms`: as decoded and as written) must not be in `text`, nor
+ * a prefix of 10+ characters of a form, which a cut-off echo would leave --
+ * unless that string is also in `allowed` (what the rest of the input says,
+ * raw and decoded, and libpq's other options): then the library may be
+ * echoing that, not the password.
  */
-static void no_secret(const char *text, const char *what, const char *ci, const char *const forms[],
-                      int nforms)
+static void no_secret(const char *text, const char *what, const char *ci, const char *allowed,
+                      const char *const forms[], int nforms)
 {
     for (int f = 0; f < nforms; f++) {
         const char *s = forms[f];
@@ -147,8 +158,8 @@ static void no_secret(const char *text, const char *what, const char *ci, const 
         for (size_t k = 10; k < l && k < sizeof(pre); k++) {
             memcpy(pre, s, k);
             pre[k] = '\0';
-            if (count(ci, pre) != count(ci, s))
-                continue; /* also elsewhere in the conninfo */
+            if (strstr(allowed, pre))
+                continue;
             CHECK(!strstr(text, pre), "password prefix [%s] in %s [%s] for [%s]", pre, what, text,
                   ci);
         }
@@ -157,7 +168,7 @@ static void no_secret(const char *text, const char *what, const char *ci, const 
 
 static void placed(const uint8_t *data, size_t size)
 {
-    char pw[128], enc[384], esc[256], *ci = NULL, *out = NULL, *rest = NULL;
+    char pw[128], enc[384], esc[256], *ci = NULL, *out = NULL, *rest = NULL, *allowed = NULL;
 
     if (size < 3)
         return;
@@ -178,11 +189,14 @@ static void placed(const uint8_t *data, size_t size)
         pw[j++] = set[b % m];
     }
     pw[j] = '\0';
-    /* URI: percent-encode all but letters and digits; key=value: quote,
+    /* URI: percent-encode all but letters and digits (or, with the top bit
+     * of the first byte, write it raw when it has nothing that would end
+     * the URI part: whitespace then goes through as is); key=value: quote,
      * escaping ' and \ */
+    int raw = data[0] >= 128 && !strpbrk(pw, "@/?&#[]:%=,'\\");
     size_t e = 0, q = 0;
     for (const char *c = pw; *c; c++) {
-        if (strchr(alnum, *c)) {
+        if (raw || strchr(alnum, *c)) {
             enc[e++] = *c;
         } else {
             snprintf(enc + e, 4, "%%%02X", (unsigned char)*c);
@@ -204,6 +218,9 @@ static void placed(const uint8_t *data, size_t size)
     const char *written = uri ? enc : esc;
     if (strstr(rest, pw) || strstr(rest, written))
         goto done; /* the password must only be where we put it */
+    if (!uri && strpbrk(rest, "'\\"))
+        goto done; /* an open quote or escape in the rest would make libpq read
+                      password='...' as part of another value: not a password */
     size_t cap = strlen(rest) + strlen(written) + 64;
     ci = malloc(cap);
     out = malloc(2 * cap + 1024 + 16);
@@ -238,8 +255,27 @@ static void placed(const uint8_t *data, size_t size)
         snprintf(ci, cap, "%s password = '%s'", rest, esc);
         break;
     }
-    const char *forms[2] = {pw, written};
-    int nforms = strcmp(pw, written) != 0 ? 2 : 1;
+    /* messages are flattened to one line (tabs, newlines -> one space):
+     * the password may show up that way too */
+    char flat[128];
+    size_t fl = 0;
+    for (const char *c = pw; *c; c++) {
+        int ws = *c == '\t' || *c == '\n' || *c == '\r';
+        if (!ws)
+            flat[fl++] = *c;
+        else if (fl > 0 && flat[fl - 1] != ' ')
+            flat[fl++] = ' ';
+    }
+    flat[fl] = '\0';
+    const char *forms[3] = {pw, written, flat};
+    int nforms = 3;
+    /* what the rest of the input may legitimately make the library echo */
+    size_t acap = 3 * strlen(ci) + 64;
+    allowed = malloc(acap);
+    if (!allowed)
+        goto done;
+    size_t al = (size_t)snprintf(allowed, acap, "%s\n", rest);
+    pct_decode(allowed + al, rest);
 
     int rc = redact(ci, out, 2 * cap + 1024);
     char *err = NULL;
@@ -250,24 +286,37 @@ static void placed(const uint8_t *data, size_t size)
         int is_pw = libpq_pw && !strcmp(libpq_pw, pw);
         int elsewhere = 0;
         for (PQconninfoOption *x = o; x->keyword; x++)
-            if (x->val && strcmp(x->keyword, "password") != 0 &&
-                (strstr(x->val, pw) || strstr(x->val, written)))
-                elsewhere = 1;
+            if (x->val && strcmp(x->keyword, "password") != 0) {
+                if (strstr(x->val, pw) || strstr(x->val, written))
+                    elsewhere = 1;
+                /* other values may hold parts of it: those may be echoed */
+                size_t need = strlen(allowed) + strlen(x->val) + 2;
+                if (need > acap) {
+                    char *n2 = realloc(allowed, need * 2);
+                    if (!n2)
+                        break;
+                    allowed = n2;
+                    acap = need * 2;
+                }
+                size_t used = strlen(allowed);
+                snprintf(allowed + used, acap - used, "\n%s", x->val);
+            }
         if (is_pw && !elsewhere)
             no_secret(rc == 0 ? out : dbpool_last_error(), rc == 0 ? "redacted" : "error", ci,
-                      forms, nforms);
+                      allowed, forms, nforms);
         PQconninfoFree(o);
     } else {
         /* malformed: nobody knows the password for sure, so the message
          * must hold nothing that was written as one */
         PQfreemem(err);
         CHECK(rc != 0, "redact accepted what libpq rejects: %s", ci);
-        no_secret(dbpool_last_error(), "error", ci, forms, nforms);
+        no_secret(dbpool_last_error(), "error", ci, allowed, forms, nforms);
     }
 done:
     free(rest);
     free(ci);
     free(out);
+    free(allowed);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

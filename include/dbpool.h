@@ -63,20 +63,20 @@ extern "C" {
 
 enum {
     DBPOOL_OK = 0,
-    DBPOOL_EINVAL = -1,       /* bad argument or option value */
-    DBPOOL_ENOMEM = -2,       /* allocation failed */
-    DBPOOL_ETIMEDOUT = -3,    /* checkout deadline reached while in queue, or a
-                                 statement timeout (PostgreSQL layer) */
-    DBPOOL_EDROPPED = -4,     /* dropped from the queue by the CoDel rule */
-    DBPOOL_EBUSY = -5,        /* queue=false (or timeout 0) and nothing idle */
-    DBPOOL_ESTALE = -6,       /* lease used after check-in (or double check-in) */
-    DBPOOL_ECLOSED = -7,      /* the pool is closed / closing */
-    DBPOOL_EUNAVAILABLE = -8, /* pool is STOPPED or DOWN: fails fast */
-    DBPOOL_ECONNECT = -9,     /* reserved: connect errors surface as EUNAVAILABLE */
-    DBPOOL_EEXPIRED = -10,    /* lease outlived hold_timeout; connection discarded */
-    DBPOOL_ESYSTEM = -11,     /* an OS call failed (errno text in detail) */
-    DBPOOL_EQUERY = -12,      /* SQL error; connection kept (PostgreSQL layer) */
-    DBPOOL_ECONNLOST = -13,   /* connection lost during an operation */
+    DBPOOL_EINVAL = -1,          /* bad argument or option value */
+    DBPOOL_ENOMEM = -2,          /* allocation failed */
+    DBPOOL_ETIMEDOUT = -3,       /* checkout deadline reached while in queue, or a
+                                    statement timeout (PostgreSQL layer) */
+    DBPOOL_EDROPPED = -4,        /* dropped from the queue by the CoDel rule */
+    DBPOOL_EBUSY = -5,           /* queue=false (or timeout 0) and nothing idle */
+    DBPOOL_ESTALE = -6,          /* lease used after check-in (or double check-in) */
+    DBPOOL_ECLOSED = -7,         /* the pool is closed / closing */
+    DBPOOL_EUNAVAILABLE = -8,    /* pool is STOPPED or DOWN: fails fast */
+    DBPOOL_ECONNECT = -9,        /* reserved: connect errors surface as EUNAVAILABLE */
+    DBPOOL_EEXPIRED = -10,       /* lease outlived hold_timeout; connection discarded */
+    DBPOOL_ESYSTEM = -11,        /* an OS call failed (errno text in detail) */
+    DBPOOL_EQUERY = -12,         /* SQL error; connection kept (PostgreSQL layer) */
+    DBPOOL_ECONNLOST = -13,      /* connection lost during an operation */
     DBPOOL_ECOMMIT_UNKNOWN = -14 /* connection lost during COMMIT: outcome unknown */
 };
 
@@ -160,41 +160,41 @@ typedef void (*dbpool_event_cb)(void *arg, const dbpool_event *ev);
  * dbpool_open(); the config may be reused or freed afterwards.
  */
 typedef struct dbpool_config {
-    const char *name;          /* "default"    pool name used in logs                 */
-    int size;                  /* 10           connections (1..10000)                 */
-    int min_size;              /* -1 (= size)  connections kept open even when unused;
-                                                  the rest open on demand             */
-    int64_t idle_timeout;      /* 0 (never)    close a connection idle this long while
-                                                  more than min_size are open         */
-    int queue;                 /* 1            0: checkout fails with EBUSY at once
-                                                  when no connection is idle          */
-    int lifo;                  /* 0            1: hand out the most recently checked-in
-                                                  connection first (PgBouncer friendly) */
-    int64_t queue_target;      /* 50 ms        CoDel target wait                      */
-    int64_t queue_interval;    /* 1000 ms      CoDel interval                         */
-    int64_t checkout_timeout;  /* 15000 ms     default deadline of a checkout         */
-    int64_t idle_interval;     /* 1000 ms      idle ping tick                         */
-    int idle_limit;            /* 0 (= size)   max pings per tick                     */
-    int64_t ping_timeout;      /* 5000 ms      a ping not answered by then fails      */
-    int64_t connect_timeout;   /* 10000 ms     a connect not done by then fails       */
+    const char *name;                 /* "default"    pool name used in logs                 */
+    int size;                         /* 10           connections (1..10000)                 */
+    int min_size;                     /* -1 (= size)  connections kept open even when unused;
+                                                         the rest open on demand             */
+    int64_t idle_timeout;             /* 0 (never)    close a connection idle this long while
+                                                         more than min_size are open         */
+    int queue;                        /* 1            0: checkout fails with EBUSY at once
+                                                         when no connection is idle          */
+    int lifo;                         /* 0            1: hand out the most recently checked-in
+                                                         connection first (PgBouncer friendly) */
+    int64_t queue_target;             /* 50 ms        CoDel target wait                      */
+    int64_t queue_interval;           /* 1000 ms      CoDel interval                         */
+    int64_t checkout_timeout;         /* 15000 ms     default deadline of a checkout         */
+    int64_t idle_interval;            /* 1000 ms      idle ping tick                         */
+    int idle_limit;                   /* 0 (= size)   max pings per tick                     */
+    int64_t ping_timeout;             /* 5000 ms      a ping not answered by then fails      */
+    int64_t connect_timeout;          /* 10000 ms     a connect not done by then fails       */
     dbpool_backoff_type backoff_type; /* rand_exp                                     */
-    int64_t backoff_min;       /* -1 (auto)    1000 ms, or min(1000, backoff_max) when
-                                                  only backoff_max is set             */
-    int64_t backoff_max;       /* 30000 ms                                            */
-    int64_t max_lifetime;      /* 1800000 ms   recycle a connection after this long
-                                                  (minus up to 10% per-connection
-                                                  jitter); 0 = never                  */
-    int64_t hold_timeout;      /* 15000 ms     cancel + discard a lease held longer;
-                                                  0 = off                             */
-    int64_t reset_timeout;     /* 5000 ms      time allowed for check-in's ROLLBACK   */
-    const char *after_connect; /* NULL         SQL run on every new connection before
-                                                  it joins the pool                   */
-    dbpool_log_cb log_cb;      /* NULL         NULL = stderr                           */
-    void *log_arg;             /* NULL                                                */
-    dbpool_log_level log_level;/* WARNING      least severe level passed to log_cb    */
-    dbpool_event_cb event_cb;  /* NULL         see dbpool_event_cb                    */
-    void *event_arg;           /* NULL                                                */
-    int64_t leak_threshold;    /* 0 (off)      report a lease held longer, once       */
+    int64_t backoff_min;              /* -1 (auto)    1000 ms, or min(1000, backoff_max) when
+                                                         only backoff_max is set             */
+    int64_t backoff_max;              /* 30000 ms                                            */
+    int64_t max_lifetime;             /* 1800000 ms   recycle a connection after this long
+                                                         (minus up to 10% per-connection
+                                                         jitter); 0 = never                  */
+    int64_t hold_timeout;             /* 15000 ms     cancel + discard a lease held longer;
+                                                         0 = off                             */
+    int64_t reset_timeout;            /* 5000 ms      time allowed for check-in's ROLLBACK   */
+    const char *after_connect;        /* NULL         SQL run on every new connection before
+                                                         it joins the pool                   */
+    dbpool_log_cb log_cb;             /* NULL         NULL = stderr                           */
+    void *log_arg;                    /* NULL                                                */
+    dbpool_log_level log_level;       /* WARNING      least severe level passed to log_cb    */
+    dbpool_event_cb event_cb;         /* NULL         see dbpool_event_cb                    */
+    void *event_arg;                  /* NULL                                                */
+    int64_t leak_threshold;           /* 0 (off)      report a lease held longer, once       */
 } dbpool_config;
 
 /* Fill `cfg` with the defaults above. */
@@ -222,10 +222,10 @@ DBPOOL_API int dbpool_config_parse(dbpool_config *cfg, const char *options);
 
 /* Result of a non-blocking driver step. */
 enum {
-    DBPOOL_IO_DONE = 0,  /* finished successfully */
-    DBPOOL_IO_READ = 1,  /* call again when the fd is readable */
-    DBPOOL_IO_WRITE = 2, /* call again when the fd is writable */
-    DBPOOL_IO_FAIL = -1, /* failed; message in err */
+    DBPOOL_IO_DONE = 0,    /* finished successfully */
+    DBPOOL_IO_READ = 1,    /* call again when the fd is readable */
+    DBPOOL_IO_WRITE = 2,   /* call again when the fd is writable */
+    DBPOOL_IO_FAIL = -1,   /* failed; message in err */
     DBPOOL_IO_NOT_YET = -2 /* connect refused for now, server starting up (57P03):
                               retried with backoff but the pool is not DOWN */
 };
@@ -290,8 +290,8 @@ typedef struct dbpool_lease {
  * the defaults. On success *out is the pool; on error *out is NULL.
  * Returns 0, DBPOOL_EINVAL, DBPOOL_ENOMEM or DBPOOL_ESYSTEM.
  */
-DBPOOL_API DBPOOL_MUSTCHECK int dbpool_open(dbpool **out, const dbpool_driver *driver,
-                                            void *ctx, const dbpool_config *cfg);
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_open(dbpool **out, const dbpool_driver *driver, void *ctx,
+                                            const dbpool_config *cfg);
 
 /* Pass as timeout_ms to use the pool's checkout_timeout. */
 #define DBPOOL_DEFAULT_TIMEOUT (-1)
@@ -337,7 +337,7 @@ DBPOOL_API void *dbpool_lease_conn(const dbpool_lease *lease);
 
 /* 0 if the lease is live; DBPOOL_ESTALE after check-in; DBPOOL_EEXPIRED after
  * hold_timeout fired (the connection is being cancelled: check it in);
- * DBPOOL_EINVAL for NULL. */
+ * DBPOOL_EINVAL for NULL or a lease that was never checked out. */
 DBPOOL_API int dbpool_lease_check(const dbpool_lease *lease);
 
 /*
@@ -384,7 +384,7 @@ typedef enum {
     DBPOOL_STATE_UP,           /* at least one connection is usable */
     DBPOOL_STATE_DOWN,         /* nothing connected and the latest connects failed */
     DBPOOL_STATE_PAUSED,
-    DBPOOL_STATE_STOPPED,      /* backoff_type stop and no slot usable */
+    DBPOOL_STATE_STOPPED, /* backoff_type stop and no slot usable */
     DBPOOL_STATE_CLOSED
 } dbpool_state;
 
@@ -400,21 +400,21 @@ typedef struct dbpool_histogram {
 
 typedef struct dbpool_stats {
     dbpool_state state;
-    int size;        /* configured size */
-    int idle;        /* connected, in the pool */
-    int busy;        /* checked out */
-    int connecting;  /* connecting or running after_connect */
-    int dormant;     /* not opened (above min_size and not needed) */
+    int size;       /* configured size */
+    int idle;       /* connected, in the pool */
+    int busy;       /* checked out */
+    int connecting; /* connecting or running after_connect */
+    int dormant;    /* not opened (above min_size and not needed) */
     int pinging;
-    int backoff;     /* waiting to reconnect */
-    int stopped;     /* stopped (backoff_type stop) */
-    int waiting;     /* callers in the queue */
-    uint64_t checkouts, drops, timeouts, connects, connect_failures, disconnects,
-             pings, ping_failures, hold_timeouts, rollbacks;
+    int backoff; /* waiting to reconnect */
+    int stopped; /* stopped (backoff_type stop) */
+    int waiting; /* callers in the queue */
+    uint64_t checkouts, drops, timeouts, connects, connect_failures, disconnects, pings,
+        ping_failures, hold_timeouts, rollbacks;
     dbpool_histogram queue_time; /* checkout: time from the call to the lease */
     dbpool_histogram hold_time;  /* checkout to check-in */
-    int64_t state_since_ms; /* monotonic ms of the last state change */
-    char last_error[256];   /* last connect error, password-free ("" if none) */
+    int64_t state_since_ms;      /* monotonic ms of the last state change */
+    char last_error[256];        /* last connect error, password-free ("" if none) */
 } dbpool_stats;
 
 /* Snapshot of the pool's state and counters. Returns 0 or DBPOOL_EINVAL. */
@@ -439,7 +439,8 @@ typedef struct dbpool_lease_info {
     int64_t checkout_at_ms; /* monotonic ms of the checkout */
 } dbpool_lease_info;
 
-/* Timings of a live lease. Returns 0, DBPOOL_ESTALE or DBPOOL_EINVAL. */
+/* Timings of a live lease. Returns 0, DBPOOL_ESTALE (checked in) or
+ * DBPOOL_EINVAL (NULL, or a lease that was never checked out). */
 DBPOOL_API int dbpool_lease_info_get(const dbpool_lease *lease, dbpool_lease_info *out);
 
 #ifdef __cplusplus

@@ -33,9 +33,11 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_pg_open(dbpool **out, const char *conninf
 DBPOOL_API PGconn *dbpool_pg_conn(const dbpool_lease *lease);
 
 /*
- * Copy `conninfo` into buf with any password replaced by "********"
- * (key=value and URI forms). Returns 0, DBPOOL_EINVAL if it does not parse,
- * DBPOOL_ENOMEM. Useful for logging what you connect to.
+ * Copy `conninfo` into buf as key=value pairs (quoted and escaped so libpq
+ * parses it back) with any password replaced by "********" (key=value and URI
+ * forms). Returns 0, DBPOOL_EINVAL if it does not parse, DBPOOL_ENOMEM if buf
+ * is too small (buf then holds the complete pairs that fit). Useful for
+ * logging what you connect to.
  */
 DBPOOL_API int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen);
 
@@ -120,29 +122,29 @@ DBPOOL_API void dbpool_pg_opts_init(dbpool_pg_opts *opts);
 
 /* Parameters of a statement, as PQexecParams() takes them. NULL = none. */
 typedef struct dbpool_pg_params {
-    int n;                      /* number of parameters ($1..$n)                   */
-    const Oid *types;           /* NULL: let the server infer every type           */
-    const char *const *values;  /* NULL entry = SQL NULL                            */
-    const int *lengths;         /* binary parameters only; NULL if all are text    */
-    const int *formats;         /* 0 text, 1 binary per parameter; NULL = all text */
-    int result_format;          /* 0 text (default), 1 binary                      */
+    int n;                     /* number of parameters ($1..$n)                   */
+    const Oid *types;          /* NULL: let the server infer every type           */
+    const char *const *values; /* NULL entry = SQL NULL                            */
+    const int *lengths;        /* binary parameters only; NULL if all are text    */
+    const int *formats;        /* 0 text, 1 binary per parameter; NULL = all text */
+    int result_format;         /* 0 text (default), 1 binary                      */
 } dbpool_pg_params;
 
 /* What one helper call produced. The helper fills it whatever it returns;
  * release it with dbpool_pg_result_clear(). */
 typedef struct dbpool_pg_result {
-    PGresult *res;     /* success: the result; DBPOOL_EQUERY: the error result;
-                          else NULL. Owned by the caller (cleared by
-                          dbpool_pg_result_clear(), or PQclear() it yourself) */
-    char sqlstate[6];  /* SQLSTATE of a server error, "" if none               */
-    int sent;          /* 0: the statement certainly did not run (nothing, or
-                          only an effect-free Parse, reached the server):
-                          safe to retry; 1: it may have run                   */
-    int retries;       /* dead connections replaced before sending (see above) */
-    int64_t queue_us;  /* time spent waiting for the checkout                  */
-    int64_t idle_ms;   /* how long the connection sat idle before the checkout */
-    int64_t db_us;     /* time from sending to the last byte of the answer
-                          (including a Prepare on a cache miss)               */
+    PGresult *res;    /* success: the result; DBPOOL_EQUERY: the error result;
+                         else NULL. Owned by the caller (cleared by
+                         dbpool_pg_result_clear(), or PQclear() it yourself) */
+    char sqlstate[6]; /* SQLSTATE of a server error, "" if none               */
+    int sent;         /* 0: the statement certainly did not run (nothing, or
+                         only an effect-free Parse, reached the server):
+                         safe to retry; 1: it may have run                   */
+    int retries;      /* dead connections replaced before sending (see above) */
+    int64_t queue_us; /* time spent waiting for the checkout                  */
+    int64_t idle_ms;  /* how long the connection sat idle before the checkout */
+    int64_t db_us;    /* time from sending to the last byte of the answer
+                         (including a Prepare on a cache miss)               */
 } dbpool_pg_result;
 
 /* PQclear the result and zero the struct. NULL is a no-op. */
@@ -171,8 +173,8 @@ DBPOOL_API int dbpool_pg_query(dbpool *pool, const char *sql, const dbpool_pg_pa
  * exactly dbpool_pg_query().
  */
 DBPOOL_API int dbpool_pg_query_prepared(dbpool *pool, const char *sql,
-                                        const dbpool_pg_params *params,
-                                        const dbpool_pg_opts *opts, dbpool_pg_result *out);
+                                        const dbpool_pg_params *params, const dbpool_pg_opts *opts,
+                                        dbpool_pg_result *out);
 
 /*
  * Run a statement on a connection you hold (inside a transaction callback, or
@@ -182,12 +184,11 @@ DBPOOL_API int dbpool_pg_query_prepared(dbpool *pool, const char *sql,
  * replaces it. opts->checkout_timeout is not used. queue_us/idle_ms are the
  * lease's.
  */
-DBPOOL_API int dbpool_pg_exec(dbpool_lease *lease, const char *sql,
-                              const dbpool_pg_params *params, const dbpool_pg_opts *opts,
-                              dbpool_pg_result *out);
+DBPOOL_API int dbpool_pg_exec(dbpool_lease *lease, const char *sql, const dbpool_pg_params *params,
+                              const dbpool_pg_opts *opts, dbpool_pg_result *out);
 DBPOOL_API int dbpool_pg_exec_prepared(dbpool_lease *lease, const char *sql,
-                                       const dbpool_pg_params *params,
-                                       const dbpool_pg_opts *opts, dbpool_pg_result *out);
+                                       const dbpool_pg_params *params, const dbpool_pg_opts *opts,
+                                       dbpool_pg_result *out);
 
 typedef enum {
     DBPOOL_PG_ISOLATION_DEFAULT = 0, /* the server's default_transaction_isolation */

@@ -80,16 +80,14 @@ DBPOOL_API void dbpool_registry_put(dbpool_registry *reg, dbpool *pool);
 
 /* get + dbpool_checkout + put in one call. Check the lease in with
  * dbpool_checkin() as usual; a tenant with a lease out is never reclaimed. */
-DBPOOL_API DBPOOL_MUSTCHECK int dbpool_registry_checkout(dbpool_registry *reg,
-                                                         const char *tenant,
-                                                         int64_t timeout_ms,
-                                                         dbpool_lease *lease);
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_registry_checkout(dbpool_registry *reg, const char *tenant,
+                                                         int64_t timeout_ms, dbpool_lease *lease);
 
 typedef struct dbpool_registry_stats {
-    int tenants;            /* tenant pools alive */
-    int open_connections;   /* counted against max_connections */
+    int tenants;          /* tenant pools alive */
+    int open_connections; /* counted against max_connections */
     int max_connections;
-    int tenants_waiting;    /* tenant pools waiting for room under the cap */
+    int tenants_waiting; /* tenant pools waiting for room under the cap */
     uint64_t pools_created, pools_reclaimed, evictions;
 } dbpool_registry_stats;
 

@@ -14,7 +14,10 @@ missing=()
 if ! installed build-essential && ! { installed gcc && installed make; }; then
     missing+=(build-essential)
 fi
-for pkg in cmake pkg-config libpq-dev libcmocka-dev pgbouncer valgrind; do
+# clang + its sanitizer/libFuzzer runtimes (libclang-rt-dev): `make fuzz`;
+# clang-tidy / clang-format: the style checks.
+for pkg in cmake pkg-config libpq-dev libcmocka-dev pgbouncer valgrind \
+           clang libclang-rt-dev clang-tidy clang-format; do
     installed "$pkg" || missing+=("$pkg")
 done
 # The server (initdb/pg_ctl in /usr/lib/postgresql/*/bin), from any postgresql-NN.

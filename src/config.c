@@ -108,7 +108,9 @@ struct opt {
     size_t off;
 };
 
+/* clang-format off */
 #define OPT(n, t) {#n, t, offsetof(dbpool_config, n)}
+/* clang-format on */
 static const struct opt opts[] = {
     OPT(name, O_STR),
     OPT(size, O_INT),
@@ -229,8 +231,7 @@ int dbpool_config_parse(dbpool_config *cfg, const char *options)
             return 0;
         size_t n = strcspn(s, "= ,\t\n");
         if (s[n] != '=' || n == 0 || n >= sizeof(name))
-            return set_error(DBPOOL_EINVAL, "malformed option near \"%.32s\" (want name=value)",
-                             s);
+            return set_error(DBPOOL_EINVAL, "malformed option near \"%.32s\" (want name=value)", s);
         memcpy(name, s, n);
         name[n] = '\0';
         s += n + 1;
@@ -250,11 +251,11 @@ int dbpool_config_parse(dbpool_config *cfg, const char *options)
     }
 }
 
-#define RANGE(field, lo, hi)                                                                   \
-    do {                                                                                       \
-        if (cfg->field < (lo) || cfg->field > (hi))                                            \
-            return set_error(DBPOOL_EINVAL, "option \"" #field "\" out of range (%lld..%lld)", \
-                             (long long)(lo), (long long)(hi));                                \
+#define RANGE(field, lo, hi)                                                                       \
+    do {                                                                                           \
+        if (cfg->field < (lo) || cfg->field > (hi))                                                \
+            return set_error(DBPOOL_EINVAL, "option \"" #field "\" out of range (%lld..%lld)",     \
+                             (long long)(lo), (long long)(hi));                                    \
     } while (0)
 
 int config_validate(const dbpool_config *cfg)

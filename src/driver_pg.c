@@ -26,12 +26,11 @@ enum { PH_CONNECT, PH_AFTER, PH_READY, PH_PING };
 struct pg_conn {
     PGconn *pg; /* first member: dbpool_pg_conn() relies on it */
     int phase;
-    int failed; /* a result of the running command was an error */
-    char failure[256]; /* its message: the result and the end of the command
-                          may arrive in different reads */
+    int failed;               /* a result of the running command was an error */
+    char failure[256];        /* its message: the result and the end of the command
+                                 may arrive in different reads */
     struct pg_qstate *qstate; /* query helpers' state (pg_query.c), NULL until used */
 };
-
 
 /* ---- messages ----------------------------------------------------------- */
 
@@ -172,8 +171,7 @@ static int conn_error(struct pg_conn *c, char *err, size_t errlen, const char *p
 }
 
 /* Flush, read, consume results; READ/WRITE until the command completes. */
-static int command_step(struct pg_conn *c, int *fd, char *err, size_t errlen,
-                        const char *password)
+static int command_step(struct pg_conn *c, int *fd, char *err, size_t errlen, const char *password)
 {
     int f = PQflush(c->pg);
 
@@ -439,6 +437,68 @@ static int bad_port(const char *v)
     return 0;
 }
 
+/* Could this conninfo carry a password (key=value, URI query or userinfo)? */
+static int may_hold_secret(const char *conninfo)
+{
+    const char *p = strstr(conninfo, "://");
+
+    if (strstr(conninfo, "password"))
+        return 1;
+    if (p) {
+        const char *at = strchr(p + 3, '@'), *colon = strchr(p + 3, ':');
+        if (at && colon && colon < at)
+            return 1;
+    }
+    return 0;
+}
+
+/* Does `frag` (n bytes) stand in the conninfo as a key, i.e. followed by
+ * optional spaces and '='? Such a fragment is a (mistyped) option name. */
+static int is_key_in(const char *conninfo, const char *frag, size_t n)
+{
+    for (const char *p = conninfo; *p; p++) {
+        if (strncmp(p, frag, n) != 0)
+            continue;
+        const char *q = p + n;
+        while (*q == ' ')
+            q++;
+        if (*q == '=' && (p == conninfo || strchr(" ?&", p[-1])))
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * libpq quotes the fragment of an unparsable conninfo that it complains
+ * about, and we cannot know which part of such a string is the password
+ * (an unquoted passphrase, a value cut at a stray character...). So when the
+ * string may hold one, every quoted fragment longer than two characters that
+ * is not an option name becomes "...": the message keeps its shape and loses
+ * the secret.
+ */
+static void withhold_quoted(char *msg, const char *conninfo)
+{
+    char *r = msg, *w = msg;
+
+    while (*r) {
+        char *close;
+        if (*r == '"' && (close = strchr(r + 1, '"')) != NULL) {
+            size_t n = (size_t)(close - r - 1);
+            if (n > 2 && !is_key_in(conninfo, r + 1, n)) {
+                memcpy(w, "\"...\"", 5);
+                w += 5;
+            } else {
+                memmove(w, r, n + 2);
+                w += n + 2;
+            }
+            r = close + 1;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+}
+
 static int parse_conninfo(const char *conninfo, PQconninfoOption **out)
 {
     char *errmsg = NULL;
@@ -454,7 +514,10 @@ static int parse_conninfo(const char *conninfo, PQconninfoOption **out)
         PQfreemem(errmsg);
         if (!flat)
             return set_error(DBPOOL_EINVAL, "invalid connection string");
-        scrub_guesses(flat, cap, conninfo);
+        if (may_hold_secret(conninfo)) {
+            scrub_guesses(flat, cap, conninfo);
+            withhold_quoted(flat, conninfo);
+        }
         snprintf(msg, sizeof(msg), "%s", flat);
         dbpool_free(flat);
         return set_error(DBPOOL_EINVAL, "invalid connection string: %s", msg);
@@ -563,12 +626,13 @@ int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen)
         if (!o->val || !*o->val)
             continue;
         const char *v = strcmp(o->keyword, "password") ? o->val : "********";
-        int quote = strpbrk(v, " '\\") != NULL || !*v;
+        int quote = strpbrk(v, " \t\n\r\f\v'\\") != NULL || !*v;
         /* key='value' with ' and \ escaped, as libpq parses it back */
         size_t need = strlen(o->keyword) + 2 * strlen(v) + 5;
         if (need >= buflen - used) {
             buf[used] = '\0';
-            break;
+            PQconninfoFree(opts);
+            return set_error(DBPOOL_ENOMEM, "dbpool_pg_redact: buffer too small");
         }
         char *d = buf + used;
         d += sprintf(d, "%s%s=%s", used ? " " : "", o->keyword, quote ? "'" : "");

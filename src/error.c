@@ -12,22 +12,38 @@ static _Thread_local char last_error[512];
 const char *dbpool_strerror(int code)
 {
     switch (code) {
-    case DBPOOL_OK: return "success";
-    case DBPOOL_EINVAL: return "invalid argument";
-    case DBPOOL_ENOMEM: return "out of memory";
-    case DBPOOL_ETIMEDOUT: return "timed out (checkout deadline or statement timeout)";
-    case DBPOOL_EDROPPED: return "connection not available and request was dropped from queue";
-    case DBPOOL_EBUSY: return "no connection available";
-    case DBPOOL_ESTALE: return "lease already checked in";
-    case DBPOOL_ECLOSED: return "pool is closed";
-    case DBPOOL_EUNAVAILABLE: return "database unavailable";
-    case DBPOOL_ECONNECT: return "could not connect";
-    case DBPOOL_EEXPIRED: return "lease expired (hold_timeout)";
-    case DBPOOL_ESYSTEM: return "system error";
-    case DBPOOL_EQUERY: return "query failed";
-    case DBPOOL_ECONNLOST: return "connection lost";
-    case DBPOOL_ECOMMIT_UNKNOWN: return "connection lost during COMMIT: outcome unknown";
-    default: return "unknown error";
+    case DBPOOL_OK:
+        return "success";
+    case DBPOOL_EINVAL:
+        return "invalid argument";
+    case DBPOOL_ENOMEM:
+        return "out of memory";
+    case DBPOOL_ETIMEDOUT:
+        return "timed out (checkout deadline or statement timeout)";
+    case DBPOOL_EDROPPED:
+        return "connection not available and request was dropped from queue";
+    case DBPOOL_EBUSY:
+        return "no connection available";
+    case DBPOOL_ESTALE:
+        return "lease already checked in";
+    case DBPOOL_ECLOSED:
+        return "pool is closed";
+    case DBPOOL_EUNAVAILABLE:
+        return "database unavailable";
+    case DBPOOL_ECONNECT:
+        return "could not connect";
+    case DBPOOL_EEXPIRED:
+        return "lease expired (hold_timeout)";
+    case DBPOOL_ESYSTEM:
+        return "system error";
+    case DBPOOL_EQUERY:
+        return "query failed";
+    case DBPOOL_ECONNLOST:
+        return "connection lost";
+    case DBPOOL_ECOMMIT_UNKNOWN:
+        return "connection lost during COMMIT: outcome unknown";
+    default:
+        return "unknown error";
     }
 }
 
@@ -36,14 +52,13 @@ const char *dbpool_last_error(void)
     return last_error;
 }
 
-int set_error(int code, const char *fmt, ...)
+void set_error_msg(const char *fmt, ...)
 {
     va_list ap;
 
     va_start(ap, fmt);
     vsnprintf(last_error, sizeof(last_error), fmt, ap);
     va_end(ap);
-    return code;
 }
 
 void clear_error(void)

@@ -8,8 +8,15 @@
 #define DBPOOL_PRINTF(a, b)
 #endif
 
-/* Record the calling thread's detail message; returns `code` for tail calls. */
-int set_error(int code, const char *fmt, ...) DBPOOL_PRINTF(2, 3);
+/* Record the calling thread's detail message. */
+void set_error_msg(const char *fmt, ...) DBPOOL_PRINTF(1, 2);
+static inline int error_code(int code)
+{
+    return code;
+}
+/* set_error(code, fmt, ...): record the message and evaluate to `code`, for
+ * `return set_error(...)`. A macro so analyzers see the code is returned. */
+#define set_error(code, ...) (set_error_msg(__VA_ARGS__), error_code(code))
 /* Clear the calling thread's detail message. */
 void clear_error(void);
 

@@ -10,11 +10,16 @@
 static const char *level_name(dbpool_log_level level)
 {
     switch (level) {
-    case DBPOOL_LOG_DEBUG: return "DEBUG";
-    case DBPOOL_LOG_INFO: return "INFO";
-    case DBPOOL_LOG_WARNING: return "WARNING";
-    case DBPOOL_LOG_ERROR: return "ERROR";
-    default: return "LOG";
+    case DBPOOL_LOG_DEBUG:
+        return "DEBUG";
+    case DBPOOL_LOG_INFO:
+        return "INFO";
+    case DBPOOL_LOG_WARNING:
+        return "WARNING";
+    case DBPOOL_LOG_ERROR:
+        return "ERROR";
+    default:
+        return "LOG";
     }
 }
 

@@ -33,9 +33,9 @@ static struct {
     pthread_t thread;
     int running, stop;
     int epfd, evfd;
-    struct dbpool *pools;   /* open */
-    struct dbpool *held;    /* closed, leases still out */
-    struct dbpool *zombies; /* closed, to be freed by the manager */
+    struct dbpool *pools;    /* open */
+    struct dbpool *held;     /* closed, leases still out */
+    struct dbpool *zombies;  /* closed, to be freed by the manager */
     _Atomic int64_t wake_at; /* when the manager will wake by itself */
 
     struct ticker {
@@ -48,6 +48,8 @@ static struct {
     pthread_cond_t hcond;
     struct job *jobs, *jobs_tail;
     unsigned helper_gen; /* a helper whose gen differs exits */
+    pthread_t helper;
+    _Atomic int helpers_alive; /* include helpers still finishing a job */
 } M = {
     .life = PTHREAD_MUTEX_INITIALIZER,
     .mu = PTHREAD_MUTEX_INITIALIZER,
@@ -183,6 +185,7 @@ static void *helper_main(void *arg)
         pthread_mutex_lock(&M.hmu);
     }
     pthread_mutex_unlock(&M.hmu);
+    atomic_fetch_sub(&M.helpers_alive, 1);
     return NULL;
 }
 
@@ -210,22 +213,32 @@ int manager_submit(void (*fn)(void *), void *arg, void (*free_fn)(void *))
     return 0;
 }
 
-/* The helper is detached: a cancel may block for long (libpq < 17 has no
- * timeout on PQcancel) and must never hold up dbpool_close(). */
 static int helper_start(void)
 {
-    pthread_t t;
-    pthread_attr_t attr;
     unsigned gen;
 
     pthread_mutex_lock(&M.hmu);
     gen = ++M.helper_gen;
     pthread_mutex_unlock(&M.hmu);
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&t, &attr, helper_main, (void *)(uintptr_t)gen);
-    pthread_attr_destroy(&attr);
+    atomic_fetch_add(&M.helpers_alive, 1);
+    int rc = pthread_create(&M.helper, NULL, helper_main, (void *)(uintptr_t)gen);
+    if (rc != 0)
+        atomic_fetch_sub(&M.helpers_alive, 1);
     return rc;
+}
+
+/* Join the helper if it finishes within 2 s; a cancel may block much longer
+ * (libpq < 17 has no timeout on PQcancel), and that must never hold up
+ * dbpool_close(): then it is detached and exits when its job ends
+ * (manager_in_use() stays true until it has). */
+static void helper_join(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 2;
+    if (pthread_timedjoin_np(M.helper, NULL, &ts) != 0)
+        pthread_detach(M.helper);
 }
 
 static void helper_stop(void)
@@ -327,6 +340,7 @@ static int manager_start(void)
         goto fail;
     if (pthread_create(&M.thread, NULL, manager_main, NULL) != 0) {
         helper_stop();
+        helper_join();
         goto fail;
     }
     M.running = 1;
@@ -349,6 +363,7 @@ static void manager_stop(void)
     manager_wake();
     pthread_join(M.thread, NULL);
     helper_stop();
+    helper_join();
     pthread_mutex_lock(&M.mu);
     free_zombies();
     close(M.epfd);
@@ -386,7 +401,7 @@ void manager_ticker_remove(void *arg)
 int manager_in_use(void)
 {
     pthread_mutex_lock(&M.life);
-    int r = M.running;
+    int r = M.running || atomic_load(&M.helpers_alive) > 0;
     pthread_mutex_unlock(&M.life);
     return r;
 }

@@ -132,8 +132,8 @@ int dbpool_open(dbpool **out, const dbpool_driver *driver, void *ctx, const dbpo
     return pool_open(out, driver, ctx, cfg, NULL, NULL);
 }
 
-int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx,
-              const dbpool_config *cfg, const struct budget_ops *budget, void *owner)
+int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const dbpool_config *cfg,
+              const struct budget_ops *budget, void *owner)
 {
     dbpool_config defaults;
     struct dbpool *p;
@@ -281,13 +281,20 @@ void pool_fail_waiters_locked(struct dbpool *p, int code, const char *msg)
 const char *dbpool_state_name(dbpool_state state)
 {
     switch (state) {
-    case DBPOOL_STATE_STARTING: return "starting";
-    case DBPOOL_STATE_UP: return "up";
-    case DBPOOL_STATE_DOWN: return "down";
-    case DBPOOL_STATE_PAUSED: return "paused";
-    case DBPOOL_STATE_STOPPED: return "stopped";
-    case DBPOOL_STATE_CLOSED: return "closed";
-    default: return "unknown";
+    case DBPOOL_STATE_STARTING:
+        return "starting";
+    case DBPOOL_STATE_UP:
+        return "up";
+    case DBPOOL_STATE_DOWN:
+        return "down";
+    case DBPOOL_STATE_PAUSED:
+        return "paused";
+    case DBPOOL_STATE_STOPPED:
+        return "stopped";
+    case DBPOOL_STATE_CLOSED:
+        return "closed";
+    default:
+        return "unknown";
     }
 }
 
@@ -440,8 +447,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
     int first = p->waiters.n == 1;
     /* open a dormant connection for each waiter not already covered by one
      * being opened */
-    int opening = p->lists[SLOT_PENDING].n + p->lists[SLOT_CONNECTING].n +
-                  p->lists[SLOT_BACKOFF].n;
+    int opening = p->lists[SLOT_PENDING].n + p->lists[SLOT_CONNECTING].n + p->lists[SLOT_BACKOFF].n;
     if (p->lists[SLOT_DORMANT].n > 0 && opening < p->waiters.n) {
         slot_move(p, p->lists[SLOT_DORMANT].head, SLOT_PENDING);
         first = 1; /* wake the manager below */
@@ -486,8 +492,8 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
     rc = w.status;
     switch (rc) {
     case DBPOOL_ETIMEDOUT:
-        set_error(rc, "pool \"%s\": deadline reached while in queue (waited %lld ms)",
-                  p->cfg.name, (long long)(clock_ms() - now));
+        set_error(rc, "pool \"%s\": deadline reached while in queue (waited %lld ms)", p->cfg.name,
+                  (long long)(clock_ms() - now));
         break;
     case DBPOOL_EDROPPED:
         set_error(rc,
@@ -533,8 +539,8 @@ void *dbpool_lease_conn(const dbpool_lease *l)
 
 int dbpool_lease_check(const dbpool_lease *l)
 {
-    if (!l)
-        return set_error(DBPOOL_EINVAL, "dbpool_lease_check: NULL lease");
+    if (!l || !l->slot)
+        return set_error(DBPOOL_EINVAL, "dbpool_lease_check: NULL or empty lease");
     if (!lease_live(l))
         return set_error(DBPOOL_ESTALE, "lease already checked in");
     struct dbpool *p = l->slot->pool;
@@ -551,8 +557,8 @@ const char *dbpool_pool_name(const dbpool *p)
 
 int dbpool_lease_info_get(const dbpool_lease *l, dbpool_lease_info *out)
 {
-    if (!l || !out)
-        return set_error(DBPOOL_EINVAL, "dbpool_lease_info_get: NULL argument");
+    if (!l || !l->slot || !out)
+        return set_error(DBPOOL_EINVAL, "dbpool_lease_info_get: NULL argument or empty lease");
     if (!lease_live(l))
         return set_error(DBPOOL_ESTALE, "lease already checked in");
     /* written under the pool mutex before the lease was handed over */
@@ -579,8 +585,8 @@ static int checkin(dbpool_lease *l, int discard)
      * once, so a second check-in can never touch the next holder's conn. Only
      * the holder can win this, and it does not need the pool mutex. */
     uint64_t gen = l->gen;
-    if (!atomic_compare_exchange_strong_explicit(&s->gen, &gen, l->gen + 1,
-                                                 memory_order_acq_rel, memory_order_relaxed))
+    if (!atomic_compare_exchange_strong_explicit(&s->gen, &gen, l->gen + 1, memory_order_acq_rel,
+                                                 memory_order_relaxed))
         return set_error(DBPOOL_ESTALE, "lease already checked in (double check-in?)");
     if (p->budget)
         atomic_fetch_sub_explicit(&p->active, 1, memory_order_relaxed);
@@ -622,12 +628,12 @@ static int checkin(dbpool_lease *l, int discard)
     if (broken)
         plog(p, DBPOOL_LOG_INFO, "connection discarded at check-in: %s", err);
     pool_event_locked(p, DBPOOL_EV_DISCONNECTED, 0, now,
-                      broken     ? err
-                      : expired  ? "held past hold_timeout"
-                      : discard  ? "discarded by the caller"
-                      : closing  ? "pool closed"
-                      : evicted  ? "evicted for another pool (cap)"
-                                 : "recycled (max_lifetime or dbpool_reconnect)");
+                      broken    ? err
+                      : expired ? "held past hold_timeout"
+                      : discard ? "discarded by the caller"
+                      : closing ? "pool closed"
+                      : evicted ? "evicted for another pool (cap)"
+                                : "recycled (max_lifetime or dbpool_reconnect)");
     pthread_mutex_unlock(&p->mu);
 
     if (s->cancel_token && p->drv->cancel_free)

@@ -48,11 +48,11 @@ enum slot_state {
     SLOT_PENDING = 0, /* needs a connect, as soon as the manager runs */
     SLOT_CONNECTING,  /* connect / after_connect in progress */
     SLOT_IDLE,
-    SLOT_BUSY,        /* checked out */
+    SLOT_BUSY, /* checked out */
     SLOT_PINGING,
-    SLOT_BACKOFF,     /* waiting until timer_at to connect again */
-    SLOT_STOPPED,     /* backoff_type stop: waits for dbpool_restart */
-    SLOT_DORMANT,     /* not wanted now (above min_size): opened on demand */
+    SLOT_BACKOFF, /* waiting until timer_at to connect again */
+    SLOT_STOPPED, /* backoff_type stop: waits for dbpool_restart */
+    SLOT_DORMANT, /* not wanted now (above min_size): opened on demand */
     SLOT_NSTATES
 };
 
@@ -65,23 +65,23 @@ struct dbpool_slot {
     struct dbpool_slot *prev, *next; /* links in the list of `state` */
     struct dbpool *pool;
     enum slot_state state;
-    void *conn;               /* driver handle; NULL when not connected */
-    _Atomic uint64_t gen;     /* lease generation; bumped at each check-in */
-    int fd;                   /* fd registered with epoll, -1 if none */
-    int io_events;            /* events registered */
-    _Atomic int expired;      /* hold_timeout fired on the current lease (read
-                                 lock-free by the holder at check-in) */
-    int broken;               /* last disconnect was a failure (not a recycle) */
-    int64_t timer_at;         /* CONNECTING/PINGING: timeout; BACKOFF: retry */
-    int64_t last_checkin;     /* IDLE: when it went idle (ping order) */
-    int64_t checkout_at;      /* BUSY: when it was checked out (ms) */
-    int64_t checkout_us;      /* BUSY: same, us, for the hold-time histogram */
-    int64_t queue_us;         /* BUSY: time the caller spent in dbpool_checkout */
-    int64_t idle_ms;          /* BUSY: time it sat idle before this checkout */
-    int64_t hold_deadline;    /* BUSY: hold_timeout deadline, 0 = none */
-    int64_t expires_at;       /* recycle at or after this time; 0 = never */
-    uint64_t epoch;           /* pool epoch when connected (dbpool_reconnect) */
-    void *cancel_token;       /* driver cancel token, prepared after connect */
+    void *conn;            /* driver handle; NULL when not connected */
+    _Atomic uint64_t gen;  /* lease generation; bumped at each check-in */
+    int fd;                /* fd registered with epoll, -1 if none */
+    int io_events;         /* events registered */
+    _Atomic int expired;   /* hold_timeout fired on the current lease (read
+                              lock-free by the holder at check-in) */
+    int broken;            /* last disconnect was a failure (not a recycle) */
+    int64_t timer_at;      /* CONNECTING/PINGING: timeout; BACKOFF: retry */
+    int64_t last_checkin;  /* IDLE: when it went idle (ping order) */
+    int64_t checkout_at;   /* BUSY: when it was checked out (ms) */
+    int64_t checkout_us;   /* BUSY: same, us, for the hold-time histogram */
+    int64_t queue_us;      /* BUSY: time the caller spent in dbpool_checkout */
+    int64_t idle_ms;       /* BUSY: time it sat idle before this checkout */
+    int64_t hold_deadline; /* BUSY: hold_timeout deadline, 0 = none */
+    int64_t expires_at;    /* recycle at or after this time; 0 = never */
+    uint64_t epoch;        /* pool epoch when connected (dbpool_reconnect) */
+    void *cancel_token;    /* driver cancel token, prepared after connect */
     struct backoff backoff;
     int leak_reported;        /* BUSY: leak_threshold already reported */
     unsigned long owner;      /* BUSY: thread that checked it out (for leak reports) */
@@ -108,25 +108,25 @@ struct dbpool {
     struct idle_tick idle;
     pthread_condattr_t condattr; /* CLOCK_MONOTONIC for waiters' condvars */
 
-    int closing;     /* dbpool_close() called */
-    int in_wait;     /* callers inside checkout's wait loop */
+    int closing;            /* dbpool_close() called */
+    int in_wait;            /* callers inside checkout's wait loop */
     pthread_cond_t drained; /* signalled when in_wait drops to 0 while closing */
-    uint64_t epoch;  /* bumped by dbpool_reconnect() */
+    uint64_t epoch;         /* bumped by dbpool_reconnect() */
     uint64_t rng;
 
     /* health */
     dbpool_state state;
     int64_t state_since;
     int ever_up;
-    int fail_streak;      /* connect failures since the last success */
-    int starting_up;      /* the latest connect got 57P03 */
+    int fail_streak;        /* connect failures since the last success */
+    int starting_up;        /* the latest connect got 57P03 */
     int64_t down_logged_at; /* last "down"/"still down" log line */
     int64_t down_since;
     int down_attempts;
     char last_error[256];
 
-    int paused;      /* dbpool_pause(): hand out nothing, drop nothing */
-    int min_size;    /* resolved cfg.min_size */
+    int paused;   /* dbpool_pause(): hand out nothing, drop nothing */
+    int min_size; /* resolved cfg.min_size */
 
     /* connection budget (registry); NULL for a standalone pool */
     const struct budget_ops *budget;
@@ -142,8 +142,8 @@ struct dbpool {
     uint64_t ev_lost;
 
     /* counters (dbpool_stats) */
-    uint64_t n_checkouts, n_drops, n_timeouts, n_connects, n_connect_failures,
-        n_disconnects, n_pings, n_ping_failures, n_hold_timeouts, n_rollbacks;
+    uint64_t n_checkouts, n_drops, n_timeouts, n_connects, n_connect_failures, n_disconnects,
+        n_pings, n_ping_failures, n_hold_timeouts, n_rollbacks;
 
     /* manager's bookkeeping: the list is guarded by the manager mutex; the
      * manager services a pool only when it is due or poked, so thousands of
@@ -192,8 +192,8 @@ void pool_fail_waiters_locked(struct dbpool *p, int code, const char *msg);
 /* Signal waiters that the CoDel rule dropped. Locked. */
 void pool_signal_dropped(struct dbpool *p, struct waiter *dropped);
 /* dbpool_open() with an optional connection budget (registry). */
-int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx,
-              const dbpool_config *cfg, const struct budget_ops *budget, void *owner);
+int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const dbpool_config *cfg,
+              const struct budget_ops *budget, void *owner);
 
 /* Free a pool whose slots are all disconnected. */
 void pool_free(struct dbpool *p);

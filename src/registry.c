@@ -144,8 +144,7 @@ static int budget_acquire(void *owner, struct dbpool *p)
                 for (struct tenant *v = r->buckets[i]; v; v = v->hnext) {
                     if (v == t || !v->pool)
                         continue;
-                    int64_t o = atomic_load_explicit(&v->pool->oldest_idle,
-                                                     memory_order_relaxed);
+                    int64_t o = atomic_load_explicit(&v->pool->oldest_idle, memory_order_relaxed);
                     if (o < oldest) {
                         oldest = o;
                         victim = v;
@@ -153,7 +152,7 @@ static int budget_acquire(void *owner, struct dbpool *p)
                 }
             }
             if (!victim) { /* no idle connection anywhere: the tenant holding the most
-                              * (more than the asker + 1) gives one back at its next check-in */
+                            * (more than the asker + 1) gives one back at its next check-in */
                 int most = t->open + 1;
                 for (size_t i = 0; i < r->nbuckets; i++)
                     for (struct tenant *v = r->buckets[i]; v; v = v->hnext)
@@ -286,8 +285,8 @@ int dbpool_registry_open(dbpool_registry **out, const dbpool_registry_config *cf
     r->cfg.tenant.after_connect = NULL;
     r->nbuckets = 64;
     r->buckets = dbpool_calloc(r->nbuckets, sizeof(*r->buckets));
-    if (!r->buckets || (cfg->tenant.after_connect &&
-                        !(r->cfg.tenant.after_connect = dbpool_strdup(cfg->tenant.after_connect)))) {
+    if (!r->buckets || (cfg->tenant.after_connect && !(r->cfg.tenant.after_connect = dbpool_strdup(
+                                                           cfg->tenant.after_connect)))) {
         dbpool_free(r->buckets);
         dbpool_free(r);
         return set_error(DBPOOL_ENOMEM, "out of memory");

@@ -58,8 +58,7 @@ static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t no
     if (p->cfg.max_lifetime) {
         /* up to 10% jitter so connections opened together do not all
          * reconnect together */
-        s->expires_at =
-            now + p->cfg.max_lifetime - rng_range(&p->rng, 0, p->cfg.max_lifetime / 10);
+        s->expires_at = now + p->cfg.max_lifetime - rng_range(&p->rng, 0, p->cfg.max_lifetime / 10);
     }
     pool_event_locked(p, DBPOOL_EV_CONNECTED, 0, now, "");
     pool_release_locked(p, s, now);
@@ -270,7 +269,8 @@ int64_t slot_service(struct dbpool *p, int64_t now)
             continue;
         atomic_store(&s->expired, 1);
         p->n_hold_timeouts++;
-        plog(p, DBPOOL_LOG_WARNING, "connection held for %lld ms (hold_timeout %lld ms): "
+        plog(p, DBPOOL_LOG_WARNING,
+             "connection held for %lld ms (hold_timeout %lld ms): "
              "cancelling its query; it is discarded at check-in",
              (long long)(now - s->checkout_at), (long long)p->cfg.hold_timeout);
         pool_event_locked(p, DBPOOL_EV_HOLD_TIMEOUT, now - s->checkout_at, now, "");
@@ -292,8 +292,7 @@ int64_t slot_service(struct dbpool *p, int64_t now)
                 continue;
             char where[96];
             s->leak_reported = 1;
-            snprintf(where, sizeof(where), "thread %#lx, checked out from %p", s->owner,
-                     s->caller);
+            snprintf(where, sizeof(where), "thread %#lx, checked out from %p", s->owner, s->caller);
             plog(p, DBPOOL_LOG_WARNING, "connection held for %lld ms, leak suspected (%s)",
                  (long long)(now - s->checkout_at), where);
             pool_event_locked(p, DBPOOL_EV_LEAK_SUSPECTED, now - s->checkout_at, now, where);

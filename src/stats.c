@@ -150,21 +150,25 @@ int dbpool_stats_prometheus(dbpool *const *pools, size_t npools, char *buf, size
                 emit(&o, "%s{pool=\"%s\",state=\"backoff\"} %d\n", m, name, st.backoff);
                 emit(&o, "%s{pool=\"%s\",state=\"stopped\"} %d\n", m, name, st.stopped);
                 break;
-            case 1: emit(&o, "%s{pool=\"%s\"} %d\n", m, name, st.waiting); break;
-            case 2: emit(&o, "%s{pool=\"%s\"} %d\n", m, name, st.state == DBPOOL_STATE_UP); break;
-#define C(i, field)                                                                  \
-    case i:                                                                          \
-        emit(&o, "%s{pool=\"%s\"} %llu\n", m, name, (unsigned long long)st.field);   \
+            case 1:
+                emit(&o, "%s{pool=\"%s\"} %d\n", m, name, st.waiting);
+                break;
+            case 2:
+                emit(&o, "%s{pool=\"%s\"} %d\n", m, name, st.state == DBPOOL_STATE_UP);
+                break;
+#define C(i, field)                                                                                \
+    case i:                                                                                        \
+        emit(&o, "%s{pool=\"%s\"} %llu\n", m, name, (unsigned long long)st.field);                 \
         break;
-            C(3, checkouts)
-            C(4, drops)
-            C(5, timeouts)
-            C(6, connects)
-            C(7, connect_failures)
-            C(8, disconnects)
-            C(9, pings)
-            C(10, ping_failures)
-            C(11, hold_timeouts)
+                C(3, checkouts)
+                C(4, drops)
+                C(5, timeouts)
+                C(6, connects)
+                C(7, connect_failures)
+                C(8, disconnects)
+                C(9, pings)
+                C(10, ping_failures)
+                C(11, hold_timeouts)
 #undef C
             case 12:
             case 13: {
