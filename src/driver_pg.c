@@ -149,8 +149,11 @@ static void scrub_guesses(char *msg, size_t cap, const char *conninfo)
             v++;
             while (v[n] && v[n] != '\'')
                 n++;
+        } else if (strstr(conninfo, "://")) { /* URI query: the value runs to '&' */
+            while (v[n] && v[n] != '&')
+                n++;
         } else {
-            while (v[n] && v[n] != ' ' && v[n] != '&')
+            while (v[n] && v[n] != ' ' && v[n] != '\t' && v[n] != '\n')
                 n++;
         }
         memcpy(cand, v, n);
@@ -472,9 +475,10 @@ static int is_key_in(const char *conninfo, const char *frag, size_t n)
  * libpq quotes the fragment of an unparsable conninfo that it complains
  * about, and we cannot know which part of such a string is the password
  * (an unquoted passphrase, a value cut at a stray character...). So when the
- * string may hold one, every quoted fragment longer than two characters that
- * is not an option name becomes "...": the message keeps its shape and loses
- * the secret.
+ * string may hold one, the message is cut at the first quoted fragment that
+ * is neither short nor an option name, and ends in "...". (Cut, not just the
+ * fragment replaced: an echoed string may itself contain quotes, so where a
+ * fragment ends cannot be trusted.)
  */
 static void withhold_quoted(char *msg, const char *conninfo)
 {
@@ -482,11 +486,13 @@ static void withhold_quoted(char *msg, const char *conninfo)
 
     while (*r) {
         char *close;
-        if (*r == '"' && (close = strchr(r + 1, '"')) != NULL) {
-            size_t n = (size_t)(close - r - 1);
-            if (n > 2 && !is_key_in(conninfo, r + 1, n)) {
+        if (*r == '"') {
+            close = strchr(r + 1, '"');
+            size_t n = close ? (size_t)(close - r - 1) : strlen(r + 1);
+            if (!close || (n > 2 && !is_key_in(conninfo, r + 1, n))) {
                 memcpy(w, "\"...\"", 5);
                 w += 5;
+                break;
             } else {
                 memmove(w, r, n + 2);
                 w += n + 2;
