@@ -641,7 +641,7 @@ int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen)
             return set_error(DBPOOL_ENOMEM, "dbpool_pg_redact: buffer too small");
         }
         char *d = buf + used;
-        d += sprintf(d, "%s%s=%s", used ? " " : "", o->keyword, quote ? "'" : "");
+        d += snprintf(d, buflen - used, "%s%s=%s", used ? " " : "", o->keyword, quote ? "'" : "");
         for (const char *c = v; *c; c++) {
             if (*c == '\'' || *c == '\\')
                 *d++ = '\\';
