@@ -183,15 +183,7 @@ static pthread_t thr_start(void *(*fn)(void *), void *arg)
 /* Returns 0 when joined; on timeout marks the run hung and returns nonzero. */
 static int thr_join(pthread_t t, int64_t timeout_ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    int rc = pthread_timedjoin_np(t, NULL, &ts);
+    int rc = pgt_join(t, timeout_ms);
     if (rc != 0)
         g_hung = 1;
     return rc;

@@ -876,3 +876,17 @@ int pgt_count_backends(const pgt_server *s, const char *appname)
                                   "AND pid <> pg_backend_pid() AND application_name = $1";
     return (int)query_int1(s, appname ? sql_app : sql_all, appname);
 }
+
+int pgt_join(pthread_t t, int64_t timeout_ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return pthread_timedjoin_np(t, NULL, &ts);
+}

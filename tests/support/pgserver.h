@@ -10,6 +10,7 @@
 #define DBPOOL_TEST_PGSERVER_H
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdint.h>
 
 typedef struct pgt_server {
@@ -42,6 +43,10 @@ int pgt_count_backends(const pgt_server *s, const char *appname);
 
 /* monotonic clock in ms, for bounded waits in tests */
 int64_t pgt_now_ms(void);
+/* Join thread t within timeout_ms (pthread_timedjoin_np). 0 when joined,
+ * else the error (ETIMEDOUT): the test should then fail rather than hang. */
+int pgt_join(pthread_t t, int64_t timeout_ms);
+
 /* Poll cond(arg) every 10 ms until it returns nonzero or timeout_ms passes.
  * Returns 1 if the condition became true, 0 on timeout. */
 int pgt_wait_for(int (*cond)(void *arg), void *arg, int64_t timeout_ms);

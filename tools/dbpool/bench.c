@@ -535,29 +535,6 @@ static PGconn *connect_direct(const char *conninfo, char *err, size_t errlen)
     return c;
 }
 
-/* Wait until every pool connection is open, so the clock starts on a warm pool. */
-static int wait_pool_ready(struct bench *b)
-{
-    dbpool_stats st;
-    int64_t until = now_ns() + (b->cfg.connect_timeout + 5000) * 1000000;
-
-    while (now_ns() < until && !g_stop) {
-        if (dbpool_stats_get(b->pool, &st) != 0)
-            return -1;
-        if (st.idle >= st.size)
-            return 0;
-        if (st.state == DBPOOL_STATE_DOWN || st.state == DBPOOL_STATE_STOPPED) {
-            fail_msg(CMD, "cannot connect: %s", st.last_error);
-            return -1;
-        }
-        sleep_ms(10, &g_stop);
-    }
-    if (dbpool_stats_get(b->pool, &st) == 0)
-        fail_msg(CMD, "only %d of %d pool connections opened%s%s", st.idle, st.size,
-                 st.last_error[0] ? ": " : "", st.last_error);
-    return -1;
-}
-
 int cmd_bench(int argc, char **argv)
 {
     struct bench *b = calloc(1, sizeof(*b));
@@ -626,7 +603,7 @@ int cmd_bench(int argc, char **argv)
             fail_msg(CMD, "cannot open the pool: %s", dbpool_last_error());
             goto out;
         }
-        if (wait_pool_ready(b) != 0)
+        if (wait_pool_ready(CMD, b->pool, b->cfg.connect_timeout, "") != 0)
             goto out;
     }
     if (g_stop)

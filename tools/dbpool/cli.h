@@ -57,6 +57,14 @@ const char *resolve_conninfo(const char *cmd, const char *arg, char *shown, size
  */
 int apply_pool_option(const char *cmd, dbpool_config *cfg, char *name_eq_value);
 
+/*
+ * Wait until every connection of pool is open (bounded by connect_timeout_ms
+ * + 5 s, or g_stop), so a run starts on a warm pool. Fails at once when the
+ * pool goes DOWN/STOPPED. On failure prints "cannot connect<via>: <error>"
+ * or how many opened, and returns -1.
+ */
+int wait_pool_ready(const char *cmd, dbpool *pool, int64_t connect_timeout_ms, const char *via);
+
 /* ---- time -------------------------------------------------------------------- */
 
 /* CLOCK_MONOTONIC in ns. */

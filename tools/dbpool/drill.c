@@ -689,26 +689,6 @@ static int ends_with(const char *s, const char *suffix)
 
 /* ---- the drill ---------------------------------------------------------------- */
 
-static int wait_pool_ready(struct drill *d)
-{
-    dbpool_stats st;
-    int64_t until = now_ns() + (d->cfg.connect_timeout + 5000) * 1000000;
-
-    while (now_ns() < until && !g_stop) {
-        if (dbpool_stats_get(d->pool, &st) != 0)
-            return -1;
-        if (st.idle >= st.size)
-            return 0;
-        if (st.state == DBPOOL_STATE_DOWN || st.state == DBPOOL_STATE_STOPPED) {
-            fail_msg(CMD, "cannot connect through the relay: %s", st.last_error);
-            return -1;
-        }
-        sleep_ms(10, &g_stop);
-    }
-    fail_msg(CMD, "the pool did not fill up in time");
-    return -1;
-}
-
 int cmd_drill(int argc, char **argv)
 {
     struct drill *d = calloc(1, sizeof(*d));
@@ -793,7 +773,7 @@ int cmd_drill(int argc, char **argv)
         fail_msg(CMD, "cannot open the pool: %s", dbpool_last_error());
         goto out;
     }
-    if (wait_pool_ready(d) != 0)
+    if (wait_pool_ready(CMD, d->pool, d->cfg.connect_timeout, " through the relay") != 0)
         goto out;
 
     /* fill in the report's set-up */

@@ -223,3 +223,25 @@ void cli_log_cb(void *arg, dbpool_log_level level, const char *pool_name, const 
                                           : "debug",
             msg);
 }
+
+int wait_pool_ready(const char *cmd, dbpool *pool, int64_t connect_timeout_ms, const char *via)
+{
+    dbpool_stats st;
+    int64_t until = now_ns() + (connect_timeout_ms + 5000) * 1000000;
+
+    while (now_ns() < until && !g_stop) {
+        if (dbpool_stats_get(pool, &st) != 0)
+            return -1;
+        if (st.idle >= st.size)
+            return 0;
+        if (st.state == DBPOOL_STATE_DOWN || st.state == DBPOOL_STATE_STOPPED) {
+            fail_msg(cmd, "cannot connect%s: %s", via, st.last_error);
+            return -1;
+        }
+        sleep_ms(10, &g_stop);
+    }
+    if (dbpool_stats_get(pool, &st) == 0)
+        fail_msg(cmd, "only %d of %d pool connections opened%s%s", st.idle, st.size,
+                 st.last_error[0] ? ": " : "", st.last_error);
+    return -1;
+}
