@@ -254,7 +254,8 @@ typedef struct dbpool_driver {
     /* Prepare a cancel token while the connection is owned by the pool
      * (after connect). May return NULL if cancel is not supported. */
     void *(*cancel_prepare)(void *ctx, void *conn);
-    /* Cancel whatever the connection is running. Blocking; helper thread. */
+    /* Cancel whatever the connection is running. May block; runs on a worker
+     * thread with every signal blocked. */
     void (*cancel_run)(void *token);
     void (*cancel_free)(void *token);
     /* Close and free the connection. Must not block for long. */
@@ -263,6 +264,21 @@ typedef struct dbpool_driver {
     void (*ctx_free)(void *ctx);
     /* The handle callers use (dbpool_lease_conn); NULL = the conn itself. */
     void *(*native)(void *conn);
+
+    /* Optional: the work a connect needs that may block, such as looking up
+     * host names. Called on a worker thread, never on the manager thread;
+     * returns an object for connect_resolved, or NULL with a message in err.
+     * The pool runs one lookup at a time and shares its result among the
+     * connects waiting for it; the next connect after that looks up again.
+     * When set, connect_resolved replaces connect_start. */
+    void *(*resolve)(void *ctx, char *err, size_t errlen);
+    int (*connect_resolved)(void *ctx, void *resolved, void **conn, int *fd, char *err,
+                            size_t errlen);
+    void (*resolved_free)(void *resolved);
+    /* Optional: a short name of the server a cancel token talks to (e.g.
+     * "host:port"); cancels to one server run one at a time, and a stuck one
+     * never delays cancels to another server. Must not block. */
+    const char *(*cancel_target)(void *token);
 } dbpool_driver;
 
 /* ------------------------------------------------------------------------ */

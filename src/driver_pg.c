@@ -11,6 +11,7 @@
 #include "error.h"
 #include "driver_pg.h"
 #include "pg_query.h"
+#include "pg_resolve.h"
 #include "pool.h"
 
 struct pg_ctx {
@@ -221,9 +222,10 @@ static int command_start(struct pg_conn *c, const char *sql, int *fd, char *err,
 
 /* ---- driver ------------------------------------------------------------- */
 
-static int pg_connect_start(void *vctx, void **conn, int *fd, char *err, size_t errlen)
+/* Start a connect with these parameters (no name lookup left to do). */
+static int start_with(struct pg_ctx *ctx, const char *const *keys, const char *const *vals,
+                      void **conn, int *fd, char *err, size_t errlen)
 {
-    struct pg_ctx *ctx = vctx;
     struct pg_conn *c = dbpool_calloc(1, sizeof(*c));
 
     *conn = NULL;
@@ -231,7 +233,7 @@ static int pg_connect_start(void *vctx, void **conn, int *fd, char *err, size_t 
         snprintf(err, errlen, "out of memory");
         return DBPOOL_IO_FAIL;
     }
-    c->pg = PQconnectStartParams(ctx->keys, ctx->vals, 0);
+    c->pg = PQconnectStartParams(keys, vals, 0);
     if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
         if (c->pg)
             set_msg(err, errlen, PQerrorMessage(c->pg), ctx->password);
@@ -245,6 +247,32 @@ static int pg_connect_start(void *vctx, void **conn, int *fd, char *err, size_t 
     *conn = c;
     *fd = PQsocket(c->pg);
     return DBPOOL_IO_WRITE; /* libpq: start as if PQconnectPoll said WRITING */
+}
+
+static int pg_connect_start(void *vctx, void **conn, int *fd, char *err, size_t errlen)
+{
+    struct pg_ctx *ctx = vctx;
+    return start_with(ctx, ctx->keys, ctx->vals, conn, fd, err, errlen);
+}
+
+/* Worker thread: look the host names up (the pool's driver has this only
+ * when some host entry is a name). */
+static void *pg_resolve_cb(void *vctx, char *err, size_t errlen)
+{
+    struct pg_ctx *ctx = vctx;
+    return pg_resolve(ctx->keys, ctx->vals, err, errlen);
+}
+
+static int pg_connect_resolved(void *vctx, void *resolved, void **conn, int *fd, char *err,
+                               size_t errlen)
+{
+    struct pg_resolved *r = resolved;
+    return start_with(vctx, r->keys, r->vals, conn, fd, err, errlen);
+}
+
+static void pg_resolved_free_cb(void *resolved)
+{
+    pg_resolved_free(resolved);
 }
 
 static int pg_connect_poll(void *vctx, void *conn, int *fd, char *err, size_t errlen)
@@ -360,21 +388,52 @@ static int pg_reset(void *vctx, void *conn, int64_t timeout_ms, char *err, size_
     return 1;
 }
 
+/* A cancel token remembers its server, so that cancels to one server share
+ * one worker lane (see src/workers.h). */
+struct pg_cancel_token {
+    PGcancel *cancel;
+    char target[128];
+};
+
+void pg_cancel_target(PGconn *pg, char *buf, size_t len)
+{
+    const char *h = PQhost(pg), *p = PQport(pg);
+    snprintf(buf, len, "%s:%s", h ? h : "", p ? p : "");
+}
+
 static void *pg_cancel_prepare(void *vctx, void *conn)
 {
+    struct pg_cancel_token *t = dbpool_calloc(1, sizeof(*t));
+    PGconn *pg = ((struct pg_conn *)conn)->pg;
+
     (void)vctx;
-    return PQgetCancel(((struct pg_conn *)conn)->pg);
+    if (!t)
+        return NULL;
+    if (!(t->cancel = PQgetCancel(pg))) {
+        dbpool_free(t);
+        return NULL;
+    }
+    pg_cancel_target(pg, t->target, sizeof(t->target));
+    return t;
 }
 
 static void pg_cancel_run(void *token)
 {
     char buf[256];
-    PQcancel(token, buf, sizeof(buf)); /* best effort; the lease is discarded anyway */
+    struct pg_cancel_token *t = token;
+    PQcancel(t->cancel, buf, sizeof(buf)); /* best effort; the lease is discarded anyway */
 }
 
 static void pg_cancel_free(void *token)
 {
-    PQfreeCancel(token);
+    struct pg_cancel_token *t = token;
+    PQfreeCancel(t->cancel);
+    dbpool_free(t);
+}
+
+static const char *pg_cancel_target_cb(void *token)
+{
+    return ((struct pg_cancel_token *)token)->target;
 }
 
 static void pg_disconnect(void *vctx, void *conn)
@@ -418,7 +477,34 @@ static const dbpool_driver pg_driver = {
     .disconnect = pg_disconnect,
     .ctx_free = pg_ctx_free,
     .native = pg_native,
+    .cancel_target = pg_cancel_target_cb,
 };
+
+/* The same, for pools whose host list holds names: they are looked up on a
+ * worker thread before each connect, then passed to libpq as hostaddr. */
+static const dbpool_driver pg_driver_lookup = {
+    .name = "postgresql",
+    .connect_start = pg_connect_start,
+    .connect_poll = pg_connect_poll,
+    .ping_start = pg_ping_start,
+    .ping_poll = pg_ping_poll,
+    .reset = pg_reset,
+    .cancel_prepare = pg_cancel_prepare,
+    .cancel_run = pg_cancel_run,
+    .cancel_free = pg_cancel_free,
+    .disconnect = pg_disconnect,
+    .ctx_free = pg_ctx_free,
+    .native = pg_native,
+    .cancel_target = pg_cancel_target_cb,
+    .resolve = pg_resolve_cb,
+    .connect_resolved = pg_connect_resolved,
+    .resolved_free = pg_resolved_free_cb,
+};
+
+static int is_pg_driver(const dbpool_driver *d)
+{
+    return d == &pg_driver || d == &pg_driver_lookup;
+}
 
 /* ---- public ------------------------------------------------------------- */
 
@@ -591,7 +677,16 @@ int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
     PQconninfoFree(opts);
     if (cfg && cfg->after_connect && !(ctx->after_connect = dbpool_strdup(cfg->after_connect)))
         goto nomem;
-    if ((rc = pool_open(out, &pg_driver, ctx, cfg, budget, owner)) != 0)
+    /* PGHOST applies when the conninfo names no host (libpq reads it too) */
+    const char *host = getenv("PGHOST"), *hostaddr = getenv("PGHOSTADDR");
+    for (int i = 0; ctx->keys[i]; i++) {
+        if (!strcmp(ctx->keys[i], "host"))
+            host = ctx->vals[i];
+        else if (!strcmp(ctx->keys[i], "hostaddr"))
+            hostaddr = ctx->vals[i];
+    }
+    const dbpool_driver *drv = pg_needs_lookup(host, hostaddr) ? &pg_driver_lookup : &pg_driver;
+    if ((rc = pool_open(out, drv, ctx, cfg, budget, owner)) != 0)
         pg_ctx_free(ctx);
     return rc;
 nomem:
@@ -601,7 +696,7 @@ nomem:
 
 struct pg_qstate **pg_lease_qstate(const dbpool_lease *lease)
 {
-    if (!dbpool_lease_conn(lease) || lease->slot->pool->drv != &pg_driver)
+    if (!dbpool_lease_conn(lease) || !is_pg_driver(lease->slot->pool->drv))
         return NULL;
     return &((struct pg_conn *)lease->slot->conn)->qstate;
 }
@@ -610,7 +705,7 @@ PGconn *dbpool_pg_conn(const dbpool_lease *lease)
 {
     PGconn *pg = dbpool_lease_conn(lease);
 
-    if (pg && lease->slot->pool->drv != &pg_driver) {
+    if (pg && !is_pg_driver(lease->slot->pool->drv)) {
         set_error(DBPOOL_EINVAL, "lease is not from a PostgreSQL pool");
         return NULL;
     }

@@ -10,4 +10,7 @@ struct budget_ops;
 int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
             const struct budget_ops *budget, void *owner);
 
+/* "host:port" of a connection: the worker lane for its cancel requests. */
+void pg_cancel_target(PGconn *pg, char *buf, size_t len);
+
 #endif

@@ -1,60 +1,44 @@
-/* manager.c - the process-wide manager thread (epoll loop + timers for every pool)
- * and the helper thread that runs the few jobs that must block (cancel). */
+/* manager.c - the process-wide manager thread: one epoll loop that services
+ * clients when due and dispatches socket events to their watchers. */
 #include "manager.h"
 
 #include <errno.h>
-#include <stdint.h>
-#include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "alloc.h"
+#include "clock.h"
+#include "dbpool.h"
 #include "error.h"
-#include "pool.h"
-
-struct job {
-    struct job *next;
-    void (*fn)(void *);
-    void (*free_fn)(void *);
-    void *arg;
-};
+#include "workers.h"
 
 /*
- * Lock order: M.life -> M.mu -> pool->mu -> M.hmu.
- * Pools are freed only by the manager thread at the top of its loop (after
- * every event of the previous epoll_wait was handled) or, when no manager
- * runs, directly: so an event never points into freed memory.
+ * mgr.mu guards the client list, each client's attached/running flags, the
+ * release list and stop. It is never held while a client's code runs: the
+ * loop marks a client running, drops the lock, calls it, and takes the lock
+ * again; manager_detach() waits for `running` to clear. Clients are released
+ * only at the top of the loop (after every event of the previous epoll_wait
+ * was dispatched) or, when no manager runs, at once: so an event never
+ * points into freed memory.
  */
 static struct {
     pthread_mutex_t life; /* serialises starting and stopping the thread */
-    pthread_mutex_t mu;   /* pools, held, zombies, stop */
+    pthread_mutex_t mu;
+    pthread_cond_t idle; /* a client stopped running */
     pthread_t thread;
     int running, stop;
     int epfd, evfd;
-    struct dbpool *pools;    /* open */
-    struct dbpool *held;     /* closed, leases still out */
-    struct dbpool *zombies;  /* closed, to be freed by the manager */
-    _Atomic int64_t wake_at; /* when the manager will wake by itself */
-
-    struct ticker {
-        void (*fn)(void *, int64_t);
-        void *arg;
-    } tickers[8];
-    int ntickers;
-
-    pthread_mutex_t hmu; /* helper thread's job queue */
-    pthread_cond_t hcond;
-    struct job *jobs, *jobs_tail;
-    unsigned helper_gen; /* a helper whose gen differs exits */
-    pthread_t helper;
-    _Atomic int helpers_alive; /* include helpers still finishing a job */
-} M = {
+    struct mclient *clients;  /* attached */
+    struct mclient *detached; /* detached, not released yet (a closed pool with
+                                 leases out): the library still owns them */
+    struct mclient *releases; /* released, to be freed by the loop */
+    int outstanding;          /* attached or detached, not yet released */
+} mgr = {
     .life = PTHREAD_MUTEX_INITIALIZER,
     .mu = PTHREAD_MUTEX_INITIALIZER,
-    .hmu = PTHREAD_MUTEX_INITIALIZER,
-    .hcond = PTHREAD_COND_INITIALIZER,
+    .idle = PTHREAD_COND_INITIALIZER,
     .epfd = -1,
     .evfd = -1,
 };
@@ -66,52 +50,12 @@ int manager_is_self(void)
     return on_manager;
 }
 
-/* ---- pool lists (M.mu held) ------------------------------------------- */
-
-static void plist_push(struct dbpool **head, struct dbpool *p)
-{
-    p->mprev = NULL;
-    p->mnext = *head;
-    if (*head)
-        (*head)->mprev = p;
-    *head = p;
-}
-
-static void plist_remove(struct dbpool **head, struct dbpool *p)
-{
-    if (p->mprev)
-        p->mprev->mnext = p->mnext;
-    else
-        *head = p->mnext;
-    if (p->mnext)
-        p->mnext->mprev = p->mprev;
-    p->mnext = p->mprev = NULL;
-}
-
-static int plist_has(struct dbpool *head, const struct dbpool *p)
-{
-    for (; head; head = head->mnext)
-        if (head == p)
-            return 1;
-    return 0;
-}
-
-static void free_zombies(void)
-{
-    struct dbpool *p;
-
-    while ((p = M.zombies) != NULL) {
-        plist_remove(&M.zombies, p);
-        pool_free(p);
-    }
-}
-
 /* ---- wakeups ------------------------------------------------------------- */
 
-void manager_wake(void)
+static void wake(void)
 {
     uint64_t one = 1;
-    int fd = M.evfd;
+    int fd = mgr.evfd;
 
     if (fd >= 0) {
         ssize_t r = write(fd, &one, sizeof(one));
@@ -119,144 +63,96 @@ void manager_wake(void)
     }
 }
 
-void manager_poke(struct dbpool *p)
+void manager_poke(struct mclient *c)
 {
-    atomic_store_explicit(&p->poke, 1, memory_order_release);
-    manager_wake();
+    atomic_store_explicit(&c->poke, 1, memory_order_release);
+    if (!on_manager)
+        wake(); /* the loop looks at every client's poke before it sleeps */
 }
 
-void manager_poke_before(struct dbpool *p, int64_t due)
+void manager_poke_before(struct mclient *c, int64_t due)
 {
-    if (due < atomic_load_explicit(&p->next_due, memory_order_acquire))
-        manager_poke(p);
+    if (due < atomic_load_explicit(&c->next_due, memory_order_acquire))
+        manager_poke(c);
 }
 
 /* ---- epoll --------------------------------------------------------------- */
 
-void manager_watch(struct dbpool_slot *s, int fd, int want)
+void manager_watch(struct mwatch *w, int fd, int want)
 {
     struct epoll_event ev;
 
     memset(&ev, 0, sizeof(ev));
     ev.events = (want == DBPOOL_IO_WRITE ? EPOLLOUT : EPOLLIN);
-    ev.data.ptr = s;
-    if (s->fd >= 0 && s->fd != fd)
-        manager_unwatch(s);
+    ev.data.ptr = w;
+    if (w->fd >= 0 && w->fd != fd)
+        manager_unwatch(w);
     /* libpq may close and reopen its socket (next host): the number can be
      * reused while the old registration vanished with the old socket. */
-    if (s->fd == fd && epoll_ctl(M.epfd, EPOLL_CTL_MOD, fd, &ev) == 0) {
-        s->io_events = (int)ev.events;
+    if (w->fd == fd && epoll_ctl(mgr.epfd, EPOLL_CTL_MOD, fd, &ev) == 0) {
+        w->events = (int)ev.events;
         return;
     }
-    if (epoll_ctl(M.epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
-        epoll_ctl(M.epfd, EPOLL_CTL_MOD, fd, &ev);
-    s->fd = fd;
-    s->io_events = (int)ev.events;
+    if (epoll_ctl(mgr.epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
+        epoll_ctl(mgr.epfd, EPOLL_CTL_MOD, fd, &ev);
+    w->fd = fd;
+    w->events = (int)ev.events;
 }
 
-void manager_unwatch(struct dbpool_slot *s)
+void manager_unwatch(struct mwatch *w)
 {
-    if (s->fd >= 0)
-        epoll_ctl(M.epfd, EPOLL_CTL_DEL, s->fd, NULL);
-    s->fd = -1;
+    if (w->fd >= 0 && mgr.epfd >= 0)
+        epoll_ctl(mgr.epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    w->fd = -1;
 }
 
-/* ---- helper thread -------------------------------------------------------- */
+/* ---- client list (mgr.mu held) ------------------------------------------- */
 
-static void *helper_main(void *arg)
+static void clients_push(struct mclient **head, struct mclient *c)
 {
-    unsigned gen = (unsigned)(uintptr_t)arg;
-
-    pthread_mutex_lock(&M.hmu);
-    for (;;) {
-        while (!M.jobs && M.helper_gen == gen)
-            pthread_cond_wait(&M.hcond, &M.hmu);
-        if (M.helper_gen != gen)
-            break;
-        struct job *j = M.jobs;
-        M.jobs = j->next;
-        if (!M.jobs)
-            M.jobs_tail = NULL;
-        pthread_mutex_unlock(&M.hmu);
-        j->fn(j->arg);
-        if (j->free_fn)
-            j->free_fn(j->arg);
-        dbpool_free(j);
-        pthread_mutex_lock(&M.hmu);
-    }
-    pthread_mutex_unlock(&M.hmu);
-    atomic_fetch_sub(&M.helpers_alive, 1);
-    return NULL;
+    c->prev = NULL;
+    c->next = *head;
+    if (*head)
+        (*head)->prev = c;
+    *head = c;
 }
 
-int manager_submit(void (*fn)(void *), void *arg, void (*free_fn)(void *))
+static void clients_remove(struct mclient **head, struct mclient *c)
 {
-    struct job *j = dbpool_malloc(sizeof(*j));
-
-    if (!j) {
-        if (free_fn)
-            free_fn(arg);
-        return DBPOOL_ENOMEM;
-    }
-    j->next = NULL;
-    j->fn = fn;
-    j->free_fn = free_fn;
-    j->arg = arg;
-    pthread_mutex_lock(&M.hmu);
-    if (M.jobs_tail)
-        M.jobs_tail->next = j;
+    if (c->prev)
+        c->prev->next = c->next;
     else
-        M.jobs = j;
-    M.jobs_tail = j;
-    pthread_cond_signal(&M.hcond);
-    pthread_mutex_unlock(&M.hmu);
-    return 0;
+        *head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
 }
 
-static int helper_start(void)
+/* Run a client callback without the lock; mgr.mu held on entry and exit. */
+#define RUN_UNLOCKED(c, call)                                                                      \
+    do {                                                                                           \
+        (c)->running = 1;                                                                          \
+        pthread_mutex_unlock(&mgr.mu);                                                             \
+        call;                                                                                      \
+        pthread_mutex_lock(&mgr.mu);                                                               \
+        (c)->running = 0;                                                                          \
+        pthread_cond_broadcast(&mgr.idle);                                                         \
+    } while (0)
+
+/* The release list is freed without the lock (release() is client code). */
+static void run_releases(void)
 {
-    unsigned gen;
+    struct mclient *c;
 
-    pthread_mutex_lock(&M.hmu);
-    gen = ++M.helper_gen;
-    pthread_mutex_unlock(&M.hmu);
-    atomic_fetch_add(&M.helpers_alive, 1);
-    int rc = pthread_create(&M.helper, NULL, helper_main, (void *)(uintptr_t)gen);
-    if (rc != 0)
-        atomic_fetch_sub(&M.helpers_alive, 1);
-    return rc;
-}
-
-/* Join the helper if it finishes within 2 s; a cancel may block much longer
- * (libpq < 17 has no timeout on PQcancel), and that must never hold up
- * dbpool_close(): then it is detached and exits when its job ends
- * (manager_in_use() stays true until it has). */
-static void helper_join(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 2;
-    if (pthread_timedjoin_np(M.helper, NULL, &ts) != 0)
-        pthread_detach(M.helper);
-}
-
-static void helper_stop(void)
-{
-    struct job *j;
-
-    pthread_mutex_lock(&M.hmu);
-    M.helper_gen++;
-    j = M.jobs;
-    M.jobs = M.jobs_tail = NULL;
-    pthread_cond_broadcast(&M.hcond);
-    pthread_mutex_unlock(&M.hmu);
-    while (j) {
-        struct job *next = j->next;
-        if (j->free_fn)
-            j->free_fn(j->arg);
-        dbpool_free(j);
-        j = next;
+    while ((c = mgr.releases) != NULL) {
+        mgr.releases = NULL;
+        pthread_mutex_unlock(&mgr.mu);
+        while (c) {
+            struct mclient *next = c->rnext;
+            c->release(c);
+            c = next;
+        }
+        pthread_mutex_lock(&mgr.mu);
     }
 }
 
@@ -264,231 +160,210 @@ static void helper_stop(void)
 
 #define MAX_SLEEP_MS 1000
 
+/* Phase: how long may the loop sleep? (mgr.mu held) */
+static int64_t next_timeout(int64_t now)
+{
+    int64_t due = INT64_MAX;
+
+    for (struct mclient *c = mgr.clients; c; c = c->next) {
+        int64_t d = atomic_load_explicit(&c->next_due, memory_order_acquire);
+        if (atomic_load_explicit(&c->poke, memory_order_acquire))
+            d = now;
+        if (d < due)
+            due = d;
+    }
+    if (due == INT64_MAX || due - now > MAX_SLEEP_MS)
+        return MAX_SLEEP_MS;
+    return due > now ? due - now : 0;
+}
+
+/* Phase: socket events, each followed by a service of its client. */
+static void dispatch_io(struct epoll_event *evs, int n, int64_t now)
+{
+    for (int i = 0; i < n; i++) {
+        struct mwatch *w = evs[i].data.ptr;
+        if (w == NULL) {
+            uint64_t v;
+            ssize_t r = read(mgr.evfd, &v, sizeof(v));
+            (void)r;
+            continue;
+        }
+        struct mclient *c = w->client;
+        if (!c->attached || w->fd < 0)
+            continue; /* a stale event: the watcher or its client went away */
+        RUN_UNLOCKED(c, w->cb(w, now));
+        atomic_store_explicit(&c->poke, 1, memory_order_release);
+    }
+}
+
+/* Phase: service every client that is due or poked. */
+static void run_due(int64_t now)
+{
+    struct mclient *run = NULL, **tail = &run;
+
+    for (struct mclient *c = mgr.clients; c; c = c->next) {
+        if (!atomic_exchange_explicit(&c->poke, 0, memory_order_acq_rel) &&
+            now < atomic_load_explicit(&c->next_due, memory_order_acquire))
+            continue;
+        c->rnext = NULL;
+        *tail = c;
+        tail = &c->rnext;
+    }
+    /* detached clients stay valid until the top of the loop: skip them */
+    for (struct mclient *c = run, *next; c; c = next) {
+        next = c->rnext;
+        if (!c->attached)
+            continue;
+        int64_t due = 0;
+        RUN_UNLOCKED(c, due = c->service(c, now));
+        atomic_store_explicit(&c->next_due, due, memory_order_release);
+    }
+}
+
 static void *manager_main(void *arg)
 {
     struct epoll_event evs[64];
 
     (void)arg;
     on_manager = 1;
-    pthread_mutex_lock(&M.mu);
+    pthread_mutex_lock(&mgr.mu);
     for (;;) {
-        free_zombies();
-        if (M.stop)
+        run_releases();
+        if (mgr.stop)
             break;
-
-        int64_t now = clock_ms(), due = INT64_MAX;
-        for (struct dbpool *p = M.pools; p; p = p->mnext) {
-            int64_t d = atomic_load_explicit(&p->next_due, memory_order_relaxed);
-            if (d < due)
-                due = d;
-        }
-        int64_t sleep = due == INT64_MAX ? MAX_SLEEP_MS : due - now;
-        if (sleep < 0)
-            sleep = 0;
-        if (sleep > MAX_SLEEP_MS)
-            sleep = MAX_SLEEP_MS;
-        atomic_store_explicit(&M.wake_at, now + sleep, memory_order_release);
-        pthread_mutex_unlock(&M.mu);
-
-        int n = epoll_wait(M.epfd, evs, 64, (int)sleep);
-
-        pthread_mutex_lock(&M.mu);
-        /* while we work, any new deadline must wake us (see manager_wake_before) */
-        atomic_store_explicit(&M.wake_at, INT64_MAX, memory_order_release);
-        now = clock_ms();
-        for (int i = 0; i < n; i++) {
-            if (evs[i].data.ptr == NULL) {
-                uint64_t v;
-                ssize_t r = read(M.evfd, &v, sizeof(v));
-                (void)r;
-            } else {
-                slot_io(evs[i].data.ptr, now);
-            }
-        }
-        now = clock_ms();
-        for (int i = 0; i < M.ntickers; i++)
-            M.tickers[i].fn(M.tickers[i].arg, now);
-        for (struct dbpool *p = M.pools; p; p = p->mnext) {
-            if (!atomic_exchange_explicit(&p->poke, 0, memory_order_acq_rel) &&
-                now < atomic_load_explicit(&p->next_due, memory_order_relaxed))
-                continue;
-            atomic_store_explicit(&p->next_due, slot_service(p, now), memory_order_release);
-            pool_deliver_events(p);
-        }
+        int64_t sleep = next_timeout(clock_ms());
+        pthread_mutex_unlock(&mgr.mu);
+        int n = epoll_wait(mgr.epfd, evs, 64, (int)sleep);
+        pthread_mutex_lock(&mgr.mu);
+        dispatch_io(evs, n, clock_ms());
+        run_due(clock_ms());
     }
-    pthread_mutex_unlock(&M.mu);
+    pthread_mutex_unlock(&mgr.mu);
     return NULL;
 }
 
-/* M.life held. */
+/* mgr.life held. */
 static int manager_start(void)
 {
     struct epoll_event ev;
 
-    M.epfd = epoll_create1(EPOLL_CLOEXEC);
-    M.evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (M.epfd < 0 || M.evfd < 0)
+    mgr.epfd = epoll_create1(EPOLL_CLOEXEC);
+    mgr.evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (mgr.epfd < 0 || mgr.evfd < 0)
         goto fail;
     memset(&ev, 0, sizeof(ev));
     ev.events = EPOLLIN;
     ev.data.ptr = NULL;
-    if (epoll_ctl(M.epfd, EPOLL_CTL_ADD, M.evfd, &ev) != 0)
+    if (epoll_ctl(mgr.epfd, EPOLL_CTL_ADD, mgr.evfd, &ev) != 0)
         goto fail;
-    M.stop = 0;
-    atomic_store(&M.wake_at, INT64_MAX);
-    if (helper_start() != 0)
+    mgr.stop = 0;
+    if (pthread_create(&mgr.thread, NULL, manager_main, NULL) != 0)
         goto fail;
-    if (pthread_create(&M.thread, NULL, manager_main, NULL) != 0) {
-        helper_stop();
-        helper_join();
-        goto fail;
-    }
-    M.running = 1;
+    mgr.running = 1;
     return 0;
 fail:
-    if (M.epfd >= 0)
-        close(M.epfd);
-    if (M.evfd >= 0)
-        close(M.evfd);
-    M.epfd = M.evfd = -1;
+    if (mgr.epfd >= 0)
+        close(mgr.epfd);
+    if (mgr.evfd >= 0)
+        close(mgr.evfd);
+    mgr.epfd = mgr.evfd = -1;
     return set_error(DBPOOL_ESYSTEM, "cannot start the manager thread: %s", strerror(errno));
 }
 
-/* M.life held, M.mu not held. */
+/* mgr.life held, mgr.mu not held; not on the manager thread. */
 static void manager_stop(void)
 {
-    pthread_mutex_lock(&M.mu);
-    M.stop = 1;
-    pthread_mutex_unlock(&M.mu);
-    manager_wake();
-    pthread_join(M.thread, NULL);
-    helper_stop();
-    helper_join();
-    pthread_mutex_lock(&M.mu);
-    free_zombies();
-    close(M.epfd);
-    close(M.evfd);
-    M.epfd = M.evfd = -1;
-    M.running = 0;
-    pthread_mutex_unlock(&M.mu);
+    pthread_mutex_lock(&mgr.mu);
+    mgr.stop = 1;
+    pthread_mutex_unlock(&mgr.mu);
+    wake();
+    pthread_join(mgr.thread, NULL);
+    pthread_mutex_lock(&mgr.mu);
+    run_releases();
+    close(mgr.epfd);
+    close(mgr.evfd);
+    mgr.epfd = mgr.evfd = -1;
+    mgr.running = 0;
+    pthread_mutex_unlock(&mgr.mu);
+    workers_trim(); /* no thread stays behind, unless a job is stuck */
 }
 
-int manager_ticker_add(void (*fn)(void *arg, int64_t now), void *arg)
+int manager_attach(struct mclient *c)
 {
     int rc = 0;
 
-    pthread_mutex_lock(&M.mu);
-    if (M.ntickers == (int)(sizeof(M.tickers) / sizeof(M.tickers[0])))
-        rc = set_error(DBPOOL_ENOMEM, "too many registries (at most 8)");
-    else
-        M.tickers[M.ntickers++] = (struct ticker){fn, arg};
-    pthread_mutex_unlock(&M.mu);
+    pthread_mutex_lock(&mgr.life);
+    if (!mgr.running)
+        rc = manager_start();
+    if (rc == 0) {
+        pthread_mutex_lock(&mgr.mu);
+        atomic_store(&c->next_due, 0); /* service at once */
+        atomic_store(&c->poke, 0);
+        c->attached = 1;
+        c->running = 0;
+        clients_push(&mgr.clients, c);
+        mgr.outstanding++;
+        pthread_mutex_unlock(&mgr.mu);
+        wake();
+    }
+    pthread_mutex_unlock(&mgr.life);
     return rc;
 }
 
-void manager_ticker_remove(void *arg)
+void manager_detach(struct mclient *c)
 {
-    pthread_mutex_lock(&M.mu);
-    for (int i = 0; i < M.ntickers; i++) {
-        if (M.tickers[i].arg == arg) {
-            M.tickers[i] = M.tickers[--M.ntickers];
-            break;
-        }
+    pthread_mutex_lock(&mgr.mu);
+    if (c->attached) {
+        c->attached = 0;
+        clients_remove(&mgr.clients, c);
+        clients_push(&mgr.detached, c);
     }
-    pthread_mutex_unlock(&M.mu);
+    /* on the manager thread c cannot be running (one client at a time, and
+     * not from its own callbacks) */
+    while (c->running && !on_manager)
+        pthread_cond_wait(&mgr.idle, &mgr.mu);
+    pthread_mutex_unlock(&mgr.mu);
+}
+
+void manager_release(struct mclient *c)
+{
+    int stop = 0;
+
+    pthread_mutex_lock(&mgr.mu);
+    clients_remove(&mgr.detached, c);
+    int last = --mgr.outstanding == 0;
+    if (mgr.running) {
+        c->rnext = mgr.releases;
+        mgr.releases = c;
+        stop = last && !on_manager;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&mgr.mu);
+    if (c) {
+        c->release(c); /* no manager: no event can refer to it */
+        return;
+    }
+    if (!stop) {
+        wake();
+        return;
+    }
+    pthread_mutex_lock(&mgr.life);
+    pthread_mutex_lock(&mgr.mu);
+    stop = mgr.running && mgr.outstanding == 0; /* nobody attached meanwhile */
+    pthread_mutex_unlock(&mgr.mu);
+    if (stop)
+        manager_stop(); /* runs the releases too */
+    else
+        wake();
+    pthread_mutex_unlock(&mgr.life);
 }
 
 int manager_in_use(void)
 {
-    pthread_mutex_lock(&M.life);
-    int r = M.running || atomic_load(&M.helpers_alive) > 0;
-    pthread_mutex_unlock(&M.life);
-    return r;
-}
-
-int manager_attach(struct dbpool *p)
-{
-    int rc = 0;
-
-    pthread_mutex_lock(&M.life);
-    if (!M.running)
-        rc = manager_start();
-    if (rc == 0) {
-        pthread_mutex_lock(&M.mu);
-        atomic_store(&p->next_due, 0); /* connect at once */
-        plist_push(&M.pools, p);
-        pthread_mutex_unlock(&M.mu);
-        manager_wake();
-    }
-    pthread_mutex_unlock(&M.life);
-    return rc;
-}
-
-int manager_close(struct dbpool *p)
-{
-    int busy;
-
-    pthread_mutex_lock(&M.life);
-    pthread_mutex_lock(&M.mu);
-    if (!plist_has(M.pools, p)) {
-        int held = plist_has(M.held, p);
-        pthread_mutex_unlock(&M.mu);
-        pthread_mutex_unlock(&M.life);
-        return set_error(held ? DBPOOL_ECLOSED : DBPOOL_EINVAL,
-                         held ? "pool is already closed" : "not an open pool");
-    }
-    plist_remove(&M.pools, p);
-
-    /* The manager is not running slot code now (we hold M.mu), so every
-     * slot it owns can be torn down from here. */
-    pthread_mutex_lock(&p->mu);
-    p->closing = 1;
-    pool_fail_waiters_locked(p, DBPOOL_ECLOSED, "pool closed");
-    /* they still need the pool mutex to return: wait until they are out */
-    while (p->in_wait > 0)
-        pthread_cond_wait(&p->drained, &p->mu);
-    pool_update_state_locked(p, clock_ms());
-    for (int i = 0; p->slots && i < p->cfg.size; i++) {
-        struct dbpool_slot *s = &p->slots[i];
-        if (s->state == SLOT_BUSY)
-            continue;
-        slot_disconnect(p, s);
-        slot_move(p, s, SLOT_STOPPED);
-    }
-    busy = p->lists[SLOT_BUSY].n;
-    pthread_mutex_unlock(&p->mu);
-
-    plist_push(busy ? &M.held : &M.zombies, p);
-    int last = !M.pools && !M.held;
-    pthread_mutex_unlock(&M.mu);
-    if (last && M.running)
-        manager_stop(); /* frees the zombies too */
-    else
-        manager_wake();
-    pthread_mutex_unlock(&M.life);
-    if (busy)
-        return set_error(DBPOOL_EBUSY,
-                         "pool closed with %d connection(s) still checked out; they are "
-                         "closed at check-in",
-                         busy);
-    return 0;
-}
-
-void manager_release_closed(struct dbpool *p)
-{
-    pthread_mutex_lock(&M.life);
-    pthread_mutex_lock(&M.mu);
-    plist_remove(&M.held, p);
-    int running = M.running;
-    if (running)
-        plist_push(&M.zombies, p);
-    int last = !M.pools && !M.held;
-    pthread_mutex_unlock(&M.mu);
-    if (!running)
-        pool_free(p);
-    else if (last)
-        manager_stop();
-    else
-        manager_wake();
-    pthread_mutex_unlock(&M.life);
+    pthread_mutex_lock(&mgr.life);
+    pthread_mutex_lock(&mgr.mu);
+    int r = mgr.running || mgr.outstanding > 0;
+    pthread_mutex_unlock(&mgr.mu);
+    pthread_mutex_unlock(&mgr.life);
+    return r || workers_busy() > 0;
 }

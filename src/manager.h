@@ -1,44 +1,69 @@
-/* manager.h - the one process-wide manager thread: epoll loop, timers, and a
- * helper thread for the rare work that must block (libpq < 17 cancel). */
+/* manager.h - the one process-wide manager thread: an epoll loop with timers
+ * that services "clients" (pools, registries) and "watchers" (their sockets).
+ * It knows nothing about pools (libuv style: handles and watchers). */
 #ifndef DBPOOL_MANAGER_H
 #define DBPOOL_MANAGER_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
-struct dbpool;
-struct dbpool_slot;
+struct mclient;
 
-/* Start the manager if needed and add the pool to it. 0 or DBPOOL_ESYSTEM. */
-int manager_attach(struct dbpool *p);
-/* dbpool_close(): detach the pool, close every connection not checked out,
- * fail waiters. Returns 0, DBPOOL_EBUSY (leases out) or DBPOOL_EINVAL. */
-int manager_close(struct dbpool *p);
-/* The last lease of a closed pool came back: free the pool safely. */
-void manager_release_closed(struct dbpool *p);
+/*
+ * One socket a client wants to hear about (embedded in the client's objects,
+ * like libuv's uv__io_t). cb runs on the manager thread, with no manager lock
+ * held, never after manager_detach() of its client returned.
+ */
+struct mwatch {
+    int fd; /* -1 when not watched */
+    int events;
+    struct mclient *client;
+    void (*cb)(struct mwatch *w, int64_t now);
+};
 
-/* Is the manager running (some pool open or still holding leases)? */
-int manager_in_use(void);
+/*
+ * A serviced object. service() runs on the manager thread with no manager
+ * lock held when the client is due (now >= next_due) or was poked, and after
+ * any of its watchers fired (so a socket event that changes a deadline is
+ * followed by a fresh due time at once). It returns the client's next due
+ * time (INT64_MAX: only when poked). release() frees the client; it runs once,
+ * after manager_release(), at a point where no event can still refer to it.
+ */
+struct mclient {
+    struct mclient *next, *prev; /* attached clients (manager lock) */
+    struct mclient *rnext;       /* release list / run list (manager lock) */
+    _Atomic int64_t next_due;
+    _Atomic int poke;
+    int attached; /* manager lock */
+    int running;  /* manager lock: service() or a watcher's cb runs now */
+    int64_t (*service)(struct mclient *c, int64_t now);
+    void (*release)(struct mclient *c);
+};
 
-/* Make the manager run now (any pool due). */
-void manager_wake(void);
-/* Make the manager service pool p now / if p's new deadline `due` is earlier
- * than the one the manager planned for p. */
-void manager_poke(struct dbpool *p);
-void manager_poke_before(struct dbpool *p, int64_t due);
+/* Start the manager thread if needed and service c from now on (due at
+ * once). 0 or DBPOOL_ESYSTEM. Any thread but the manager's. */
+int manager_attach(struct mclient *c);
+/* Stop servicing c: when this returns, neither service() nor a watcher cb of
+ * c runs or will run. Any thread (on the manager thread: not from c's own
+ * callbacks). */
+void manager_detach(struct mclient *c);
+/* c (detached) is done: call c->release() once no pending event can refer to
+ * it. The manager thread stops when the last client is released. */
+void manager_release(struct mclient *c);
+
+/* Service c now / if `due` is earlier than c's planned due time. Any thread. */
+void manager_poke(struct mclient *c);
+void manager_poke_before(struct mclient *c, int64_t due);
+
+/* Watch w->fd for reading or writing (DBPOOL_IO_READ / DBPOOL_IO_WRITE), or
+ * stop. The manager thread, or any thread once the client is detached. */
+void manager_watch(struct mwatch *w, int fd, int want);
+void manager_unwatch(struct mwatch *w);
+
 /* Is the calling thread the manager (callbacks run there)? */
 int manager_is_self(void);
-
-/* epoll registration of a manager-owned slot's fd (manager thread only). */
-void manager_watch(struct dbpool_slot *s, int fd, int want);
-void manager_unwatch(struct dbpool_slot *s);
-
-/* A function the manager calls on every loop iteration (at least once a
- * second while it runs), with the manager mutex held: it must be quick, must
- * not lock a pool mutex, and hands blocking work to manager_submit(). */
-int manager_ticker_add(void (*fn)(void *arg, int64_t now), void *arg);
-void manager_ticker_remove(void *arg);
-
-/* Run fn(arg) on the helper thread; free_fn(arg) after (or instead, at stop). */
-int manager_submit(void (*fn)(void *), void *arg, void (*free_fn)(void *));
+/* Does the library hold threads or objects that use the allocator (a client
+ * attached or not yet released, the manager or a worker thread alive)? */
+int manager_in_use(void);
 
 #endif

@@ -2,7 +2,7 @@
  * connection under a deadline that cancels it server-side, say honestly what
  * happened, cache prepared statements per connection, run (nested)
  * transactions. Everything here runs on the caller's thread, on a connection
- * the caller holds; only the cancel request goes to the manager's helper. */
+ * the caller holds; only the cancel request goes to a worker thread. */
 #include "pg_query.h"
 
 #include <errno.h>
@@ -19,7 +19,8 @@
 #include "alloc.h"
 #include "dbpool_pg.h"
 #include "error.h"
-#include "manager.h"
+#include "driver_pg.h"
+#include "workers.h"
 
 #define DEF_STATEMENT_TIMEOUT 15000
 #define DEF_CANCEL_GRACE 1000
@@ -254,7 +255,7 @@ static void conn_msg(char *buf, size_t len, PGconn *pg, const char *fallback)
 /* ---- cancel ------------------------------------------------------------------- */
 
 /*
- * A cancel request runs on the manager's helper thread (PQcancel blocks, with
+ * A cancel request runs on a worker thread (PQcancel blocks, with
  * no timeout before libpq 17) so the caller's wait stays bounded by
  * cancel_grace. The caller and the job share this; the last one frees it.
  * `efd` becomes readable when the request was delivered.
@@ -306,8 +307,10 @@ static struct cancel_req *cancel_start(PGconn *pg)
         return NULL;
     }
     atomic_init(&r->refs, 2);
-    if (manager_submit(cancel_job, r, cancel_job_free) != 0)
-        cancel_job(r); /* the job's reference is gone already: run it here */
+    char lane[128];
+    pg_cancel_target(pg, lane, sizeof(lane));
+    if (workers_submit(lane, cancel_job, r, cancel_job_free) != 0)
+        cancel_unref(r); /* not sent: never block the caller; the grace decides */
     return r;
 }
 

@@ -14,22 +14,7 @@
 #include "error.h"
 #include "log.h"
 #include "manager.h"
-
-int64_t clock_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t clock_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
+#include "workers.h"
 
 /* ---- per-state lists ---------------------------------------------------- */
 
@@ -65,6 +50,20 @@ static int counts(enum slot_state st)
     return st == SLOT_CONNECTING || st == SLOT_IDLE || st == SLOT_BUSY || st == SLOT_PINGING;
 }
 
+int pool_open_conns(const struct dbpool *p)
+{
+    return p->lists[SLOT_IDLE].n + p->lists[SLOT_BUSY].n + p->lists[SLOT_PINGING].n +
+           p->lists[SLOT_CONNECTING].n;
+}
+
+int pool_last_out_locked(struct dbpool *p)
+{
+    if (!p->torn_down || p->released || p->lists[SLOT_BUSY].n > 0 || p->jobs > 0)
+        return 0;
+    p->released = 1;
+    return 1;
+}
+
 void slot_move(struct dbpool *p, struct dbpool_slot *s, enum slot_state to)
 {
     enum slot_state from = s->state;
@@ -89,6 +88,8 @@ void pool_free(struct dbpool *p)
 {
     if (!p)
         return;
+    if (p->resolved && p->drv->resolved_free)
+        p->drv->resolved_free(p->resolved);
     if (p->drv && p->drv->ctx_free && p->ctx)
         p->drv->ctx_free(p->ctx);
     pthread_condattr_destroy(&p->condattr);
@@ -116,7 +117,9 @@ int pool_birth_locked(struct dbpool *p)
     for (int i = 0; i < p->cfg.size; i++) {
         struct dbpool_slot *s = &p->slots[i];
         s->pool = p;
-        s->fd = -1;
+        s->watch.fd = -1;
+        s->watch.client = &p->mc;
+        s->watch.cb = slot_io;
         s->state = i < p->min_size ? SLOT_PENDING : SLOT_DORMANT;
         atomic_init(&s->gen, 1);
         atomic_init(&s->expired, 0);
@@ -125,6 +128,12 @@ int pool_birth_locked(struct dbpool *p)
         list_append(&p->lists[s->state], s);
     }
     return 0;
+}
+
+/* The manager calls this once nothing can refer to the closed pool. */
+static void release_cb(struct mclient *c)
+{
+    pool_free((struct dbpool *)(void *)((char *)c - offsetof(struct dbpool, mc)));
 }
 
 int dbpool_open(dbpool **out, const dbpool_driver *driver, void *ctx, const dbpool_config *cfg)
@@ -200,7 +209,9 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const
         return rc;
     }
     p->ctx = ctx;
-    if ((rc = manager_attach(p)) != 0) {
+    p->mc.service = slot_service;
+    p->mc.release = release_cb;
+    if ((rc = manager_attach(&p->mc)) != 0) {
         p->ctx = NULL; /* ctx belongs to the pool only once open succeeds */
         pool_free(p);
         return rc;
@@ -220,7 +231,7 @@ static void lease_start(struct dbpool *p, struct dbpool_slot *s, int64_t now)
     s->leak_reported = 0;
     if (p->budget)
         atomic_fetch_add_explicit(&p->active, 1, memory_order_relaxed);
-    s->hold_deadline = p->cfg.hold_timeout ? now + p->cfg.hold_timeout : 0;
+    s->hold_deadline = p->cfg.hold_timeout ? deadline_add(now, p->cfg.hold_timeout) : 0;
     p->n_checkouts++;
 }
 
@@ -418,7 +429,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
         int64_t hold = s->hold_deadline;
         pthread_mutex_unlock(&p->mu);
         if (hold)
-            manager_poke_before(p, hold);
+            manager_poke_before(&p->mc, hold);
         return 0;
     }
     if (!p->slots && (rc = pool_birth_locked(p)) != 0) {
@@ -433,7 +444,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
             slot_move(p, p->lists[SLOT_DORMANT].head, SLOT_PENDING);
         pthread_mutex_unlock(&p->mu);
         if (wake)
-            manager_poke(p);
+            manager_poke(&p->mc);
         return set_error(DBPOOL_EBUSY, "pool \"%s\": no connection idle and %s", p->cfg.name,
                          p->cfg.queue ? "timeout is 0" : "queue=false");
     }
@@ -454,7 +465,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
         poll_now = 1;
     }
     int64_t poll_at = p->codel.poll_at;
-    int64_t deadline = now + timeout_ms;
+    int64_t deadline = deadline_add(now, timeout_ms); /* INT64_MAX: no limit */
     struct timespec ts;
     abs_deadline(deadline, &ts);
     p->in_wait++;
@@ -462,13 +473,14 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
         /* the queue poll must run on time from now on */
         pthread_mutex_unlock(&p->mu);
         if (poll_now)
-            manager_poke(p);
+            manager_poke(&p->mc);
         else
-            manager_poke_before(p, poll_at);
+            manager_poke_before(&p->mc, poll_at);
         pthread_mutex_lock(&p->mu);
     }
     while (w.status == 1) {
-        int e = pthread_cond_timedwait(&w.cond, &p->mu, &ts);
+        int e = deadline == INT64_MAX ? pthread_cond_wait(&w.cond, &p->mu)
+                                      : pthread_cond_timedwait(&w.cond, &p->mu, &ts);
         if (e == ETIMEDOUT && w.status == 1) {
             wq_remove(&p->waiters, &w);
             w.status = DBPOOL_ETIMEDOUT;
@@ -486,7 +498,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
         int64_t hold = s->hold_deadline;
         pthread_mutex_unlock(&p->mu);
         if (hold)
-            manager_poke_before(p, hold);
+            manager_poke_before(&p->mc, hold);
         return 0;
     }
     rc = w.status;
@@ -646,7 +658,7 @@ static int checkin(dbpool_lease *l, int discard)
     pthread_mutex_lock(&p->mu);
     if (p->closing) {
         slot_move(p, s, SLOT_STOPPED);
-        last_of_closed = p->lists[SLOT_BUSY].n == 0;
+        last_of_closed = pool_last_out_locked(p);
     } else if (broken && p->cfg.backoff_type == DBPOOL_BACKOFF_STOP) {
         slot_move(p, s, SLOT_STOPPED);
     } else if (evicted) {
@@ -655,12 +667,12 @@ static int checkin(dbpool_lease *l, int discard)
         slot_move(p, s, SLOT_PENDING); /* reconnect at once: no backoff */
     }
     pool_update_state_locked(p, clock_ms());
+    if (!p->closing)
+        manager_poke(&p->mc); /* under the mutex: a closed pool may be freed */
     pthread_mutex_unlock(&p->mu);
 
     if (last_of_closed)
-        manager_release_closed(p);
-    else
-        manager_poke(p);
+        manager_release(&p->mc);
     if (expired)
         return set_error(DBPOOL_EEXPIRED,
                          "lease held longer than hold_timeout; connection discarded");
@@ -685,7 +697,54 @@ int dbpool_close(dbpool *p)
         return 0;
     if (manager_is_self())
         return set_error(DBPOOL_EINVAL, "dbpool_close called from a pool callback");
-    return manager_close(p);
+    return pool_close(p);
+}
+
+/*
+ * Close: no new checkouts, waiters fail with ECLOSED, every connection not
+ * checked out is closed now, leases out are closed at their check-in. The
+ * pool is freed by whoever lets go of it last: this call, the last check-in,
+ * or the last worker job (a name lookup) still referring to it.
+ */
+int pool_close(struct dbpool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    if (p->closing) {
+        pthread_mutex_unlock(&p->mu);
+        return set_error(DBPOOL_ECLOSED, "pool is already closed");
+    }
+    p->closing = 1; /* the service pass does nothing from here on */
+    pthread_mutex_unlock(&p->mu);
+    manager_detach(&p->mc); /* and after this it does not run at all */
+
+    pthread_mutex_lock(&p->mu);
+    pool_fail_waiters_locked(p, DBPOOL_ECLOSED, "pool closed");
+    /* they still need the pool mutex to return: wait until they are out */
+    while (p->in_wait > 0)
+        pthread_cond_wait(&p->drained, &p->mu);
+    pool_update_state_locked(p, clock_ms());
+    /* Every slot not checked out belongs to us now (the manager is
+     * detached). Closing a connection does not block (libpq: one Terminate
+     * message on an idle socket). */
+    for (int i = 0; p->slots && i < p->cfg.size; i++) {
+        struct dbpool_slot *s = &p->slots[i];
+        if (s->state == SLOT_BUSY)
+            continue;
+        slot_disconnect(p, s);
+        slot_move(p, s, SLOT_STOPPED);
+    }
+    int busy = p->lists[SLOT_BUSY].n;
+    p->torn_down = 1;
+    int last = pool_last_out_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    if (last)
+        manager_release(&p->mc);
+    if (busy)
+        return set_error(DBPOOL_EBUSY,
+                         "pool closed with %d connection(s) still checked out; they are "
+                         "closed at check-in",
+                         busy);
+    return 0;
 }
 
 int dbpool_reconnect(dbpool *p)
@@ -706,7 +765,7 @@ int dbpool_reconnect(dbpool *p)
         for (struct dbpool_slot *s = p->lists[st].head; s; s = s->next)
             s->expires_at = now + rng_range(&p->rng, 0, p->cfg.idle_interval);
     pthread_mutex_unlock(&p->mu);
-    manager_poke(p);
+    manager_poke(&p->mc);
     return 0;
 }
 
@@ -728,7 +787,7 @@ int dbpool_restart(dbpool *p)
     p->fail_streak = 0;
     pool_update_state_locked(p, clock_ms());
     pthread_mutex_unlock(&p->mu);
-    manager_poke(p);
+    manager_poke(&p->mc);
     return 0;
 }
 
@@ -791,10 +850,12 @@ void pool_event_locked(struct dbpool *p, dbpool_event_type type, int64_t ms, int
     e->type = type;
     e->ms = ms;
     e->at = now;
-    snprintf(e->detail, sizeof(e->detail), "%s", detail ? detail : "");
+    size_t n = detail ? strnlen(detail, sizeof(e->detail) - 1) : 0;
+    memcpy(e->detail, detail ? detail : "", n);
+    e->detail[n] = '\0';
     p->ev_count++;
-    if (p->ev_count == 1 && !manager_is_self())
-        manager_poke(p);
+    if (p->ev_count == 1 && !manager_is_self() && !p->closing)
+        manager_poke(&p->mc);
 }
 
 void pool_deliver_events(struct dbpool *p)

@@ -1,5 +1,6 @@
-/* pool.h - internal structures of a pool and its connection slots.
- * Shared by pool.c (callers' side), slot.c (manager's side) and manager.c. */
+/* pool.h - internal structures of a pool and its connection slots: the pool
+ * object (pool.c: callers' API and the state both sides share) and its
+ * manager client (slot.c: the connection life cycle). */
 #ifndef DBPOOL_POOL_H
 #define DBPOOL_POOL_H
 
@@ -8,10 +9,29 @@
 #include <stdint.h>
 
 #include "backoff.h"
+#include "clock.h"
 #include "dbpool.h"
 #include "idle.h"
+#include "manager.h"
 #include "queue.h"
 #include "stats.h"
+
+/*
+ * Lock order, the one place it is written (every module follows it):
+ *
+ *   mgr.life            manager start/stop (manager_attach, manager_release)
+ *     mgr.mu            client list, running flags (manager.c only; never
+ *                       held while a client's service, watcher or release runs)
+ *   pool->mu            the pool (pool.c, slot.c); driver calls never run
+ *                       under it, except the non-blocking cancel_target
+ *     registry->mu      budget_acquire/release, called under pool->mu
+ *       W.mu            the worker queue (workers_submit under pool->mu)
+ *
+ * Waits: dbpool_close waits, without pool->mu, in manager_detach for the
+ * pool's service to finish, then on pool->drained (pool->mu) for callers
+ * leaving the queue. Nothing waits for a worker job: jobs hold references
+ * (pool->jobs), and whoever drops the last one frees.
+ */
 
 /*
  * Slot states. A slot is always on exactly one list, the one of its state
@@ -67,8 +87,7 @@ struct dbpool_slot {
     enum slot_state state;
     void *conn;            /* driver handle; NULL when not connected */
     _Atomic uint64_t gen;  /* lease generation; bumped at each check-in */
-    int fd;                /* fd registered with epoll, -1 if none */
-    int io_events;         /* events registered */
+    struct mwatch watch;   /* the connection's socket while CONNECTING/PINGING */
     _Atomic int expired;   /* hold_timeout fired on the current lease (read
                               lock-free by the holder at check-in) */
     int broken;            /* last disconnect was a failure (not a recycle) */
@@ -145,12 +164,22 @@ struct dbpool {
     uint64_t n_checkouts, n_drops, n_timeouts, n_connects, n_connect_failures, n_disconnects,
         n_pings, n_ping_failures, n_hold_timeouts, n_rollbacks;
 
-    /* manager's bookkeeping: the list is guarded by the manager mutex; the
-     * manager services a pool only when it is due or poked, so thousands of
-     * idle tenant pools cost nothing per wakeup */
-    struct dbpool *mnext, *mprev;
-    _Atomic int64_t next_due;
-    _Atomic int poke;
+    /* name lookup (drivers with resolve): one at a time per pool, on a
+     * worker; PENDING slots wait for it */
+    int resolving;      /* a lookup job runs */
+    int resolve_failed; /* its result: failed, with resolve_err */
+    void *resolved;     /* its result: for the slots PENDING when it arrives */
+    char resolve_err[256];
+
+    /* lifetime: jobs on worker threads that reference the pool; after close
+     * the last of close, the last check-in and the last job frees it */
+    int jobs;
+    int torn_down; /* dbpool_close finished its teardown */
+    int released;  /* manager_release was called */
+
+    /* the pool's manager client: serviced only when due or poked, so
+     * thousands of idle tenant pools cost nothing per wakeup */
+    struct mclient mc;
 };
 
 #define EVENT_RING 128
@@ -175,9 +204,12 @@ void pool_event_locked(struct dbpool *p, dbpool_event_type type, int64_t ms, int
 /* Deliver queued events to event_cb. Manager thread, pool mutex NOT held. */
 void pool_deliver_events(struct dbpool *p);
 
-/* Monotonic clock in ms / us. */
-int64_t clock_ms(void);
-int64_t clock_us(void);
+/* Connections open or opening (IDLE + BUSY + PINGING + CONNECTING). Locked. */
+int pool_open_conns(const struct dbpool *p);
+/* After close: does nothing hold the pool any more (no lease out, no job)?
+ * Then it returns 1 once, and the caller calls manager_release(&p->mc)
+ * after unlocking. Locked. */
+int pool_last_out_locked(struct dbpool *p);
 
 /* list helpers (pool mutex held) */
 void slot_move(struct dbpool *p, struct dbpool_slot *s, enum slot_state to);
@@ -195,14 +227,17 @@ void pool_signal_dropped(struct dbpool *p, struct waiter *dropped);
 int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const dbpool_config *cfg,
               const struct budget_ops *budget, void *owner);
 
+/* dbpool_close() without the check for the manager thread (the registry
+ * closes idle tenant pools from its own service). */
+int pool_close(struct dbpool *p);
 /* Free a pool whose slots are all disconnected. */
 void pool_free(struct dbpool *p);
 
-/* slot.c: the manager's per-pool work. Called with the manager mutex held
- * and the pool mutex NOT held. Returns the pool's next due time. */
-int64_t slot_service(struct dbpool *p, int64_t now);
-/* An epoll event for a slot in CONNECTING or PINGING. */
-void slot_io(struct dbpool_slot *s, int64_t now);
+/* slot.c: the pool's manager client. Manager thread, pool mutex NOT held.
+ * Returns the pool's next due time. */
+int64_t slot_service(struct mclient *c, int64_t now);
+/* The watcher of a slot in CONNECTING or PINGING fired. */
+void slot_io(struct mwatch *w, int64_t now);
 /* Close the connection of a slot the caller owns (not IDLE/BUSY of others). */
 void slot_disconnect(struct dbpool *p, struct dbpool_slot *s);
 

@@ -40,7 +40,7 @@ struct dbpool_registry {
     int closing;
     int64_t next_tick;
     uint64_t created_n, reclaimed_n, evictions_n;
-    uint64_t reclaimed_done; /* close jobs finished (they reference us) */
+    struct mclient mc; /* reclaims idle tenants (tick) */
 };
 
 static uint64_t hash(const char *s)
@@ -165,7 +165,7 @@ static int budget_acquire(void *owner, struct dbpool *p)
                 atomic_fetch_add(&victim->pool->evict_requests, 1);
                 r->evictions_asked++;
                 r->evictions_n++;
-                manager_poke(victim->pool); /* serve the victim now */
+                manager_poke(&victim->pool->mc); /* serve the victim now */
             }
         }
     }
@@ -186,7 +186,7 @@ static void budget_release(void *owner, struct dbpool *p)
         r->evictions_asked--;
     struct dbpool *head = r->qhead && !r->closing ? r->qhead->pool : NULL;
     if (head)
-        manager_poke(head); /* the queue's head may connect now */
+        manager_poke(&head->mc); /* the queue's head may connect now */
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -194,60 +194,83 @@ static const struct budget_ops registry_budget = {budget_acquire, budget_release
 
 /* ---- reclaiming idle tenants -------------------------------------------- */
 
-static void close_job(void *arg)
+/* Close one unhooked tenant's pool (no budget calls after pool_close
+ * returns) and free the tenant. Registry mutex NOT held. */
+static void reclaim(struct dbpool_registry *r, struct tenant *t)
 {
-    struct tenant *t = arg;
-    struct dbpool_registry *r = t->reg;
-
-    dbpool_close(t->pool); /* no budget calls after this returns */
-    dbpool_free(t->key);
+    pool_close(t->pool);
     pthread_mutex_lock(&r->mu);
     r->open -= t->open;
-    queue_remove(r, t);
-    dbpool_free(t);
-    r->reclaimed_done++;
     pthread_mutex_unlock(&r->mu);
+    dbpool_free(t->key);
+    dbpool_free(t);
 }
 
-/* Manager thread, manager mutex held: unhook tenants unused for
- * pool_idle_timeout and close them on the helper thread. */
-static void tick(void *arg, int64_t now)
+/*
+ * The registry's manager client: unhook tenants unused for pool_idle_timeout
+ * and close their pools, here on the manager thread with no lock held (a
+ * close does not block: no network wait). Closing here, not on another
+ * thread, means dbpool_registry_close() only has to detach this client to
+ * know nothing refers to the registry any more.
+ */
+static int64_t tick(struct mclient *c, int64_t now)
 {
-    struct dbpool_registry *r = arg;
+    struct dbpool_registry *r =
+        (struct dbpool_registry *)(void *)((char *)c - offsetof(struct dbpool_registry, mc));
+    struct tenant *idle = NULL;
 
     pthread_mutex_lock(&r->mu);
-    if (now < r->next_tick || r->closing) {
+    if (r->closing) {
         pthread_mutex_unlock(&r->mu);
-        return;
+        return INT64_MAX;
     }
-    int64_t every = r->cfg.pool_idle_timeout / 4;
-    r->next_tick = now + (every < 1000 ? every : 1000);
-    for (size_t i = 0; i < r->nbuckets; i++) {
-        struct tenant **pt = &r->buckets[i];
-        while (*pt) {
-            struct tenant *t = *pt;
-            /* pins cover every way to reach the pool, so with none and no
-             * lease out nobody can start using it once it is unhooked */
-            if (t->pool && t->pins == 0 &&
-                atomic_load_explicit(&t->pool->active, memory_order_relaxed) == 0 &&
-                now - t->last_used >= r->cfg.pool_idle_timeout) {
-                *pt = t->hnext;
-                r->ntenants--;
-                r->reclaimed_n++;
-                if (manager_submit(close_job, t, NULL) != 0) {
-                    /* cannot close it now: put it back, try next tick */
-                    t->hnext = *pt;
-                    *pt = t;
-                    r->ntenants++;
-                    r->reclaimed_n--;
-                    pt = &t->hnext;
+    if (now >= r->next_tick) {
+        int64_t every = r->cfg.pool_idle_timeout / 4;
+        r->next_tick = now + (every < 1000 ? every : 1000);
+        for (size_t i = 0; i < r->nbuckets; i++) {
+            struct tenant **pt = &r->buckets[i];
+            while (*pt) {
+                struct tenant *t = *pt;
+                /* pins cover every way to reach the pool, so with none and no
+                 * lease out nobody can start using it once it is unhooked */
+                if (t->pool && t->pins == 0 &&
+                    atomic_load_explicit(&t->pool->active, memory_order_relaxed) == 0 &&
+                    now - t->last_used >= r->cfg.pool_idle_timeout) {
+                    *pt = t->hnext;
+                    r->ntenants--;
+                    r->reclaimed_n++;
+                    queue_remove(r, t);
+                    t->hnext = idle;
+                    idle = t;
+                    continue;
                 }
-                continue;
+                pt = &t->hnext;
             }
-            pt = &t->hnext;
         }
     }
+    int64_t due = r->next_tick;
     pthread_mutex_unlock(&r->mu);
+    while (idle) {
+        struct tenant *next = idle->hnext;
+        reclaim(r, idle);
+        idle = next;
+    }
+    return due;
+}
+
+static void registry_free(struct dbpool_registry *r)
+{
+    pthread_cond_destroy(&r->created);
+    pthread_mutex_destroy(&r->mu);
+    dbpool_free((char *)r->cfg.tenant.after_connect);
+    dbpool_free(r->buckets);
+    dbpool_free(r);
+}
+
+static void release_cb(struct mclient *c)
+{
+    registry_free(
+        (struct dbpool_registry *)(void *)((char *)c - offsetof(struct dbpool_registry, mc)));
 }
 
 /* ---- public ------------------------------------------------------------- */
@@ -293,13 +316,11 @@ int dbpool_registry_open(dbpool_registry **out, const dbpool_registry_config *cf
     }
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->created, NULL);
-    int rc = manager_ticker_add(tick, r);
+    r->mc.service = tick;
+    r->mc.release = release_cb;
+    int rc = manager_attach(&r->mc);
     if (rc) {
-        pthread_cond_destroy(&r->created);
-        pthread_mutex_destroy(&r->mu);
-        dbpool_free((char *)r->cfg.tenant.after_connect);
-        dbpool_free(r->buckets);
-        dbpool_free(r);
+        registry_free(r);
         return rc;
     }
     *out = r;
@@ -504,27 +525,18 @@ int dbpool_registry_close(dbpool_registry *r)
 
     if (!r)
         return 0;
-    manager_ticker_remove(r); /* no tick runs after this returns */
+    if (manager_is_self())
+        return set_error(DBPOOL_EINVAL, "dbpool_registry_close called from a pool callback");
     pthread_mutex_lock(&r->mu);
     r->closing = 1;
     pthread_cond_broadcast(&r->created);
     pthread_mutex_unlock(&r->mu);
-    /* close jobs already submitted still reference r: let them finish
-     * (each is one dbpool_close(), which does not block on the network) */
-    for (int i = 0; i < 2000; i++) {
-        pthread_mutex_lock(&r->mu);
-        int pending = r->reclaimed_n != r->reclaimed_done;
-        pthread_mutex_unlock(&r->mu);
-        if (!pending)
-            break;
-        struct timespec ts = {0, 5 * 1000000};
-        nanosleep(&ts, NULL);
-    }
+    manager_detach(&r->mc); /* no tick runs (or reclaims) after this returns */
     /* close every pool first (a pool still open may release budget, which
      * touches its tenant), then free the tenants */
     for (size_t i = 0; i < r->nbuckets; i++)
         for (struct tenant *t = r->buckets[i]; t; t = t->hnext)
-            if (t->pool && dbpool_close(t->pool) == DBPOOL_EBUSY)
+            if (t->pool && pool_close(t->pool) == DBPOOL_EBUSY)
                 busy++;
     for (size_t i = 0; i < r->nbuckets; i++) {
         struct tenant *t = r->buckets[i], *next;
@@ -534,10 +546,7 @@ int dbpool_registry_close(dbpool_registry *r)
             dbpool_free(t);
         }
     }
-    pthread_cond_destroy(&r->created);
-    pthread_mutex_destroy(&r->mu);
-    dbpool_free((char *)r->cfg.tenant.after_connect);
-    dbpool_free(r->buckets);
-    dbpool_free(r);
+    r->nbuckets = 0;
+    manager_release(&r->mc); /* frees r */
     return busy ? set_error(DBPOOL_EBUSY, "%d tenant pool(s) closed with leases out", busy) : 0;
 }

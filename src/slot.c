@@ -1,22 +1,28 @@
-/* slot.c - connection life cycle, run by the manager thread: connects, pings,
- * backoff, recycling, hold timeouts, the idle tick and the queue poll. */
+/* slot.c - connection life cycle, run as the pool's manager client: connects
+ * (after a name lookup on a worker thread), pings, backoff, recycling, hold
+ * timeouts, the idle tick and the queue poll. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "log.h"
-#include "manager.h"
 #include "pool.h"
+#include "workers.h"
 
 enum { OP_CONNECT = 1, OP_RECYCLE, OP_PING, OP_FAIL, OP_CLOSE };
 
 #define STILL_DOWN_EVERY_MS 30000
 
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
 /* Close a slot's connection; the caller owns the slot. Any thread. */
 void slot_disconnect(struct dbpool *p, struct dbpool_slot *s)
 {
-    manager_unwatch(s);
+    manager_unwatch(&s->watch);
     if (s->cancel_token && p->drv->cancel_free)
         p->drv->cancel_free(s->cancel_token);
     s->cancel_token = NULL;
@@ -24,6 +30,8 @@ void slot_disconnect(struct dbpool *p, struct dbpool_slot *s)
         p->drv->disconnect(p->ctx, s->conn);
     s->conn = NULL;
 }
+
+/* ---- cancel (hold_timeout), on a worker: one lane per server ---------------- */
 
 struct cancel_job {
     const dbpool_driver *drv;
@@ -44,6 +52,86 @@ static void cancel_free(void *arg)
     dbpool_free(j);
 }
 
+/* Pool mutex held: the token moves to the job (the connection is discarded at
+ * check-in anyway). A cancel that cannot be queued is dropped, never run here:
+ * it may block. */
+static void submit_cancel(struct dbpool *p, struct dbpool_slot *s)
+{
+    struct cancel_job *j;
+
+    if (!s->cancel_token || !p->drv->cancel_run || !(j = dbpool_malloc(sizeof(*j))))
+        return;
+    j->drv = p->drv;
+    j->token = s->cancel_token;
+    s->cancel_token = NULL;
+    const char *lane = p->drv->cancel_target ? p->drv->cancel_target(j->token) : p->cfg.name;
+    if (workers_submit(lane, cancel_run, j, cancel_free) != 0) {
+        plog(p, DBPOOL_LOG_WARNING, "cannot queue a cancel request: %s", dbpool_last_error());
+        cancel_free(j);
+    }
+}
+
+/* ---- name lookup (driver resolve), on a worker ------------------------------ */
+
+/*
+ * One lookup per pool at a time, shared by every slot waiting to connect when
+ * it completes; the next connect after that looks up again, so a DNS change
+ * (failover) is seen. The job holds a reference (p->jobs): the pool is not
+ * freed while it runs, however long the lookup takes.
+ */
+struct resolve_job {
+    struct dbpool *p;
+    void *resolved;
+    char err[256];
+};
+
+static void resolve_run(void *arg)
+{
+    struct resolve_job *j = arg;
+    j->resolved = j->p->drv->resolve(j->p->ctx, j->err, sizeof(j->err));
+}
+
+static void resolve_done(void *arg)
+{
+    struct resolve_job *j = arg;
+    struct dbpool *p = j->p;
+
+    pthread_mutex_lock(&p->mu);
+    p->jobs--;
+    p->resolving = 0;
+    if (!p->closing) {
+        p->resolved = j->resolved;
+        p->resolve_failed = !j->resolved;
+        snprintf(p->resolve_err, sizeof(p->resolve_err), "%s",
+                 j->err[0] ? j->err : "name lookup failed");
+        j->resolved = NULL;
+        manager_poke(&p->mc); /* under the mutex: p is alive */
+    }
+    int last = pool_last_out_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    if (j->resolved && p->drv->resolved_free)
+        p->drv->resolved_free(j->resolved);
+    dbpool_free(j);
+    if (last)
+        manager_release(&p->mc);
+}
+
+/* Pool mutex held. */
+static void start_resolve(struct dbpool *p)
+{
+    struct resolve_job *j = dbpool_calloc(1, sizeof(*j));
+
+    if (!j)
+        return; /* retried at the next service */
+    j->p = p;
+    if (workers_submit(NULL, resolve_run, j, resolve_done) != 0) {
+        dbpool_free(j);
+        return;
+    }
+    p->resolving = 1;
+    p->jobs++;
+}
+
 /* ---- outcomes (pool mutex held) ------------------------------------------ */
 
 static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t now)
@@ -58,7 +146,8 @@ static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t no
     if (p->cfg.max_lifetime) {
         /* up to 10% jitter so connections opened together do not all
          * reconnect together */
-        s->expires_at = now + p->cfg.max_lifetime - rng_range(&p->rng, 0, p->cfg.max_lifetime / 10);
+        s->expires_at = deadline_add(now, p->cfg.max_lifetime -
+                                              rng_range(&p->rng, 0, p->cfg.max_lifetime / 10));
     }
     pool_event_locked(p, DBPOOL_EV_CONNECTED, 0, now, "");
     pool_release_locked(p, s, now);
@@ -85,7 +174,7 @@ static void connect_failed_locked(struct dbpool *p, struct dbpool_slot *s, const
         slot_move(p, s, SLOT_STOPPED);
     } else {
         slot_move(p, s, SLOT_BACKOFF);
-        s->timer_at = now + delay;
+        s->timer_at = deadline_add(now, delay);
     }
     /* One line per failure would be a wall of text during an outage: debug
      * only; the state change logs once, then a summary every 30 s. */
@@ -126,13 +215,13 @@ static void progress(struct dbpool *p, struct dbpool_slot *s, int r, int fd, con
 
     if (r == DBPOOL_IO_READ || r == DBPOOL_IO_WRITE) {
         if (fd >= 0) {
-            manager_watch(s, fd, r);
+            manager_watch(&s->watch, fd, r);
             return;
         }
         r = DBPOOL_IO_FAIL;
         err = "driver gave no socket";
     }
-    manager_unwatch(s);
+    manager_unwatch(&s->watch);
     int not_yet = r == DBPOOL_IO_NOT_YET;
     if (not_yet)
         r = DBPOOL_IO_FAIL;
@@ -158,23 +247,26 @@ static void progress(struct dbpool *p, struct dbpool_slot *s, int r, int fd, con
     pthread_mutex_unlock(&p->mu);
 }
 
-static void run_op(struct dbpool *p, struct dbpool_slot *s, int op, int64_t now)
+static void run_op(struct dbpool *p, struct dbpool_slot *s, int op, void *resolved, int64_t now)
 {
     char err[256] = "";
     int fd = -1, r;
 
     switch (op) {
-    case OP_RECYCLE:
+    case OP_RECYCLE: /* the slot is PENDING already: it reconnects next */
         slot_disconnect(p, s);
         pthread_mutex_lock(&p->mu);
         p->n_disconnects++;
         pool_event_locked(p, DBPOOL_EV_DISCONNECTED, 0, now,
                           "recycled (max_lifetime or dbpool_reconnect)");
         pthread_mutex_unlock(&p->mu);
-        /* fall through */
+        break;
     case OP_CONNECT:
         s->conn = NULL;
-        r = p->drv->connect_start(p->ctx, &s->conn, &fd, err, sizeof(err));
+        if (resolved)
+            r = p->drv->connect_resolved(p->ctx, resolved, &s->conn, &fd, err, sizeof(err));
+        else
+            r = p->drv->connect_start(p->ctx, &s->conn, &fd, err, sizeof(err));
         progress(p, s, r, fd, err, now);
         break;
     case OP_PING:
@@ -194,17 +286,19 @@ static void run_op(struct dbpool *p, struct dbpool_slot *s, int op, int64_t now)
     }
 }
 
-void slot_io(struct dbpool_slot *s, int64_t now)
+/* The watcher of a CONNECTING or PINGING slot fired (manager thread). */
+void slot_io(struct mwatch *w, int64_t now)
 {
+    struct dbpool_slot *s =
+        (struct dbpool_slot *)(void *)((char *)w - offsetof(struct dbpool_slot, watch));
     struct dbpool *p = s->pool;
     char err[256] = "";
-    int fd = s->fd, r;
+    int fd = w->fd, r;
 
     pthread_mutex_lock(&p->mu);
     enum slot_state st = s->state;
-    int closing = p->closing;
     pthread_mutex_unlock(&p->mu);
-    if (closing || s->fd < 0 || (st != SLOT_CONNECTING && st != SLOT_PINGING))
+    if (st != SLOT_CONNECTING && st != SLOT_PINGING)
         return; /* a stale event */
     if (st == SLOT_CONNECTING)
         r = p->drv->connect_poll(p->ctx, s->conn, &fd, err, sizeof(err));
@@ -213,6 +307,8 @@ void slot_io(struct dbpool_slot *s, int64_t now)
     progress(p, s, r, fd, err, now);
 }
 
+/* ---- the service pass: named rules, each deciding under the pool mutex ---- */
+
 static void todo_push(struct dbpool_slot **todo, struct dbpool_slot *s, int op)
 {
     s->todo_op = op;
@@ -220,26 +316,11 @@ static void todo_push(struct dbpool_slot **todo, struct dbpool_slot *s, int op)
     *todo = s;
 }
 
-static int64_t min64(int64_t a, int64_t b)
+/* Backoff timers that ran out, connects and pings past their timeout. */
+static void expire_timers(struct dbpool *p, struct dbpool_slot **todo, int64_t now)
 {
-    return a < b ? a : b;
-}
+    struct dbpool_slot *s, *next;
 
-/*
- * Decide under the pool mutex, act without it: driver calls never run with
- * the mutex held, so callers' checkouts never wait on the network.
- */
-int64_t slot_service(struct dbpool *p, int64_t now)
-{
-    struct dbpool_slot *todo = NULL, *s, *next;
-    struct waiter *dropped = NULL;
-    int64_t due = INT64_MAX;
-
-    pthread_mutex_lock(&p->mu);
-    if (p->closing) {
-        pthread_mutex_unlock(&p->mu);
-        return INT64_MAX;
-    }
     for (s = p->lists[SLOT_BACKOFF].head; s; s = next) {
         next = s->next;
         if (s->timer_at <= now)
@@ -247,49 +328,75 @@ int64_t slot_service(struct dbpool *p, int64_t now)
     }
     for (s = p->lists[SLOT_CONNECTING].head; s; s = s->next)
         if (s->timer_at <= now)
-            todo_push(&todo, s, OP_FAIL);
+            todo_push(todo, s, OP_FAIL);
     for (s = p->lists[SLOT_PINGING].head; s; s = s->next)
         if (s->timer_at <= now)
-            todo_push(&todo, s, OP_FAIL);
+            todo_push(todo, s, OP_FAIL);
+}
+
+/*
+ * PENDING slots connect, within the budget (registry cap). With a driver that
+ * resolves names, they first wait for a lookup on a worker thread; the
+ * connect timeout starts when the connect does.
+ */
+static void start_connects(struct dbpool *p, struct dbpool_slot **todo, int64_t now,
+                           void **resolved)
+{
+    struct dbpool_slot *s;
+
     p->budget_denied = 0;
+    if (!p->lists[SLOT_PENDING].head) {
+        /* nobody waited for this lookup: the next connect looks up again */
+        *resolved = p->resolved;
+        p->resolved = NULL;
+        p->resolve_failed = 0;
+        return;
+    }
+    if (p->drv->resolve) {
+        if (p->resolving)
+            return;
+        if (!p->resolved && !p->resolve_failed) {
+            start_resolve(p);
+            return;
+        }
+        if (p->resolve_failed) { /* every waiting slot fails this attempt */
+            p->resolve_failed = 0;
+            while ((s = p->lists[SLOT_PENDING].head) != NULL)
+                connect_failed_locked(p, s, p->resolve_err, 0, now);
+            return;
+        }
+        *resolved = p->resolved; /* for this pass's connects, freed after */
+        p->resolved = NULL;
+    }
     while ((s = p->lists[SLOT_PENDING].head) != NULL) {
         if (p->budget && !p->budget->acquire(p->budget_owner, p)) {
             p->budget_denied = 1; /* the budget's owner wakes us when it can */
             break;
         }
         slot_move(p, s, SLOT_CONNECTING);
-        s->timer_at = now + p->cfg.connect_timeout;
-        todo_push(&todo, s, OP_CONNECT);
+        s->timer_at = deadline_add(now, p->cfg.connect_timeout);
+        todo_push(todo, s, OP_CONNECT);
     }
+}
 
-    /* hold_timeout: cancel the running query now; the lease is marked so the
-     * connection is discarded at check-in. The pool never frees it. */
-    for (s = p->lists[SLOT_BUSY].head; s; s = s->next) {
-        if (!s->hold_deadline || atomic_load(&s->expired) || s->hold_deadline > now)
-            continue;
-        atomic_store(&s->expired, 1);
-        p->n_hold_timeouts++;
-        plog(p, DBPOOL_LOG_WARNING,
-             "connection held for %lld ms (hold_timeout %lld ms): "
-             "cancelling its query; it is discarded at check-in",
-             (long long)(now - s->checkout_at), (long long)p->cfg.hold_timeout);
-        pool_event_locked(p, DBPOOL_EV_HOLD_TIMEOUT, now - s->checkout_at, now, "");
-        if (s->cancel_token && p->drv->cancel_run) {
-            struct cancel_job *j = dbpool_malloc(sizeof(*j));
-            if (j) {
-                j->drv = p->drv;
-                j->token = s->cancel_token;
-                s->cancel_token = NULL; /* the job owns it now */
-                manager_submit(cancel_run, j, cancel_free);
-            }
+/* hold_timeout: cancel the running query now; the lease is marked so the
+ * connection is discarded at check-in (the pool never frees it). And
+ * leak_threshold: report once, with who checked it out. */
+static void check_holds(struct dbpool *p, int64_t now)
+{
+    for (struct dbpool_slot *s = p->lists[SLOT_BUSY].head; s; s = s->next) {
+        if (s->hold_deadline && !atomic_load(&s->expired) && s->hold_deadline <= now) {
+            atomic_store(&s->expired, 1);
+            p->n_hold_timeouts++;
+            plog(p, DBPOOL_LOG_WARNING,
+                 "connection held for %lld ms (hold_timeout %lld ms): "
+                 "cancelling its query; it is discarded at check-in",
+                 (long long)(now - s->checkout_at), (long long)p->cfg.hold_timeout);
+            pool_event_locked(p, DBPOOL_EV_HOLD_TIMEOUT, now - s->checkout_at, now, "");
+            submit_cancel(p, s);
         }
-    }
-
-    /* leak_threshold: report once, with who checked it out */
-    if (p->cfg.leak_threshold) {
-        for (s = p->lists[SLOT_BUSY].head; s; s = s->next) {
-            if (s->leak_reported || now - s->checkout_at < p->cfg.leak_threshold)
-                continue;
+        if (p->cfg.leak_threshold && !s->leak_reported &&
+            now - s->checkout_at >= p->cfg.leak_threshold) {
             char where[96];
             s->leak_reported = 1;
             snprintf(where, sizeof(where), "thread %#lx, checked out from %p", s->owner, s->caller);
@@ -298,13 +405,17 @@ int64_t slot_service(struct dbpool *p, int64_t now)
             pool_event_locked(p, DBPOOL_EV_LEAK_SUSPECTED, now - s->checkout_at, now, where);
         }
     }
+}
 
-    /* Close idle connections nobody needs: those idle past idle_timeout while
-     * more than min_size are open, and those a registry's cap asked for
-     * (oldest first: the least recently used). */
-    int open = p->lists[SLOT_IDLE].n + p->lists[SLOT_BUSY].n + p->lists[SLOT_PINGING].n +
-               p->lists[SLOT_CONNECTING].n;
+/* Close idle connections nobody needs: those idle past idle_timeout while
+ * more than min_size are open, and those a registry's cap asked for (oldest
+ * first: the least recently used). */
+static void close_idle(struct dbpool *p, struct dbpool_slot **todo, int64_t now)
+{
+    struct dbpool_slot *s;
+    int open = pool_open_conns(p);
     int evict = atomic_load(&p->evict_requests); /* leftovers are served at check-in */
+
     while ((s = p->lists[SLOT_IDLE].head) != NULL) {
         int stale = p->cfg.idle_timeout && open > p->min_size &&
                     now - s->last_checkin >= p->cfg.idle_timeout;
@@ -319,60 +430,78 @@ int64_t slot_service(struct dbpool *p, int64_t now)
         pool_event_locked(p, DBPOOL_EV_DISCONNECTED, 0, now,
                           stale ? "idle_timeout" : "evicted for another pool (cap)");
         slot_move(p, s, SLOT_DORMANT);
-        todo_push(&todo, s, OP_CLOSE);
+        todo_push(todo, s, OP_CLOSE);
         open--;
     }
+}
 
-    /* max_lifetime and dbpool_reconnect(): recycle idle connections due */
+/* max_lifetime and dbpool_reconnect(): recycle idle connections due. */
+static void recycle_expired(struct dbpool *p, struct dbpool_slot **todo, int64_t now)
+{
+    struct dbpool_slot *s, *next;
+
     for (s = p->lists[SLOT_IDLE].head; s; s = next) {
         next = s->next;
         if (s->expires_at && now >= s->expires_at) {
-            slot_move(p, s, SLOT_CONNECTING);
-            s->timer_at = now + p->cfg.connect_timeout;
-            todo_push(&todo, s, OP_RECYCLE);
+            /* closed in this pass, connected (after a fresh lookup) in the
+             * next one, at once */
+            slot_move(p, s, SLOT_PENDING);
+            todo_push(todo, s, OP_RECYCLE);
         }
     }
+}
 
-    /* idle ping: oldest first, up to idle_limit, none while callers wait */
-    if (now >= p->idle.next) {
-        int64_t cutoff = idle_advance(&p->idle, now);
-        int pinged = 0;
-        for (s = p->lists[SLOT_IDLE].head; s && p->waiters.n == 0; s = next) {
-            next = s->next;
-            if (!idle_due(s->last_checkin, cutoff, pinged, p->cfg.idle_limit))
-                break; /* the list is in check-in order */
-            slot_move(p, s, SLOT_PINGING);
-            s->timer_at = now + p->cfg.ping_timeout;
-            todo_push(&todo, s, OP_PING);
-            pinged++;
-        }
+/* Idle ping: oldest first, up to idle_limit, none while callers wait. The
+ * next tick's cutoff is this tick's time, so every connection idle for one
+ * interval is pinged within [interval, 2*interval) (docs/pool.md, "Idle
+ * pings"). */
+static void ping_idle(struct dbpool *p, struct dbpool_slot **todo, int64_t now)
+{
+    struct dbpool_slot *s, *next;
+
+    if (now < p->idle.next)
+        return;
+    int64_t cutoff = idle_advance(&p->idle, now);
+    int pinged = 0;
+    for (s = p->lists[SLOT_IDLE].head; s && p->waiters.n == 0; s = next) {
+        next = s->next;
+        if (!idle_due(s->last_checkin, cutoff, pinged, p->cfg.idle_limit))
+            break; /* the list is in check-in order */
+        slot_move(p, s, SLOT_PINGING);
+        s->timer_at = deadline_add(now, p->cfg.ping_timeout);
+        todo_push(todo, s, OP_PING);
+        pinged++;
     }
+}
+
+/* The CoDel queue poll (docs/pool.md, "The CoDel drop rule"). */
+static void poll_queue(struct dbpool *p, int64_t now)
+{
+    struct waiter *dropped = NULL;
 
     if (now >= p->codel.poll_at && !p->paused) {
         codel_poll(&p->codel, &p->waiters, now, &dropped);
         pool_signal_dropped(p, dropped);
     }
-    pthread_mutex_unlock(&p->mu);
+}
 
-    while ((s = todo) != NULL) {
-        todo = s->todo;
-        s->todo = NULL;
-        run_op(p, s, s->todo_op, now);
-    }
+/* When must the manager come back? One place that mirrors every rule above.
+ * Pool mutex held. */
+static int64_t next_due_locked(struct dbpool *p, int64_t now)
+{
+    struct dbpool_slot *s;
+    int64_t due = INT64_MAX;
 
-    /* when to come back */
-    pthread_mutex_lock(&p->mu);
     /* the idle tick matters only while the pool has connections (a check-in
      * can make one idle at any time without telling us) */
-    int conns = p->lists[SLOT_IDLE].n + p->lists[SLOT_BUSY].n + p->lists[SLOT_PINGING].n +
-                p->lists[SLOT_CONNECTING].n;
-    due = conns ? p->idle.next : INT64_MAX;
+    if (pool_open_conns(p))
+        due = p->idle.next;
     if (p->waiters.n)
         due = min64(due, p->codel.poll_at);
-    if (p->lists[SLOT_PENDING].n && !p->budget_denied)
+    if (p->lists[SLOT_PENDING].n && !p->budget_denied && !p->resolving)
         due = now;
     if (p->cfg.idle_timeout && p->lists[SLOT_IDLE].head)
-        due = min64(due, p->lists[SLOT_IDLE].head->last_checkin + p->cfg.idle_timeout);
+        due = min64(due, deadline_add(p->lists[SLOT_IDLE].head->last_checkin, p->cfg.idle_timeout));
     for (s = p->lists[SLOT_BACKOFF].head; s; s = s->next)
         due = min64(due, s->timer_at);
     for (s = p->lists[SLOT_CONNECTING].head; s; s = s->next)
@@ -383,11 +512,50 @@ int64_t slot_service(struct dbpool *p, int64_t now)
         if (s->hold_deadline && !atomic_load(&s->expired))
             due = min64(due, s->hold_deadline);
         if (p->cfg.leak_threshold && !s->leak_reported)
-            due = min64(due, s->checkout_at + p->cfg.leak_threshold);
+            due = min64(due, deadline_add(s->checkout_at, p->cfg.leak_threshold));
     }
     for (s = p->lists[SLOT_IDLE].head; s; s = s->next)
         if (s->expires_at)
             due = min64(due, s->expires_at);
+    return due;
+}
+
+/*
+ * The pool's service (its manager client). Decide under the pool mutex, act
+ * without it: driver calls never run with the mutex held, so callers'
+ * checkouts never wait on the network.
+ */
+int64_t slot_service(struct mclient *c, int64_t now)
+{
+    struct dbpool *p = (struct dbpool *)(void *)((char *)c - offsetof(struct dbpool, mc));
+    struct dbpool_slot *todo = NULL, *s;
+    void *resolved = NULL;
+
+    pthread_mutex_lock(&p->mu);
+    if (p->closing) {
+        pthread_mutex_unlock(&p->mu);
+        return INT64_MAX;
+    }
+    expire_timers(p, &todo, now);
+    start_connects(p, &todo, now, &resolved);
+    check_holds(p, now);
+    close_idle(p, &todo, now);
+    recycle_expired(p, &todo, now);
+    ping_idle(p, &todo, now);
+    poll_queue(p, now);
+    pthread_mutex_unlock(&p->mu);
+
+    while ((s = todo) != NULL) {
+        todo = s->todo;
+        s->todo = NULL;
+        run_op(p, s, s->todo_op, resolved, now);
+    }
+    if (resolved && p->drv->resolved_free)
+        p->drv->resolved_free(resolved);
+    pool_deliver_events(p);
+
+    pthread_mutex_lock(&p->mu);
+    int64_t due = next_due_locked(p, clock_ms());
     pthread_mutex_unlock(&p->mu);
     return due;
 }
