@@ -236,7 +236,7 @@ enum {
  * only need this to plug in another client. All step functions are called on
  * the manager thread and must not block; `reset` is called on the thread that
  * checks the connection in and may block up to its timeout; `cancel` runs on a
- * helper thread and may block. Error text goes into err[errlen] and must not
+ * worker thread and may block; `resolve` runs on a worker thread. Error text goes into err[errlen] and must not
  * contain passwords.
  */
 typedef struct dbpool_driver {

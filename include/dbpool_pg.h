@@ -91,7 +91,7 @@ DBPOOL_API int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen);
  * The statement timeout does not use SET statement_timeout (no extra round
  * trip, and it works behind PgBouncer in transaction mode): the helper waits
  * with poll() and, at the deadline, sends a libpq cancel request from the
- * pool's helper thread, then waits up to cancel_grace for the server's
+ * worker thread (one lane per server), then waits up to cancel_grace for the server's
  * answer. A call therefore returns within statement_timeout + cancel_grace
  * of sending (plus the checkout wait).
  *

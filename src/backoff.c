@@ -1,5 +1,5 @@
 /* backoff.c - delays between reconnect attempts after a failed connect, mirroring
- * DBConnection.Backoff (DESIGN.md section 5): exp, rand, rand_exp and stop. */
+ * DBConnection.Backoff (docs/pool.md, "Reconnect backoff"): exp, rand, rand_exp and stop. */
 #include "backoff.h"
 
 #define DEFAULT_MIN 1000

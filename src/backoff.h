@@ -1,4 +1,4 @@
-/* backoff.h - reconnect delays after failed connects (DESIGN.md section 5, exact). */
+/* backoff.h - reconnect delays after failed connects (docs/pool.md, "Reconnect backoff"; exact). */
 #ifndef DBPOOL_BACKOFF_H
 #define DBPOOL_BACKOFF_H
 

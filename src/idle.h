@@ -1,4 +1,4 @@
-/* idle.h - when to ping idle connections (DESIGN.md section 4, exact, with the
+/* idle.h - when to ping idle connections (docs/pool.md, "Idle pings"; exact, with the
  * fix of DBConnection PR #216). Pure logic on an injected clock. */
 #ifndef DBPOOL_IDLE_H
 #define DBPOOL_IDLE_H

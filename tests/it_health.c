@@ -1,4 +1,4 @@
-/* it_health.c - integration tests of pool health (DESIGN.md sections 6 and 7):
+/* it_health.c - integration tests of pool health (docs/failure-handling.md, docs/pool.md):
  * the state machine, events, log levels and redaction, pause/resume, 57P03
  * ("starting up" is not DOWN), hold_timeout, leak reports and the log budget
  * of an outage, against real PostgreSQL servers.

@@ -1,4 +1,4 @@
-/* unit_backoff.c - reconnect backoff (DESIGN.md section 5) and its RNG. */
+/* unit_backoff.c - reconnect backoff (docs/pool.md, "Reconnect backoff") and its RNG. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* unit_idle.c - the idle-ping tick (DESIGN.md section 4, with the fix of
+/* unit_idle.c - the idle-ping tick (docs/pool.md, "Idle pings", with the fix of
  * DBConnection PR #216: the next tick's cutoff is this tick's time). */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* unit_queue.c - the checkout wait queue and its CoDel rule (DESIGN.md section 3,
+/* unit_queue.c - the checkout wait queue and its CoDel rule (docs/pool.md, "The checkout queue",
  * mirroring DBConnection.ConnectionPool), on an injected clock. */
 #include <stdarg.h>
 #include <stddef.h>
