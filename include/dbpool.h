@@ -63,21 +63,23 @@ extern "C" {
 
 enum {
     DBPOOL_OK = 0,
-    DBPOOL_EINVAL = -1,          /* bad argument or option value */
-    DBPOOL_ENOMEM = -2,          /* allocation failed */
-    DBPOOL_ETIMEDOUT = -3,       /* checkout deadline reached while in queue, or a
-                                    statement timeout (PostgreSQL layer) */
-    DBPOOL_EDROPPED = -4,        /* dropped from the queue by the CoDel rule */
-    DBPOOL_EBUSY = -5,           /* queue=false (or timeout 0) and nothing idle */
-    DBPOOL_ESTALE = -6,          /* lease used after check-in (or double check-in) */
-    DBPOOL_ECLOSED = -7,         /* the pool is closed / closing */
-    DBPOOL_EUNAVAILABLE = -8,    /* pool is STOPPED or DOWN: fails fast */
-    DBPOOL_ECONNECT = -9,        /* reserved: connect errors surface as EUNAVAILABLE */
-    DBPOOL_EEXPIRED = -10,       /* lease outlived hold_timeout; connection discarded */
-    DBPOOL_ESYSTEM = -11,        /* an OS call failed (errno text in detail) */
-    DBPOOL_EQUERY = -12,         /* SQL error; connection kept (PostgreSQL layer) */
-    DBPOOL_ECONNLOST = -13,      /* connection lost during an operation */
-    DBPOOL_ECOMMIT_UNKNOWN = -14 /* connection lost during COMMIT: outcome unknown */
+    DBPOOL_EINVAL = -1,           /* bad argument or option value */
+    DBPOOL_ENOMEM = -2,           /* allocation failed */
+    DBPOOL_ETIMEDOUT = -3,        /* checkout deadline reached while in queue, or a
+                                     statement timeout (PostgreSQL layer) */
+    DBPOOL_EDROPPED = -4,         /* dropped from the queue by the CoDel rule */
+    DBPOOL_EBUSY = -5,            /* queue=false (or timeout 0) and nothing idle */
+    DBPOOL_ESTALE = -6,           /* lease used after check-in (or double check-in) */
+    DBPOOL_ECLOSED = -7,          /* the pool is closed / closing */
+    DBPOOL_EUNAVAILABLE = -8,     /* pool is STOPPED or DOWN: fails fast */
+    DBPOOL_ECONNECT = -9,         /* reserved: connect errors surface as EUNAVAILABLE */
+    DBPOOL_EEXPIRED = -10,        /* lease outlived hold_timeout; connection discarded */
+    DBPOOL_ESYSTEM = -11,         /* an OS call failed (errno text in detail) */
+    DBPOOL_EQUERY = -12,          /* SQL error; connection kept (PostgreSQL layer) */
+    DBPOOL_ECONNLOST = -13,       /* connection lost during an operation */
+    DBPOOL_ECOMMIT_UNKNOWN = -14, /* connection lost during COMMIT: outcome unknown */
+    DBPOOL_EFORKED = -16          /* the pool was opened in the parent before fork():
+                                     unusable in the child (see docs/fork.md) */
 };
 
 /* Short constant name of an error code ("connection not available ..."). Never NULL. */
@@ -236,8 +238,8 @@ enum {
  * only need this to plug in another client. All step functions are called on
  * the manager thread and must not block; `reset` is called on the thread that
  * checks the connection in and may block up to its timeout; `cancel` runs on a
- * worker thread and may block; `resolve` runs on a worker thread. Error text goes into err[errlen] and must not
- * contain passwords.
+ * worker thread and may block; `resolve` runs on a worker thread. Error text goes into err[errlen]
+ * and must not contain passwords.
  */
 typedef struct dbpool_driver {
     const char *name;
@@ -279,6 +281,10 @@ typedef struct dbpool_driver {
      * "host:port"); cancels to one server run one at a time, and a stuck one
      * never delays cancels to another server. Must not block. */
     const char *(*cancel_target)(void *token);
+    /* Optional: free a connection inherited across fork() without any I/O on
+     * it (its socket belongs to the parent). Without it such connections are
+     * leaked rather than closed. */
+    void (*abandon)(void *ctx, void *conn);
 } dbpool_driver;
 
 /* ------------------------------------------------------------------------ */

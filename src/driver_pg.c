@@ -1,6 +1,8 @@
 /* driver_pg.c - the PostgreSQL driver on libpq: non-blocking connect,
  * after_connect, ping, check-in reset (ROLLBACK), cancel, password redaction. */
 #include <ctype.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -448,6 +450,29 @@ static void pg_disconnect(void *vctx, void *conn)
     dbpool_free(c);
 }
 
+/* In a child after fork(): the socket is the parent's. Point the child's fd
+ * number at /dev/null first, so that PQfinish's Terminate message (and TLS
+ * close) go nowhere and its close() closes only that; the parent's session
+ * is untouched. */
+static void pg_abandon(void *vctx, void *conn)
+{
+    struct pg_conn *c = conn;
+
+    (void)vctx;
+    if (!c)
+        return;
+    int fd = PQsocket(c->pg);
+    int null = fd >= 0 ? open("/dev/null", O_RDWR | O_CLOEXEC) : -1;
+    if (null >= 0 && dup2(null, fd) >= 0) {
+        close(null);
+        pg_qstate_free(c->qstate);
+        PQfinish(c->pg);
+    } else if (null >= 0) {
+        close(null); /* cannot neutralise it: leak rather than touch it */
+    }
+    dbpool_free(c);
+}
+
 static void pg_ctx_free(void *vctx)
 {
     struct pg_ctx *ctx = vctx;
@@ -478,6 +503,7 @@ static const dbpool_driver pg_driver = {
     .ctx_free = pg_ctx_free,
     .native = pg_native,
     .cancel_target = pg_cancel_target_cb,
+    .abandon = pg_abandon,
 };
 
 /* The same, for pools whose host list holds names: they are looked up on a
@@ -496,6 +522,7 @@ static const dbpool_driver pg_driver_lookup = {
     .ctx_free = pg_ctx_free,
     .native = pg_native,
     .cancel_target = pg_cancel_target_cb,
+    .abandon = pg_abandon,
     .resolve = pg_resolve_cb,
     .connect_resolved = pg_connect_resolved,
     .resolved_free = pg_resolved_free_cb,

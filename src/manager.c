@@ -44,6 +44,8 @@ static struct {
 };
 
 static _Thread_local int on_manager;
+static unsigned fork_gen; /* bumped in every child after fork() */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 int manager_is_self(void)
 {
@@ -288,10 +290,58 @@ static void manager_stop(void)
     workers_trim(); /* no thread stays behind, unless a job is stuck */
 }
 
+/* ---- fork ---------------------------------------------------------------- */
+
+/* Hold every library lock across fork() so the child's copy of the state is
+ * consistent; the child then forgets the threads (they do not exist there)
+ * and everything attached to them: inherited pools are never serviced in the
+ * child, their sockets belong to the parent (see pool.c, pool_forked). */
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&mgr.life);
+    pthread_mutex_lock(&mgr.mu);
+    workers_atfork_prepare();
+}
+
+static void atfork_parent(void)
+{
+    workers_atfork_parent();
+    pthread_mutex_unlock(&mgr.mu);
+    pthread_mutex_unlock(&mgr.life);
+}
+
+static void atfork_child(void)
+{
+    workers_atfork_child();
+    fork_gen++;
+    if (mgr.epfd >= 0)
+        close(mgr.epfd); /* the child's reference only: the parent keeps its own */
+    if (mgr.evfd >= 0)
+        close(mgr.evfd);
+    mgr.epfd = mgr.evfd = -1;
+    mgr.running = mgr.stop = 0;
+    mgr.clients = mgr.detached = mgr.releases = NULL;
+    mgr.outstanding = 0;
+    pthread_mutex_init(&mgr.mu, NULL);
+    pthread_mutex_init(&mgr.life, NULL);
+    pthread_cond_init(&mgr.idle, NULL);
+}
+
+static void atfork_register(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+unsigned manager_fork_gen(void)
+{
+    return fork_gen;
+}
+
 int manager_attach(struct mclient *c)
 {
     int rc = 0;
 
+    pthread_once(&atfork_once, atfork_register);
     pthread_mutex_lock(&mgr.life);
     if (!mgr.running)
         rc = manager_start();

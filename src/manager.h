@@ -60,6 +60,11 @@ void manager_poke_before(struct mclient *c, int64_t due);
 void manager_watch(struct mwatch *w, int fd, int want);
 void manager_unwatch(struct mwatch *w);
 
+/* How many fork()s this process is away from the one that first used the
+ * library: an object that recorded a different value was inherited from a
+ * parent process and must not touch its sockets or locks. */
+unsigned manager_fork_gen(void);
+
 /* Is the calling thread the manager (callbacks run there)? */
 int manager_is_self(void);
 /* Does the library hold threads or objects that use the allocator (a client

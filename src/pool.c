@@ -209,6 +209,8 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const
         return rc;
     }
     p->ctx = ctx;
+    p->fork_gen = manager_fork_gen();
+    p->owner_pid = (long)getpid();
     p->mc.service = slot_service;
     p->mc.release = release_cb;
     if ((rc = manager_attach(&p->mc)) != 0) {
@@ -218,6 +220,42 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const
     }
     *out = p;
     return 0;
+}
+
+/* ---- fork ------------------------------------------------------------------ */
+
+int pool_forked(const struct dbpool *p)
+{
+    if (p->fork_gen == manager_fork_gen())
+        return 0;
+    set_error_msg("pool \"%s\" was opened by process %ld before fork(): in this process it "
+                  "cannot be used (its connections belong to the parent); open a new pool here "
+                  "and close the inherited one to free its memory",
+                  p->cfg.name, p->owner_pid);
+    return 1;
+}
+
+void pool_abandon(struct dbpool *p)
+{
+    for (int i = 0; p->slots && i < p->cfg.size; i++) {
+        struct dbpool_slot *s = &p->slots[i];
+        if (s->cancel_token && p->drv->cancel_free)
+            p->drv->cancel_free(s->cancel_token); /* memory only */
+        if (s->conn && p->drv->abandon)
+            p->drv->abandon(p->ctx, s->conn);
+    }
+    /* the mutexes may be "held" by parent threads: never touched, and the
+     * memory goes without destroying them */
+    if (p->resolved && p->drv->resolved_free)
+        p->drv->resolved_free(p->resolved);
+    if (p->drv->ctx_free && p->ctx)
+        p->drv->ctx_free(p->ctx);
+    dbpool_free((char *)p->cfg.name);
+    dbpool_free((char *)p->cfg.after_connect);
+    dbpool_free(p->slots);
+    dbpool_free(p->hists);
+    dbpool_free(p->events);
+    dbpool_free(p);
 }
 
 /* ---- hand-over ---------------------------------------------------------- */
@@ -403,6 +441,8 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
     }
     if (!p || !lease)
         return set_error(DBPOOL_EINVAL, "dbpool_checkout: NULL argument");
+    if (pool_forked(p))
+        return DBPOOL_EFORKED;
     if (timeout_ms < 0 && timeout_ms != DBPOOL_DEFAULT_TIMEOUT)
         return set_error(DBPOOL_EINVAL, "dbpool_checkout: negative timeout %lld",
                          (long long)timeout_ms);
@@ -540,6 +580,8 @@ static int lease_live(const dbpool_lease *l)
 
 void *dbpool_lease_conn(const dbpool_lease *l)
 {
+    if (l && l->slot && pool_forked(l->slot->pool))
+        return NULL;
     if (!lease_live(l)) {
         set_error(l ? DBPOOL_ESTALE : DBPOOL_EINVAL, "lease is not checked out");
         return NULL;
@@ -553,6 +595,8 @@ int dbpool_lease_check(const dbpool_lease *l)
 {
     if (!l || !l->slot)
         return set_error(DBPOOL_EINVAL, "dbpool_lease_check: NULL or empty lease");
+    if (pool_forked(l->slot->pool))
+        return DBPOOL_EFORKED;
     if (!lease_live(l))
         return set_error(DBPOOL_ESTALE, "lease already checked in");
     struct dbpool *p = l->slot->pool;
@@ -592,6 +636,8 @@ static int checkin(dbpool_lease *l, int discard)
         return set_error(DBPOOL_EINVAL, "check-in of a NULL or empty lease");
     s = l->slot;
     p = s->pool;
+    if (pool_forked(p)) /* no ROLLBACK on the parent's socket */
+        return DBPOOL_EFORKED;
 
     /* Claim the slot: moving gen on makes every copy of this lease stale at
      * once, so a second check-in can never touch the next holder's conn. Only
@@ -697,6 +743,10 @@ int dbpool_close(dbpool *p)
         return 0;
     if (manager_is_self())
         return set_error(DBPOOL_EINVAL, "dbpool_close called from a pool callback");
+    if (pool_forked(p)) {
+        pool_abandon(p);
+        return 0;
+    }
     return pool_close(p);
 }
 
@@ -751,6 +801,8 @@ int dbpool_reconnect(dbpool *p)
 {
     if (!p)
         return set_error(DBPOOL_EINVAL, "dbpool_reconnect: NULL pool");
+    if (pool_forked(p))
+        return DBPOOL_EFORKED;
     pthread_mutex_lock(&p->mu);
     if (p->closing) {
         pthread_mutex_unlock(&p->mu);
@@ -775,6 +827,8 @@ int dbpool_restart(dbpool *p)
 
     if (!p)
         return set_error(DBPOOL_EINVAL, "dbpool_restart: NULL pool");
+    if (pool_forked(p))
+        return DBPOOL_EFORKED;
     pthread_mutex_lock(&p->mu);
     if (p->closing) {
         pthread_mutex_unlock(&p->mu);
@@ -795,6 +849,8 @@ int dbpool_pause(dbpool *p)
 {
     if (!p)
         return set_error(DBPOOL_EINVAL, "dbpool_pause: NULL pool");
+    if (pool_forked(p))
+        return DBPOOL_EFORKED;
     pthread_mutex_lock(&p->mu);
     if (p->closing) {
         pthread_mutex_unlock(&p->mu);
@@ -812,6 +868,8 @@ int dbpool_resume(dbpool *p)
 
     if (!p)
         return set_error(DBPOOL_EINVAL, "dbpool_resume: NULL pool");
+    if (pool_forked(p))
+        return DBPOOL_EFORKED;
     pthread_mutex_lock(&p->mu);
     if (p->closing) {
         pthread_mutex_unlock(&p->mu);
@@ -886,6 +944,8 @@ int dbpool_stats_get(dbpool *p, dbpool_stats *st)
     if (!p || !st)
         return set_error(DBPOOL_EINVAL, "dbpool_stats_get: NULL argument");
     memset(st, 0, sizeof(*st));
+    if (pool_forked(p))
+        return DBPOOL_EFORKED;
     pthread_mutex_lock(&p->mu);
     st->state = p->state;
     st->size = p->cfg.size;

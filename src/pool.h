@@ -177,6 +177,9 @@ struct dbpool {
     int torn_down; /* dbpool_close finished its teardown */
     int released;  /* manager_release was called */
 
+    unsigned fork_gen; /* manager_fork_gen() at open: differs in a child */
+    long owner_pid;    /* the process that opened it (messages) */
+
     /* the pool's manager client: serviced only when due or poked, so
      * thousands of idle tenant pools cost nothing per wakeup */
     struct mclient mc;
@@ -227,6 +230,14 @@ void pool_signal_dropped(struct dbpool *p, struct waiter *dropped);
 int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const dbpool_config *cfg,
               const struct budget_ops *budget, void *owner);
 
+/* In a child process after fork(), a pool opened by the parent: it must
+ * not be used (its sockets are the parent's; its locks may have been held
+ * by parent threads that do not exist here). Sets DBPOOL_EFORKED's message
+ * and returns 1 if so. Lock-free. */
+int pool_forked(const struct dbpool *p);
+/* Free an inherited pool's memory without I/O on its sockets and without
+ * its locks (close in a child). */
+void pool_abandon(struct dbpool *p);
 /* dbpool_close() without the check for the manager thread (the registry
  * closes idle tenant pools from its own service). */
 int pool_close(struct dbpool *p);

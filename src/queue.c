@@ -1,5 +1,6 @@
 /* queue.c - the checkout wait queue and the CoDel rule that sheds load.
- * Follows DBConnection.ConnectionPool (docs/pool.md, "The checkout queue"); pure, clock injected. */
+ * Follows DBConnection.ConnectionPool (docs/pool.md, "The checkout queue"); pure, clock injected.
+ */
 #include "queue.h"
 
 #include <stddef.h>

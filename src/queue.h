@@ -1,5 +1,5 @@
-/* queue.h - the checkout wait queue and its CoDel drop rule (docs/pool.md, "The checkout queue"; exact).
- * Pure logic on an injected clock: the pool calls it under its mutex. */
+/* queue.h - the checkout wait queue and its CoDel drop rule (docs/pool.md, "The checkout queue";
+ * exact). Pure logic on an injected clock: the pool calls it under its mutex. */
 #ifndef DBPOOL_QUEUE_H
 #define DBPOOL_QUEUE_H
 

@@ -41,7 +41,19 @@ struct dbpool_registry {
     int64_t next_tick;
     uint64_t created_n, reclaimed_n, evictions_n;
     struct mclient mc; /* reclaims idle tenants (tick) */
+    unsigned fork_gen; /* manager_fork_gen() at open: differs in a child */
 };
+
+/* A registry inherited across fork(): unusable here (see pool_forked). */
+static int forked(const struct dbpool_registry *r)
+{
+    if (r->fork_gen == manager_fork_gen())
+        return 0;
+    set_error_msg("registry was opened before fork(): in this process it cannot be used (its "
+                  "connections belong to the parent); open a new one here and close the "
+                  "inherited one to free its memory");
+    return 1;
+}
 
 static uint64_t hash(const char *s)
 {
@@ -318,6 +330,7 @@ int dbpool_registry_open(dbpool_registry **out, const dbpool_registry_config *cf
     pthread_cond_init(&r->created, NULL);
     r->mc.service = tick;
     r->mc.release = release_cb;
+    r->fork_gen = manager_fork_gen();
     int rc = manager_attach(&r->mc);
     if (rc) {
         registry_free(r);
@@ -357,6 +370,8 @@ int dbpool_registry_get(dbpool_registry *r, const char *key, dbpool **out)
         *out = NULL;
     if (!r || !key || !out || !*key)
         return set_error(DBPOOL_EINVAL, "dbpool_registry_get: NULL argument or empty key");
+    if (forked(r))
+        return DBPOOL_EFORKED;
     pthread_mutex_lock(&r->mu);
     for (;;) {
         if (r->closing) {
@@ -414,7 +429,7 @@ int dbpool_registry_get(dbpool_registry *r, const char *key, dbpool **out)
 
 void dbpool_registry_put(dbpool_registry *r, dbpool *pool)
 {
-    if (!r || !pool)
+    if (!r || !pool || forked(r))
         return;
     pthread_mutex_lock(&r->mu);
     struct tenant *t = *find(r, pool->cfg.name);
@@ -449,6 +464,8 @@ int dbpool_registry_stats_get(dbpool_registry *r, dbpool_registry_stats *st)
     if (!r || !st)
         return set_error(DBPOOL_EINVAL, "dbpool_registry_stats_get: NULL argument");
     memset(st, 0, sizeof(*st));
+    if (forked(r))
+        return DBPOOL_EFORKED;
     pthread_mutex_lock(&r->mu);
     st->tenants = (int)r->ntenants;
     st->open_connections = r->open;
@@ -471,6 +488,8 @@ int dbpool_registry_prometheus(dbpool_registry *r, char *buf, size_t buflen, siz
 
     if (!r || (!buf && buflen))
         return set_error(DBPOOL_EINVAL, "dbpool_registry_prometheus: NULL argument");
+    if (forked(r))
+        return DBPOOL_EFORKED;
     /* pin every pool so none is reclaimed while we read it */
     pthread_mutex_lock(&r->mu);
     pools = dbpool_calloc(r->ntenants + 1, sizeof(*pools));
@@ -527,6 +546,21 @@ int dbpool_registry_close(dbpool_registry *r)
         return 0;
     if (manager_is_self())
         return set_error(DBPOOL_EINVAL, "dbpool_registry_close called from a pool callback");
+    if (forked(r)) { /* free the memory; no lock, no socket of the parent's */
+        for (size_t i = 0; i < r->nbuckets; i++) {
+            for (struct tenant *t = r->buckets[i], *next; t; t = next) {
+                next = t->hnext;
+                if (t->pool)
+                    pool_abandon(t->pool);
+                dbpool_free(t->key);
+                dbpool_free(t);
+            }
+        }
+        dbpool_free((char *)r->cfg.tenant.after_connect);
+        dbpool_free(r->buckets);
+        dbpool_free(r);
+        return 0;
+    }
     pthread_mutex_lock(&r->mu);
     r->closing = 1;
     pthread_cond_broadcast(&r->created);

@@ -191,6 +191,16 @@ void workers_trim(void)
     pthread_mutex_unlock(&W.mu);
 }
 
+void workers_atfork_prepare(void)
+{
+    pthread_mutex_lock(&W.mu);
+}
+
+void workers_atfork_parent(void)
+{
+    pthread_mutex_unlock(&W.mu);
+}
+
 void workers_atfork_child(void)
 {
     /* the threads do not exist in the child; their jobs are not run and their

@@ -29,6 +29,9 @@ int workers_busy(void);
  * unless a job is stuck). */
 void workers_trim(void);
 
+/* Around fork() (pthread_atfork, from the manager): hold the queue lock. */
+void workers_atfork_prepare(void);
+void workers_atfork_parent(void);
 /* In a child after fork(): forget the parent's threads and queued jobs (they
  * do not exist here); their memory is leaked, never touched. */
 void workers_atfork_child(void);

@@ -20,10 +20,18 @@
 #include "dbpool_pg.h"
 #include "pgserver.h"
 #include "relay.h"
+#include "schedlag.h"
 
-/* The promise is 20 ms; sanitizer builds (the Makefile sets their
- * *SAN_OPTIONS) run every step several times slower, so they get 60. */
+/* The promise is 20 ms of the library's own; sanitizer builds (the
+ * Makefile sets their *SAN_OPTIONS) run every step several times slower, so
+ * they get 60. On top of that, whatever the OS scheduler imposed on every
+ * thread during the same test (a sampler measures how late a 5 ms sleep
+ * wakes): the test checks the library, not how loaded the machine is. */
 static int64_t SLACK_MS = 20;
+static int64_t slack(void)
+{
+    return SLACK_MS + pgt_sched_late();
+}
 #define MAX_EV 256
 
 static pgt_server srv;
@@ -72,6 +80,7 @@ static void on_log(void *arg, dbpool_log_level level, const char *pool, const ch
 
 static void reset(void)
 {
+    pgt_sched_reset();
     pthread_mutex_lock(&R.mu);
     R.n = R.nretry = 0;
     pthread_mutex_unlock(&R.mu);
@@ -168,7 +177,7 @@ static void test_timers_backoff_and_events(void **state)
         fprintf(stderr, "# backoff: logged retry in %lld ms, next attempt failed after %lld ms\n",
                 (long long)R.retry_in[i], (long long)gap);
         assert_true(gap >= R.retry_in[i]);
-        assert_true(gap <= R.retry_in[i] + SLACK_MS);
+        assert_true(gap <= R.retry_in[i] + slack());
     }
     /* events are delivered when they happen, not at the next idle tick */
     pthread_mutex_lock(&R.mu);
@@ -178,8 +187,9 @@ static void test_timers_backoff_and_events(void **state)
             worst = R.ev[i].seen - R.ev[i].at;
     int n = R.n;
     pthread_mutex_unlock(&R.mu);
-    fprintf(stderr, "# events: %d delivered, worst latency %lld ms\n", n, (long long)worst);
-    assert_true(worst <= SLACK_MS);
+    fprintf(stderr, "# events: %d delivered, worst latency %lld ms (scheduler: %lld ms)\n", n,
+            (long long)worst, (long long)pgt_sched_late());
+    assert_true(worst <= slack());
     relay_stop(r);
 }
 
@@ -206,7 +216,7 @@ static void test_timers_max_lifetime(void **state)
         fprintf(stderr, "# max_lifetime 400 ms: recycled after %lld ms (%s)\n", (long long)life,
                 disc.detail);
         assert_true(life >= 400 - 40);
-        assert_true(life <= 400 + SLACK_MS);
+        assert_true(life <= 400 + slack());
     }
     relay_stop(r);
 }
@@ -232,7 +242,7 @@ static void test_timers_leak_report(void **state)
     assert_int_equal(nth(DBPOOL_EV_LEAK_SUSPECTED, 0, &leak), 0);
     int64_t after = leak.at - info.checkout_at_ms;
     fprintf(stderr, "# leak_threshold 200 ms: reported after %lld ms\n", (long long)after);
-    assert_true(after >= 200 && after <= 200 + SLACK_MS);
+    assert_true(after >= 200 && after <= 200 + slack());
     assert_int_equal(dbpool_checkin(&l), 0);
     assert_int_equal(dbpool_close(p), 0);
     relay_stop(r);
@@ -243,6 +253,8 @@ static int group_setup(void **state)
     (void)state;
     if (getenv("TSAN_OPTIONS") || getenv("ASAN_OPTIONS"))
         SLACK_MS = 60;
+    if (pgt_sched_start() != 0)
+        return -1;
     return pgt_start(&srv) == 0 ? 0 : -1;
 }
 
