@@ -30,17 +30,19 @@ static struct {
     pthread_t thread;
     int running, stop;
     int epfd, evfd;
-    struct mclient *clients;  /* attached */
-    struct mclient *detached; /* detached, not released yet (a closed pool with
-                                 leases out): the library still owns them */
-    struct mclient *releases; /* released, to be freed by the loop */
-    int outstanding;          /* attached or detached, not yet released */
+    struct list_head clients;  /* attached */
+    struct list_head detached; /* detached, not released yet (a closed pool with
+                                  leases out): the library still owns them */
+    struct mclient *releases;  /* released, to be freed by the loop */
+    int outstanding;           /* attached or detached, not yet released */
 } mgr = {
     .life = PTHREAD_MUTEX_INITIALIZER,
     .mu = PTHREAD_MUTEX_INITIALIZER,
     .idle = PTHREAD_COND_INITIALIZER,
     .epfd = -1,
     .evfd = -1,
+    .clients = LIST_HEAD_INIT(mgr.clients),
+    .detached = LIST_HEAD_INIT(mgr.detached),
 };
 
 static _Thread_local int on_manager;
@@ -108,28 +110,6 @@ void manager_unwatch(struct mwatch *w)
     w->fd = -1;
 }
 
-/* ---- client list (mgr.mu held) ------------------------------------------- */
-
-static void clients_push(struct mclient **head, struct mclient *c)
-{
-    c->prev = NULL;
-    c->next = *head;
-    if (*head)
-        (*head)->prev = c;
-    *head = c;
-}
-
-static void clients_remove(struct mclient **head, struct mclient *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        *head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->next = c->prev = NULL;
-}
-
 /* Run a client callback without the lock; mgr.mu held on entry and exit. */
 #define RUN_UNLOCKED(c, call)                                                                      \
     do {                                                                                           \
@@ -167,7 +147,9 @@ static int64_t next_timeout(int64_t now)
 {
     int64_t due = INT64_MAX;
 
-    for (struct mclient *c = mgr.clients; c; c = c->next) {
+    list_for_each(n, &mgr.clients)
+    {
+        struct mclient *c = list_entry(n, struct mclient, node);
         int64_t d = atomic_load_explicit(&c->next_due, memory_order_acquire);
         if (atomic_load_explicit(&c->poke, memory_order_acquire))
             d = now;
@@ -203,7 +185,9 @@ static void run_due(int64_t now)
 {
     struct mclient *run = NULL, **tail = &run;
 
-    for (struct mclient *c = mgr.clients; c; c = c->next) {
+    list_for_each(n, &mgr.clients)
+    {
+        struct mclient *c = list_entry(n, struct mclient, node);
         if (!atomic_exchange_explicit(&c->poke, 0, memory_order_acq_rel) &&
             now < atomic_load_explicit(&c->next_due, memory_order_acquire))
             continue;
@@ -320,7 +304,9 @@ static void atfork_child(void)
         close(mgr.evfd);
     mgr.epfd = mgr.evfd = -1;
     mgr.running = mgr.stop = 0;
-    mgr.clients = mgr.detached = mgr.releases = NULL;
+    list_init(&mgr.clients);
+    list_init(&mgr.detached);
+    mgr.releases = NULL;
     mgr.outstanding = 0;
     pthread_mutex_init(&mgr.mu, NULL);
     pthread_mutex_init(&mgr.life, NULL);
@@ -351,7 +337,7 @@ int manager_attach(struct mclient *c)
         atomic_store(&c->poke, 0);
         c->attached = 1;
         c->running = 0;
-        clients_push(&mgr.clients, c);
+        list_push_tail(&mgr.clients, &c->node);
         mgr.outstanding++;
         pthread_mutex_unlock(&mgr.mu);
         wake();
@@ -365,8 +351,8 @@ void manager_detach(struct mclient *c)
     pthread_mutex_lock(&mgr.mu);
     if (c->attached) {
         c->attached = 0;
-        clients_remove(&mgr.clients, c);
-        clients_push(&mgr.detached, c);
+        list_del(&mgr.clients, &c->node);
+        list_push_tail(&mgr.detached, &c->node);
     }
     /* on the manager thread c cannot be running (one client at a time, and
      * not from its own callbacks) */
@@ -380,7 +366,7 @@ void manager_release(struct mclient *c)
     int stop = 0;
 
     pthread_mutex_lock(&mgr.mu);
-    clients_remove(&mgr.detached, c);
+    list_del(&mgr.detached, &c->node);
     int last = --mgr.outstanding == 0;
     if (mgr.running) {
         c->rnext = mgr.releases;

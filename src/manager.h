@@ -7,6 +7,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "list.h"
+
 struct mclient;
 
 /*
@@ -30,8 +32,8 @@ struct mwatch {
  * after manager_release(), at a point where no event can still refer to it.
  */
 struct mclient {
-    struct mclient *next, *prev; /* attached clients (manager lock) */
-    struct mclient *rnext;       /* release list / run list (manager lock) */
+    struct list_node node; /* attached or detached list (manager lock) */
+    struct mclient *rnext; /* release list / run list (manager lock) */
     _Atomic int64_t next_due;
     _Atomic int poke;
     int attached; /* manager lock */

@@ -18,32 +18,6 @@
 
 /* ---- per-state lists ---------------------------------------------------- */
 
-static void list_remove(struct slot_list *l, struct dbpool_slot *s)
-{
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        l->head = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    else
-        l->tail = s->prev;
-    s->prev = s->next = NULL;
-    l->n--;
-}
-
-static void list_append(struct slot_list *l, struct dbpool_slot *s)
-{
-    s->next = NULL;
-    s->prev = l->tail;
-    if (l->tail)
-        l->tail->next = s;
-    else
-        l->head = s;
-    l->tail = s;
-    l->n++;
-}
-
 /* Does a slot in this state hold (or build) a server connection? */
 static int counts(enum slot_state st)
 {
@@ -68,14 +42,14 @@ void slot_move(struct dbpool *p, struct dbpool_slot *s, enum slot_state to)
 {
     enum slot_state from = s->state;
 
-    list_remove(&p->lists[from], s);
+    list_del(&p->lists[from], &s->link);
     s->state = to;
-    list_append(&p->lists[to], s);
+    list_push_tail(&p->lists[to], &s->link);
     if (p->budget) {
         if (counts(from) && !counts(to) && !p->closing)
             p->budget->release(p->budget_owner, p);
         if (from == SLOT_IDLE || to == SLOT_IDLE) {
-            struct dbpool_slot *h = p->lists[SLOT_IDLE].head;
+            struct dbpool_slot *h = slot_first(p, SLOT_IDLE);
             atomic_store_explicit(&p->oldest_idle, h ? h->last_checkin : INT64_MAX,
                                   memory_order_relaxed);
         }
@@ -125,7 +99,7 @@ int pool_birth_locked(struct dbpool *p)
         atomic_init(&s->expired, 0);
         backoff_init(&s->backoff, p->cfg.backoff_type, p->cfg.backoff_min, p->cfg.backoff_max,
                      p->rng + (uint64_t)i * 0x2545F4914F6CDD1DULL);
-        list_append(&p->lists[s->state], s);
+        list_push_tail(&p->lists[s->state], &s->link);
     }
     return 0;
 }
@@ -165,6 +139,8 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const
     p = dbpool_calloc(1, sizeof(*p));
     if (!p)
         return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
+    for (int i = 0; i < SLOT_NSTATES; i++)
+        list_init(&p->lists[i]);
     p->cfg = *cfg;
     p->cfg.name = dbpool_strdup(cfg->name ? cfg->name : "default");
     p->cfg.after_connect = dbpool_strdup(cfg->after_connect);
@@ -460,7 +436,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
         pthread_mutex_unlock(&p->mu);
         return rc;
     }
-    s = p->paused ? NULL : p->cfg.lifo ? p->lists[SLOT_IDLE].tail : p->lists[SLOT_IDLE].head;
+    s = p->paused ? NULL : p->cfg.lifo ? slot_last(p, SLOT_IDLE) : slot_first(p, SLOT_IDLE);
     if (s) {
         lease_start(p, s, now);
         lease_owner(p, s, caller, t0_us, t0_us);
@@ -481,7 +457,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
         int wake = p->lists[SLOT_DORMANT].n > 0 && p->lists[SLOT_PENDING].n == 0 &&
                    p->lists[SLOT_CONNECTING].n == 0;
         if (wake)
-            slot_move(p, p->lists[SLOT_DORMANT].head, SLOT_PENDING);
+            slot_move(p, slot_first(p, SLOT_DORMANT), SLOT_PENDING);
         pthread_mutex_unlock(&p->mu);
         if (wake)
             manager_poke(&p->mc);
@@ -500,7 +476,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
      * being opened */
     int opening = p->lists[SLOT_PENDING].n + p->lists[SLOT_CONNECTING].n + p->lists[SLOT_BACKOFF].n;
     if (p->lists[SLOT_DORMANT].n > 0 && opening < p->waiters.n) {
-        slot_move(p, p->lists[SLOT_DORMANT].head, SLOT_PENDING);
+        slot_move(p, slot_first(p, SLOT_DORMANT), SLOT_PENDING);
         first = 1; /* wake the manager below */
         poll_now = 1;
     }
@@ -813,8 +789,9 @@ int dbpool_reconnect(dbpool *p)
      * once. */
     p->epoch++;
     int64_t now = clock_ms();
-    for (int st = SLOT_IDLE; st <= SLOT_PINGING; st += SLOT_PINGING - SLOT_IDLE)
-        for (struct dbpool_slot *s = p->lists[st].head; s; s = s->next)
+    static const enum slot_state open_states[] = {SLOT_IDLE, SLOT_PINGING};
+    for (size_t i = 0; i < sizeof(open_states) / sizeof(open_states[0]); i++)
+        for (struct dbpool_slot *s = slot_first(p, open_states[i]); s; s = slot_next(p, s))
             s->expires_at = now + rng_range(&p->rng, 0, p->cfg.idle_interval);
     pthread_mutex_unlock(&p->mu);
     manager_poke(&p->mc);
@@ -834,7 +811,7 @@ int dbpool_restart(dbpool *p)
         pthread_mutex_unlock(&p->mu);
         return set_error(DBPOOL_ECLOSED, "pool is closed");
     }
-    while ((s = p->lists[SLOT_STOPPED].head) != NULL) {
+    while ((s = slot_first(p, SLOT_STOPPED)) != NULL) {
         backoff_reset(&s->backoff);
         slot_move(p, s, SLOT_PENDING);
     }
@@ -882,7 +859,7 @@ int dbpool_resume(dbpool *p)
     if (p->waiters.n)
         codel_mark_busy(&p->codel);
     /* serve the queue from the idle list, oldest waiter first */
-    while (p->waiters.n > 0 && (s = p->lists[SLOT_IDLE].head) != NULL) {
+    while (p->waiters.n > 0 && (s = slot_first(p, SLOT_IDLE)) != NULL) {
         codel_mark_busy(&p->codel);
         pool_release_locked(p, s, now);
         if (s->state == SLOT_IDLE)

@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "dbpool.h"
 #include "idle.h"
+#include "list.h"
 #include "manager.h"
 #include "queue.h"
 #include "stats.h"
@@ -76,13 +77,8 @@ enum slot_state {
     SLOT_NSTATES
 };
 
-struct slot_list {
-    struct dbpool_slot *head, *tail;
-    int n;
-};
-
 struct dbpool_slot {
-    struct dbpool_slot *prev, *next; /* links in the list of `state` */
+    struct list_node link; /* in the list of `state` (p->lists[state]) */
     struct dbpool *pool;
     enum slot_state state;
     void *conn;            /* driver handle; NULL when not connected */
@@ -120,7 +116,7 @@ struct dbpool {
      * so an unused pool (a registry's idle tenant) stays small. */
     struct dbpool_slot *slots;
     struct pool_hists *hists; /* allocated with the slots */
-    struct slot_list lists[SLOT_NSTATES];
+    struct list_head lists[SLOT_NSTATES];
 
     struct wqueue waiters;
     struct codel codel;
@@ -214,7 +210,18 @@ int pool_open_conns(const struct dbpool *p);
  * after unlocking. Locked. */
 int pool_last_out_locked(struct dbpool *p);
 
-/* list helpers (pool mutex held) */
+/* The first / last slot in state st, the one after s in its list (NULL at the
+ * end). Pool mutex held. */
+static inline struct dbpool_slot *slot_of(struct list_node *n)
+{
+    return n ? list_entry(n, struct dbpool_slot, link) : NULL;
+}
+#define slot_first(p, st) slot_of(list_first(&(p)->lists[st]))
+#define slot_last(p, st) slot_of(list_last(&(p)->lists[st]))
+#define slot_next(p, s)                                                                            \
+    ((s)->link.next == &(p)->lists[(s)->state].node ? NULL : slot_of((s)->link.next))
+
+/* Move s to the list of state `to` (pool mutex held). */
 void slot_move(struct dbpool *p, struct dbpool_slot *s, enum slot_state to);
 
 /* A connection became available (connected, pinged, checked in): hand it to a

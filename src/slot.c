@@ -321,15 +321,15 @@ static void expire_timers(struct dbpool *p, struct dbpool_slot **todo, int64_t n
 {
     struct dbpool_slot *s, *next;
 
-    for (s = p->lists[SLOT_BACKOFF].head; s; s = next) {
-        next = s->next;
+    for (s = slot_first(p, SLOT_BACKOFF); s; s = next) {
+        next = slot_next(p, s);
         if (s->timer_at <= now)
             slot_move(p, s, SLOT_PENDING);
     }
-    for (s = p->lists[SLOT_CONNECTING].head; s; s = s->next)
+    for (s = slot_first(p, SLOT_CONNECTING); s; s = slot_next(p, s))
         if (s->timer_at <= now)
             todo_push(todo, s, OP_FAIL);
-    for (s = p->lists[SLOT_PINGING].head; s; s = s->next)
+    for (s = slot_first(p, SLOT_PINGING); s; s = slot_next(p, s))
         if (s->timer_at <= now)
             todo_push(todo, s, OP_FAIL);
 }
@@ -345,7 +345,7 @@ static void start_connects(struct dbpool *p, struct dbpool_slot **todo, int64_t 
     struct dbpool_slot *s;
 
     p->budget_denied = 0;
-    if (!p->lists[SLOT_PENDING].head) {
+    if (!slot_first(p, SLOT_PENDING)) {
         /* nobody waited for this lookup: the next connect looks up again */
         *resolved = p->resolved;
         p->resolved = NULL;
@@ -361,14 +361,14 @@ static void start_connects(struct dbpool *p, struct dbpool_slot **todo, int64_t 
         }
         if (p->resolve_failed) { /* every waiting slot fails this attempt */
             p->resolve_failed = 0;
-            while ((s = p->lists[SLOT_PENDING].head) != NULL)
+            while ((s = slot_first(p, SLOT_PENDING)) != NULL)
                 connect_failed_locked(p, s, p->resolve_err, 0, now);
             return;
         }
         *resolved = p->resolved; /* for this pass's connects, freed after */
         p->resolved = NULL;
     }
-    while ((s = p->lists[SLOT_PENDING].head) != NULL) {
+    while ((s = slot_first(p, SLOT_PENDING)) != NULL) {
         if (p->budget && !p->budget->acquire(p->budget_owner, p)) {
             p->budget_denied = 1; /* the budget's owner wakes us when it can */
             break;
@@ -384,7 +384,7 @@ static void start_connects(struct dbpool *p, struct dbpool_slot **todo, int64_t 
  * leak_threshold: report once, with who checked it out. */
 static void check_holds(struct dbpool *p, int64_t now)
 {
-    for (struct dbpool_slot *s = p->lists[SLOT_BUSY].head; s; s = s->next) {
+    for (struct dbpool_slot *s = slot_first(p, SLOT_BUSY); s; s = slot_next(p, s)) {
         if (s->hold_deadline && !atomic_load(&s->expired) && s->hold_deadline <= now) {
             atomic_store(&s->expired, 1);
             p->n_hold_timeouts++;
@@ -416,7 +416,7 @@ static void close_idle(struct dbpool *p, struct dbpool_slot **todo, int64_t now)
     int open = pool_open_conns(p);
     int evict = atomic_load(&p->evict_requests); /* leftovers are served at check-in */
 
-    while ((s = p->lists[SLOT_IDLE].head) != NULL) {
+    while ((s = slot_first(p, SLOT_IDLE)) != NULL) {
         int stale = p->cfg.idle_timeout && open > p->min_size &&
                     now - s->last_checkin >= p->cfg.idle_timeout;
         if (!stale && evict <= 0)
@@ -440,8 +440,8 @@ static void recycle_expired(struct dbpool *p, struct dbpool_slot **todo, int64_t
 {
     struct dbpool_slot *s, *next;
 
-    for (s = p->lists[SLOT_IDLE].head; s; s = next) {
-        next = s->next;
+    for (s = slot_first(p, SLOT_IDLE); s; s = next) {
+        next = slot_next(p, s);
         if (s->expires_at && now >= s->expires_at) {
             /* closed in this pass, connected (after a fresh lookup) in the
              * next one, at once */
@@ -463,8 +463,8 @@ static void ping_idle(struct dbpool *p, struct dbpool_slot **todo, int64_t now)
         return;
     int64_t cutoff = idle_advance(&p->idle, now);
     int pinged = 0;
-    for (s = p->lists[SLOT_IDLE].head; s && p->waiters.n == 0; s = next) {
-        next = s->next;
+    for (s = slot_first(p, SLOT_IDLE); s && p->waiters.n == 0; s = next) {
+        next = slot_next(p, s);
         if (!idle_due(s->last_checkin, cutoff, pinged, p->cfg.idle_limit))
             break; /* the list is in check-in order */
         slot_move(p, s, SLOT_PINGING);
@@ -500,21 +500,21 @@ static int64_t next_due_locked(struct dbpool *p, int64_t now)
         due = min64(due, p->codel.poll_at);
     if (p->lists[SLOT_PENDING].n && !p->budget_denied && !p->resolving)
         due = now;
-    if (p->cfg.idle_timeout && p->lists[SLOT_IDLE].head)
-        due = min64(due, deadline_add(p->lists[SLOT_IDLE].head->last_checkin, p->cfg.idle_timeout));
-    for (s = p->lists[SLOT_BACKOFF].head; s; s = s->next)
+    if (p->cfg.idle_timeout && slot_first(p, SLOT_IDLE))
+        due = min64(due, deadline_add(slot_first(p, SLOT_IDLE)->last_checkin, p->cfg.idle_timeout));
+    for (s = slot_first(p, SLOT_BACKOFF); s; s = slot_next(p, s))
         due = min64(due, s->timer_at);
-    for (s = p->lists[SLOT_CONNECTING].head; s; s = s->next)
+    for (s = slot_first(p, SLOT_CONNECTING); s; s = slot_next(p, s))
         due = min64(due, s->timer_at);
-    for (s = p->lists[SLOT_PINGING].head; s; s = s->next)
+    for (s = slot_first(p, SLOT_PINGING); s; s = slot_next(p, s))
         due = min64(due, s->timer_at);
-    for (s = p->lists[SLOT_BUSY].head; s; s = s->next) {
+    for (s = slot_first(p, SLOT_BUSY); s; s = slot_next(p, s)) {
         if (s->hold_deadline && !atomic_load(&s->expired))
             due = min64(due, s->hold_deadline);
         if (p->cfg.leak_threshold && !s->leak_reported)
             due = min64(due, deadline_add(s->checkout_at, p->cfg.leak_threshold));
     }
-    for (s = p->lists[SLOT_IDLE].head; s; s = s->next)
+    for (s = slot_first(p, SLOT_IDLE); s; s = slot_next(p, s))
         if (s->expires_at)
             due = min64(due, s->expires_at);
     return due;
