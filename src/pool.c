@@ -141,6 +141,7 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const
         return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
     for (int i = 0; i < SLOT_NSTATES; i++)
         list_init(&p->lists[i]);
+    wq_init(&p->waiters);
     p->cfg = *cfg;
     p->cfg.name = dbpool_strdup(cfg->name ? cfg->name : "default");
     p->cfg.after_connect = dbpool_strdup(cfg->after_connect);
@@ -257,7 +258,7 @@ static void signal_waiter(struct waiter *w)
 void pool_signal_dropped(struct dbpool *p, struct waiter *dropped)
 {
     while (dropped) {
-        struct waiter *next = dropped->next;
+        struct waiter *next = dropped->dropped_next;
         p->n_drops++;
         pool_event_locked(p, DBPOOL_EV_DROPPED, dropped->waited, clock_ms(), "");
         signal_waiter(dropped); /* status and waited were set by the queue */
@@ -294,7 +295,7 @@ void pool_fail_waiters_locked(struct dbpool *p, int code, const char *msg)
     struct waiter *w;
 
     (void)msg;
-    while ((w = p->waiters.head) != NULL) {
+    while ((w = wq_first(&p->waiters)) != NULL) {
         wq_remove(&p->waiters, w);
         w->status = code;
         signal_waiter(w);

@@ -7,29 +7,21 @@
 
 #include "dbpool.h"
 
+void wq_init(struct wqueue *q)
+{
+    list_init(&q->list);
+    q->n = 0;
+}
+
 void wq_push(struct wqueue *q, struct waiter *w)
 {
-    w->next = NULL;
-    w->prev = q->tail;
-    if (q->tail)
-        q->tail->next = w;
-    else
-        q->head = w;
-    q->tail = w;
+    list_push_tail(&q->list, &w->link);
     q->n++;
 }
 
 void wq_remove(struct wqueue *q, struct waiter *w)
 {
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        q->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        q->tail = w->prev;
-    w->prev = w->next = NULL;
+    list_del(&q->list, &w->link);
     q->n--;
 }
 
@@ -55,7 +47,7 @@ static void drop(struct wqueue *q, struct waiter *w, int64_t now, struct waiter 
     wq_remove(q, w);
     w->status = DBPOOL_EDROPPED;
     w->waited = now - w->sent;
-    w->next = *dropped;
+    w->dropped_next = *dropped;
     *dropped = w;
 }
 
@@ -87,7 +79,7 @@ struct waiter *codel_checkin(struct codel *c, struct wqueue *q, int64_t now,
     if (now >= c->next) { /* dequeue_first */
         c->slow = c->delay > c->target;
         c->next = now + c->interval;
-        w = q->head;
+        w = wq_first(q);
         if (!w) {
             c->delay = 0;
             c->busy = 0;
@@ -98,11 +90,11 @@ struct waiter *codel_checkin(struct codel *c, struct wqueue *q, int64_t now,
     }
 
     if (!c->slow) { /* dequeue_fast */
-        w = q->head;
+        w = wq_first(q);
         if (w)
             return go(c, q, w, now);
     } else { /* dequeue_slow */
-        while ((w = q->head) != NULL) {
+        while ((w = wq_first(q)) != NULL) {
             if (now - w->sent > 2 * c->target)
                 drop(q, w, now, dropped);
             else
@@ -122,7 +114,7 @@ struct waiter *codel_checkin(struct codel *c, struct wqueue *q, int64_t now,
  */
 void codel_poll(struct codel *c, struct wqueue *q, int64_t now, struct waiter **dropped)
 {
-    struct waiter *w = q->head;
+    struct waiter *w = wq_first(q);
     int64_t last_sent = c->last_sent;
 
     c->poll_at = now + c->interval;
@@ -137,7 +129,7 @@ void codel_poll(struct codel *c, struct wqueue *q, int64_t now, struct waiter **
         c->delay = d;
         c->next = now + c->interval;
         int64_t min_sent = now - 2 * c->target;
-        while ((w = q->head) != NULL && w->sent < min_sent)
+        while ((w = wq_first(q)) != NULL && w->sent < min_sent)
             drop(q, w, now, dropped);
     } else if (now >= c->next) {
         c->slow = 0;

@@ -6,26 +6,48 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "list.h"
+
 struct dbpool_slot;
 
 /* A caller waiting for a connection. Lives on the caller's stack. */
 struct waiter {
-    struct waiter *prev, *next;
-    int64_t sent;             /* monotonic ms when it started waiting */
-    int status;               /* 1 waiting; 0 handed a slot; <0 DBPOOL_E* */
-    int64_t waited;           /* ms waited when dropped (for the message) */
-    struct dbpool_slot *slot; /* set when handed a connection */
-    pthread_cond_t cond;      /* the caller sleeps on its own condvar */
+    struct list_node link;       /* in the queue */
+    struct waiter *dropped_next; /* chain of waiters a call dropped */
+    int64_t sent;                /* monotonic ms when it started waiting */
+    int status;                  /* 1 waiting; 0 handed a slot; <0 DBPOOL_E* */
+    int64_t waited;              /* ms waited when dropped (for the message) */
+    struct dbpool_slot *slot;    /* set when handed a connection */
+    pthread_cond_t cond;         /* the caller sleeps on its own condvar */
 };
 
-/* Waiters, oldest first. */
+/* Waiters, oldest first (n: how many). */
 struct wqueue {
-    struct waiter *head, *tail;
+    struct list_head list;
     int n;
 };
 
+static inline struct waiter *wq_of(struct list_node *n)
+{
+    return n ? list_entry(n, struct waiter, link) : NULL;
+}
+
+void wq_init(struct wqueue *q);
 void wq_push(struct wqueue *q, struct waiter *w);
 void wq_remove(struct wqueue *q, struct waiter *w);
+/* Oldest / newest waiter, the one after w; NULL if none. */
+static inline struct waiter *wq_first(const struct wqueue *q)
+{
+    return wq_of(list_first(&q->list));
+}
+static inline struct waiter *wq_last(const struct wqueue *q)
+{
+    return wq_of(list_last(&q->list));
+}
+static inline struct waiter *wq_next(const struct wqueue *q, const struct waiter *w)
+{
+    return w->link.next == &q->list.node ? NULL : wq_of(w->link.next);
+}
 
 /* CoDel state, as in DBConnection.ConnectionPool. `busy` mirrors its
  * :busy/:ready state: set when a checkout has to wait, cleared when a

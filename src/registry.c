@@ -9,12 +9,13 @@
 #include "dbpool_registry.h"
 #include "driver_pg.h"
 #include "error.h"
+#include "list.h"
 #include "manager.h"
 #include "pool.h"
 
 struct tenant {
-    struct tenant *hnext;         /* hash chain */
-    struct tenant *qnext, *qprev; /* queue of tenants waiting for room */
+    struct tenant *hnext;   /* hash chain */
+    struct list_node qlink; /* in r->queue while queued */
     int queued;
     char *key;
     struct dbpool *pool; /* NULL while being created */
@@ -34,9 +35,9 @@ struct dbpool_registry {
     dbpool_registry_config cfg;
     struct tenant **buckets;
     size_t nbuckets, ntenants;
-    struct tenant *qhead, *qtail; /* FIFO of tenants denied room */
-    int open;                     /* connections counted against the cap */
-    int evictions_asked;          /* asked and not yet seen as a release */
+    struct list_head queue; /* FIFO of tenants denied room */
+    int open;               /* connections counted against the cap */
+    int evictions_asked;    /* asked and not yet seen as a release */
     int closing;
     int64_t next_tick;
     uint64_t created_n, reclaimed_n, evictions_n;
@@ -91,19 +92,17 @@ static void grow(struct dbpool_registry *r)
     r->nbuckets = n;
 }
 
+static struct tenant *queue_head(const struct dbpool_registry *r)
+{
+    struct list_node *n = list_first(&r->queue);
+    return n ? list_entry(n, struct tenant, qlink) : NULL;
+}
+
 static void queue_remove(struct dbpool_registry *r, struct tenant *t)
 {
     if (!t->queued)
         return;
-    if (t->qprev)
-        t->qprev->qnext = t->qnext;
-    else
-        r->qhead = t->qnext;
-    if (t->qnext)
-        t->qnext->qprev = t->qprev;
-    else
-        r->qtail = t->qprev;
-    t->qnext = t->qprev = NULL;
+    list_del(&r->queue, &t->qlink);
     t->queued = 0;
 }
 
@@ -111,13 +110,7 @@ static void queue_push(struct dbpool_registry *r, struct tenant *t)
 {
     if (t->queued)
         return;
-    t->qnext = NULL;
-    t->qprev = r->qtail;
-    if (r->qtail)
-        r->qtail->qnext = t;
-    else
-        r->qhead = t;
-    r->qtail = t;
+    list_push_tail(&r->queue, &t->qlink);
     t->queued = 1;
 }
 
@@ -142,7 +135,7 @@ static int budget_acquire(void *owner, struct dbpool *p)
         pthread_mutex_unlock(&r->mu);
         return 0;
     }
-    if (r->open < r->cfg.max_connections && (!r->qhead || r->qhead == t)) {
+    if (r->open < r->cfg.max_connections && (!queue_head(r) || queue_head(r) == t)) {
         r->open++;
         t->open++;
         queue_remove(r, t);
@@ -196,7 +189,8 @@ static void budget_release(void *owner, struct dbpool *p)
     t->open--;
     if (r->evictions_asked > 0)
         r->evictions_asked--;
-    struct dbpool *head = r->qhead && !r->closing ? r->qhead->pool : NULL;
+    struct tenant *qh = r->closing ? NULL : queue_head(r);
+    struct dbpool *head = qh ? qh->pool : NULL;
     if (head)
         manager_poke(&head->mc); /* the queue's head may connect now */
     pthread_mutex_unlock(&r->mu);
@@ -318,6 +312,7 @@ int dbpool_registry_open(dbpool_registry **out, const dbpool_registry_config *cf
     r->cfg = *cfg;
     r->cfg.tenant.name = NULL; /* each pool is named after its tenant */
     r->cfg.tenant.after_connect = NULL;
+    list_init(&r->queue);
     r->nbuckets = 64;
     r->buckets = dbpool_calloc(r->nbuckets, sizeof(*r->buckets));
     if (!r->buckets || (cfg->tenant.after_connect && !(r->cfg.tenant.after_connect = dbpool_strdup(
@@ -470,8 +465,7 @@ int dbpool_registry_stats_get(dbpool_registry *r, dbpool_registry_stats *st)
     st->tenants = (int)r->ntenants;
     st->open_connections = r->open;
     st->max_connections = r->cfg.max_connections;
-    for (struct tenant *t = r->qhead; t; t = t->qnext)
-        st->tenants_waiting++;
+    st->tenants_waiting = r->queue.n;
     st->pools_created = r->created_n;
     st->pools_reclaimed = r->reclaimed_n;
     st->evictions = r->evictions_n;

@@ -44,14 +44,14 @@ static int chain_len(const struct waiter *d)
 {
     int n = 0;
 
-    for (; d; d = d->next)
+    for (; d; d = d->dropped_next)
         n++;
     return n;
 }
 
 static int in_chain(const struct waiter *d, const struct waiter *w)
 {
-    for (; d; d = d->next)
+    for (; d; d = d->dropped_next)
         if (d == w)
             return 1;
     return 0;
@@ -61,7 +61,7 @@ static int in_queue(const struct wqueue *q, const struct waiter *w)
 {
     const struct waiter *x;
 
-    for (x = q->head; x; x = x->next)
+    for (x = wq_first(q); x; x = wq_next(q, x))
         if (x == w)
             return 1;
     return 0;
@@ -73,12 +73,12 @@ static void check_queue(const struct wqueue *q)
     const struct waiter *x, *prev = NULL;
     int n = 0;
 
-    for (x = q->head; x; x = x->next) {
-        assert_ptr_equal(x->prev, prev);
+    for (x = wq_first(q); x; x = wq_next(q, x)) {
+        assert_ptr_equal(x->link.prev, prev ? &prev->link : &q->list.node);
         prev = x;
         n++;
     }
-    assert_ptr_equal(q->tail, prev);
+    assert_ptr_equal(wq_last(q), prev);
     assert_int_equal(q->n, n);
 }
 
@@ -98,32 +98,32 @@ static void test_wq_push_remove(void **state)
     int i;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     memset(w, 0, sizeof w);
     for (i = 0; i < 4; i++)
         wq_push(&q, &w[i]);
     check_queue(&q);
-    assert_ptr_equal(q.head, &w[0]);
-    assert_ptr_equal(q.tail, &w[3]);
+    assert_ptr_equal(wq_first(&q), &w[0]);
+    assert_ptr_equal(wq_last(&q), &w[3]);
 
     wq_remove(&q, &w[1]); /* middle */
     check_queue(&q);
-    assert_ptr_equal(q.head->next, &w[2]);
+    assert_ptr_equal(wq_next(&q, wq_first(&q)), &w[2]);
     wq_remove(&q, &w[0]); /* head */
     check_queue(&q);
-    assert_ptr_equal(q.head, &w[2]);
+    assert_ptr_equal(wq_first(&q), &w[2]);
     wq_remove(&q, &w[3]); /* tail */
     check_queue(&q);
-    assert_ptr_equal(q.tail, &w[2]);
+    assert_ptr_equal(wq_last(&q), &w[2]);
     wq_remove(&q, &w[2]); /* last */
     check_queue(&q);
-    assert_null(q.head);
-    assert_null(q.tail);
+    assert_null(wq_first(&q));
+    assert_null(wq_last(&q));
     assert_int_equal(q.n, 0);
 
     wq_push(&q, &w[1]); /* reusable after emptying */
     check_queue(&q);
-    assert_ptr_equal(q.head, &w[1]);
+    assert_ptr_equal(wq_first(&q), &w[1]);
 }
 
 /* ---- codel_init / not busy --------------------------------------------- */
@@ -150,7 +150,7 @@ static void test_checkin_not_busy(void **state)
     struct waiter *d;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     c.delay = 70; /* arbitrary state that must survive */
     c.slow = 1;
@@ -171,7 +171,7 @@ static void test_fifo_handover(void **state)
     int i;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, 1000000, INTERVAL, 0); /* huge target: never slow */
     for (i = 0; i < 5; i++)
         enqueue(&c, &q, &w[i], i);
@@ -201,7 +201,7 @@ static void test_empty_queue_fast(void **state)
     struct waiter w, *d;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     enqueue(&c, &q, &w, 0);
     assert_ptr_equal(checkin(&c, &q, 30, &d), &w); /* boundary: next = 1030 */
@@ -223,7 +223,7 @@ static void test_empty_queue_boundary(void **state)
     struct waiter w, *d;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     enqueue(&c, &q, &w, 0);
     assert_ptr_equal(checkin(&c, &q, 30, &d), &w);
@@ -263,7 +263,7 @@ static void test_boundary_sets_slow(void **state)
     struct waiter w[4], *d;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     enqueue(&c, &q, &w[0], 0);
     enqueue(&c, &q, &w[1], 100);
@@ -308,7 +308,7 @@ static void test_boundary_threshold(void **state)
     struct waiter w[6], *d;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     enqueue(&c, &q, &w[0], 0);
     assert_ptr_equal(checkin(&c, &q, TARGET, &d), &w[0]); /* delay = 50 */
@@ -341,7 +341,7 @@ static void test_slow_drops_old(void **state)
     struct waiter w[5], *d, *got;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     enqueue(&c, &q, &w[0], 0);
     enqueue(&c, &q, &w[1], 10);
@@ -363,7 +363,7 @@ static void test_slow_drops_old(void **state)
     assert_false(in_queue(&q, &w[2]));
     assert_false(in_queue(&q, &w[3]));
     assert_int_equal(q.n, 1);
-    assert_ptr_equal(q.head, &w[4]);
+    assert_ptr_equal(wq_first(&q), &w[4]);
     check_queue(&q);
     assert_true(c.busy);
     assert_true(c.slow);
@@ -383,7 +383,7 @@ static void test_slow_all_dropped(void **state)
     struct waiter w[3], *d;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     enqueue(&c, &q, &w[0], 0);
     enqueue(&c, &q, &w[1], 100);
@@ -398,8 +398,8 @@ static void test_slow_all_dropped(void **state)
     assert_dropped(d, &w[1], 900);
     assert_dropped(d, &w[2], 800);
     assert_int_equal(q.n, 0);
-    assert_null(q.head);
-    assert_null(q.tail);
+    assert_null(wq_first(&q));
+    assert_null(wq_last(&q));
     assert_false(c.busy);
     assert_int_equal(c.delay, 0);
 }
@@ -412,7 +412,7 @@ static void test_not_slow_never_drops(void **state)
     struct waiter w[3], *d;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     enqueue(&c, &q, &w[0], 0);
     enqueue(&c, &q, &w[1], 0);
@@ -437,7 +437,7 @@ static void test_delay_tracks_min(void **state)
     size_t i;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, 1000000, 100000, 0); /* never slow, long interval */
     enqueue(&c, &q, &w[7], 0);
     assert_ptr_equal(checkin(&c, &q, 500, &d), &w[7]); /* boundary: delay = 500 */
@@ -466,7 +466,7 @@ static void test_poll_empty(void **state)
     struct waiter *d;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     before = c;
     poll_at(&c, &q, 1000, &d);
@@ -487,11 +487,11 @@ static void test_poll_progress_no_drop(void **state)
     struct waiter w[3], *d;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     enqueue(&c, &q, &w[0], 100);
     enqueue(&c, &q, &w[1], 200);
-    c.delay = 500; /* above target, boundary passed: would drop if no progress */
+    c.delay = 500;             /* above target, boundary passed: would drop if no progress */
     poll_at(&c, &q, 1000, &d); /* previous "oldest" is the init time 0 */
     assert_null(d);
     assert_int_equal(q.n, 2);
@@ -521,7 +521,7 @@ static void test_poll_no_progress_drops(void **state)
     struct waiter a, w[4], *d;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     enqueue(&c, &q, &a, 0);
     assert_ptr_equal(checkin(&c, &q, 200, &d), &a); /* delay 200, next 1200 */
@@ -539,7 +539,7 @@ static void test_poll_no_progress_drops(void **state)
     assert_dropped(d, &w[0], 1700);
     assert_dropped(d, &w[1], 1500);
     assert_int_equal(q.n, 2);
-    assert_ptr_equal(q.head, &w[2]);
+    assert_ptr_equal(wq_first(&q), &w[2]);
     check_queue(&q);
     assert_int_equal(w[2].status, 1);
     assert_int_equal(w[3].status, 1);
@@ -559,7 +559,7 @@ static void test_poll_no_progress_not_slow(void **state)
     struct waiter a, w[2], *d;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     enqueue(&c, &q, &a, 0);
     assert_ptr_equal(checkin(&c, &q, 20, &d), &a); /* delay 20, next 1020 */
@@ -586,7 +586,7 @@ static void test_poll_no_progress_before_next(void **state)
     struct waiter w, *d;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     enqueue(&c, &q, &w, 300);
     c.delay = 500;
@@ -617,7 +617,7 @@ static void test_poll_after_empty_poll(void **state)
     struct waiter w, *d;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     c.delay = 500;
     poll_at(&c, &q, 1000, &d);
@@ -653,13 +653,13 @@ static void test_scenario_overload(void **state)
     int64_t last_drop = -1;
 
     (void)state;
-    memset(&q, 0, sizeof q);
+    wq_init(&q);
     codel_init(&c, TARGET, INTERVAL, 0);
     for (now = 0; now < 20000; now++) {
         /* Check-in of the running request. */
         if (busy_conn && now == free_at) {
             holder = checkin(&c, &q, now, &d);
-            for (x = d; x; x = x->next) {
+            for (x = d; x; x = x->dropped_next) {
                 assert_int_equal(x->status, DBPOOL_EDROPPED);
                 assert_true(x->waited > 2 * TARGET);
                 assert_int_equal(x->waited, now - x->sent);
@@ -690,7 +690,7 @@ static void test_scenario_overload(void **state)
         }
         if (now >= c.poll_at) {
             poll_at(&c, &q, now, &d);
-            for (x = d; x; x = x->next) {
+            for (x = d; x; x = x->dropped_next) {
                 assert_int_equal(x->status, DBPOOL_EDROPPED);
                 assert_true(x->waited > 2 * TARGET);
                 dropped++;
