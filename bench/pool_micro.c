@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "dbpool.h"
+#include "stub_driver.h"
 
 #define MAX_LIST 16
 #define MAX_REPS 15
@@ -43,42 +44,9 @@ static int64_t cpu_now(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* ---- the stub driver: connects at once, nothing to reset or ping ---------- */
-
+/* The pool runs on the stub driver (tests/stub/stub_driver.c): connects at
+ * once, nothing to reset or ping. The naive pool hands out this token. */
 static int stub_token;
-
-static int stub_connect_start(void *ctx, void **conn, int *fd, char *err, size_t errlen)
-{
-    (void)ctx;
-    (void)err;
-    (void)errlen;
-    *conn = &stub_token;
-    *fd = -1;
-    return DBPOOL_IO_DONE;
-}
-
-static int stub_connect_poll(void *ctx, void *conn, int *fd, char *err, size_t errlen)
-{
-    (void)ctx;
-    (void)conn;
-    (void)fd;
-    (void)err;
-    (void)errlen;
-    return DBPOOL_IO_DONE;
-}
-
-static void stub_disconnect(void *ctx, void *conn)
-{
-    (void)ctx;
-    (void)conn;
-}
-
-static const dbpool_driver stub_driver = {
-    .name = "stub",
-    .connect_start = stub_connect_start,
-    .connect_poll = stub_connect_poll,
-    .disconnect = stub_disconnect,
-};
 
 /* ---- the naive baseline: one mutex, one condvar, a stack of connections --- */
 

@@ -489,40 +489,20 @@ static void *pg_native(void *conn)
     return ((struct pg_conn *)conn)->pg;
 }
 
-static const dbpool_driver pg_driver = {
-    .name = "postgresql",
-    .connect_start = pg_connect_start,
-    .connect_poll = pg_connect_poll,
-    .ping_start = pg_ping_start,
-    .ping_poll = pg_ping_poll,
-    .reset = pg_reset,
-    .cancel_prepare = pg_cancel_prepare,
-    .cancel_run = pg_cancel_run,
-    .cancel_free = pg_cancel_free,
-    .disconnect = pg_disconnect,
-    .ctx_free = pg_ctx_free,
-    .native = pg_native,
-    .cancel_target = pg_cancel_target_cb,
-    .abandon = pg_abandon,
-};
+/* The vtable, for pools whose hosts are addresses or socket directories. */
+#define PG_DRIVER_STEPS                                                                            \
+    .name = "postgresql", .connect_start = pg_connect_start, .connect_poll = pg_connect_poll,      \
+    .ping_start = pg_ping_start, .ping_poll = pg_ping_poll, .reset = pg_reset,                     \
+    .cancel_prepare = pg_cancel_prepare, .cancel_run = pg_cancel_run,                              \
+    .cancel_free = pg_cancel_free, .disconnect = pg_disconnect, .ctx_free = pg_ctx_free,           \
+    .native = pg_native, .cancel_target = pg_cancel_target_cb, .abandon = pg_abandon
+
+static const dbpool_driver pg_driver = {PG_DRIVER_STEPS};
 
 /* The same, for pools whose host list holds names: they are looked up on a
  * worker thread before each connect, then passed to libpq as hostaddr. */
 static const dbpool_driver pg_driver_lookup = {
-    .name = "postgresql",
-    .connect_start = pg_connect_start,
-    .connect_poll = pg_connect_poll,
-    .ping_start = pg_ping_start,
-    .ping_poll = pg_ping_poll,
-    .reset = pg_reset,
-    .cancel_prepare = pg_cancel_prepare,
-    .cancel_run = pg_cancel_run,
-    .cancel_free = pg_cancel_free,
-    .disconnect = pg_disconnect,
-    .ctx_free = pg_ctx_free,
-    .native = pg_native,
-    .cancel_target = pg_cancel_target_cb,
-    .abandon = pg_abandon,
+    PG_DRIVER_STEPS,
     .resolve = pg_resolve_cb,
     .connect_resolved = pg_connect_resolved,
     .resolved_free = pg_resolved_free_cb,

@@ -774,17 +774,27 @@ int pool_close(struct dbpool *p)
     return 0;
 }
 
-int dbpool_reconnect(dbpool *p)
+/* The control functions' prologue: a usable pool, locked. 0 with p->mu held,
+ * or the error (unlocked). */
+static int lock_open(struct dbpool *p, const char *fn)
 {
     if (!p)
-        return set_error(DBPOOL_EINVAL, "dbpool_reconnect: NULL pool");
+        return set_error(DBPOOL_EINVAL, "%s: NULL pool", fn);
     if (pool_forked(p))
         return DBPOOL_EFORKED;
     pthread_mutex_lock(&p->mu);
     if (p->closing) {
         pthread_mutex_unlock(&p->mu);
-        return set_error(DBPOOL_ECLOSED, "pool is closed");
+        return set_error(DBPOOL_ECLOSED, "%s: pool \"%s\" is closed", fn, p->cfg.name);
     }
+    return 0;
+}
+
+int dbpool_reconnect(dbpool *p)
+{
+    int rc = lock_open(p, "dbpool_reconnect");
+    if (rc != 0)
+        return rc;
     /* Busy connections see the new epoch at check-in; idle ones expire at a
      * random point within one idle interval so they do not all reconnect at
      * once. */
@@ -803,15 +813,9 @@ int dbpool_restart(dbpool *p)
 {
     struct dbpool_slot *s;
 
-    if (!p)
-        return set_error(DBPOOL_EINVAL, "dbpool_restart: NULL pool");
-    if (pool_forked(p))
-        return DBPOOL_EFORKED;
-    pthread_mutex_lock(&p->mu);
-    if (p->closing) {
-        pthread_mutex_unlock(&p->mu);
-        return set_error(DBPOOL_ECLOSED, "pool is closed");
-    }
+    int rc = lock_open(p, "dbpool_restart");
+    if (rc != 0)
+        return rc;
     while ((s = slot_first(p, SLOT_STOPPED)) != NULL) {
         backoff_reset(&s->backoff);
         slot_move(p, s, SLOT_PENDING);
@@ -825,15 +829,9 @@ int dbpool_restart(dbpool *p)
 
 int dbpool_pause(dbpool *p)
 {
-    if (!p)
-        return set_error(DBPOOL_EINVAL, "dbpool_pause: NULL pool");
-    if (pool_forked(p))
-        return DBPOOL_EFORKED;
-    pthread_mutex_lock(&p->mu);
-    if (p->closing) {
-        pthread_mutex_unlock(&p->mu);
-        return set_error(DBPOOL_ECLOSED, "pool is closed");
-    }
+    int rc = lock_open(p, "dbpool_pause");
+    if (rc != 0)
+        return rc;
     p->paused = 1;
     pool_update_state_locked(p, clock_ms());
     pthread_mutex_unlock(&p->mu);
@@ -844,15 +842,9 @@ int dbpool_resume(dbpool *p)
 {
     struct dbpool_slot *s;
 
-    if (!p)
-        return set_error(DBPOOL_EINVAL, "dbpool_resume: NULL pool");
-    if (pool_forked(p))
-        return DBPOOL_EFORKED;
-    pthread_mutex_lock(&p->mu);
-    if (p->closing) {
-        pthread_mutex_unlock(&p->mu);
-        return set_error(DBPOOL_ECLOSED, "pool is closed");
-    }
+    int rc = lock_open(p, "dbpool_resume");
+    if (rc != 0)
+        return rc;
     p->paused = 0;
     int64_t now = clock_ms();
     /* the pause is not the queue's fault: start a fresh CoDel interval */

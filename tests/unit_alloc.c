@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "dbpool.h"
+#include "stub_driver.h"
 #include "dbpool_pg.h"
 #include "dbpool_registry.h"
 
@@ -106,100 +107,10 @@ static void uninstall(const char *what, long n)
         fail_msg("%s, fail at %ld: %ld allocation(s) leaked", what, n, live);
 }
 
-/* ---- stub driver ------------------------------------------------------------ */
+/* ---- the stub driver (tests/stub), with a slow cancel when asked ---------- */
 
-static int dummy_conn;
-
-static int stub_connect_start(void *ctx, void **conn, int *fd, char *err, size_t errlen)
-{
-    (void)ctx;
-    (void)err;
-    (void)errlen;
-    *conn = &dummy_conn;
-    *fd = -1;
-    return DBPOOL_IO_DONE;
-}
-
-static int stub_connect_poll(void *ctx, void *conn, int *fd, char *err, size_t errlen)
-{
-    (void)ctx;
-    (void)conn;
-    (void)fd;
-    (void)err;
-    (void)errlen;
-    return DBPOOL_IO_DONE;
-}
-
-static int stub_ping(void *ctx, void *conn, int *fd, char *err, size_t errlen)
-{
-    (void)ctx;
-    (void)conn;
-    (void)fd;
-    (void)err;
-    (void)errlen;
-    return DBPOOL_IO_DONE;
-}
-
-static int stub_reset(void *ctx, void *conn, int64_t timeout_ms, char *err, size_t errlen)
-{
-    (void)ctx;
-    (void)conn;
-    (void)timeout_ms;
-    (void)err;
-    (void)errlen;
-    return 0;
-}
-
-static void stub_disconnect(void *ctx, void *conn)
-{
-    (void)ctx;
-    if (conn != &dummy_conn)
-        abort(); /* may run on the manager thread: no cmocka assertion here */
-}
-
-/* Cancel support, so hold_timeout makes the manager allocate a cancel job. */
-static int dummy_token;
-static atomic_int n_cancel_run, n_cancel_free;
-static atomic_int cancel_sleep_ms;
-
-static void *stub_cancel_prepare(void *ctx, void *conn)
-{
-    (void)ctx;
-    (void)conn;
-    return &dummy_token;
-}
-
-static void stub_cancel_run(void *token)
-{
-    if (token != &dummy_token)
-        abort();
-    int ms = atomic_load(&cancel_sleep_ms);
-    if (ms) {
-        struct timespec ts = {0, (long)ms * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    atomic_fetch_add(&n_cancel_run, 1);
-}
-
-static void stub_cancel_free(void *token)
-{
-    if (token != &dummy_token)
-        abort();
-    atomic_fetch_add(&n_cancel_free, 1);
-}
-
-static const dbpool_driver stub = {
-    .name = "stub",
-    .connect_start = stub_connect_start,
-    .connect_poll = stub_connect_poll,
-    .ping_start = stub_ping,
-    .ping_poll = stub_ping,
-    .reset = stub_reset,
-    .cancel_prepare = stub_cancel_prepare,
-    .cancel_run = stub_cancel_run,
-    .cancel_free = stub_cancel_free,
-    .disconnect = stub_disconnect,
-};
+static struct stub_ctl ctl;
+static int dummy_conn; /* a non-NULL address no pool has */
 
 /* ---- callbacks: quiet, and they must never see a NULL -------------------- */
 
@@ -283,7 +194,7 @@ static int stub_cycle(const struct stub_case *c, long n)
         cfg.hold_timeout = 20;
 
     install(n, c->persist);
-    rc = dbpool_open(&p, &stub, NULL, &cfg);
+    rc = dbpool_open(&p, &stub_driver, &ctl, &cfg);
     if (rc != 0) {
         assert_enomem(c->what, n, rc);
         assert_null(p);
@@ -308,13 +219,13 @@ static int stub_cycle(const struct stub_case *c, long n)
              * with (run + freed, or freed at once if the job could not be
              * allocated; or neither if even the job's own allocation failed:
              * then the token is freed at check-in) */
-            int before = atomic_load(&n_cancel_free);
+            int before = atomic_load(&ctl.cancel_frees);
             deadline = now_ms() + WAIT_MS;
             while (dbpool_lease_check(&lease) != DBPOOL_EEXPIRED && now_ms() < deadline)
                 sleep_ms(2);
             assert_int_equal(dbpool_lease_check(&lease), DBPOOL_EEXPIRED);
             deadline = now_ms() + 200;
-            while (atomic_load(&n_cancel_free) == before && now_ms() < deadline)
+            while (atomic_load(&ctl.cancel_frees) == before && now_ms() < deadline)
                 sleep_ms(2);
             sleep_ms(5); /* the helper frees its job right after cancel_free */
             rc = dbpool_checkin(&lease);
@@ -543,7 +454,7 @@ static void test_set_allocator_rules(void **state)
     assert_int_equal(dbpool_set_allocator(&partial), DBPOOL_EINVAL);
 
     install(0, 0);
-    assert_int_equal(dbpool_open(&p, &stub, NULL, NULL), 0);
+    assert_int_equal(dbpool_open(&p, &stub_driver, &ctl, NULL), 0);
     /* while a pool is open the manager runs: the allocator cannot change */
     assert_int_equal(dbpool_set_allocator(NULL), DBPOOL_EBUSY);
     assert_int_equal(dbpool_set_allocator(&counting), DBPOOL_EBUSY);
@@ -579,11 +490,11 @@ static void test_allocator_quiet_after_close(void **state)
     cfg.size = 1;
     cfg.hold_timeout = 10;
     cfg.log_cb = on_log;
-    atomic_store(&cancel_sleep_ms, 200); /* a slow cancel, like PQcancel on a dead host */
-    int runs_before = atomic_load(&n_cancel_run);
-    int frees_before = atomic_load(&n_cancel_free);
+    atomic_store(&ctl.cancel_sleep_ms, 200); /* a slow cancel, like PQcancel on a dead host */
+    int runs_before = atomic_load(&ctl.cancel_runs);
+    int frees_before = atomic_load(&ctl.cancel_frees);
     install(0, 0);
-    assert_int_equal(dbpool_open(&p, &stub, NULL, &cfg), 0);
+    assert_int_equal(dbpool_open(&p, &stub_driver, &ctl, &cfg), 0);
     assert_int_equal(dbpool_checkout(p, 2000, &lease), 0);
     int64_t deadline = now_ms() + WAIT_MS;
     while (dbpool_lease_check(&lease) != DBPOOL_EEXPIRED && now_ms() < deadline)
@@ -597,11 +508,11 @@ static void test_allocator_quiet_after_close(void **state)
     /* let the helper finish whatever the outcome, so that its late frees do
      * not land in the next test's counts */
     deadline = now_ms() + 10000;
-    while (atomic_load(&n_cancel_free) == frees_before && now_ms() < deadline)
+    while (atomic_load(&ctl.cancel_frees) == frees_before && now_ms() < deadline)
         sleep_ms(10);
     sleep_ms(200);
-    atomic_store(&cancel_sleep_ms, 0);
-    assert_int_equal(atomic_load(&n_cancel_run), runs_before + 1);
+    atomic_store(&ctl.cancel_sleep_ms, 0);
+    assert_int_equal(atomic_load(&ctl.cancel_runs), runs_before + 1);
     if (rc == 0 && live != 0)
         fail_msg("dbpool_set_allocator(NULL) succeeded after the last close while the helper "
                  "thread still held %ld allocation(s) of the old allocator (it freed them "

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "dbpool.h"
+#include "stub_driver.h"
 #include "dbpool_pg.h"
 
 #define ONE_YEAR_MS (INT64_C(1000) * 3600 * 24 * 365)
@@ -598,37 +599,6 @@ static void test_state_name(void **state)
 
 /* ---- dbpool_open: argument checks (no pool is ever created) ------------------ */
 
-static int stub_connect_start(void *ctx, void **conn, int *fd, char *err, size_t errlen)
-{
-    (void)ctx;
-    (void)conn;
-    (void)fd;
-    snprintf(err, errlen, "stub");
-    return DBPOOL_IO_FAIL;
-}
-
-static int stub_connect_poll(void *ctx, void *conn, int *fd, char *err, size_t errlen)
-{
-    (void)ctx;
-    (void)conn;
-    (void)fd;
-    snprintf(err, errlen, "stub");
-    return DBPOOL_IO_FAIL;
-}
-
-static void stub_disconnect(void *ctx, void *conn)
-{
-    (void)ctx;
-    (void)conn;
-}
-
-static const dbpool_driver stub = {
-    .name = "stub",
-    .connect_start = stub_connect_start,
-    .connect_poll = stub_connect_poll,
-    .disconnect = stub_disconnect,
-};
-
 static void test_open_null_args(void **state)
 {
     dbpool *p = SENTINEL;
@@ -636,18 +606,18 @@ static void test_open_null_args(void **state)
 
     (void)state;
     dbpool_config_init(&cfg);
-    assert_int_equal(dbpool_open(NULL, &stub, NULL, &cfg), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_open(NULL, &stub_driver, NULL, &cfg), DBPOOL_EINVAL);
     assert_true(dbpool_last_error()[0] != '\0');
     assert_int_equal(dbpool_open(&p, NULL, NULL, &cfg), DBPOOL_EINVAL);
     assert_null(p);
     assert_true(dbpool_last_error()[0] != '\0');
 
-    dbpool_driver incomplete = stub;
+    dbpool_driver incomplete = stub_driver;
     incomplete.connect_start = NULL;
     p = SENTINEL;
     assert_int_equal(dbpool_open(&p, &incomplete, NULL, &cfg), DBPOOL_EINVAL);
     assert_null(p);
-    incomplete = stub;
+    incomplete = stub_driver;
     incomplete.disconnect = NULL;
     p = SENTINEL;
     assert_int_equal(dbpool_open(&p, &incomplete, NULL, &cfg), DBPOOL_EINVAL);
@@ -663,35 +633,35 @@ static void test_open_bad_config(void **state)
     dbpool_config_init(&cfg);
     cfg.size = 0;
     p = SENTINEL;
-    assert_int_equal(dbpool_open(&p, &stub, NULL, &cfg), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_open(&p, &stub_driver, NULL, &cfg), DBPOOL_EINVAL);
     assert_null(p);
     assert_error_mentions("size");
 
     dbpool_config_init(&cfg);
     cfg.size = 10001;
     p = SENTINEL;
-    assert_int_equal(dbpool_open(&p, &stub, NULL, &cfg), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_open(&p, &stub_driver, NULL, &cfg), DBPOOL_EINVAL);
     assert_null(p);
     assert_error_mentions("size");
 
     dbpool_config_init(&cfg);
     cfg.queue_target = 0;
     p = SENTINEL;
-    assert_int_equal(dbpool_open(&p, &stub, NULL, &cfg), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_open(&p, &stub_driver, NULL, &cfg), DBPOOL_EINVAL);
     assert_null(p);
     assert_error_mentions("queue_target");
 
     dbpool_config_init(&cfg);
     cfg.hold_timeout = -1;
     p = SENTINEL;
-    assert_int_equal(dbpool_open(&p, &stub, NULL, &cfg), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_open(&p, &stub_driver, NULL, &cfg), DBPOOL_EINVAL);
     assert_null(p);
     assert_error_mentions("hold_timeout");
 
     dbpool_config_init(&cfg);
     cfg.backoff_type = (dbpool_backoff_type)17;
     p = SENTINEL;
-    assert_int_equal(dbpool_open(&p, &stub, NULL, &cfg), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_open(&p, &stub_driver, NULL, &cfg), DBPOOL_EINVAL);
     assert_null(p);
     assert_error_mentions("backoff_type");
 
@@ -699,7 +669,7 @@ static void test_open_bad_config(void **state)
     cfg.backoff_min = 5000;
     cfg.backoff_max = 4000;
     p = SENTINEL;
-    assert_int_equal(dbpool_open(&p, &stub, NULL, &cfg), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_open(&p, &stub_driver, NULL, &cfg), DBPOOL_EINVAL);
     assert_null(p);
     assert_error_mentions("backoff_min");
 }

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "dbpool.h"
+#include "stub_driver.h"
 #include "dbpool_pg.h"
 #include "dbpool_registry.h"
 
@@ -26,57 +27,6 @@
 
 /* A non-NULL value no real pool has: checks that *out is reset on error. */
 #define SENTINEL ((dbpool *)(uintptr_t)0x1)
-
-/* ---- stub driver ------------------------------------------------------------ */
-
-static int dummy_conn;
-
-static int stub_connect_start(void *ctx, void **conn, int *fd, char *err, size_t errlen)
-{
-    (void)ctx;
-    (void)err;
-    (void)errlen;
-    *conn = &dummy_conn;
-    *fd = -1;
-    return DBPOOL_IO_DONE;
-}
-
-static int stub_step(void *ctx, void *conn, int *fd, char *err, size_t errlen)
-{
-    (void)ctx;
-    (void)conn;
-    (void)fd;
-    (void)err;
-    (void)errlen;
-    return DBPOOL_IO_DONE;
-}
-
-static int stub_reset(void *ctx, void *conn, int64_t timeout_ms, char *err, size_t errlen)
-{
-    (void)ctx;
-    (void)conn;
-    (void)timeout_ms;
-    (void)err;
-    (void)errlen;
-    return 0;
-}
-
-static void stub_disconnect(void *ctx, void *conn)
-{
-    (void)ctx;
-    if (conn != &dummy_conn)
-        abort(); /* may run on the manager thread: no cmocka assertion */
-}
-
-static const dbpool_driver stub = {
-    .name = "stub",
-    .connect_start = stub_connect_start,
-    .connect_poll = stub_step,
-    .ping_start = stub_step,
-    .ping_poll = stub_step,
-    .reset = stub_reset,
-    .disconnect = stub_disconnect,
-};
 
 static void quiet_log(void *arg, dbpool_log_level level, const char *pool, const char *msg)
 {
@@ -118,7 +68,7 @@ static dbpool *open_stub(int size)
     dbpool *p = NULL;
 
     stub_config(&cfg, size);
-    EXPECT(dbpool_open(&p, &stub, NULL, &cfg), 0);
+    EXPECT(dbpool_open(&p, &stub_driver, NULL, &cfg), 0);
     assert_non_null(p);
     return p;
 }
@@ -198,18 +148,18 @@ static void test_null_pool_api(void **state)
     size_t needed = 0;
 
     /* open */
-    EXPECT(dbpool_open(NULL, &stub, NULL, NULL), DBPOOL_EINVAL);
+    EXPECT(dbpool_open(NULL, &stub_driver, NULL, NULL), DBPOOL_EINVAL);
     EXPECT(dbpool_open(&p, NULL, NULL, NULL), DBPOOL_EINVAL);
     assert_null(p);
-    dbpool_driver d = stub;
+    dbpool_driver d = stub_driver;
     d.connect_start = NULL;
     p = SENTINEL;
     EXPECT(dbpool_open(&p, &d, NULL, NULL), DBPOOL_EINVAL);
     assert_null(p);
-    d = stub;
+    d = stub_driver;
     d.connect_poll = NULL;
     EXPECT(dbpool_open(&p, &d, NULL, NULL), DBPOOL_EINVAL);
-    d = stub;
+    d = stub_driver;
     d.disconnect = NULL;
     EXPECT(dbpool_open(&p, &d, NULL, NULL), DBPOOL_EINVAL);
 
@@ -429,7 +379,7 @@ static void test_double_and_stale_checkin(void **state)
     EXPECT(dbpool_discard(&copy), DBPOOL_ESTALE);
     assert_null(dbpool_lease_conn(&copy));
     EXPECT(dbpool_lease_check(&l2), 0);
-    assert_ptr_equal(dbpool_lease_conn(&l2), &dummy_conn);
+    assert_ptr_equal(dbpool_lease_conn(&l2), &stub_conn);
     dbpool_stats st;
     EXPECT(dbpool_stats_get(p, &st), 0);
     assert_int_equal(st.busy, 1);
@@ -482,7 +432,7 @@ static void test_checkout_timeouts(void **state)
     stub_config(&cfg, 1);
     cfg.queue = 0;
     p = NULL;
-    EXPECT(dbpool_open(&p, &stub, NULL, &cfg), 0);
+    EXPECT(dbpool_open(&p, &stub_driver, NULL, &cfg), 0);
     /* nothing is idle until the manager connected: EBUSY meanwhile */
     for (int i = 0; i < 300; i++) {
         int rc = dbpool_checkout(p, 5000, &l);
@@ -535,7 +485,7 @@ static void test_close_twice_with_lease_out(void **state)
 
     /* leases still out stay usable */
     EXPECT(dbpool_lease_check(&l), 0);
-    assert_ptr_equal(dbpool_lease_conn(&l), &dummy_conn);
+    assert_ptr_equal(dbpool_lease_conn(&l), &stub_conn);
     EXPECT(dbpool_lease_info_get(&l, &info), 0);
 
     dbpool_lease copy = l;
@@ -579,7 +529,7 @@ static void test_close_from_callback(void **state)
     stub_config(&cfg, 1);
     cfg.event_cb = close_from_event;
     cfg.event_arg = &cs;
-    EXPECT(dbpool_open(&p, &stub, NULL, &cfg), 0);
+    EXPECT(dbpool_open(&p, &stub_driver, NULL, &cfg), 0);
     atomic_store(&cs.pool, p);
     checkout_ok(p, &l);
     EXPECT(dbpool_discard(&l), 0); /* -> a DISCONNECTED event */
@@ -710,7 +660,7 @@ static void test_options_out_of_range(void **state)
         bad_opts[i].set(&cfg);
 
         p = SENTINEL;
-        int rc = dbpool_open(&p, &stub, NULL, &cfg);
+        int rc = dbpool_open(&p, &stub_driver, NULL, &cfg);
         if (rc != DBPOOL_EINVAL)
             fail_msg("%s: dbpool_open = %d, want DBPOOL_EINVAL", ctx, rc);
         assert_null(p);
@@ -824,7 +774,7 @@ static void test_absurd_sizes(void **state)
 
     stub_config(&cfg, 10000);
     cfg.min_size = 0;
-    EXPECT(dbpool_open(&p, &stub, NULL, &cfg), 0);
+    EXPECT(dbpool_open(&p, &stub_driver, NULL, &cfg), 0);
     EXPECT(dbpool_stats_get(p, &st), 0);
     assert_int_equal(st.size, 10000);
     assert_int_equal(st.dormant, 10000);
@@ -833,7 +783,7 @@ static void test_absurd_sizes(void **state)
     EXPECT(dbpool_close(p), 0);
 
     stub_config(&cfg, 10000);
-    EXPECT(dbpool_open(&p, &stub, NULL, &cfg), 0);
+    EXPECT(dbpool_open(&p, &stub_driver, NULL, &cfg), 0);
     checkout_ok(p, &l);
     EXPECT(dbpool_checkin(&l), 0);
     for (int i = 0; i < 500; i++) {
@@ -849,7 +799,7 @@ static void test_absurd_sizes(void **state)
     stub_config(&cfg, 1);
     cfg.min_size = 1;
     cfg.idle_limit = 10000;
-    EXPECT(dbpool_open(&p, &stub, NULL, &cfg), 0);
+    EXPECT(dbpool_open(&p, &stub_driver, NULL, &cfg), 0);
     EXPECT(dbpool_close(p), 0);
 }
 
