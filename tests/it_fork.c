@@ -22,29 +22,15 @@
 #include "dbpool.h"
 #include "dbpool_pg.h"
 #include "dbpool_registry.h"
+#include "itpool.h"
 #include "pgserver.h"
 
 static pgt_server srv;
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
 
 static int idle_n(void *arg)
 {
     dbpool_stats st;
     return dbpool_stats_get(arg, &st) == 0 && st.idle >= 1;
-}
-
-static int select_one(PGconn *pg)
-{
-    PGresult *r = PQexec(pg, "SELECT 1");
-    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "1") == 0;
-    PQclear(r);
-    return ok;
 }
 
 static int resolve_cb(void *arg, const char *tenant, char *conninfo, size_t len, dbpool_config *cfg)
@@ -86,7 +72,7 @@ static int child(dbpool *inherited, dbpool_lease *held, dbpool_registry *reg)
     if (dbpool_pg_open(&mine, ci, NULL) != 0 || dbpool_checkout(mine, 5000, &l) != 0) {
         bad |= 16;
     } else {
-        if (!select_one(dbpool_pg_conn(&l)))
+        if (!itp_select1(&l))
             bad |= 16;
         dbpool_checkin(&l);
     }
@@ -139,7 +125,7 @@ static void test_fork_child_safe(void **state)
     int status = 0;
     pid_t w = 0;
     for (int i = 0; i < 3000 && (w = waitpid(pid, &status, WNOHANG)) == 0; i++)
-        sleep_ms(10);
+        itp_sleep_ms(10);
     if (w == 0) {
         kill(pid, SIGKILL);
         waitpid(pid, &status, 0);
@@ -154,13 +140,13 @@ static void test_fork_child_safe(void **state)
      * in its transaction, the idle ones still answer */
     assert_int_equal(pgt_count_backends(&srv, "fork_parent"), 3);
     assert_int_equal(PQtransactionStatus(dbpool_pg_conn(&held)), PQTRANS_INTRANS);
-    assert_true(select_one(dbpool_pg_conn(&held)));
+    assert_true(itp_select1(&held));
     assert_int_equal(dbpool_checkin(&held), 0);
     dbpool_lease a, b;
     assert_int_equal(dbpool_checkout(p, 5000, &a), 0);
     assert_int_equal(dbpool_checkout(p, 5000, &b), 0);
-    assert_true(select_one(dbpool_pg_conn(&a)));
-    assert_true(select_one(dbpool_pg_conn(&b)));
+    assert_true(itp_select1(&a));
+    assert_true(itp_select1(&b));
     assert_int_equal(dbpool_checkin(&a), 0);
     assert_int_equal(dbpool_checkin(&b), 0);
     dbpool_stats st;
@@ -168,7 +154,7 @@ static void test_fork_child_safe(void **state)
     assert_int_equal((int)st.ping_failures, 0);
     assert_int_equal(pgt_count_backends(&srv, "fork_child"), 0);
     assert_int_equal(dbpool_registry_checkout(reg, "t1", 5000, &tl), 0);
-    assert_true(select_one(dbpool_pg_conn(&tl)));
+    assert_true(itp_select1(&tl));
     assert_int_equal(dbpool_checkin(&tl), 0);
     assert_int_equal(dbpool_registry_close(reg), 0);
     assert_int_equal(dbpool_close(p), 0);

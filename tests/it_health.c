@@ -27,6 +27,7 @@
 
 #include "dbpool.h"
 #include "dbpool_pg.h"
+#include "itpool.h"
 #include "pgserver.h"
 #include "relay.h"
 
@@ -42,20 +43,12 @@ static pgt_server srv2; /* the 57P03 test (standby, then promoted) */
 #define MAX_POOLS 4
 static dbpool *g_pools[MAX_POOLS];
 static relay *g_relay;
-static int g_hung; /* a thread could not be joined: leak pools rather than free them */
 
 static int64_t now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
 }
 
 static void app_conninfo(char *buf, size_t len, int port, const char *app)
@@ -106,34 +99,7 @@ static int close_pool(dbpool *p)
     return dbpool_close(p);
 }
 
-static dbpool_stats stats(dbpool *p)
-{
-    dbpool_stats st;
-    memset(&st, 0, sizeof st);
-    assert_int_equal(dbpool_stats_get(p, &st), 0);
-    return st;
-}
-
 /* Bounded wait on a predicate over a pool's stats. */
-typedef int (*stats_pred)(const dbpool_stats *st, int64_t arg);
-struct stats_wait {
-    dbpool *pool;
-    stats_pred pred;
-    int64_t arg;
-};
-
-static int stats_cond(void *a)
-{
-    struct stats_wait *w = a;
-    dbpool_stats st;
-    return dbpool_stats_get(w->pool, &st) == 0 && w->pred(&st, w->arg);
-}
-
-static int wait_stats(dbpool *p, stats_pred pred, int64_t arg, int64_t timeout_ms)
-{
-    struct stats_wait w = {p, pred, arg};
-    return pgt_wait_for(stats_cond, &w, timeout_ms);
-}
 
 static int pred_state(const dbpool_stats *st, int64_t s)
 {
@@ -165,7 +131,7 @@ static int pred_err_not_accepting(const dbpool_stats *st, int64_t unused)
 
 static void describe(const char *what, dbpool *p)
 {
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     fail_msg("%s (state=%s idle=%d busy=%d connecting=%d backoff=%d waiting=%d "
              "connect_failures=%" PRIu64 " last_error=\"%s\")",
              what, dbpool_state_name(st.state), st.idle, st.busy, st.connecting, st.backoff,
@@ -174,13 +140,13 @@ static void describe(const char *what, dbpool *p)
 
 static void await_up(dbpool *p, int idle, int64_t timeout_ms)
 {
-    if (!wait_stats(p, pred_up_idle, idle, timeout_ms))
+    if (!itp_wait_stats(p, pred_up_idle, idle, timeout_ms))
         describe("pool did not become UP with all connections idle", p);
 }
 
 static void await_state(dbpool *p, dbpool_state s, int64_t timeout_ms)
 {
-    if (!wait_stats(p, pred_state, s, timeout_ms)) {
+    if (!itp_wait_stats(p, pred_state, s, timeout_ms)) {
         char what[80];
         snprintf(what, sizeof what, "pool did not reach state %s in %lld ms", dbpool_state_name(s),
                  (long long)timeout_ms);
@@ -202,34 +168,7 @@ static int exec_ok(PGconn *c, const char *sql)
     return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
 }
 
-/* Run "SELECT 1" on a lease; 1 if it returned 1. */
-static int select1(const dbpool_lease *l)
-{
-    PGconn *c = dbpool_pg_conn(l);
-    if (!c)
-        return 0;
-    PGresult *r = PQexec(c, "SELECT 1");
-    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
-             strcmp(PQgetvalue(r, 0, 0), "1") == 0;
-    PQclear(r);
-    return ok;
-}
-
-static pthread_t thr_start(void *(*fn)(void *), void *arg)
-{
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, fn, arg), 0);
-    return t;
-}
-
 /* 0 when joined; on timeout marks the run hung and returns nonzero. */
-static int thr_join(pthread_t t, int64_t timeout_ms)
-{
-    int rc = pgt_join(t, timeout_ms);
-    if (rc != 0)
-        g_hung = 1;
-    return rc;
-}
 
 /* ---- log collector ------------------------------------------------------ */
 
@@ -451,11 +390,11 @@ static int test_teardown(void **state)
 {
     (void)state;
     for (int i = 0; i < MAX_POOLS; i++) {
-        if (g_pools[i] && !g_hung)
+        if (g_pools[i] && !itp_hung())
             (void)dbpool_close(g_pools[i]);
         g_pools[i] = NULL;
     }
-    if (g_relay && !g_hung) {
+    if (g_relay && !itp_hung()) {
         relay_stop(g_relay);
         g_relay = NULL;
     }
@@ -492,16 +431,16 @@ static void test_state_machine(void **state)
     cfg.log_cb = log_collect;
     cfg.log_arg = &logs;
     dbpool *p = open_pool_port(relay_port(r), "h_state_start", &cfg);
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.state, DBPOOL_STATE_STARTING);
     assert_int_equal(st.idle + st.busy, 0);
     assert_string_equal(st.last_error, "");
     /* still STARTING (neither UP nor DOWN) while the connects hang */
-    assert_false(wait_stats(p, pred_not_state, DBPOOL_STATE_STARTING, 300));
-    assert_int_equal(stats(p).connect_failures, 0);
+    assert_false(itp_wait_stats(p, pred_not_state, DBPOOL_STATE_STARTING, 300));
+    assert_int_equal(itp_stats(p).connect_failures, 0);
     assert_int_equal(relay_set_mode(r, RELAY_PASS), 0);
     await_up(p, 2, 3000);
-    assert_int_equal(stats(p).connects, 2);
+    assert_int_equal(itp_stats(p).connects, 2);
     assert_int_equal(close_pool(p), 0);
     relay_stop(r);
     g_relay = NULL;
@@ -512,14 +451,14 @@ static void test_state_machine(void **state)
     cfg.log_arg = &logs;
     p = open_pool_port(srv.port, "h_state", &cfg);
     await_up(p, 2, 5000);
-    dbpool_stats up = stats(p);
+    dbpool_stats up = itp_stats(p);
     assert_string_equal(up.last_error, "");
 
     assert_int_equal(pgt_stop(&srv, "fast"), 0);
     int64_t t_stopped = pgt_now_ms();
     await_state(p, DBPOOL_STATE_DOWN, 5000);
     int64_t down_ms = pgt_now_ms() - t_stopped;
-    dbpool_stats down = stats(p);
+    dbpool_stats down = itp_stats(p);
     assert_int_equal(down.idle + down.busy, 0);
     assert_true(down.connect_failures >= 1);
     assert_true(strlen(down.last_error) > 0);
@@ -530,14 +469,14 @@ static void test_state_machine(void **state)
     /* while DOWN a checkout fails at once with the cached reason */
     int64_t took_us[20];
     for (int i = 0; i < 20; i++) {
-        dbpool_stats before = stats(p);
+        dbpool_stats before = itp_stats(p);
         dbpool_lease l;
         int64_t t0 = now_us();
         int rc = dbpool_checkout(p, 1000, &l);
         int64_t el = now_us() - t0;
         char msg[512];
         snprintf(msg, sizeof msg, "%s", dbpool_last_error());
-        dbpool_stats after = stats(p);
+        dbpool_stats after = itp_stats(p);
         if (rc != DBPOOL_EUNAVAILABLE)
             fail_msg("checkout while DOWN returned %d (%s), want DBPOOL_EUNAVAILABLE", rc, msg);
         took_us[i] = el;
@@ -555,19 +494,19 @@ static void test_state_machine(void **state)
     if (took_us[17] >= 5000 || worst_us >= 100000)
         fail_msg("checkouts while DOWN took up to %lld us (90th pct %lld us; want < 5 ms)",
                  (long long)worst_us, (long long)took_us[17]);
-    assert_int_equal(stats(p).state, DBPOOL_STATE_DOWN);
+    assert_int_equal(itp_stats(p).state, DBPOOL_STATE_DOWN);
 
     /* back UP within one backoff step (backoff_max) of the server accepting */
     assert_int_equal(pgt_resume(&srv), 0);
     int64_t t_resumed = pgt_now_ms();
     await_state(p, DBPOOL_STATE_UP, cfg.backoff_max + 1000);
     int64_t up_ms = pgt_now_ms() - t_resumed;
-    dbpool_stats up2 = stats(p);
+    dbpool_stats up2 = itp_stats(p);
     assert_true(up2.state_since_ms > down.state_since_ms);
     await_up(p, 2, 3000);
     dbpool_lease l;
     assert_int_equal(dbpool_checkout(p, 1000, &l), 0);
-    assert_true(select1(&l));
+    assert_true(itp_select1(&l));
     assert_int_equal(dbpool_checkin(&l), 0);
     assert_int_equal(close_pool(p), 0);
 
@@ -710,13 +649,13 @@ static void test_event_dropped(void **state)
     h.pool = p;
     pthread_t t[12];
     for (int i = 0; i < 12; i++)
-        t[i] = thr_start(hammer_worker, &h);
-    sleep_ms(1500); /* the load lasts this long: that is the test, not a wait */
+        t[i] = itp_thr_start(hammer_worker, &h);
+    itp_sleep_ms(1500); /* the load lasts this long: that is the test, not a wait */
     atomic_store(&h.stop, 1);
     for (int i = 0; i < 12; i++)
-        assert_int_equal(thr_join(t[i], 10000), 0);
+        assert_int_equal(itp_thr_join(t[i], 10000), 0);
 
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     printf("# overload: %d ok, %d dropped, %d timed out; stats.drops=%" PRIu64 "\n", h.ok,
            h.dropped, h.timedout, st.drops);
     if (h.other)
@@ -780,7 +719,7 @@ static void test_event_hold_timeout(void **state)
     assert_true(ev_get(&evs, DBPOOL_EV_HOLD_TIMEOUT, 0, &e));
     assert_true(e.ms >= 300);
     assert_int_equal(dbpool_lease_check(&l), DBPOOL_EEXPIRED);
-    assert_int_equal(stats(p).hold_timeouts, 1);
+    assert_int_equal(itp_stats(p).hold_timeouts, 1);
     assert_int_equal(dbpool_checkin(&l), DBPOOL_EEXPIRED);
     /* the expired connection was discarded and replaced */
     ev_await(&evs, DBPOOL_EV_DISCONNECTED, 1, 2000);
@@ -828,14 +767,14 @@ static void test_event_leak(void **state)
     if (!strstr(e.detail, "thread"))
         fail_msg("leak report does not say where: \"%s\"", e.detail);
     if (seen < 400)
-        sleep_ms(400 - seen); /* hold the lease 400 ms in all: reported once */
-    assert_true(select1(&l));
+        itp_sleep_ms(400 - seen); /* hold the lease 400 ms in all: reported once */
+    assert_true(itp_select1(&l));
     assert_int_equal(dbpool_checkin(&l), 0); /* a leak report does not expire the lease */
     assert_int_equal(ev_count(&evs, DBPOOL_EV_LEAK_SUSPECTED), 1);
 
     /* a lease returned before the threshold is not reported */
     assert_int_equal(dbpool_checkout(p, 1000, &l), 0);
-    sleep_ms(100);
+    itp_sleep_ms(100);
     assert_int_equal(dbpool_checkin(&l), 0);
     struct ev_wait w = {&evs, DBPOOL_EV_LEAK_SUSPECTED, 2};
     assert_false(pgt_wait_for(ev_cond, &w, 300));
@@ -878,8 +817,8 @@ static void test_log_levels(void **state)
     assert_int_equal(relay_reset_all(r), 0);
     await_state(pw, DBPOOL_STATE_DOWN, 5000);
     await_state(pd, DBPOOL_STATE_DOWN, 5000);
-    uint64_t cf = stats(pd).connect_failures;
-    if (!wait_stats(pd, pred_cf_ge, (int64_t)cf + 2, 3000))
+    uint64_t cf = itp_stats(pd).connect_failures;
+    if (!itp_wait_stats(pd, pred_cf_ge, (int64_t)cf + 2, 3000))
         describe("connect failures did not continue while down", pd);
     assert_int_equal(relay_set_mode(r, RELAY_PASS), 0);
     await_up(pw, 2, 3000);
@@ -946,7 +885,7 @@ static void test_pause_resume(void **state)
     await_up(p, 2, 5000);
 
     assert_int_equal(dbpool_pause(p), 0);
-    assert_int_equal(stats(p).state, DBPOOL_STATE_PAUSED);
+    assert_int_equal(itp_stats(p).state, DBPOOL_STATE_PAUSED);
     assert_int_equal(dbpool_pause(p), 0); /* twice is harmless */
 
     dbpool_lease l;
@@ -958,7 +897,7 @@ static void test_pause_resume(void **state)
                  dbpool_last_error());
     if (el < 290 || el > 1000)
         fail_msg("checkout(300) while paused returned after %lld ms", (long long)el);
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.state, DBPOOL_STATE_PAUSED);
     assert_int_equal(st.drops, 0);
     assert_int_equal(st.idle, 2); /* connections stay open */
@@ -968,23 +907,23 @@ static void test_pause_resume(void **state)
     memset(&b, 0, sizeof b);
     b.pool = p;
     b.timeout = 5000;
-    pthread_t t = thr_start(blocked_checkout, &b);
-    if (!wait_stats(p, pred_waiting, 1, 2000))
+    pthread_t t = itp_thr_start(blocked_checkout, &b);
+    if (!itp_wait_stats(p, pred_waiting, 1, 2000))
         describe("the blocked checkout never queued", p);
     assert_false(pgt_wait_for(blocked_done, &b, 400)); /* still waiting, not dropped */
     int64_t t_resume = pgt_now_ms();
     assert_int_equal(dbpool_resume(p), 0);
     assert_true(pgt_wait_for(blocked_done, &b, 2000));
-    assert_int_equal(thr_join(t, 2000), 0);
+    assert_int_equal(itp_thr_join(t, 2000), 0);
     if (b.rc != 0)
         fail_msg("blocked checkout returned %d after resume", b.rc);
     int64_t served = b.returned_at - t_resume;
     if (served > 500) /* not served by resume, it would wait for its 5 s timeout */
         fail_msg("blocked checkout served %lld ms after resume", (long long)served);
-    assert_int_equal(stats(p).state, DBPOOL_STATE_UP);
-    assert_true(select1(&b.lease));
+    assert_int_equal(itp_stats(p).state, DBPOOL_STATE_UP);
+    assert_true(itp_select1(&b.lease));
     assert_int_equal(dbpool_checkin(&b.lease), 0);
-    assert_int_equal(stats(p).drops, 0);
+    assert_int_equal(itp_stats(p).drops, 0);
     assert_int_equal(close_pool(p), 0);
 }
 
@@ -1097,9 +1036,9 @@ static void test_starting_up_is_not_down(void **state)
     cfg.event_cb = ev_collect;
     cfg.event_arg = &evs_fresh;
     dbpool *fresh = open_pool_port(srv2.port, "h_57p03_new", &cfg);
-    if (!wait_stats(fresh, pred_cf_ge, 2, 3000))
+    if (!itp_wait_stats(fresh, pred_cf_ge, 2, 3000))
         describe("no connect failures against the standby", fresh);
-    dbpool_stats st = stats(fresh);
+    dbpool_stats st = itp_stats(fresh);
     if (st.state == DBPOOL_STATE_DOWN)
         describe("57P03 made a fresh pool DOWN", fresh);
     assert_int_equal(st.state, DBPOOL_STATE_STARTING);
@@ -1116,7 +1055,7 @@ static void test_starting_up_is_not_down(void **state)
                  "DBPOOL_ETIMEDOUT after waiting",
                  rc, (long long)el, dbpool_last_error());
     assert_true(el >= 290);
-    if (!wait_stats(fresh, pred_cf_ge, (int64_t)stats(fresh).connect_failures + 2, 3000))
+    if (!itp_wait_stats(fresh, pred_cf_ge, (int64_t)itp_stats(fresh).connect_failures + 2, 3000))
         describe("connect attempts stopped against the starting-up server", fresh);
     assert_int_equal(ev_count(&evs_fresh, DBPOOL_EV_DOWN), 0);
     assert_true(ev_count(&evs_fresh, DBPOOL_EV_CONNECT_FAILED) >= 2);
@@ -1125,9 +1064,9 @@ static void test_starting_up_is_not_down(void **state)
      * (connection refused). Once the server answers "starting up" it must
      * stop failing fast too. Checked here, asserted after the promotion so a
      * failure still leaves the server promoted. */
-    int old_err_seen = wait_stats(old, pred_err_not_accepting, 0, 3000);
-    int old_left_down = wait_stats(old, pred_not_state, DBPOOL_STATE_DOWN, 2000);
-    dbpool_stats old_st = stats(old);
+    int old_err_seen = itp_wait_stats(old, pred_err_not_accepting, 0, 3000);
+    int old_left_down = itp_wait_stats(old, pred_not_state, DBPOOL_STATE_DOWN, 2000);
+    dbpool_stats old_st = itp_stats(old);
     int old_rc = dbpool_checkout(old, 300, &l);
     if (old_rc == 0)
         (void)dbpool_checkin(&l);
@@ -1138,7 +1077,7 @@ static void test_starting_up_is_not_down(void **state)
     await_state(fresh, DBPOOL_STATE_UP, cfg.backoff_max + 1000);
     int64_t up_ms = pgt_now_ms() - t_promoted;
     assert_int_equal(dbpool_checkout(fresh, 1000, &l), 0);
-    assert_true(select1(&l));
+    assert_true(itp_select1(&l));
     assert_int_equal(dbpool_checkin(&l), 0);
     await_up(fresh, 2, 3000);
     await_up(old, 2, 3000);
@@ -1195,7 +1134,7 @@ static void *outage_worker(void *arg)
         int rc = dbpool_checkout(o->pool, 1000, &l);
         int64_t el = now_us() - t0;
         if (rc == 0) {
-            int ok = select1(&l);
+            int ok = itp_select1(&l);
             (void)dbpool_checkin(&l);
             if (ok) {
                 w->n_ok++;
@@ -1214,7 +1153,7 @@ static void *outage_worker(void *arg)
             }
         }
         /* a client's retry pace; also keeps 16 threads from starving 2 cores */
-        sleep_ms(1);
+        itp_sleep_ms(1);
     }
     return NULL;
 }
@@ -1262,7 +1201,7 @@ static void test_outage_log_budget(void **state)
         o.w[i].o = &o;
         o.w[i].lat_us = calloc(OUT_SAMPLES, sizeof(int32_t));
         assert_non_null(o.w[i].lat_us);
-        t[i] = thr_start(outage_worker, &o.w[i]);
+        t[i] = itp_thr_start(outage_worker, &o.w[i]);
     }
     struct all_ok_since ok0 = {&o, 1};
     assert_true(pgt_wait_for(all_ok_since, &ok0, 5000));
@@ -1277,16 +1216,16 @@ static void test_outage_log_budget(void **state)
     atomic_store(&o.win_from, pgt_now_ms() + 1000);
     int64_t left = t_out + 10000 - pgt_now_ms();
     if (left > 0)
-        sleep_ms(left); /* the outage lasts 10 s: that is the point of the test */
+        itp_sleep_ms(left); /* the outage lasts 10 s: that is the point of the test */
     int64_t t_back = pgt_now_ms();
     int warnings = log_count_between(&logs, DBPOOL_LOG_WARNING, t_out, t_back);
-    dbpool_stats during = stats(p);
+    dbpool_stats during = itp_stats(p);
     assert_int_equal(pgt_resume(&srv), 0);
     struct all_ok_since ok1 = {&o, pgt_now_ms()};
     int recovered = pgt_wait_for(all_ok_since, &ok1, 5000);
     atomic_store(&o.stop, 1);
     for (int i = 0; i < OUT_THREADS; i++)
-        assert_int_equal(thr_join(t[i], 5000), 0);
+        assert_int_equal(itp_thr_join(t[i], 5000), 0);
 
     int total = 0, bad = 0, first_bad = 0, fails = 0;
     for (int i = 0; i < OUT_THREADS; i++) {

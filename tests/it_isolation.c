@@ -21,6 +21,7 @@
 #include "dbpool_pg.h"
 #include "dbpool_registry.h"
 #include "pg_resolve.h"
+#include "itpool.h"
 #include "pgserver.h"
 #include "relay.h"
 #include "schedlag.h"
@@ -34,31 +35,16 @@
 static pgt_server srv;
 static atomic_int lookups;
 
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
-
 /* SLOW_HOST takes LOOKUP_MS to resolve, to 127.0.0.1; anything else as usual. */
 static int slow_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
                             struct addrinfo **res)
 {
     if (node && strcmp(node, SLOW_HOST) == 0) {
         atomic_fetch_add(&lookups, 1);
-        sleep_ms(LOOKUP_MS);
+        itp_sleep_ms(LOOKUP_MS);
         node = "127.0.0.1";
     }
     return getaddrinfo(node, service, hints, res);
-}
-
-static dbpool_stats stats(dbpool *p)
-{
-    dbpool_stats st;
-    memset(&st, 0, sizeof st);
-    assert_int_equal(dbpool_stats_get(p, &st), 0);
-    return st;
 }
 
 static void fast_config(dbpool_config *cfg, int size)
@@ -128,7 +114,7 @@ static void test_isolation_slow_lookup(void **state)
 
     /* while the lookup runs: open and close another pool, check out from
      * the healthy one, and hold a lease past its hold_timeout */
-    sleep_ms(100);
+    itp_sleep_ms(100);
     int64_t t1 = pgt_now_ms();
     fast_config(&cfg, 1);
     dbpool *third = open_pg("127.0.0.1", srv.port, "iso_third", &cfg);
@@ -145,16 +131,16 @@ static void test_isolation_slow_lookup(void **state)
             expired_at = pgt_now_ms() - t2;
             break;
         }
-        sleep_ms(2);
+        itp_sleep_ms(2);
     }
     assert_int_equal(dbpool_checkin(&lease), DBPOOL_EEXPIRED);
-    int64_t pings_before = (int64_t)stats(good).pings;
+    int64_t pings_before = (int64_t)itp_stats(good).pings;
 
     /* the slow pool: every slot up within lookup + connect time */
     struct idle_wait sw = {slow, 4};
     int up = pgt_wait_for(has_idle, &sw, LOOKUP_MS + 2000);
     int64_t up_ms = pgt_now_ms() - t0;
-    int64_t pings_after = (int64_t)stats(good).pings;
+    int64_t pings_after = (int64_t)itp_stats(good).pings;
     fprintf(stderr,
             "# slow lookup %d ms: pool up (4/4 idle) after %lld ms with %d lookup(s); "
             "meanwhile: open %lld ms, open+close %lld ms, checkout %lld ms, hold_timeout 300 "
@@ -169,7 +155,7 @@ static void test_isolation_slow_lookup(void **state)
     assert_true(checkout_ms < ON_TIME_MS);
     assert_true(expired_at >= 300 && expired_at < 300 + ON_TIME_MS);
     assert_true(pings_after > pings_before); /* the idle tick kept running */
-    assert_int_equal(stats(slow).state, DBPOOL_STATE_UP);
+    assert_int_equal(itp_stats(slow).state, DBPOOL_STATE_UP);
 
     assert_int_equal(dbpool_close(slow), 0);
     assert_int_equal(dbpool_close(good), 0);
@@ -189,12 +175,12 @@ static void test_isolation_close_during_lookup(void **state)
     cfg.min_size = -1;
     dbpool *slow = open_pg(SLOW_HOST, srv.port, "iso_slow_close", &cfg);
     for (int i = 0; i < 100 && atomic_load(&lookups) == 0; i++)
-        sleep_ms(10);
+        itp_sleep_ms(10);
     assert_int_equal(atomic_load(&lookups), 1);
     int64_t t0 = pgt_now_ms();
     assert_int_equal(dbpool_close(slow), 0);
     assert_true(pgt_now_ms() - t0 < ON_TIME_MS);
-    sleep_ms(LOOKUP_MS + 200); /* let the lookup end: it must find the pool alive */
+    itp_sleep_ms(LOOKUP_MS + 200); /* let the lookup end: it must find the pool alive */
     assert_int_equal(pgt_count_backends(&srv, "iso_slow_close"), 0);
     dbpool__pg_getaddrinfo = getaddrinfo;
 }
@@ -229,9 +215,9 @@ static void test_isolation_stuck_cancel(void **state)
     assert_int_equal(PQsendQuery(pg, "SELECT pg_sleep(30)"), 1);
     relay_set_mode(r, RELAY_BLACKHOLE); /* the cancel for it will hang */
     for (int i = 0; i < 200 && dbpool_lease_check(&lease) != DBPOOL_EEXPIRED; i++)
-        sleep_ms(5);
+        itp_sleep_ms(5);
     assert_int_equal(dbpool_lease_check(&lease), DBPOOL_EEXPIRED);
-    sleep_ms(50); /* the cancel to the black hole is under way */
+    itp_sleep_ms(50); /* the cancel to the black hole is under way */
 
     fast_config(&cfg, 1);
     cfg.min_size = -1;
@@ -304,10 +290,10 @@ static void test_isolation_registry_close_stuck_cancel(void **state)
     assert_int_equal(PQsendQuery(dbpool_pg_conn(&lease), "SELECT pg_sleep(30)"), 1);
     relay_set_mode(r, RELAY_BLACKHOLE);
     for (int i = 0; i < 200 && dbpool_lease_check(&lease) != DBPOOL_EEXPIRED; i++)
-        sleep_ms(5);
+        itp_sleep_ms(5);
     assert_int_equal(dbpool_lease_check(&lease), DBPOOL_EEXPIRED);
     assert_int_equal(dbpool_checkin(&lease), DBPOOL_EEXPIRED);
-    sleep_ms(300); /* tenant "a" is idle past pool_idle_timeout: the tick reclaims it */
+    itp_sleep_ms(300); /* tenant "a" is idle past pool_idle_timeout: the tick reclaims it */
 
     int64_t t0 = pgt_now_ms();
     assert_int_equal(dbpool_registry_close(reg), 0);

@@ -21,6 +21,7 @@
 
 #include "dbpool.h"
 #include "dbpool_pg.h"
+#include "itpool.h"
 #include "pgserver.h"
 
 static pgt_server srv;
@@ -28,14 +29,6 @@ static pgt_server srv;
 /* ---------------------------------------------------------------------- */
 /* helpers                                                                 */
 /* ---------------------------------------------------------------------- */
-
-#define MAX_POOLS 8
-static dbpool *g_pools[MAX_POOLS];
-
-static void conninfo_for(char *buf, size_t len, const char *app)
-{
-    snprintf(buf, len, "%s application_name=%s", srv.conninfo, app);
-}
 
 /* Fast timers; tests override what they exercise. */
 static void fast_config(dbpool_config *cfg, int size)
@@ -51,85 +44,13 @@ static void fast_config(dbpool_config *cfg, int size)
     cfg->checkout_timeout = 3000;
 }
 
-static void track(dbpool *p)
-{
-    for (int i = 0; i < MAX_POOLS; i++)
-        if (!g_pools[i]) {
-            g_pools[i] = p;
-            return;
-        }
-    fail_msg("too many pools in one test");
-}
-
-static dbpool *open_pool(const char *app, const dbpool_config *cfg)
-{
-    char ci[700];
-    conninfo_for(ci, sizeof ci, app);
-    dbpool *p = NULL;
-    int rc = dbpool_pg_open(&p, ci, cfg);
-    if (rc != 0)
-        fail_msg("dbpool_pg_open(%s): %d %s", app, rc, dbpool_last_error());
-    assert_non_null(p);
-    track(p);
-    return p;
-}
-
-static int close_pool(dbpool *p)
-{
-    for (int i = 0; i < MAX_POOLS; i++)
-        if (g_pools[i] == p)
-            g_pools[i] = NULL;
-    return dbpool_close(p);
-}
-
 static int test_teardown(void **state)
 {
     (void)state;
-    for (int i = 0; i < MAX_POOLS; i++) {
-        if (g_pools[i])
-            (void)dbpool_close(g_pools[i]);
-        g_pools[i] = NULL;
-    }
+    itp_close_all();
     if (!srv.running && pgt_resume(&srv) != 0)
         fprintf(stderr, "it_lifecycle: could not restart the server after a test\n");
     return 0;
-}
-
-static dbpool_stats stats(dbpool *p)
-{
-    dbpool_stats st;
-    memset(&st, 0, sizeof st);
-    assert_int_equal(dbpool_stats_get(p, &st), 0);
-    return st;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
-
-typedef int (*stats_pred)(const dbpool_stats *st, int64_t arg);
-struct stats_wait {
-    dbpool *pool;
-    stats_pred pred;
-    int64_t arg;
-};
-
-static int stats_cond(void *a)
-{
-    struct stats_wait *w = a;
-    dbpool_stats st;
-    if (dbpool_stats_get(w->pool, &st) != 0)
-        return 0;
-    return w->pred(&st, w->arg);
-}
-
-static int wait_stats(dbpool *p, stats_pred pred, int64_t arg, int64_t timeout_ms)
-{
-    struct stats_wait w = {p, pred, arg};
-    return pgt_wait_for(stats_cond, &w, timeout_ms);
 }
 
 static int pred_idle_eq(const dbpool_stats *st, int64_t n)
@@ -155,7 +76,7 @@ static int pred_hold_timeouts_ge(const dbpool_stats *st, int64_t n)
 
 static void describe(dbpool *p, char *buf, size_t len)
 {
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     snprintf(buf, len,
              "state=%s idle=%d busy=%d connecting=%d pinging=%d backoff=%d stopped=%d "
              "connects=%llu connect_failures=%llu disconnects=%llu pings=%llu "
@@ -166,10 +87,10 @@ static void describe(dbpool *p, char *buf, size_t len)
              (unsigned long long)st.ping_failures, st.last_error);
 }
 
-static void await_stats(dbpool *p, stats_pred pred, int64_t arg, int64_t timeout_ms,
+static void await_stats(dbpool *p, itp_stats_pred pred, int64_t arg, int64_t timeout_ms,
                         const char *what)
 {
-    if (!wait_stats(p, pred, arg, timeout_ms)) {
+    if (!itp_wait_stats(p, pred, arg, timeout_ms)) {
         char d[800];
         describe(p, d, sizeof d);
         fail_msg("timed out after %lld ms waiting for %s (%s)", (long long)timeout_ms, what, d);
@@ -197,23 +118,6 @@ static int wait_sql(const char *sql, int64_t want, int64_t timeout_ms)
 {
     struct sql_wait w = {sql, want};
     return pgt_wait_for(sql_cond, &w, timeout_ms);
-}
-
-struct backends_wait {
-    const char *app;
-    int n;
-};
-
-static int backends_cond(void *a)
-{
-    struct backends_wait *w = a;
-    return pgt_count_backends(&srv, w->app) == w->n;
-}
-
-static int wait_backends(const char *app, int n, int64_t timeout_ms)
-{
-    struct backends_wait w = {app, n};
-    return pgt_wait_for(backends_cond, &w, timeout_ms);
 }
 
 /* Backend PIDs of an application_name, ascending; returns how many (<= max), -1 on error. */
@@ -266,19 +170,7 @@ static int wait_all_replaced(const char *app, const int *old, int nold, int size
     if (!pgt_wait_for(sql_cond, &w, timeout_ms))
         return 0;
     int64_t left = deadline - pgt_now_ms();
-    return wait_backends(app, size, left > 0 ? left : 1);
-}
-
-static int select1(const dbpool_lease *l)
-{
-    PGconn *c = dbpool_pg_conn(l);
-    if (!c)
-        return 0;
-    PGresult *r = PQexec(c, "SELECT 1");
-    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
-             strcmp(PQgetvalue(r, 0, 0), "1") == 0;
-    PQclear(r);
-    return ok;
+    return itp_wait_backends(&srv, app, size, left > 0 ? left : 1);
 }
 
 /* Check out every connection of the pool at once and run SELECT 1 on each. */
@@ -291,7 +183,7 @@ static void all_usable(dbpool *p, int size)
         if (rc != 0)
             fail_msg("checkout %d of %d: %s: %s", i + 1, size, dbpool_strerror(rc),
                      dbpool_last_error());
-        if (!select1(&l[i]))
+        if (!itp_select1(&l[i]))
             fail_msg("SELECT 1 failed on connection %d: %s", i + 1,
                      PQerrorMessage(dbpool_pg_conn(&l[i])));
     }
@@ -312,14 +204,14 @@ static void test_idle_ping_window(void **state)
     dbpool_config cfg;
     fast_config(&cfg, 2);
     cfg.idle_interval = interval;
-    dbpool *p = open_pool("it_lc_ping", &cfg);
+    dbpool *p = itp_open(&srv, "it_lc_ping", &cfg);
     await_idle(p, 2, 10000);
 
     /* check both in at a known time */
     dbpool_lease a, b;
     assert_int_equal(dbpool_checkout(p, 1000, &a), 0);
     assert_int_equal(dbpool_checkout(p, 1000, &b), 0);
-    dbpool_stats st0 = stats(p);
+    dbpool_stats st0 = itp_stats(p);
     int64_t tc = pgt_now_ms();
     assert_int_equal(dbpool_checkin(&a), 0);
     assert_int_equal(dbpool_checkin(&b), 0);
@@ -327,7 +219,7 @@ static void test_idle_ping_window(void **state)
 
     int64_t t_first = -1, t_both = -1;
     while (pgt_now_ms() - tc_end < 2000) {
-        dbpool_stats st = stats(p);
+        dbpool_stats st = itp_stats(p);
         int64_t now = pgt_now_ms();
         if (t_first < 0 && st.pings > st0.pings)
             t_first = now;
@@ -335,7 +227,7 @@ static void test_idle_ping_window(void **state)
             t_both = now;
             break;
         }
-        sleep_ms(5);
+        itp_sleep_ms(5);
     }
     if (t_both < 0) {
         char d[800];
@@ -351,7 +243,7 @@ static void test_idle_ping_window(void **state)
         fail_msg("second ping %lld ms after check-in, want < %lld", (long long)(t_both - tc_end),
                  (long long)(2 * interval + 150));
 
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.ping_failures, st0.ping_failures);
     assert_int_equal(st.disconnects, st0.disconnects);
     assert_int_equal(st.idle, 2);
@@ -360,7 +252,7 @@ static void test_idle_ping_window(void **state)
                                          "application_name = 'it_lc_ping' AND query_start IS "
                                          "NOT NULL AND query_start > now() - interval '2 s'"),
                      2);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
 }
 
 /* idle_limit 1: one ping per tick, never two, and the connections take turns. */
@@ -372,7 +264,7 @@ static void test_idle_limit_staggers(void **state)
     fast_config(&cfg, 2);
     cfg.idle_interval = interval;
     cfg.idle_limit = 1;
-    dbpool *p = open_pool("it_lc_pinglimit", &cfg);
+    dbpool *p = itp_open(&srv, "it_lc_pinglimit", &cfg);
     await_idle(p, 2, 10000);
 
     enum { MAXS = 200 };
@@ -381,11 +273,11 @@ static void test_idle_limit_staggers(void **state)
     int n = 0;
     int64_t start = pgt_now_ms();
     while (n < MAXS && pgt_now_ms() - start < 1500) {
-        dbpool_stats st = stats(p);
+        dbpool_stats st = itp_stats(p);
         ts[n] = pgt_now_ms();
         pings[n] = st.pings;
         n++;
-        sleep_ms(20);
+        itp_sleep_ms(20);
     }
     assert_true(n > 20);
 
@@ -408,10 +300,10 @@ static void test_idle_limit_staggers(void **state)
                                          "application_name = 'it_lc_pinglimit' AND query_start "
                                          "> now() - interval '900 ms'"),
                      2);
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.ping_failures, 0);
     assert_int_equal(st.idle, 2);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -424,12 +316,12 @@ static void test_killed_idle_replaced(void **state)
     const char *app = "it_lc_kill_idle";
     dbpool_config cfg;
     fast_config(&cfg, 2);
-    dbpool *p = open_pool(app, &cfg);
+    dbpool *p = itp_open(&srv, app, &cfg);
     await_idle(p, 2, 10000);
-    assert_true(wait_backends(app, 2, 3000));
+    assert_true(itp_wait_backends(&srv, app, 2, 3000));
     int old[2];
     assert_int_equal(app_pids(app, old, 2), 2);
-    dbpool_stats st0 = stats(p);
+    dbpool_stats st0 = itp_stats(p);
 
     assert_int_equal(pgt_terminate(&srv, app), 2);
 
@@ -439,11 +331,11 @@ static void test_killed_idle_replaced(void **state)
     if (!wait_all_replaced(app, old, 2, 2, 5000))
         fail_msg("killed backends were not replaced by 2 new ones");
     await_idle(p, 2, 3000);
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_true(st.connects >= st0.connects + 2);
     assert_int_equal(st.state, DBPOOL_STATE_UP);
     all_usable(p, 2);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
 }
 
 static void test_killed_while_checked_out(void **state)
@@ -452,10 +344,10 @@ static void test_killed_while_checked_out(void **state)
     const char *app = "it_lc_kill_held";
     dbpool_config cfg;
     fast_config(&cfg, 2);
-    dbpool *p = open_pool(app, &cfg);
+    dbpool *p = itp_open(&srv, app, &cfg);
     await_idle(p, 2, 10000);
     int both[2];
-    assert_true(wait_backends(app, 2, 3000));
+    assert_true(itp_wait_backends(&srv, app, 2, 3000));
     assert_int_equal(app_pids(app, both, 2), 2);
 
     dbpool_lease l;
@@ -477,7 +369,7 @@ static void test_killed_while_checked_out(void **state)
     PQclear(r);
     assert_int_equal(PQstatus(c), CONNECTION_BAD);
 
-    dbpool_stats st0 = stats(p);
+    dbpool_stats st0 = itp_stats(p);
     assert_int_equal(dbpool_checkin(&l), 0);
     await_stats(p, pred_disconnects_ge, (int64_t)st0.disconnects + 1, 2000,
                 "the broken connection to be discarded");
@@ -485,13 +377,13 @@ static void test_killed_while_checked_out(void **state)
     if (!wait_all_replaced(app, old, 1, 2, 5000))
         fail_msg("the killed connection was not replaced");
     await_idle(p, 2, 3000);
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.disconnects, st0.disconnects + 1);
     /* the other connection was left alone */
     snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid = %d", other);
     assert_int_equal(pgt_query_int(&srv, sql), 1);
     all_usable(p, 2);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -507,9 +399,9 @@ static void test_outage_backoff_and_recovery(void **state)
     cfg.backoff_min = 100;
     cfg.backoff_max = 400;
     cfg.log_level = DBPOOL_LOG_NONE; /* the outage is expected */
-    dbpool *p = open_pool(app, &cfg);
+    dbpool *p = itp_open(&srv, app, &cfg);
     await_idle(p, 2, 10000);
-    dbpool_stats st0 = stats(p);
+    dbpool_stats st0 = itp_stats(p);
     assert_int_equal(st0.state, DBPOOL_STATE_UP);
 
     assert_int_equal(pgt_stop(&srv, "fast"), 0);
@@ -517,7 +409,7 @@ static void test_outage_backoff_and_recovery(void **state)
     await_stats(p, pred_connect_failures_ge, (int64_t)st0.connect_failures + 2, 3000,
                 "connect failures after the server stopped");
     await_stats(p, pred_state_eq, DBPOOL_STATE_DOWN, 3000, "state DOWN");
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.idle, 0);
     assert_int_equal(st.busy, 0);
     assert_true(strlen(st.last_error) > 0);
@@ -525,8 +417,8 @@ static void test_outage_backoff_and_recovery(void **state)
     /* backoff: retries keep going, but paced by 100..400 ms per slot */
     uint64_t f0 = st.connect_failures;
     int64_t t0 = pgt_now_ms();
-    sleep_ms(1000); /* measuring a rate over a fixed window, not synchronising */
-    st = stats(p);
+    itp_sleep_ms(1000); /* measuring a rate over a fixed window, not synchronising */
+    st = itp_stats(p);
     int64_t span = pgt_now_ms() - t0;
     uint64_t df = st.connect_failures - f0;
     if (df < 2 || (int64_t)df > 2 * (span / 100 + 1) + 2)
@@ -553,12 +445,12 @@ static void test_outage_backoff_and_recovery(void **state)
     assert_int_equal(pgt_resume(&srv), 0);
     int64_t tr = pgt_now_ms();
     await_idle(p, 2, 5000);
-    st = stats(p);
+    st = itp_stats(p);
     assert_int_equal(st.state, DBPOOL_STATE_UP);
     /* bounded by backoff_max plus connect time, loosely */
     assert_true(pgt_now_ms() - tr < 3000);
     all_usable(p, 2);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
 }
 
 static void test_backoff_stop_and_restart(void **state)
@@ -569,12 +461,12 @@ static void test_backoff_stop_and_restart(void **state)
     fast_config(&cfg, 2);
     cfg.backoff_type = DBPOOL_BACKOFF_STOP;
     cfg.log_level = DBPOOL_LOG_NONE;
-    dbpool *p = open_pool(app, &cfg);
+    dbpool *p = itp_open(&srv, app, &cfg);
     await_idle(p, 2, 10000);
 
     assert_int_equal(pgt_stop(&srv, "fast"), 0);
     await_stats(p, pred_state_eq, DBPOOL_STATE_STOPPED, 3000, "state STOPPED");
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.stopped, 2);
     assert_int_equal(st.idle, 0);
     assert_int_equal(st.connecting, 0);
@@ -589,9 +481,9 @@ static void test_backoff_stop_and_restart(void **state)
 
     /* no retry on its own, even with the server back */
     assert_int_equal(pgt_resume(&srv), 0);
-    dbpool_stats before = stats(p);
-    sleep_ms(700); /* asserting that nothing happens: > backoff_max and 3 idle ticks */
-    st = stats(p);
+    dbpool_stats before = itp_stats(p);
+    itp_sleep_ms(700); /* asserting that nothing happens: > backoff_max and 3 idle ticks */
+    st = itp_stats(p);
     assert_int_equal(st.state, DBPOOL_STATE_STOPPED);
     assert_int_equal(st.connects, before.connects);
     assert_int_equal(st.connect_failures, before.connect_failures);
@@ -604,11 +496,11 @@ static void test_backoff_stop_and_restart(void **state)
     assert_int_equal(dbpool_restart(p), 0);
     await_stats(p, pred_state_eq, DBPOOL_STATE_UP, 3000, "state UP after restart");
     await_idle(p, 2, 3000);
-    assert_int_equal(stats(p).stopped, 0);
-    assert_true(wait_backends(app, 2, 3000));
+    assert_int_equal(itp_stats(p).stopped, 0);
+    assert_true(itp_wait_backends(&srv, app, 2, 3000));
     all_usable(p, 2);
     assert_int_equal(dbpool_restart(NULL), DBPOOL_EINVAL);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -623,7 +515,7 @@ static void test_hold_timeout_cancels(void **state)
     fast_config(&cfg, 1);
     cfg.hold_timeout = 500;
     cfg.log_level = DBPOOL_LOG_ERROR;
-    dbpool *p = open_pool(app, &cfg);
+    dbpool *p = itp_open(&srv, app, &cfg);
     await_idle(p, 1, 10000);
 
     dbpool_lease l;
@@ -657,12 +549,12 @@ static void test_hold_timeout_cancels(void **state)
     await_idle(p, 1, 3000);
     assert_int_equal(dbpool_checkout(p, 1000, &l), 0);
     assert_int_not_equal(PQbackendPID(dbpool_pg_conn(&l)), pid);
-    assert_true(select1(&l));
+    assert_true(itp_select1(&l));
     assert_int_equal(dbpool_lease_check(&l), 0);
     assert_int_equal(dbpool_checkin(&l), 0);
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.hold_timeouts, 1);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
     /* dbpool.h: "DBPOOL_ESTALE for a lease already checked in" */
     assert_int_equal(double_checkin, DBPOOL_ESTALE);
 }
@@ -679,12 +571,12 @@ static void test_max_lifetime_recycles(void **state)
     fast_config(&cfg, 2);
     cfg.max_lifetime = 500;
     cfg.idle_interval = 100;
-    dbpool *p = open_pool(app, &cfg);
+    dbpool *p = itp_open(&srv, app, &cfg);
     await_idle(p, 2, 10000);
-    assert_true(wait_backends(app, 2, 3000));
+    assert_true(itp_wait_backends(&srv, app, 2, 3000));
     int old[2];
     assert_int_equal(app_pids(app, old, 2), 2);
-    dbpool_stats st0 = stats(p);
+    dbpool_stats st0 = itp_stats(p);
     int64_t t0 = pgt_now_ms();
 
     char sql[1024];
@@ -696,7 +588,7 @@ static void test_max_lifetime_recycles(void **state)
         if (rc != 0)
             fail_msg("checkout failed during recycling: %s: %s", dbpool_strerror(rc),
                      dbpool_last_error());
-        if (!select1(&l))
+        if (!itp_select1(&l))
             fail_msg("SELECT 1 failed during recycling");
         assert_int_equal(dbpool_checkin(&l), 0);
         cycles++;
@@ -704,7 +596,7 @@ static void test_max_lifetime_recycles(void **state)
             replaced = 1;
             break;
         }
-        sleep_ms(20);
+        itp_sleep_ms(20);
     }
     if (!replaced) {
         char d[800];
@@ -712,7 +604,7 @@ static void test_max_lifetime_recycles(void **state)
         fail_msg("original backends still there after 3 s with max_lifetime 500 (%s)", d);
     }
     int64_t span = pgt_now_ms() - t0;
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_true(st.disconnects >= st0.disconnects + 2);
     /* not churning: each connection lives at least ~450 ms (500 - 10% jitter) */
     uint64_t dc = st.connects - st0.connects;
@@ -721,7 +613,7 @@ static void test_max_lifetime_recycles(void **state)
                  (unsigned long long)dc, (long long)span);
     assert_true(cycles > 0);
     all_usable(p, 2);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
 }
 
 static void test_reconnect(void **state)
@@ -731,9 +623,9 @@ static void test_reconnect(void **state)
     dbpool_config cfg;
     fast_config(&cfg, 2);
     cfg.idle_interval = 200;
-    dbpool *p = open_pool(app, &cfg);
+    dbpool *p = itp_open(&srv, app, &cfg);
     await_idle(p, 2, 10000);
-    assert_true(wait_backends(app, 2, 3000));
+    assert_true(itp_wait_backends(&srv, app, 2, 3000));
     int old[2];
     assert_int_equal(app_pids(app, old, 2), 2);
 
@@ -749,7 +641,7 @@ static void test_reconnect(void **state)
         fail_msg("idle connection not recycled after dbpool_reconnect");
     /* the held one still works and is the same backend */
     assert_int_equal(dbpool_lease_check(&held), 0);
-    assert_true(select1(&held));
+    assert_true(itp_select1(&held));
     assert_int_equal(PQbackendPID(dbpool_pg_conn(&held)), held_pid);
 
     /* recycled at its check-in */
@@ -768,7 +660,7 @@ static void test_reconnect(void **state)
     await_idle(p, 2, 3000);
     all_usable(p, 2);
     assert_int_equal(dbpool_reconnect(NULL), DBPOOL_EINVAL);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -781,9 +673,9 @@ static void test_after_connect(void **state)
     dbpool_config cfg;
     fast_config(&cfg, 2);
     cfg.after_connect = "SET application_name = 'ac_test'";
-    dbpool *p = open_pool("it_lc_ac_base", &cfg);
+    dbpool *p = itp_open(&srv, "it_lc_ac_base", &cfg);
     await_idle(p, 2, 10000);
-    assert_true(wait_backends("ac_test", 2, 3000));
+    assert_true(itp_wait_backends(&srv, "ac_test", 2, 3000));
     assert_int_equal(pgt_count_backends(&srv, "it_lc_ac_base"), 0);
 
     dbpool_lease l;
@@ -794,10 +686,10 @@ static void test_after_connect(void **state)
     PQclear(r);
     assert_int_equal(PQtransactionStatus(dbpool_pg_conn(&l)), PQTRANS_IDLE);
     assert_int_equal(dbpool_checkin(&l), 0);
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.connect_failures, 0);
-    assert_int_equal(close_pool(p), 0);
-    assert_true(wait_backends("ac_test", 0, 3000));
+    assert_int_equal(itp_close(p), 0);
+    assert_true(itp_wait_backends(&srv, "ac_test", 0, 3000));
 }
 
 static void test_after_connect_failure(void **state)
@@ -808,13 +700,13 @@ static void test_after_connect_failure(void **state)
     fast_config(&cfg, 2);
     cfg.after_connect = "SELECT * FROM no_such_table";
     cfg.log_level = DBPOOL_LOG_NONE;
-    dbpool *p = open_pool(app, &cfg);
+    dbpool *p = itp_open(&srv, app, &cfg);
 
     await_stats(p, pred_connect_failures_ge, 2, 3000, "after_connect failures");
-    uint64_t f0 = stats(p).connect_failures;
+    uint64_t f0 = itp_stats(p).connect_failures;
     await_stats(p, pred_connect_failures_ge, (int64_t)f0 + 2, 3000,
                 "after_connect failures to keep growing (backoff retries)");
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.idle, 0);
     assert_int_equal(st.busy, 0);
     assert_int_not_equal(st.state, DBPOOL_STATE_UP);
@@ -831,8 +723,8 @@ static void test_after_connect_failure(void **state)
     }
     assert_true(rc == DBPOOL_EUNAVAILABLE || rc == DBPOOL_ETIMEDOUT);
     assert_true(el < 300 + 200);
-    assert_int_equal(close_pool(p), 0);
-    assert_true(wait_backends(app, 0, 3000));
+    assert_int_equal(itp_close(p), 0);
+    assert_true(itp_wait_backends(&srv, app, 0, 3000));
     /* checked last so the checks above run even if it fails */
     if (!strstr(last_error, "no_such_table"))
         fail_msg("last_error does not name the failing after_connect: \"%s\"", last_error);

@@ -22,6 +22,7 @@
 
 #include "dbpool.h"
 #include "dbpool_pg.h"
+#include "itpool.h"
 #include "pgserver.h"
 
 static pgt_server srv;
@@ -33,14 +34,6 @@ static pgt_server srv;
 /* Pools opened by the current test; the teardown closes what a failing test
  * left open. If a thread could not be joined, nothing is closed (the thread
  * may still be inside the pool) and the pools are leaked. */
-#define MAX_POOLS 8
-static dbpool *g_pools[MAX_POOLS];
-static int g_hung;
-
-static void conninfo_for(char *buf, size_t len, const char *app)
-{
-    snprintf(buf, len, "%s application_name=%s", srv.conninfo, app);
-}
 
 /* Fast timers; tests override what they exercise. */
 static void fast_config(dbpool_config *cfg, int size)
@@ -56,85 +49,13 @@ static void fast_config(dbpool_config *cfg, int size)
     cfg->checkout_timeout = 5000;
 }
 
-static void track(dbpool *p)
-{
-    for (int i = 0; i < MAX_POOLS; i++)
-        if (!g_pools[i]) {
-            g_pools[i] = p;
-            return;
-        }
-    fail_msg("too many pools in one test");
-}
-
-static void untrack(dbpool *p)
-{
-    for (int i = 0; i < MAX_POOLS; i++)
-        if (g_pools[i] == p)
-            g_pools[i] = NULL;
-}
-
-static dbpool *open_pool(const char *app, const dbpool_config *cfg)
-{
-    char ci[700];
-    conninfo_for(ci, sizeof ci, app);
-    dbpool *p = NULL;
-    int rc = dbpool_pg_open(&p, ci, cfg);
-    if (rc != 0)
-        fail_msg("dbpool_pg_open(%s): %d %s", app, rc, dbpool_last_error());
-    assert_non_null(p);
-    track(p);
-    return p;
-}
-
-/* Close a pool the test opened; returns dbpool_close's result. */
-static int close_pool(dbpool *p)
-{
-    untrack(p);
-    return dbpool_close(p);
-}
-
 static int test_teardown(void **state)
 {
     (void)state;
     if (!srv.running)
         (void)pgt_resume(&srv);
-    for (int i = 0; i < MAX_POOLS; i++) {
-        if (g_pools[i] && !g_hung)
-            (void)dbpool_close(g_pools[i]);
-        g_pools[i] = NULL;
-    }
+    itp_close_all();
     return 0;
-}
-
-static dbpool_stats stats(dbpool *p)
-{
-    dbpool_stats st;
-    memset(&st, 0, sizeof st);
-    assert_int_equal(dbpool_stats_get(p, &st), 0);
-    return st;
-}
-
-/* Bounded wait on a predicate over the pool's stats. */
-typedef int (*stats_pred)(const dbpool_stats *st, int64_t arg);
-struct stats_wait {
-    dbpool *pool;
-    stats_pred pred;
-    int64_t arg;
-};
-
-static int stats_cond(void *a)
-{
-    struct stats_wait *w = a;
-    dbpool_stats st;
-    if (dbpool_stats_get(w->pool, &st) != 0)
-        return 0;
-    return w->pred(&st, w->arg);
-}
-
-static int wait_stats(dbpool *p, stats_pred pred, int64_t arg, int64_t timeout_ms)
-{
-    struct stats_wait w = {p, pred, arg};
-    return pgt_wait_for(stats_cond, &w, timeout_ms);
 }
 
 static int pred_idle_eq(const dbpool_stats *st, int64_t n)
@@ -152,61 +73,13 @@ static int pred_connect_failures_ge(const dbpool_stats *st, int64_t n)
 
 static void await_idle(dbpool *p, int n)
 {
-    if (!wait_stats(p, pred_idle_eq, n, 10000)) {
-        dbpool_stats st = stats(p);
+    if (!itp_wait_stats(p, pred_idle_eq, n, 10000)) {
+        dbpool_stats st = itp_stats(p);
         fail_msg("pool never reached idle=%d (idle=%d busy=%d connecting=%d backoff=%d "
                  "state=%s last_error=%s)",
                  n, st.idle, st.busy, st.connecting, st.backoff, dbpool_state_name(st.state),
                  st.last_error);
     }
-}
-
-/* Bounded wait on the number of backends with an application_name. */
-struct backends_wait {
-    const char *app;
-    int n;
-};
-
-static int backends_cond(void *a)
-{
-    struct backends_wait *w = a;
-    return pgt_count_backends(&srv, w->app) == w->n;
-}
-
-static int wait_backends(const char *app, int n, int64_t timeout_ms)
-{
-    struct backends_wait w = {app, n};
-    return pgt_wait_for(backends_cond, &w, timeout_ms);
-}
-
-/* Threads with a join deadline. */
-static pthread_t thr_start(void *(*fn)(void *), void *arg)
-{
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, fn, arg), 0);
-    return t;
-}
-
-/* Returns 0 when joined; on timeout marks the run hung and returns nonzero. */
-static int thr_join(pthread_t t, int64_t timeout_ms)
-{
-    int rc = pgt_join(t, timeout_ms);
-    if (rc != 0)
-        g_hung = 1;
-    return rc;
-}
-
-/* Run "SELECT 1" on a lease; 1 if it returned 1. */
-static int select1(const dbpool_lease *l)
-{
-    PGconn *c = dbpool_pg_conn(l);
-    if (!c)
-        return 0;
-    PGresult *r = PQexec(c, "SELECT 1");
-    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
-             strcmp(PQgetvalue(r, 0, 0), "1") == 0;
-    PQclear(r);
-    return ok;
 }
 
 static int exec_ok(PGconn *c, const char *sql)
@@ -250,7 +123,7 @@ static void *shared_worker(void *arg)
             r->max_holders = r->holders;
         pthread_mutex_unlock(&r->mu);
 
-        int ok = select1(&l);
+        int ok = itp_select1(&l);
 
         pthread_mutex_lock(&r->mu);
         r->holders--;
@@ -281,7 +154,7 @@ static void test_threads_share_one_connection(void **state)
     cfg.queue_target = 2000;
     cfg.queue_interval = 2000;
     cfg.checkout_timeout = 20000;
-    dbpool *p = open_pool(app, &cfg);
+    dbpool *p = itp_open(&srv, app, &cfg);
     await_idle(p, 1);
 
     struct shared_run r;
@@ -291,16 +164,16 @@ static void test_threads_share_one_connection(void **state)
     r.cycles = 20;
     pthread_t t[10];
     for (int i = 0; i < 10; i++)
-        t[i] = thr_start(shared_worker, &r);
+        t[i] = itp_thr_start(shared_worker, &r);
     for (int i = 0; i < 10; i++)
-        assert_int_equal(thr_join(t[i], 60000), 0);
+        assert_int_equal(itp_thr_join(t[i], 60000), 0);
 
     if (r.failed)
         fail_msg("%d of 200 cycles failed (first error %d)", r.failed, r.first_err);
     assert_int_equal(r.ok, 200);
     assert_int_equal(r.max_holders, 1); /* one connection, one holder at a time */
 
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.checkouts, 200);
     assert_int_equal(st.drops, 0);
     assert_int_equal(st.timeouts, 0);
@@ -311,7 +184,7 @@ static void test_threads_share_one_connection(void **state)
     assert_int_equal(st.size, 1);
     assert_int_equal(pgt_count_backends(&srv, app), 1);
     pthread_mutex_destroy(&r.mu);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -324,7 +197,7 @@ static void test_no_queue_fails_at_once(void **state)
     dbpool_config cfg;
     fast_config(&cfg, 1);
     cfg.queue = 0;
-    dbpool *p = open_pool("it_pool_noqueue", &cfg);
+    dbpool *p = itp_open(&srv, "it_pool_noqueue", &cfg);
     await_idle(p, 1);
 
     dbpool_lease held;
@@ -343,19 +216,19 @@ static void test_no_queue_fails_at_once(void **state)
     el = pgt_now_ms() - t0;
     assert_int_equal(rc, DBPOOL_EBUSY);
     assert_true(el < 50);
-    assert_int_equal(stats(p).waiting, 0);
+    assert_int_equal(itp_stats(p).waiting, 0);
 
     /* the holder is unaffected; once it is back, queue=false checkouts work */
-    assert_true(select1(&held));
+    assert_true(itp_select1(&held));
     assert_int_equal(dbpool_checkin(&held), 0);
     assert_int_equal(dbpool_checkout(p, DBPOOL_DEFAULT_TIMEOUT, &l), 0);
-    assert_true(select1(&l));
+    assert_true(itp_select1(&l));
     assert_int_equal(dbpool_checkin(&l), 0);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
 
     /* queue=true but timeout 0: do not wait either */
     fast_config(&cfg, 1);
-    p = open_pool("it_pool_timeout0", &cfg);
+    p = itp_open(&srv, "it_pool_timeout0", &cfg);
     await_idle(p, 1);
     assert_int_equal(dbpool_checkout(p, 0, &held), 0); /* idle: timeout 0 succeeds */
     t0 = pgt_now_ms();
@@ -363,9 +236,9 @@ static void test_no_queue_fails_at_once(void **state)
     el = pgt_now_ms() - t0;
     assert_int_equal(rc, DBPOOL_EBUSY);
     assert_true(el < 50);
-    assert_int_equal(stats(p).waiting, 0);
+    assert_int_equal(itp_stats(p).waiting, 0);
     assert_int_equal(dbpool_checkin(&held), 0);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -381,7 +254,7 @@ static void test_checkout_timeout(void **state)
     cfg.queue_target = 5000;
     cfg.queue_interval = 10000;
     cfg.checkout_timeout = 300;
-    dbpool *p = open_pool("it_pool_timeout", &cfg);
+    dbpool *p = itp_open(&srv, "it_pool_timeout", &cfg);
     await_idle(p, 1);
 
     dbpool_lease held, l;
@@ -410,19 +283,19 @@ static void test_checkout_timeout(void **state)
     assert_int_equal(dbpool_checkout(p, 10, NULL), DBPOOL_EINVAL);
     assert_int_equal(dbpool_checkout(NULL, 10, &l), DBPOOL_EINVAL);
 
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.timeouts, 2);
     assert_int_equal(st.waiting, 0);
     assert_int_equal(st.drops, 0);
     assert_int_equal(st.busy, 1);
 
     /* the holder still works, and the connection is usable afterwards */
-    assert_true(select1(&held));
+    assert_true(itp_select1(&held));
     assert_int_equal(dbpool_checkin(&held), 0);
     assert_int_equal(dbpool_checkout(p, 200, &l), 0);
-    assert_true(select1(&l));
+    assert_true(itp_select1(&l));
     assert_int_equal(dbpool_checkin(&l), 0);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -483,7 +356,7 @@ static void test_codel_drops_under_overload(void **state)
     cfg.queue_target = 20;
     cfg.queue_interval = 100;
     cfg.checkout_timeout = 5000;
-    dbpool *p = open_pool("it_pool_codel", &cfg);
+    dbpool *p = itp_open(&srv, "it_pool_codel", &cfg);
     await_idle(p, 1);
 
     struct overload o;
@@ -493,9 +366,9 @@ static void test_codel_drops_under_overload(void **state)
     o.until = pgt_now_ms() + 2000;
     pthread_t t[16];
     for (int i = 0; i < 16; i++)
-        t[i] = thr_start(overload_worker, &o);
+        t[i] = itp_thr_start(overload_worker, &o);
     for (int i = 0; i < 16; i++)
-        assert_int_equal(thr_join(t[i], 20000), 0);
+        assert_int_equal(itp_thr_join(t[i], 20000), 0);
 
     if (o.other)
         fail_msg("%d checkouts failed with something other than EDROPPED (last %d: %s)", o.other,
@@ -506,7 +379,7 @@ static void test_codel_drops_under_overload(void **state)
     if (o.bad_msg)
         fail_msg("drop message lacks \"dropped from queue\": \"%s\"", o.bad_text);
 
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.drops, (uint64_t)o.dropped);
     assert_int_equal(st.checkouts, (uint64_t)o.ok);
     assert_int_equal(st.timeouts, 0);
@@ -522,12 +395,12 @@ static void test_codel_drops_under_overload(void **state)
         int64_t el = pgt_now_ms() - t0;
         assert_int_equal(rc, 0);
         assert_true(el < 50);
-        assert_true(select1(&l));
+        assert_true(itp_select1(&l));
         assert_int_equal(dbpool_checkin(&l), 0);
     }
-    assert_int_equal(stats(p).drops, (uint64_t)o.dropped);
+    assert_int_equal(itp_stats(p).drops, (uint64_t)o.dropped);
     pthread_mutex_destroy(&o.mu);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -539,7 +412,7 @@ static void test_stale_lease(void **state)
     (void)state;
     dbpool_config cfg;
     fast_config(&cfg, 1);
-    dbpool *p = open_pool("it_pool_stale", &cfg);
+    dbpool *p = itp_open(&srv, "it_pool_stale", &cfg);
     await_idle(p, 1);
 
     dbpool_lease a;
@@ -576,8 +449,8 @@ static void test_stale_lease(void **state)
 
     /* ...and the holder is unaffected: still held, same backend, query works */
     assert_int_equal(dbpool_lease_check(&b), 0);
-    assert_true(select1(&b));
-    dbpool_stats st = stats(p);
+    assert_true(itp_select1(&b));
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.busy, 1);
     assert_int_equal(st.idle, 0);
     assert_int_equal(st.checkouts, 2);
@@ -596,8 +469,8 @@ static void test_stale_lease(void **state)
     assert_int_equal(dbpool_checkout(p, 0, &c), 0);
     assert_int_equal(PQbackendPID(dbpool_pg_conn(&c)), pid);
     assert_int_equal(dbpool_checkin(&c), 0);
-    assert_int_equal(stats(p).disconnects, 0);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_stats(p).disconnects, 0);
+    assert_int_equal(itp_close(p), 0);
 
     /* dbpool.h: "DBPOOL_ESTALE for a lease already checked in" */
     assert_int_equal(double_checkin, DBPOOL_ESTALE);
@@ -611,7 +484,7 @@ static void test_lease_conn_is_pgconn(void **state)
     (void)state;
     dbpool_config cfg;
     fast_config(&cfg, 1);
-    dbpool *p = open_pool("it_pool_leaseconn", &cfg);
+    dbpool *p = itp_open(&srv, "it_pool_leaseconn", &cfg);
     await_idle(p, 1);
     dbpool_lease a;
     assert_int_equal(dbpool_checkout(p, DBPOOL_DEFAULT_TIMEOUT, &a), 0);
@@ -620,7 +493,7 @@ static void test_lease_conn_is_pgconn(void **state)
     assert_non_null(h);
     assert_non_null(c);
     assert_int_equal(dbpool_checkin(&a), 0);
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
     assert_ptr_equal(h, c);
 }
 
@@ -636,9 +509,9 @@ static void test_checkin_rolls_back(void **state)
 
     dbpool_config cfg;
     fast_config(&cfg, 1);
-    dbpool *p = open_pool("it_pool_rollback", &cfg);
+    dbpool *p = itp_open(&srv, "it_pool_rollback", &cfg);
     await_idle(p, 1);
-    dbpool_stats st0 = stats(p);
+    dbpool_stats st0 = itp_stats(p);
 
     /* open transaction with a write */
     dbpool_lease l;
@@ -651,7 +524,7 @@ static void test_checkin_rolls_back(void **state)
     assert_int_equal(dbpool_checkin(&l), 0);
 
     assert_int_equal(pgt_query_int(&srv, "SELECT count(*) FROM it_pool_rb"), 0);
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.rollbacks, st0.rollbacks + 1);
     assert_int_equal(st.disconnects, st0.disconnects);
 
@@ -666,7 +539,7 @@ static void test_checkin_rolls_back(void **state)
     assert_false(exec_ok(c, "SELECT 1/0"));
     assert_int_equal(PQtransactionStatus(c), PQTRANS_INERROR);
     assert_int_equal(dbpool_checkin(&l), 0);
-    st = stats(p);
+    st = itp_stats(p);
     assert_int_equal(st.rollbacks, st0.rollbacks + 2);
 
     assert_int_equal(dbpool_checkout(p, DBPOOL_DEFAULT_TIMEOUT, &l), 0);
@@ -678,11 +551,11 @@ static void test_checkin_rolls_back(void **state)
     assert_int_equal(dbpool_checkin(&l), 0);
     assert_int_equal(pgt_query_int(&srv, "SELECT count(*) FROM it_pool_rb"), 1);
     assert_int_equal(pgt_query_int(&srv, "SELECT coalesce(sum(x), 0) FROM it_pool_rb"), 3);
-    st = stats(p);
+    st = itp_stats(p);
     assert_int_equal(st.rollbacks, st0.rollbacks + 2);
     assert_int_equal(st.disconnects, st0.disconnects);
 
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
     (void)pgt_exec(&srv, "DROP TABLE IF EXISTS it_pool_rb");
 }
 
@@ -699,7 +572,7 @@ static void expect_bad_conninfo(const char *ci, const char *must_mention)
     dbpool *p = (dbpool *)&cfg; /* any non-NULL value: open must set it to NULL */
     int rc = dbpool_pg_open(&p, ci, &cfg);
     if (rc == 0) {
-        track(p);
+        itp_track(p);
         fail_msg("dbpool_pg_open accepted bad conninfo \"%s\"", ci);
     }
     assert_int_equal(rc, DBPOOL_EINVAL);
@@ -789,10 +662,10 @@ static void test_wrong_password_not_leaked(void **state)
 
     dbpool *p = NULL;
     assert_int_equal(dbpool_pg_open(&p, ci, &cfg), 0);
-    track(p);
-    if (!wait_stats(p, pred_connect_failures_ge, 2, 5000))
+    itp_track(p);
+    if (!itp_wait_stats(p, pred_connect_failures_ge, 2, 5000))
         fail_msg("no connect failure recorded with a wrong password");
-    dbpool_stats st = stats(p);
+    dbpool_stats st = itp_stats(p);
     assert_int_equal(st.idle, 0);
     assert_true(strlen(st.last_error) > 0);
     if (strstr(st.last_error, SECRET))
@@ -807,7 +680,7 @@ static void test_wrong_password_not_leaked(void **state)
     assert_true(rc == DBPOOL_EUNAVAILABLE || rc == DBPOOL_ETIMEDOUT);
     assert_null(strstr(dbpool_last_error(), SECRET));
 
-    assert_int_equal(close_pool(p), 0);
+    assert_int_equal(itp_close(p), 0);
     pthread_mutex_lock(&log_mu);
     int leaks = log_leaks;
     pthread_mutex_unlock(&log_mu);
@@ -917,14 +790,14 @@ static void test_invalid_options(void **state)
 
     /* bad values set directly are caught at open */
     char ci[700];
-    conninfo_for(ci, sizeof ci, "it_pool_badcfg");
+    snprintf(ci, sizeof ci, "%s application_name=it_pool_badcfg", srv.conninfo);
     int bad_sizes[] = {0, -1};
     for (size_t i = 0; i < sizeof bad_sizes / sizeof bad_sizes[0]; i++) {
         fast_config(&cfg, bad_sizes[i]);
         dbpool *p = (dbpool *)&cfg;
         int rc = dbpool_pg_open(&p, ci, &cfg);
         if (rc == 0) {
-            track(p);
+            itp_track(p);
             fail_msg("open accepted size=%d", bad_sizes[i]);
         }
         assert_int_equal(rc, DBPOOL_EINVAL);
@@ -944,11 +817,11 @@ static void test_close_idle_pool(void **state)
     const char *app = "it_pool_close_idle";
     dbpool_config cfg;
     fast_config(&cfg, 2);
-    dbpool *p = open_pool(app, &cfg);
+    dbpool *p = itp_open(&srv, app, &cfg);
     await_idle(p, 2);
     assert_int_equal(pgt_count_backends(&srv, app), 2);
-    assert_int_equal(close_pool(p), 0);
-    assert_true(wait_backends(app, 0, 3000));
+    assert_int_equal(itp_close(p), 0);
+    assert_true(itp_wait_backends(&srv, app, 0, 3000));
     assert_int_equal(dbpool_close(NULL), 0);
 }
 
@@ -958,27 +831,27 @@ static void test_close_with_lease_out(void **state)
     const char *app = "it_pool_close_held";
     dbpool_config cfg;
     fast_config(&cfg, 2);
-    dbpool *p = open_pool(app, &cfg);
+    dbpool *p = itp_open(&srv, app, &cfg);
     await_idle(p, 2);
 
     dbpool_lease l;
     assert_int_equal(dbpool_checkout(p, DBPOOL_DEFAULT_TIMEOUT, &l), 0);
     int pid = PQbackendPID(dbpool_pg_conn(&l));
 
-    assert_int_equal(close_pool(p), DBPOOL_EBUSY);
+    assert_int_equal(itp_close(p), DBPOOL_EBUSY);
     /* p must not be used any more; only the lease */
 
     /* the idle connection goes now, the held one stays */
-    assert_true(wait_backends(app, 1, 3000));
+    assert_true(itp_wait_backends(&srv, app, 1, 3000));
     assert_int_equal(dbpool_lease_check(&l), 0);
-    assert_true(select1(&l));
+    assert_true(itp_select1(&l));
     assert_int_equal(PQbackendPID(dbpool_pg_conn(&l)), pid);
     char sql[200];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid = %d", pid);
     assert_int_equal(pgt_query_int(&srv, sql), 1);
 
     assert_int_equal(dbpool_checkin(&l), 0);
-    assert_true(wait_backends(app, 0, 3000));
+    assert_true(itp_wait_backends(&srv, app, 0, 3000));
 }
 
 struct close_waiter {
@@ -1007,29 +880,29 @@ static void test_close_wakes_waiter(void **state)
     cfg.queue_target = 5000; /* the waiter must be ended by close, not by CoDel */
     cfg.queue_interval = 10000;
     cfg.checkout_timeout = 10000;
-    dbpool *p = open_pool(app, &cfg);
+    dbpool *p = itp_open(&srv, app, &cfg);
     await_idle(p, 1);
 
     dbpool_lease held;
     assert_int_equal(dbpool_checkout(p, DBPOOL_DEFAULT_TIMEOUT, &held), 0);
 
     struct close_waiter w = {p, 1, 0};
-    pthread_t t = thr_start(close_waiter_fn, &w);
-    if (!wait_stats(p, pred_waiting_eq, 1, 3000)) {
-        g_hung = 1; /* the thread may still be in checkout; do not close under it */
+    pthread_t t = itp_thr_start(close_waiter_fn, &w);
+    if (!itp_wait_stats(p, pred_waiting_eq, 1, 3000)) {
+        itp_set_hung(); /* the thread may still be in checkout; do not close under it */
         fail_msg("the waiter never showed up in stats.waiting");
     }
 
     int64_t t0 = pgt_now_ms();
-    assert_int_equal(close_pool(p), DBPOOL_EBUSY);
-    assert_int_equal(thr_join(t, 3000), 0);
+    assert_int_equal(itp_close(p), DBPOOL_EBUSY);
+    assert_int_equal(itp_thr_join(t, 3000), 0);
     assert_int_equal(w.rc, DBPOOL_ECLOSED);
     assert_true(w.done_at - t0 < 500);
 
     /* the holder is unaffected; its check-in closes the last connection */
-    assert_true(select1(&held));
+    assert_true(itp_select1(&held));
     assert_int_equal(dbpool_checkin(&held), 0);
-    assert_true(wait_backends(app, 0, 3000));
+    assert_true(itp_wait_backends(&srv, app, 0, 3000));
 }
 
 /* ---------------------------------------------------------------------- */

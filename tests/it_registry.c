@@ -26,24 +26,17 @@
 #include "dbpool.h"
 #include "dbpool_pg.h"
 #include "dbpool_registry.h"
+#include "itpool.h"
 #include "pgserver.h"
 
 #define NTENANTS 200
 
 static pgt_server srv;
 static dbpool_registry *g_reg; /* closed by the teardown if a test left it open */
-static int g_hung;             /* a thread could not be joined: leak, do not close */
 
 /* ---------------------------------------------------------------------- */
 /* helpers                                                                 */
 /* ---------------------------------------------------------------------- */
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 /*
  * Resolver: "t" followed by [0-9a-z_] (at most 31 chars) maps to the database
@@ -120,7 +113,7 @@ static dbpool_registry_stats rstats(dbpool_registry *reg)
 static int test_teardown(void **state)
 {
     (void)state;
-    if (g_reg && !g_hung)
+    if (g_reg && !itp_hung())
         (void)dbpool_registry_close(g_reg);
     g_reg = NULL;
     return 0;
@@ -147,46 +140,11 @@ static int lease_on_db(const dbpool_lease *l, const char *db)
     return lease_value(l, "SELECT current_database()", v, sizeof v) && strcmp(v, db) == 0;
 }
 
-/* Bounded wait on the number of backends with an application_name. */
-struct backends_wait {
-    const char *app;
-    int n;
-};
-
-static int backends_cond(void *a)
-{
-    struct backends_wait *w = a;
-    return pgt_count_backends(&srv, w->app) == w->n;
-}
-
-static int wait_backends(const char *app, int n, int64_t timeout_ms)
-{
-    struct backends_wait w = {app, n};
-    return pgt_wait_for(backends_cond, &w, timeout_ms);
-}
-
 /* Bounded wait until the registry has no tenant pool and no connection. */
 static int reg_empty_cond(void *a)
 {
     dbpool_registry_stats st;
     return dbpool_registry_stats_get(a, &st) == 0 && st.tenants == 0 && st.open_connections == 0;
-}
-
-/* Threads with a join deadline. */
-static pthread_t thr_start(void *(*fn)(void *), void *arg)
-{
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, fn, arg), 0);
-    return t;
-}
-
-/* Returns 0 when joined; on timeout marks the run hung and returns nonzero. */
-static int thr_join(pthread_t t, int64_t timeout_ms)
-{
-    int rc = pgt_join(t, timeout_ms);
-    if (rc != 0)
-        g_hung = 1;
-    return rc;
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -348,7 +306,7 @@ static void *sampler_main(void *arg)
             if (n > s->max_pg)
                 s->max_pg = n;
             if (n > s->cap) {
-                sleep_ms(30);
+                itp_sleep_ms(30);
                 if (count_backends_on(c, sql) > s->cap)
                     s->over_pg++;
                 else
@@ -357,7 +315,7 @@ static void *sampler_main(void *arg)
         } else if (!s->err[0]) {
             snprintf(s->err, sizeof s->err, "sampler query: %s", PQerrorMessage(c));
         }
-        sleep_ms(20);
+        itp_sleep_ms(20);
     }
     PQfinish(c);
     return NULL;
@@ -375,16 +333,16 @@ static void test_cap_never_exceeded(void **state)
     struct sampler smp = {.reg = reg, .app = "reg_test", .cap = CAP, .until = run.until};
 
     tally_init(&run.tally);
-    pthread_t st = thr_start(sampler_main, &smp);
+    pthread_t st = itp_thr_start(sampler_main, &smp);
     for (int i = 0; i < NWORKERS; i++) {
         w[i].run = &run;
         w[i].seed = 0x5eed0000u + (unsigned)i;
-        th[i] = thr_start(cap_worker_main, &w[i]);
+        th[i] = itp_thr_start(cap_worker_main, &w[i]);
     }
     int joined = 0;
     for (int i = 0; i < NWORKERS; i++)
-        joined += thr_join(th[i], RUN_MS + 10000) == 0;
-    assert_int_equal(thr_join(st, RUN_MS + 5000), 0);
+        joined += itp_thr_join(th[i], RUN_MS + 10000) == 0;
+    assert_int_equal(itp_thr_join(st, RUN_MS + 5000), 0);
     assert_int_equal(joined, NWORKERS);
 
     dbpool_registry_stats rs = rstats(reg);
@@ -425,7 +383,7 @@ static void test_cap_never_exceeded(void **state)
     assert_true(rs.open_connections <= CAP);
 
     assert_int_equal(close_reg(reg), 0);
-    if (!wait_backends("reg_test", 0, 5000))
+    if (!itp_wait_backends(&srv, "reg_test", 0, 5000))
         fail_msg("backends left after close: %d", pgt_count_backends(&srv, "reg_test"));
 }
 
@@ -500,10 +458,10 @@ static void test_new_tenant_first_call(void **state)
     pthread_barrier_init(&go, NULL, N);
     for (int i = 0; i < N; i++) {
         f[i] = (struct first_call){.reg = reg, .key = "t150", .go = &go};
-        th[i] = thr_start(first_call_main, &f[i]);
+        th[i] = itp_thr_start(first_call_main, &f[i]);
     }
     for (int i = 0; i < N; i++)
-        assert_int_equal(thr_join(th[i], 15000), 0);
+        assert_int_equal(itp_thr_join(th[i], 15000), 0);
     pthread_barrier_destroy(&go);
     for (int i = 0; i < N; i++) {
         if (f[i].rc != 0)
@@ -517,7 +475,7 @@ static void test_new_tenant_first_call(void **state)
     assert_true(st.open_connections >= 2 && st.open_connections <= 1 + 5);
 
     assert_int_equal(close_reg(reg), 0);
-    assert_true(wait_backends("reg_b", 0, 5000));
+    assert_true(itp_wait_backends(&srv, "reg_b", 0, 5000));
     assert_int_equal(pgt_exec(&srv, "DROP DATABASE tnew_b"), 0);
 }
 
@@ -555,7 +513,7 @@ static void test_idle_tenants_reclaimed(void **state)
                  st.open_connections, st.pools_reclaimed);
     }
     int64_t reclaim_ms = pgt_now_ms() - t0;
-    if (!wait_backends("reg_c", 0, 5000))
+    if (!itp_wait_backends(&srv, "reg_c", 0, 5000))
         fail_msg("backends left after reclaim: %d", pgt_count_backends(&srv, "reg_c"));
     st = rstats(reg);
     fprintf(stderr, "# reclaim: all 10 tenants reclaimed %lld ms after last use\n",
@@ -576,7 +534,7 @@ static void test_idle_tenants_reclaimed(void **state)
     assert_string_equal(dbpool_pool_name(pinned), "t021");
     dbpool_lease held;
     assert_int_equal(dbpool_registry_checkout(reg, "t022", 5000, &held), 0);
-    sleep_ms(1500); /* three pool_idle_timeouts */
+    itp_sleep_ms(1500); /* three pool_idle_timeouts */
     assert_int_equal(dbpool_registry_get(reg, "t021", &again), 0);
     assert_ptr_equal(again, pinned); /* the same pool: not reclaimed */
     dbpool_registry_put(reg, again);
@@ -596,7 +554,7 @@ static void test_idle_tenants_reclaimed(void **state)
         fail_msg("tenants not reclaimed after unpin: tenants=%d open=%d", st.tenants,
                  st.open_connections);
     }
-    assert_true(wait_backends("reg_c", 0, 5000));
+    assert_true(itp_wait_backends(&srv, "reg_c", 0, 5000));
     st = rstats(reg);
     assert_int_equal(st.pools_reclaimed, 13);
 
@@ -648,12 +606,12 @@ static void test_hot_tenant_cannot_starve_cold(void **state)
 
     tally_init(&hot.tally);
     for (int i = 0; i < NHOT; i++)
-        th[i] = thr_start(hot_main, &hot);
+        th[i] = itp_thr_start(hot_main, &hot);
     /* let the hot tenant take the whole cap */
     int64_t t_end = pgt_now_ms() + 3000;
     while (pgt_now_ms() < t_end && rstats(reg).open_connections < CAP)
-        sleep_ms(10);
-    sleep_ms(200);
+        itp_sleep_ms(10);
+    itp_sleep_ms(200);
     dbpool_registry_stats before = rstats(reg);
 
     for (int i = 0; i < NCOLD; i++) {
@@ -668,11 +626,11 @@ static void test_hot_tenant_cannot_starve_cold(void **state)
             size_t n = strlen(errs);
             snprintf(errs + n, sizeof errs - n, "[#%d %d %.80s] ", i, rc, dbpool_last_error());
         }
-        sleep_ms(50); /* a cold tenant: sporadic calls */
+        itp_sleep_ms(50); /* a cold tenant: sporadic calls */
     }
     atomic_store(&hot.stop, 1);
     for (int i = 0; i < NHOT; i++)
-        assert_int_equal(thr_join(th[i], 10000), 0);
+        assert_int_equal(itp_thr_join(th[i], 10000), 0);
 
     dbpool_registry_stats after = rstats(reg);
     qsort(lat, NCOLD, sizeof lat[0], cmp_i64);
@@ -693,7 +651,7 @@ static void test_hot_tenant_cannot_starve_cold(void **state)
     assert_true(after.open_connections <= CAP);
 
     assert_int_equal(close_reg(reg), 0);
-    assert_true(wait_backends("reg_d", 0, 5000));
+    assert_true(itp_wait_backends(&srv, "reg_d", 0, 5000));
 }
 
 /* ---------------------------------------------------------------------- */
@@ -782,7 +740,7 @@ static void test_invalid_keys(void **state)
     assert_true(st.open_connections <= 5);
 
     assert_int_equal(close_reg(reg), 0);
-    assert_true(wait_backends("reg_e", 0, 5000));
+    assert_true(itp_wait_backends(&srv, "reg_e", 0, 5000));
 }
 
 /* ---------------------------------------------------------------------- */
@@ -853,7 +811,7 @@ static void test_prometheus(void **state)
 
     assert_int_equal(dbpool_checkin(&held), 0);
     assert_int_equal(close_reg(reg), 0);
-    assert_true(wait_backends("reg_f", 0, 5000));
+    assert_true(itp_wait_backends(&srv, "reg_f", 0, 5000));
 }
 
 /* ---------------------------------------------------------------------- */
@@ -896,16 +854,16 @@ static void test_close_while_tenants_wait(void **state)
     dbpool_registry_stats st = rstats(reg);
     assert_int_equal(st.open_connections, 1);
     assert_int_equal(st.tenants, N + 1);
-    sleep_ms(100);
+    itp_sleep_ms(100);
 
     /* close with tenants queued and a lease out: EBUSY; the lease stays
      * usable and its connection is closed at check-in */
     g_reg = NULL;
     assert_int_equal(dbpool_registry_close(reg), DBPOOL_EBUSY);
-    sleep_ms(100);
+    itp_sleep_ms(100);
     assert_true(lease_on_db(&held, "t060"));
     assert_int_equal(dbpool_checkin(&held), 0);
-    assert_true(wait_backends("reg_g", 0, 5000));
+    assert_true(itp_wait_backends(&srv, "reg_g", 0, 5000));
 }
 
 /* ---------------------------------------------------------------------- */

@@ -362,7 +362,10 @@ static void test_pass_echo_1mb(void **state)
     assert_int_equal(atomic_load(&f->echo->accepted), 1);
 }
 
-static unsigned char byte_at(size_t i) { return (unsigned char)((i * 2654435761u) >> 13); }
+static unsigned char byte_at(size_t i)
+{
+    return (unsigned char)((i * 2654435761u) >> 13);
+}
 
 /* A client that writes without reading: the relay must stop reading when its
  * buffers are full (memory stays bounded), then drain everything in order
@@ -511,7 +514,7 @@ static void test_latency(void **state)
 
     assert_int_equal(relay_set_latency(f->relay, 100), 0);
     int64_t rtt = round_trip(fd, WAIT_MS);
-    assert_true(rtt >= 100);  /* 100 ms each way: >= 200 in fact */
+    assert_true(rtt >= 100); /* 100 ms each way: >= 200 in fact */
     assert_true(rtt < 1000);
 
     /* Ordering and integrity with delayed chunks. */
