@@ -46,7 +46,7 @@ struct client {
 struct bench {
     /* options */
     const char *conninfo;
-    char shown[1024];
+    char *shown; /* conninfo without the password, for display */
     int clients, pool_size, direct, json;
     int64_t duration_ms, progress_ms, timeout_ms;
     long rows;
@@ -503,8 +503,7 @@ static int parse_args(struct bench *b, int argc, char **argv)
     char err[300];
     if (workload_parse(&b->wl, wspec, b->rows, err, sizeof(err)) != 0)
         return usage_error(CMD, "%s", err);
-    b->conninfo =
-        resolve_conninfo(CMD, optind < argc ? argv[optind] : NULL, b->shown, sizeof(b->shown));
+    b->conninfo = resolve_conninfo(CMD, optind < argc ? argv[optind] : NULL, &b->shown);
     if (!b->conninfo)
         return EXIT_USAGE;
     b->cfg.size = b->pool_size;
@@ -550,6 +549,7 @@ int cmd_bench(int argc, char **argv)
     int prc = parse_args(b, argc, argv);
     if (prc != 0) {
         workload_free(&b->wl);
+        free(b->shown);
         free(b);
         return prc < 0 ? EXIT_OK : prc;
     }
@@ -691,6 +691,7 @@ out:
     pthread_mutex_destroy(&b->msg_mu);
     pthread_mutex_destroy(&b->go_mu);
     pthread_cond_destroy(&b->go_cv);
+    free(b->shown);
     free(b);
     return rc;
 }

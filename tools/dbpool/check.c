@@ -34,7 +34,7 @@ static void usage(FILE *f)
 
 struct check {
     const char *conninfo;
-    char shown[1024];
+    char *shown; /* conninfo without the password, for display */
     long count;
     int64_t timeout_ms;
     int json, no_pool;
@@ -364,8 +364,7 @@ int cmd_check(int argc, char **argv)
     }
     if (argc - optind > 1)
         return usage_error(CMD, "unexpected argument '%s' (only one conninfo)", argv[optind + 1]);
-    k.conninfo =
-        resolve_conninfo(CMD, optind < argc ? argv[optind] : NULL, k.shown, sizeof(k.shown));
+    k.conninfo = resolve_conninfo(CMD, optind < argc ? argv[optind] : NULL, &k.shown);
     if (!k.conninfo)
         return EXIT_USAGE;
 
@@ -401,5 +400,6 @@ int cmd_check(int argc, char **argv)
     else
         print_text(&k);
     int ok = k.connected && !k.error[0] && (k.no_pool || k.pool_ok);
+    free(k.shown);
     return ok ? EXIT_OK : EXIT_FAIL;
 }

@@ -44,11 +44,20 @@ int parse_duration_ms(const char *s, int64_t bare_unit_ms, int64_t *out_ms);
 int getopt_error(const char *cmd, int c, char **argv);
 
 /*
+ * dbpool_pg_redact() into a buffer sized from the conninfo (so any valid
+ * conninfo fits, whatever the length of its values). Returns 0 and a malloc'd
+ * string in *out (free() it), or the library's error code (message in
+ * dbpool_last_error(), never containing the password).
+ */
+int conninfo_redacted(const char *conninfo, char **out);
+
+/*
  * The conninfo to use: the positional argument if given, else $DATABASE_URL.
  * Checks that it parses (without printing it). On error prints a message and
- * returns NULL. `shown` receives the password-free form for display.
+ * returns NULL. *shown receives the password-free form for display, malloc'd
+ * (free() it; NULL on error).
  */
-const char *resolve_conninfo(const char *cmd, const char *arg, char *shown, size_t shownlen);
+const char *resolve_conninfo(const char *cmd, const char *arg, char **shown);
 
 /*
  * Apply one "--set name=value" pool option. The string must outlive the

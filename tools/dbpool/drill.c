@@ -56,8 +56,9 @@ struct dclient {
 struct drill {
     /* options */
     const char *conninfo;
-    char shown[1024];
-    char relay_ci[2048];
+    char *shown;    /* conninfo without the password, for display */
+    char *relay_ci; /* the conninfo through the relay (malloc'd, sized from the conninfo) */
+    size_t relay_cap;
     char target_host[256];
     int target_port;
     int blackhole;
@@ -198,12 +199,23 @@ static int resolve_target(struct drill *d)
     }
     d->target_port = (int)pv;
 
+    /* every pair as key='value' with escapes (at most twice the value), plus
+     * host and port of the relay: a long option must not be cut off */
+    d->relay_cap = 128;
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (o->val && *o->val)
+            d->relay_cap += strlen(o->keyword) + 2 * strlen(o->val) + 5;
+    if (!(d->relay_ci = malloc(d->relay_cap))) {
+        PQconninfoFree(opts);
+        fail_msg(CMD, "out of memory");
+        return EXIT_FAIL;
+    }
     d->relay_ci[0] = '\0';
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         if (!o->val || !*o->val || strcmp(o->keyword, "host") == 0 ||
             strcmp(o->keyword, "hostaddr") == 0 || strcmp(o->keyword, "port") == 0)
             continue;
-        append_kv(d->relay_ci, sizeof(d->relay_ci), o->keyword, o->val);
+        append_kv(d->relay_ci, d->relay_cap, o->keyword, o->val);
     }
     PQconninfoFree(opts);
     return 0;
@@ -478,8 +490,7 @@ static int parse_args(struct drill *d, int argc, char **argv)
     char err[300];
     if (workload_parse(&d->wl, wspec, 10000, err, sizeof(err)) != 0)
         return usage_error(CMD, "%s", err);
-    d->conninfo =
-        resolve_conninfo(CMD, optind < argc ? argv[optind] : NULL, d->shown, sizeof(d->shown));
+    d->conninfo = resolve_conninfo(CMD, optind < argc ? argv[optind] : NULL, &d->shown);
     if (!d->conninfo)
         return EXIT_USAGE;
     return resolve_target(d);
@@ -748,8 +759,8 @@ int cmd_drill(int argc, char **argv)
     }
     char portbuf[16];
     snprintf(portbuf, sizeof(portbuf), "%d", relay_port(d->relay));
-    append_kv(d->relay_ci, sizeof(d->relay_ci), "host", "127.0.0.1");
-    append_kv(d->relay_ci, sizeof(d->relay_ci), "port", portbuf);
+    append_kv(d->relay_ci, d->relay_cap, "host", "127.0.0.1");
+    append_kv(d->relay_ci, d->relay_cap, "port", portbuf);
 
     if (d->wl.kind == WL_RW) {
         char err[600];
@@ -778,7 +789,7 @@ int cmd_drill(int argc, char **argv)
 
     /* fill in the report's set-up */
     local_timestamp(rep.date, sizeof(rep.date));
-    snprintf(rep.database, sizeof(rep.database), "%s", d->shown);
+    rep.database = d->shown;
     snprintf(rep.target, sizeof(rep.target), "%s:%d", d->target_host, d->target_port);
     rep.mode = d->blackhole ? "blackhole" : "refuse";
     snprintf(rep.workload, sizeof(rep.workload), "%s", d->wl.name);
@@ -968,6 +979,8 @@ out:
     free(d->events);
     workload_free(&d->wl);
     pthread_mutex_destroy(&d->ev_mu);
+    free(d->shown);
+    free(d->relay_ci);
     free(d);
     return rc;
 }

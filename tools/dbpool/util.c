@@ -93,15 +93,44 @@ int getopt_error(const char *cmd, int c, char **argv)
     return usage_error(cmd, "unknown option '%s'", arg);
 }
 
-const char *resolve_conninfo(const char *cmd, const char *arg, char *shown, size_t shownlen)
+int conninfo_redacted(const char *conninfo, char **out)
+{
+    /* Each value comes out at most twice its length (escapes) plus quotes and
+     * its keyword; keywords come from the input except for URIs' host, port,
+     * user, password, dbname. Grow in case libpq ever expands more. */
+    size_t cap = 2 * strlen(conninfo) + 1024;
+
+    *out = NULL;
+    for (int tries = 0; tries < 6; tries++, cap *= 2) {
+        char *buf = malloc(cap);
+        if (!buf)
+            return DBPOOL_ENOMEM;
+        int rc = dbpool_pg_redact(conninfo, buf, cap);
+        if (rc == 0) {
+            *out = buf;
+            return 0;
+        }
+        free(buf);
+        if (rc != DBPOOL_ENOMEM)
+            return rc;
+    }
+    return DBPOOL_ENOMEM;
+}
+
+const char *resolve_conninfo(const char *cmd, const char *arg, char **shown)
 {
     const char *ci = arg ? arg : getenv("DATABASE_URL");
 
+    *shown = NULL;
     if (!ci || !*ci) {
         usage_error(cmd, "no database given: pass a conninfo string or URI, or set DATABASE_URL");
         return NULL;
     }
-    int rc = dbpool_pg_redact(ci, shown, shownlen);
+    int rc = conninfo_redacted(ci, shown);
+    if (rc == DBPOOL_ENOMEM) {
+        fail_msg(cmd, "out of memory");
+        return NULL;
+    }
     if (rc != 0) {
         /* the library's message never contains the password */
         usage_error(cmd, "cannot parse the conninfo: %s", dbpool_last_error());
