@@ -419,7 +419,7 @@ static int parse_args(struct bench *b, int argc, char **argv)
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     const char *wspec = "select1";
-    char filespec[1024];
+    char filespec[1024], sa[ARG_SHOWN_LEN];
     long v;
     int c, rc;
 
@@ -439,17 +439,20 @@ static int parse_args(struct bench *b, int argc, char **argv)
         switch (c) {
         case 'c':
             if (parse_int_range(optarg, 1, 4096, &v) != 0)
-                return usage_error(CMD, "--clients wants 1..4096, got '%s'", optarg);
+                return usage_error(CMD, "--clients wants 1..4096, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             b->clients = (int)v;
             break;
         case 'p':
             if (parse_int_range(optarg, 1, 10000, &v) != 0)
-                return usage_error(CMD, "--pool-size wants 1..10000, got '%s'", optarg);
+                return usage_error(CMD, "--pool-size wants 1..10000, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             b->pool_size = (int)v;
             break;
         case 'T':
             if (parse_duration_ms(optarg, 1000, &b->duration_ms) != 0 || b->duration_ms < 1)
-                return usage_error(CMD, "--duration wants a duration like 10s, got '%s'", optarg);
+                return usage_error(CMD, "--duration wants a duration like 10s, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 'w':
             wspec = optarg;
@@ -460,7 +463,8 @@ static int parse_args(struct bench *b, int argc, char **argv)
             break;
         case 'r':
             if (parse_int_range(optarg, 1, 100000000, &v) != 0)
-                return usage_error(CMD, "--rows wants 1..100000000, got '%s'", optarg);
+                return usage_error(CMD, "--rows wants 1..100000000, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             b->rows = v;
             break;
         case 'D':
@@ -468,11 +472,13 @@ static int parse_args(struct bench *b, int argc, char **argv)
             break;
         case 'P':
             if (parse_duration_ms(optarg, 1000, &b->progress_ms) != 0)
-                return usage_error(CMD, "--progress wants a duration like 1s, got '%s'", optarg);
+                return usage_error(CMD, "--progress wants a duration like 1s, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 't':
             if (parse_duration_ms(optarg, 1, &b->timeout_ms) != 0)
-                return usage_error(CMD, "--timeout wants a duration like 500ms, got '%s'", optarg);
+                return usage_error(CMD, "--timeout wants a duration like 500ms, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 's':
             if ((rc = apply_pool_option(CMD, &b->cfg, optarg)) != 0)
@@ -492,7 +498,8 @@ static int parse_args(struct bench *b, int argc, char **argv)
         }
     }
     if (argc - optind > 1)
-        return usage_error(CMD, "unexpected argument '%s' (only one conninfo)", argv[optind + 1]);
+        return usage_error(CMD, "unexpected argument %s (only one conninfo)",
+                           arg_shown(argv[optind + 1], sa, sizeof(sa)));
     if (b->direct && b->pool_size)
         return usage_error(CMD, "--pool-size makes no sense with --direct "
                                 "(one connection per client)");
@@ -539,7 +546,7 @@ int cmd_bench(int argc, char **argv)
     struct bench *b = calloc(1, sizeof(*b));
     struct totals cur = {0}, prev = {0};
     lat_snap *dl = NULL, *dq = NULL;
-    char err[600];
+    char err[600], shown[ARG_SHOWN_LEN];
     int rc = EXIT_FAIL, tty = isatty(STDERR_FILENO);
 
     if (!b) {
@@ -669,7 +676,8 @@ int cmd_bench(int argc, char **argv)
         report_text(b, &cur, secs, have_st ? &st : NULL);
     fflush(stdout);
     if (b->metrics_path && write_metrics(b) != 0)
-        fail_msg(CMD, "cannot write metrics to '%s'", b->metrics_path);
+        fail_msg(CMD, "cannot write metrics to %s",
+                 arg_shown(b->metrics_path, shown, sizeof(shown)));
     rc = cur.ok > 0 ? EXIT_OK : EXIT_FAIL;
 
 out:

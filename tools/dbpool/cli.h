@@ -40,8 +40,33 @@ int parse_duration_ms(const char *s, int64_t bare_unit_ms, int64_t *out_ms);
 /*
  * Handle a getopt_long() failure for command `cmd` and return EXIT_USAGE.
  * `c` is what getopt_long returned ('?' or ':'), argv/optind as after the call.
+ * Names the option, never its value ("--name=VALUE" shows as "--name").
  */
 int getopt_error(const char *cmd, int c, char **argv);
+
+/* ---- showing user input without its secrets ------------------------------------ */
+
+/*
+ * Every message that echoes something from the command line goes through
+ * arg_shown(): a misplaced conninfo (`bench -c URL`, `check extra URL`,
+ * `dbpool URL`) lands in an option value or an extra argument, and its
+ * password must not reach the terminal or a CI log.
+ */
+
+/* Could this argument be a conninfo or part of one (so hold a password)?
+ * True for anything with '=', '@' or "://": key=value pairs and URIs. */
+int arg_may_hold_secret(const char *s);
+
+/* Room for arg_shown() output; longer arguments are cut with "...". */
+#define ARG_SHOWN_LEN 256
+
+/*
+ * `arg` quoted for a message ('value', control characters as '?'). If it could
+ * hold a secret: its dbpool_pg_redact() form when it parses as a conninfo
+ * (password=********), else a note that it is not shown. Writes into buf
+ * (ARG_SHOWN_LEN is enough) and returns buf.
+ */
+const char *arg_shown(const char *arg, char *buf, size_t len);
 
 /*
  * dbpool_pg_redact() into a buffer sized from the conninfo (so any valid

@@ -390,6 +390,7 @@ static int parse_args(struct drill *d, int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *wspec = "select1";
+    char sa[ARG_SHOWN_LEN];
     long v;
     int c, rc;
 
@@ -417,23 +418,27 @@ static int parse_args(struct drill *d, int argc, char **argv)
             else if (strcmp(optarg, "blackhole") == 0)
                 d->blackhole = 1;
             else
-                return usage_error(CMD, "--mode wants refuse or blackhole, got '%s'", optarg);
+                return usage_error(CMD, "--mode wants refuse or blackhole, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 'c':
             if (parse_int_range(optarg, 1, 1024, &v) != 0)
-                return usage_error(CMD, "--clients wants 1..1024, got '%s'", optarg);
+                return usage_error(CMD, "--clients wants 1..1024, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             d->clients = (int)v;
             break;
         case 'p':
             if (parse_int_range(optarg, 1, 1000, &v) != 0)
-                return usage_error(CMD, "--pool-size wants 1..1000, got '%s'", optarg);
+                return usage_error(CMD, "--pool-size wants 1..1000, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             d->cfg.size = (int)v;
             break;
         case 'r': {
             char *end;
             d->rate = strtod(optarg, &end);
             if (end == optarg || *end || !(d->rate >= 0 && d->rate <= 1e7))
-                return usage_error(CMD, "--rate wants requests/s in 0..10000000, got '%s'", optarg);
+                return usage_error(CMD, "--rate wants requests/s in 0..10000000, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         }
         case 'w':
@@ -441,24 +446,26 @@ static int parse_args(struct drill *d, int argc, char **argv)
             break;
         case 'd':
             if (parse_duration_ms(optarg, 1, &d->deadline_ms) != 0 || d->deadline_ms < 1)
-                return usage_error(CMD, "--deadline wants a duration like 2s, got '%s'", optarg);
+                return usage_error(CMD, "--deadline wants a duration like 2s, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 'B':
         case 'O':
         case 'A': {
             int64_t *dst = c == 'B' ? &d->before_ms : c == 'O' ? &d->outage_ms : &d->after_ms;
             if (parse_duration_ms(optarg, 1000, dst) != 0 || *dst > 3600000)
-                return usage_error(CMD, "--%s wants a duration up to 1h, got '%s'",
+                return usage_error(CMD, "--%s wants a duration up to 1h, got %s",
                                    c == 'B'   ? "before"
                                    : c == 'O' ? "outage"
                                               : "after",
-                                   optarg);
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         }
         case 'i':
             if (parse_duration_ms(optarg, 1, &d->interval_ms) != 0 || d->interval_ms < 10 ||
                 d->interval_ms > 60000)
-                return usage_error(CMD, "--interval wants 10ms..60s, got '%s'", optarg);
+                return usage_error(CMD, "--interval wants 10ms..60s, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 'o':
             d->output = optarg;
@@ -478,7 +485,8 @@ static int parse_args(struct drill *d, int argc, char **argv)
         }
     }
     if (argc - optind > 1)
-        return usage_error(CMD, "unexpected argument '%s' (only one conninfo)", argv[optind + 1]);
+        return usage_error(CMD, "unexpected argument %s (only one conninfo)",
+                           arg_shown(argv[optind + 1], sa, sizeof(sa)));
     if (d->outage_ms < d->interval_ms || d->before_ms < d->interval_ms ||
         d->after_ms < d->interval_ms)
         return usage_error(CMD, "--before, --outage and --after must each be at least one "
@@ -942,9 +950,11 @@ stop:
     find(d, &rep, fail_outage);
     pthread_mutex_unlock(&d->ev_mu);
 
+    char shown[ARG_SHOWN_LEN];
     FILE *f = fopen(d->output, "w");
     if (!f) {
-        fail_msg(CMD, "cannot write '%s': %s", d->output, strerror(errno));
+        fail_msg(CMD, "cannot write %s: %s", arg_shown(d->output, shown, sizeof(shown)),
+                 strerror(errno));
         goto out;
     }
     if (ends_with(d->output, ".svg"))
@@ -952,7 +962,8 @@ stop:
     else
         drill_write_html(f, &rep);
     if (fclose(f) != 0) {
-        fail_msg(CMD, "cannot write '%s': %s", d->output, strerror(errno));
+        fail_msg(CMD, "cannot write %s: %s", arg_shown(d->output, shown, sizeof(shown)),
+                 strerror(errno));
         goto out;
     }
     if (d->json)

@@ -85,12 +85,74 @@ int getopt_error(const char *cmd, int c, char **argv)
 {
     extern int optind, optopt;
     const char *arg = argv[optind - 1];
+    char shown[ARG_SHOWN_LEN];
 
-    if (c == ':')
-        return usage_error(cmd, "option '%s' needs a value", arg);
-    if (optopt && strncmp(arg, "--", 2) != 0)
+    if (strncmp(arg, "--", 2) != 0) {
+        /* a short option: name the letter only, the rest of the word may be a value */
+        if (c == ':')
+            return usage_error(cmd, "option '-%c' needs a value", optopt);
         return usage_error(cmd, "unknown option '-%c'", optopt);
-    return usage_error(cmd, "unknown option '%s'", arg);
+    }
+    /* a long option: "--name" or "--name=value"; the value is never shown */
+    size_t n = strcspn(arg, "=");
+    char *name = strndup(arg, n);
+    if (!name)
+        return usage_error(cmd, "bad option");
+    arg_shown(name, shown, sizeof(shown));
+    free(name);
+    if (c == ':')
+        return usage_error(cmd, "option %s needs a value", shown);
+    if (arg[n] == '=' && optopt)
+        return usage_error(cmd, "option %s takes no value", shown);
+    return usage_error(cmd, "unknown option %s", shown);
+}
+
+int arg_may_hold_secret(const char *s)
+{
+    return strchr(s, '=') || strchr(s, '@') || strstr(s, "://");
+}
+
+/* 'src' into buf, control characters as '?', cut with "..." when too long. */
+static void quote_into(char *buf, size_t len, const char *src)
+{
+    size_t n = strlen(src), keep = n, j = 0;
+
+    if (len < 8) {
+        if (len)
+            buf[0] = '\0';
+        return;
+    }
+    if (n + 3 > len)    /* two quotes and the NUL */
+        keep = len - 6; /* and "..." */
+    buf[j++] = '\'';
+    for (size_t i = 0; i < keep; i++) {
+        char ch = src[i];
+        if ((unsigned char)ch < 0x20 || ch == 0x7f)
+            ch = '?';
+        buf[j++] = ch;
+    }
+    if (keep < n) {
+        memcpy(buf + j, "...", 3);
+        j += 3;
+    }
+    buf[j++] = '\'';
+    buf[j] = '\0';
+}
+
+const char *arg_shown(const char *arg, char *buf, size_t len)
+{
+    char *red = NULL;
+
+    if (!arg_may_hold_secret(arg)) {
+        quote_into(buf, len, arg);
+        return buf;
+    }
+    if (conninfo_redacted(arg, &red) == 0 && *red)
+        quote_into(buf, len, red);
+    else
+        snprintf(buf, len, "a value that looks like a connection string (not shown)");
+    free(red);
+    return buf;
 }
 
 int conninfo_redacted(const char *conninfo, char **out)
@@ -142,16 +204,38 @@ const char *resolve_conninfo(const char *cmd, const char *arg, char **shown)
 int apply_pool_option(const char *cmd, dbpool_config *cfg, char *nv)
 {
     char *eq = strchr(nv, '=');
+    char shown[ARG_SHOWN_LEN];
 
     if (!eq || eq == nv)
-        return usage_error(cmd, "--set wants name=value, got '%s'", nv);
+        return usage_error(cmd, "--set wants name=value, got %s",
+                           arg_shown(nv, shown, sizeof(shown)));
     *eq = '\0';
-    int rc = dbpool_config_set(cfg, nv, eq + 1);
+    const char *name = nv, *value = eq + 1;
+    /* The library's message quotes the name or the value: not when either
+     * could be (part of) a conninfo put here by mistake, as in
+     * `--set 'lifo=true host=db password=...'`. */
+    int secret = arg_may_hold_secret(name) || arg_may_hold_secret(value);
+    int rc;
+    if (strcmp(name, "name") == 0 && (secret || strpbrk(value, " \t\n"))) {
+        /* the pool name goes into every log line and metrics label */
+        rc = usage_error(cmd, "--set name: not used: a pool name cannot contain spaces, '=', "
+                              "'@' or '://' (it goes into log lines and metrics labels)");
+    } else if (dbpool_config_set(cfg, name, value) == 0) {
+        rc = 0; /* it keeps pointers to string values: `nv` lives in argv */
+    } else if (arg_may_hold_secret(name)) {
+        rc = usage_error(cmd, "--set: unknown option (not shown: it looks like a connection "
+                              "string)");
+    } else if (secret) {
+        rc = usage_error(cmd,
+                         "--set %s: rejected (the value is not shown: it looks like a "
+                         "connection string)",
+                         arg_shown(name, shown, sizeof(shown)));
+    } else {
+        rc = usage_error(cmd, "--set %s: %s", arg_shown(name, shown, sizeof(shown)),
+                         dbpool_last_error());
+    }
     *eq = '=';
-    if (rc != 0)
-        return usage_error(cmd, "--set %s: %s", nv, dbpool_last_error());
-    /* dbpool_config_set keeps pointers to string values: `nv` lives in argv */
-    return 0;
+    return rc;
 }
 
 int64_t now_ns(void)
