@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
 # cli_args.sh DBPOOL - dbpool command lines that are valid but unusual (issue 11):
+#   - an output file that cannot be written (bench --metrics, drill --output)
+#     fails at once with a message and exit status 1, before connecting;
+#     an existing file is not truncated and a new one not left behind when
+#     the run fails before writing it;
 #   - a conninfo with long values (hundreds to thousands of bytes, values that
 #     double when escaped, URI and key=value) is accepted by every command.
 # No server is needed: runs that get as far as connecting point at a closed
@@ -47,6 +51,42 @@ expect_in() {
 expect_not_in() {
     ! grep -Eq -- "$2" "$work/$1" || { fail "$3: /$2/ in $1"; head -n 5 "$work/$1" >&2; }
 }
+
+# ---- output files that cannot be written ---------------------------------------
+# Missing directory and a directory in place of the file: both fail for root too.
+for bad in "$work/missing/m.prom" "$work"; do
+    run bench -T 1 -c 1 --metrics "$bad" "$CLOSED"
+    expect_rc 1 "bench --metrics $bad"
+    expect_in err "cannot write metrics to '$bad': (No such file or directory|Is a directory)" \
+        "bench --metrics $bad"
+    expect_not_in err "connect" "bench --metrics $bad: failed before trying to connect"
+    expect_not_in out "." "bench --metrics $bad: no report"
+
+    run drill -B 1s -O 1s -A 1s -o "$bad" "$CLOSED"
+    expect_rc 1 "drill -o $bad"
+    expect_in err "cannot write the report to '$bad': (No such file or directory|Is a directory)" \
+        "drill -o $bad"
+    expect_not_in err "relay|connect" "drill -o $bad: failed before starting the relay"
+done
+# --metrics with --direct is still a command-line error, before the path is looked at
+run bench --direct --metrics "$work/missing/m.prom" "$CLOSED"
+expect_rc 2 "bench --direct --metrics"
+expect_in err "needs the pool" "bench --direct --metrics"
+
+# A run that fails (nothing listens) leaves an existing file as it was and does
+# not leave a new one behind.
+echo "old contents" >"$work/old.prom"
+run bench -T 1 -c 1 -P 0 --set connect_timeout=1s --metrics "$work/old.prom" "$CLOSED"
+expect_rc 1 "bench --metrics old.prom, no server"
+expect_in err "cannot connect" "bench --metrics old.prom, no server"
+[ "$(cat "$work/old.prom")" = "old contents" ] || fail "bench truncated old.prom although it wrote nothing"
+run bench -T 1 -c 1 -P 0 --set connect_timeout=1s --metrics "$work/new.prom" "$CLOSED"
+expect_rc 1 "bench --metrics new.prom, no server"
+[ ! -e "$work/new.prom" ] || fail "bench left an empty new.prom behind"
+run drill -B 100ms -O 100ms -A 100ms -i 50ms --set connect_timeout=1s -o "$work/new.html" "$CLOSED"
+expect_rc 1 "drill -o new.html, no server"
+expect_in err "cannot connect through the relay" "drill -o new.html, no server"
+[ ! -e "$work/new.html" ] || fail "drill left an empty new.html behind"
 
 # ---- long conninfo values ------------------------------------------------------
 a600=$(printf 'a%.0s' $(seq 600))

@@ -1,6 +1,7 @@
 /* bench.c - `dbpool bench`: pgbench-style load through a dbpool pool, or
  * with --direct through one dedicated libpq connection per client thread
  * (the baseline), with live progress and a final report (text or JSON). */
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -51,6 +52,7 @@ struct bench {
     int64_t duration_ms, progress_ms, timeout_ms;
     long rows;
     const char *metrics_path;
+    out_file metrics; /* opened before the run: an unwritable path fails at once */
     workload wl;
     dbpool_config cfg;
 
@@ -381,26 +383,26 @@ static void report_json(struct bench *b, struct totals *t, double secs, const db
     printf("\n}\n");
 }
 
+/* Write the metrics into the file opened before the run. Prints why not. */
 static int write_metrics(struct bench *b)
 {
     size_t need = 0;
-    char probe[1];
+    char probe[1], shown[ARG_SHOWN_LEN];
 
     (void)dbpool_stats_prometheus(&b->pool, 1, probe, 0, &need);
     char *buf = malloc(need + 256);
-    if (!buf)
-        return -1;
-    if (dbpool_stats_prometheus(&b->pool, 1, buf, need + 256, NULL) != 0) {
+    if (!buf || dbpool_stats_prometheus(&b->pool, 1, buf, need + 256, NULL) != 0) {
+        fail_msg(CMD, "cannot format the metrics: %s", buf ? dbpool_last_error() : "out of memory");
         free(buf);
         return -1;
     }
-    FILE *f = fopen(b->metrics_path, "w");
-    int rc = -1;
-    if (f) {
-        rc = fputs(buf, f) < 0 ? -1 : 0;
-        if (fclose(f) != 0)
-            rc = -1;
-    }
+    FILE *f = out_stream(&b->metrics);
+    int rc = f && fputs(buf, f) >= 0 ? 0 : -1;
+    if (f && out_close(f) != 0)
+        rc = -1;
+    if (rc != 0)
+        fail_msg(CMD, "cannot write metrics to %s: %s",
+                 arg_shown(b->metrics_path, shown, sizeof(shown)), strerror(errno));
     free(buf);
     return rc;
 }
@@ -429,6 +431,7 @@ static int parse_args(struct bench *b, int argc, char **argv)
     b->progress_ms = 1000;
     b->timeout_ms = DBPOOL_DEFAULT_TIMEOUT;
     b->rows = 100000;
+    b->metrics.fd = -1;
     dbpool_config_init(&b->cfg);
     b->cfg.name = "bench";
     b->cfg.log_cb = cli_log_cb;
@@ -546,7 +549,7 @@ int cmd_bench(int argc, char **argv)
     struct bench *b = calloc(1, sizeof(*b));
     struct totals cur = {0}, prev = {0};
     lat_snap *dl = NULL, *dq = NULL;
-    char err[600], shown[ARG_SHOWN_LEN];
+    char err[600];
     int rc = EXIT_FAIL, tty = isatty(STDERR_FILENO);
 
     if (!b) {
@@ -559,6 +562,12 @@ int cmd_bench(int argc, char **argv)
         free(b->shown);
         free(b);
         return prc < 0 ? EXIT_OK : prc;
+    }
+    if (b->metrics_path && out_open(&b->metrics, CMD, "metrics", b->metrics_path) != 0) {
+        workload_free(&b->wl);
+        free(b->shown);
+        free(b);
+        return EXIT_FAIL;
     }
     install_stop_handler();
     pthread_mutex_init(&b->msg_mu, NULL);
@@ -675,12 +684,12 @@ int cmd_bench(int argc, char **argv)
     else
         report_text(b, &cur, secs, have_st ? &st : NULL);
     fflush(stdout);
-    if (b->metrics_path && write_metrics(b) != 0)
-        fail_msg(CMD, "cannot write metrics to %s",
-                 arg_shown(b->metrics_path, shown, sizeof(shown)));
     rc = cur.ok > 0 ? EXIT_OK : EXIT_FAIL;
+    if (b->metrics_path && write_metrics(b) != 0)
+        rc = EXIT_FAIL;
 
 out:
+    out_abandon(&b->metrics); /* not written: the run did not get that far */
     if (b->pool)
         (void)dbpool_close(b->pool);
     if (b->cl) {

@@ -84,6 +84,32 @@ int conninfo_redacted(const char *conninfo, char **out);
  */
 const char *resolve_conninfo(const char *cmd, const char *arg, char **shown);
 
+/* ---- output files ---------------------------------------------------------------- */
+
+/*
+ * A file named on the command line (bench --metrics, drill --output), opened
+ * before the run so that a path that cannot be written fails at once rather
+ * than after the run. Not truncated until written; if the run ends without
+ * writing it, a file that out_open() created is removed again.
+ */
+typedef struct out_file {
+    const char *path;
+    int fd;      /* -1 when not open */
+    int created; /* out_open() created it */
+} out_file;
+
+/* Open (create if missing) for writing. On failure prints "cannot write
+ * <what> to '<path>': <reason>" and returns -1. */
+int out_open(out_file *o, const char *cmd, const char *what, const char *path);
+/* Truncate and hand the file over as a stream; close it with out_close().
+ * NULL on failure (errno set). The out_file is then done with. */
+FILE *out_stream(out_file *o);
+/* fclose() that also reports earlier write errors: 0 or -1 (errno set). */
+int out_close(FILE *f);
+/* Not written after all: close, and remove the file if out_open() created it.
+ * No-op when not open. */
+void out_abandon(out_file *o);
+
 /*
  * Apply one "--set name=value" pool option. The string must outlive the
  * pool's open (argv strings do). Returns 0, or prints the library's message

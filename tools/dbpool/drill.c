@@ -66,6 +66,7 @@ struct drill {
     double rate;
     int64_t before_ms, outage_ms, after_ms, interval_ms, deadline_ms;
     const char *output;
+    out_file out; /* opened before the run: an unwritable path fails at once */
     workload wl;
     dbpool_config cfg;
 
@@ -722,11 +723,14 @@ int cmd_drill(int argc, char **argv)
         return EXIT_FAIL;
     }
     pthread_mutex_init(&d->ev_mu, NULL);
+    d->out.fd = -1;
     int prc = parse_args(d, argc, argv);
     if (prc != 0) {
         rc = prc < 0 ? EXIT_OK : prc;
         goto out;
     }
+    if (out_open(&d->out, CMD, "the report", d->output) != 0)
+        goto out;
     install_stop_handler();
     atomic_store(&d->outage_start_ns, INT64_MAX);
     atomic_store(&d->outage_end_ns, INT64_MAX);
@@ -951,19 +955,19 @@ stop:
     pthread_mutex_unlock(&d->ev_mu);
 
     char shown[ARG_SHOWN_LEN];
-    FILE *f = fopen(d->output, "w");
+    FILE *f = out_stream(&d->out);
     if (!f) {
-        fail_msg(CMD, "cannot write %s: %s", arg_shown(d->output, shown, sizeof(shown)),
-                 strerror(errno));
+        fail_msg(CMD, "cannot write the report to %s: %s",
+                 arg_shown(d->output, shown, sizeof(shown)), strerror(errno));
         goto out;
     }
     if (ends_with(d->output, ".svg"))
         drill_write_svg(f, &rep);
     else
         drill_write_html(f, &rep);
-    if (fclose(f) != 0) {
-        fail_msg(CMD, "cannot write %s: %s", arg_shown(d->output, shown, sizeof(shown)),
-                 strerror(errno));
+    if (out_close(f) != 0) {
+        fail_msg(CMD, "cannot write the report to %s: %s",
+                 arg_shown(d->output, shown, sizeof(shown)), strerror(errno));
         goto out;
     }
     if (d->json)
@@ -973,6 +977,7 @@ stop:
     rc = rep.recovered ? EXIT_OK : EXIT_FAIL;
 
 out:
+    out_abandon(&d->out); /* not written: the drill did not get that far */
     if (d->pool)
         (void)dbpool_close(d->pool); /* before the event log goes away */
     relay_stop(d->relay);

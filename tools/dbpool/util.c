@@ -1,11 +1,13 @@
 /* util.c - helpers shared by the commands: option values, errors, conninfo,
  * clock, signals, JSON strings. */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -357,4 +359,72 @@ int wait_pool_ready(const char *cmd, dbpool *pool, int64_t connect_timeout_ms, c
         fail_msg(cmd, "only %d of %d pool connections opened%s%s", st.idle, st.size,
                  st.last_error[0] ? ": " : "", st.last_error);
     return -1;
+}
+
+int out_open(out_file *o, const char *cmd, const char *what, const char *path)
+{
+    char shown[ARG_SHOWN_LEN];
+
+    o->path = path;
+    o->created = 1;
+    o->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (o->fd < 0 && errno == EEXIST) {
+        o->created = 0;
+        o->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    }
+    if (o->fd < 0) {
+        fail_msg(cmd, "cannot write %s to %s: %s", what, arg_shown(path, shown, sizeof(shown)),
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+FILE *out_stream(out_file *o)
+{
+    struct stat st;
+    int fd = o->fd;
+
+    o->fd = -1;
+    if (fd < 0) {
+        errno = EBADF;
+        return NULL;
+    }
+    /* a regular file loses its old contents now; /dev/stdout, a pipe... cannot */
+    if (fstat(fd, &st) != 0 || (S_ISREG(st.st_mode) && ftruncate(fd, 0) != 0)) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
+    return f;
+}
+
+int out_close(FILE *f)
+{
+    int bad = ferror(f);
+
+    if (fclose(f) != 0)
+        return -1;
+    if (bad) {
+        errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
+void out_abandon(out_file *o)
+{
+    if (o->fd < 0)
+        return;
+    close(o->fd);
+    o->fd = -1;
+    if (o->created)
+        unlink(o->path);
 }
