@@ -3,6 +3,8 @@
 #   make test           build, then run every test (unit + integration) with CTest
 #   make test-asan      the same under ASan+UBSan (build-asan/)
 #   make test-tsan      the same under TSan (build-tsan/)
+#   make build-release  a Release build (-O3, build-release/), no tests run: gcc warns
+#                       about more at -O3, and WERROR=ON makes that fail the build
 #   make demo           the tour (scripts/demo-tour.sh) against $DATABASE_URL, or a throwaway PostgreSQL
 #   make valgrind       the unit tests under valgrind memcheck (plain build in build/)
 #   make fuzz           the libFuzzer targets (clang, build-fuzz/), each run for
@@ -23,7 +25,7 @@ DEMO       ?= build/examples/demo
 configure = cmake -S . -B $(1) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DDBPOOL_WERROR=$(WERROR) \
             -DDBPOOL_SANITIZE=$(2) $(CMAKE_ARGS)
 
-.PHONY: all build deps build-asan build-tsan test test-asan test-tsan demo clean
+.PHONY: all build deps build-asan build-tsan build-release test test-asan test-tsan demo clean
 
 all: build
 
@@ -41,6 +43,12 @@ build-asan: deps
 build-tsan: deps
 	$(call configure,build-tsan,thread)
 	cmake --build build-tsan -j $(JOBS)
+
+# Always Release, whatever BUILD_TYPE says: that is the point of it.
+build-release: deps
+	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DDBPOOL_WERROR=$(WERROR) \
+	    -DDBPOOL_SANITIZE= $(CMAKE_ARGS)
+	cmake --build build-release -j $(JOBS)
 
 test: build
 	ctest --test-dir build $(CTEST_ARGS)
@@ -70,7 +78,7 @@ demo: build
 	bash scripts/demo-tour.sh build "$$conninfo"
 
 clean:
-	rm -rf build build-asan build-tsan build-fuzz
+	rm -rf build build-asan build-tsan build-release build-fuzz
 
 # ---- issue #6: valgrind and fuzzing ----------------------------------------
 VALGRIND     ?= valgrind -q --error-exitcode=1 --leak-check=full --num-callers=30

@@ -34,7 +34,7 @@ DBPOOL_API PGconn *dbpool_pg_conn(const dbpool_lease *lease);
 
 /*
  * Copy `conninfo` into buf as key=value pairs (quoted and escaped so libpq
- * parses it back) with any password replaced by "********" (key=value and URI
+ * parses it back) with any password (and sslpassword) replaced by "********" (key=value and URI
  * forms). Returns 0, DBPOOL_EINVAL if it does not parse, DBPOOL_ENOMEM if buf
  * is too small (buf then holds the complete pairs that fit). Useful for
  * logging what you connect to.

@@ -733,7 +733,8 @@ int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen)
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         if (!o->val || !*o->val)
             continue;
-        const char *v = strcmp(o->keyword, "password") ? o->val : "********";
+        int secret = !strcmp(o->keyword, "password") || !strcmp(o->keyword, "sslpassword");
+        const char *v = secret ? "********" : o->val;
         int quote = strpbrk(v, " \t\n\r\f\v'\\") != NULL || !*v;
         /* key='value' with ' and \ escaped, as libpq parses it back */
         size_t need = strlen(o->keyword) + 2 * strlen(v) + 5;

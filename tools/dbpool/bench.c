@@ -1,6 +1,7 @@
 /* bench.c - `dbpool bench`: pgbench-style load through a dbpool pool, or
  * with --direct through one dedicated libpq connection per client thread
  * (the baseline), with live progress and a final report (text or JSON). */
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -46,11 +47,12 @@ struct client {
 struct bench {
     /* options */
     const char *conninfo;
-    char shown[1024];
+    char *shown; /* conninfo without the password, for display */
     int clients, pool_size, direct, json;
     int64_t duration_ms, progress_ms, timeout_ms;
     long rows;
     const char *metrics_path;
+    out_file metrics; /* opened before the run: an unwritable path fails at once */
     workload wl;
     dbpool_config cfg;
 
@@ -381,26 +383,26 @@ static void report_json(struct bench *b, struct totals *t, double secs, const db
     printf("\n}\n");
 }
 
+/* Write the metrics into the file opened before the run. Prints why not. */
 static int write_metrics(struct bench *b)
 {
     size_t need = 0;
-    char probe[1];
+    char probe[1], shown[ARG_SHOWN_LEN];
 
     (void)dbpool_stats_prometheus(&b->pool, 1, probe, 0, &need);
     char *buf = malloc(need + 256);
-    if (!buf)
-        return -1;
-    if (dbpool_stats_prometheus(&b->pool, 1, buf, need + 256, NULL) != 0) {
+    if (!buf || dbpool_stats_prometheus(&b->pool, 1, buf, need + 256, NULL) != 0) {
+        fail_msg(CMD, "cannot format the metrics: %s", buf ? dbpool_last_error() : "out of memory");
         free(buf);
         return -1;
     }
-    FILE *f = fopen(b->metrics_path, "w");
-    int rc = -1;
-    if (f) {
-        rc = fputs(buf, f) < 0 ? -1 : 0;
-        if (fclose(f) != 0)
-            rc = -1;
-    }
+    FILE *f = out_stream(&b->metrics);
+    int rc = f && fputs(buf, f) >= 0 ? 0 : -1;
+    if (f && out_close(f) != 0)
+        rc = -1;
+    if (rc != 0)
+        fail_msg(CMD, "cannot write metrics to %s: %s",
+                 arg_shown(b->metrics_path, shown, sizeof(shown)), strerror(errno));
     free(buf);
     return rc;
 }
@@ -419,7 +421,7 @@ static int parse_args(struct bench *b, int argc, char **argv)
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     const char *wspec = "select1";
-    char filespec[1024];
+    char filespec[1024], sa[ARG_SHOWN_LEN];
     long v;
     int c, rc;
 
@@ -429,6 +431,7 @@ static int parse_args(struct bench *b, int argc, char **argv)
     b->progress_ms = 1000;
     b->timeout_ms = DBPOOL_DEFAULT_TIMEOUT;
     b->rows = 100000;
+    b->metrics.fd = -1;
     dbpool_config_init(&b->cfg);
     b->cfg.name = "bench";
     b->cfg.log_cb = cli_log_cb;
@@ -439,17 +442,20 @@ static int parse_args(struct bench *b, int argc, char **argv)
         switch (c) {
         case 'c':
             if (parse_int_range(optarg, 1, 4096, &v) != 0)
-                return usage_error(CMD, "--clients wants 1..4096, got '%s'", optarg);
+                return usage_error(CMD, "--clients wants 1..4096, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             b->clients = (int)v;
             break;
         case 'p':
             if (parse_int_range(optarg, 1, 10000, &v) != 0)
-                return usage_error(CMD, "--pool-size wants 1..10000, got '%s'", optarg);
+                return usage_error(CMD, "--pool-size wants 1..10000, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             b->pool_size = (int)v;
             break;
         case 'T':
             if (parse_duration_ms(optarg, 1000, &b->duration_ms) != 0 || b->duration_ms < 1)
-                return usage_error(CMD, "--duration wants a duration like 10s, got '%s'", optarg);
+                return usage_error(CMD, "--duration wants a duration like 10s, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 'w':
             wspec = optarg;
@@ -460,7 +466,8 @@ static int parse_args(struct bench *b, int argc, char **argv)
             break;
         case 'r':
             if (parse_int_range(optarg, 1, 100000000, &v) != 0)
-                return usage_error(CMD, "--rows wants 1..100000000, got '%s'", optarg);
+                return usage_error(CMD, "--rows wants 1..100000000, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             b->rows = v;
             break;
         case 'D':
@@ -468,11 +475,13 @@ static int parse_args(struct bench *b, int argc, char **argv)
             break;
         case 'P':
             if (parse_duration_ms(optarg, 1000, &b->progress_ms) != 0)
-                return usage_error(CMD, "--progress wants a duration like 1s, got '%s'", optarg);
+                return usage_error(CMD, "--progress wants a duration like 1s, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 't':
             if (parse_duration_ms(optarg, 1, &b->timeout_ms) != 0)
-                return usage_error(CMD, "--timeout wants a duration like 500ms, got '%s'", optarg);
+                return usage_error(CMD, "--timeout wants a duration like 500ms, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 's':
             if ((rc = apply_pool_option(CMD, &b->cfg, optarg)) != 0)
@@ -492,7 +501,8 @@ static int parse_args(struct bench *b, int argc, char **argv)
         }
     }
     if (argc - optind > 1)
-        return usage_error(CMD, "unexpected argument '%s' (only one conninfo)", argv[optind + 1]);
+        return usage_error(CMD, "unexpected argument %s (only one conninfo)",
+                           arg_shown(argv[optind + 1], sa, sizeof(sa)));
     if (b->direct && b->pool_size)
         return usage_error(CMD, "--pool-size makes no sense with --direct "
                                 "(one connection per client)");
@@ -503,8 +513,7 @@ static int parse_args(struct bench *b, int argc, char **argv)
     char err[300];
     if (workload_parse(&b->wl, wspec, b->rows, err, sizeof(err)) != 0)
         return usage_error(CMD, "%s", err);
-    b->conninfo =
-        resolve_conninfo(CMD, optind < argc ? argv[optind] : NULL, b->shown, sizeof(b->shown));
+    b->conninfo = resolve_conninfo(CMD, optind < argc ? argv[optind] : NULL, &b->shown);
     if (!b->conninfo)
         return EXIT_USAGE;
     b->cfg.size = b->pool_size;
@@ -550,8 +559,15 @@ int cmd_bench(int argc, char **argv)
     int prc = parse_args(b, argc, argv);
     if (prc != 0) {
         workload_free(&b->wl);
+        free(b->shown);
         free(b);
         return prc < 0 ? EXIT_OK : prc;
+    }
+    if (b->metrics_path && out_open(&b->metrics, CMD, "metrics", b->metrics_path) != 0) {
+        workload_free(&b->wl);
+        free(b->shown);
+        free(b);
+        return EXIT_FAIL;
     }
     install_stop_handler();
     pthread_mutex_init(&b->msg_mu, NULL);
@@ -668,11 +684,12 @@ int cmd_bench(int argc, char **argv)
     else
         report_text(b, &cur, secs, have_st ? &st : NULL);
     fflush(stdout);
-    if (b->metrics_path && write_metrics(b) != 0)
-        fail_msg(CMD, "cannot write metrics to '%s'", b->metrics_path);
     rc = cur.ok > 0 ? EXIT_OK : EXIT_FAIL;
+    if (b->metrics_path && write_metrics(b) != 0)
+        rc = EXIT_FAIL;
 
 out:
+    out_abandon(&b->metrics); /* not written: the run did not get that far */
     if (b->pool)
         (void)dbpool_close(b->pool);
     if (b->cl) {
@@ -691,6 +708,7 @@ out:
     pthread_mutex_destroy(&b->msg_mu);
     pthread_mutex_destroy(&b->go_mu);
     pthread_cond_destroy(&b->go_cv);
+    free(b->shown);
     free(b);
     return rc;
 }

@@ -34,7 +34,7 @@ static void usage(FILE *f)
 
 struct check {
     const char *conninfo;
-    char shown[1024];
+    char *shown; /* conninfo without the password, for display */
     long count;
     int64_t timeout_ms;
     int json, no_pool;
@@ -332,6 +332,7 @@ int cmd_check(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
     };
     struct check k;
+    char sa[ARG_SHOWN_LEN];
     int c;
 
     memset(&k, 0, sizeof(k));
@@ -343,11 +344,13 @@ int cmd_check(int argc, char **argv)
         switch (c) {
         case 'n':
             if (parse_int_range(optarg, 1, 1000000, &k.count) != 0)
-                return usage_error(CMD, "--count wants 1..1000000, got '%s'", optarg);
+                return usage_error(CMD, "--count wants 1..1000000, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 't':
             if (parse_duration_ms(optarg, 1000, &k.timeout_ms) != 0 || k.timeout_ms < 1)
-                return usage_error(CMD, "--timeout wants a duration like 5s, got '%s'", optarg);
+                return usage_error(CMD, "--timeout wants a duration like 5s, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 'N':
             k.no_pool = 1;
@@ -363,9 +366,9 @@ int cmd_check(int argc, char **argv)
         }
     }
     if (argc - optind > 1)
-        return usage_error(CMD, "unexpected argument '%s' (only one conninfo)", argv[optind + 1]);
-    k.conninfo =
-        resolve_conninfo(CMD, optind < argc ? argv[optind] : NULL, k.shown, sizeof(k.shown));
+        return usage_error(CMD, "unexpected argument %s (only one conninfo)",
+                           arg_shown(argv[optind + 1], sa, sizeof(sa)));
+    k.conninfo = resolve_conninfo(CMD, optind < argc ? argv[optind] : NULL, &k.shown);
     if (!k.conninfo)
         return EXIT_USAGE;
 
@@ -401,5 +404,6 @@ int cmd_check(int argc, char **argv)
     else
         print_text(&k);
     int ok = k.connected && !k.error[0] && (k.no_pool || k.pool_ok);
+    free(k.shown);
     return ok ? EXIT_OK : EXIT_FAIL;
 }

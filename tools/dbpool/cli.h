@@ -40,15 +40,75 @@ int parse_duration_ms(const char *s, int64_t bare_unit_ms, int64_t *out_ms);
 /*
  * Handle a getopt_long() failure for command `cmd` and return EXIT_USAGE.
  * `c` is what getopt_long returned ('?' or ':'), argv/optind as after the call.
+ * Names the option, never its value ("--name=VALUE" shows as "--name").
  */
 int getopt_error(const char *cmd, int c, char **argv);
+
+/* ---- showing user input without its secrets ------------------------------------ */
+
+/*
+ * Every message that echoes something from the command line goes through
+ * arg_shown(): a misplaced conninfo (`bench -c URL`, `check extra URL`,
+ * `dbpool URL`) lands in an option value or an extra argument, and its
+ * password must not reach the terminal or a CI log.
+ */
+
+/* Could this argument be a conninfo or part of one (so hold a password)?
+ * True for anything with '=', '@' or "://": key=value pairs and URIs. */
+int arg_may_hold_secret(const char *s);
+
+/* Room for arg_shown() output; longer arguments are cut with "...". */
+#define ARG_SHOWN_LEN 256
+
+/*
+ * `arg` quoted for a message ('value', control characters as '?'). If it could
+ * hold a secret: its dbpool_pg_redact() form when it parses as a conninfo
+ * (password=********), else a note that it is not shown. Writes into buf
+ * (ARG_SHOWN_LEN is enough) and returns buf.
+ */
+const char *arg_shown(const char *arg, char *buf, size_t len);
+
+/*
+ * dbpool_pg_redact() into a buffer sized from the conninfo (so any valid
+ * conninfo fits, whatever the length of its values). Returns 0 and a malloc'd
+ * string in *out (free() it), or the library's error code (message in
+ * dbpool_last_error(), never containing the password).
+ */
+int conninfo_redacted(const char *conninfo, char **out);
 
 /*
  * The conninfo to use: the positional argument if given, else $DATABASE_URL.
  * Checks that it parses (without printing it). On error prints a message and
- * returns NULL. `shown` receives the password-free form for display.
+ * returns NULL. *shown receives the password-free form for display, malloc'd
+ * (free() it; NULL on error).
  */
-const char *resolve_conninfo(const char *cmd, const char *arg, char *shown, size_t shownlen);
+const char *resolve_conninfo(const char *cmd, const char *arg, char **shown);
+
+/* ---- output files ---------------------------------------------------------------- */
+
+/*
+ * A file named on the command line (bench --metrics, drill --output), opened
+ * before the run so that a path that cannot be written fails at once rather
+ * than after the run. Not truncated until written; if the run ends without
+ * writing it, a file that out_open() created is removed again.
+ */
+typedef struct out_file {
+    const char *path;
+    int fd;      /* -1 when not open */
+    int created; /* out_open() created it */
+} out_file;
+
+/* Open (create if missing) for writing. On failure prints "cannot write
+ * <what> to '<path>': <reason>" and returns -1. */
+int out_open(out_file *o, const char *cmd, const char *what, const char *path);
+/* Truncate and hand the file over as a stream; close it with out_close().
+ * NULL on failure (errno set). The out_file is then done with. */
+FILE *out_stream(out_file *o);
+/* fclose() that also reports earlier write errors: 0 or -1 (errno set). */
+int out_close(FILE *f);
+/* Not written after all: close, and remove the file if out_open() created it.
+ * No-op when not open. */
+void out_abandon(out_file *o);
 
 /*
  * Apply one "--set name=value" pool option. The string must outlive the

@@ -56,8 +56,9 @@ struct dclient {
 struct drill {
     /* options */
     const char *conninfo;
-    char shown[1024];
-    char relay_ci[2048];
+    char *shown;    /* conninfo without the password, for display */
+    char *relay_ci; /* the conninfo through the relay (malloc'd, sized from the conninfo) */
+    size_t relay_cap;
     char target_host[256];
     int target_port;
     int blackhole;
@@ -65,6 +66,7 @@ struct drill {
     double rate;
     int64_t before_ms, outage_ms, after_ms, interval_ms, deadline_ms;
     const char *output;
+    out_file out; /* opened before the run: an unwritable path fails at once */
     workload wl;
     dbpool_config cfg;
 
@@ -198,12 +200,23 @@ static int resolve_target(struct drill *d)
     }
     d->target_port = (int)pv;
 
+    /* every pair as key='value' with escapes (at most twice the value), plus
+     * host and port of the relay: a long option must not be cut off */
+    d->relay_cap = 128;
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (o->val && *o->val)
+            d->relay_cap += strlen(o->keyword) + 2 * strlen(o->val) + 5;
+    if (!(d->relay_ci = malloc(d->relay_cap))) {
+        PQconninfoFree(opts);
+        fail_msg(CMD, "out of memory");
+        return EXIT_FAIL;
+    }
     d->relay_ci[0] = '\0';
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         if (!o->val || !*o->val || strcmp(o->keyword, "host") == 0 ||
             strcmp(o->keyword, "hostaddr") == 0 || strcmp(o->keyword, "port") == 0)
             continue;
-        append_kv(d->relay_ci, sizeof(d->relay_ci), o->keyword, o->val);
+        append_kv(d->relay_ci, d->relay_cap, o->keyword, o->val);
     }
     PQconninfoFree(opts);
     return 0;
@@ -378,6 +391,7 @@ static int parse_args(struct drill *d, int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *wspec = "select1";
+    char sa[ARG_SHOWN_LEN];
     long v;
     int c, rc;
 
@@ -405,23 +419,27 @@ static int parse_args(struct drill *d, int argc, char **argv)
             else if (strcmp(optarg, "blackhole") == 0)
                 d->blackhole = 1;
             else
-                return usage_error(CMD, "--mode wants refuse or blackhole, got '%s'", optarg);
+                return usage_error(CMD, "--mode wants refuse or blackhole, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 'c':
             if (parse_int_range(optarg, 1, 1024, &v) != 0)
-                return usage_error(CMD, "--clients wants 1..1024, got '%s'", optarg);
+                return usage_error(CMD, "--clients wants 1..1024, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             d->clients = (int)v;
             break;
         case 'p':
             if (parse_int_range(optarg, 1, 1000, &v) != 0)
-                return usage_error(CMD, "--pool-size wants 1..1000, got '%s'", optarg);
+                return usage_error(CMD, "--pool-size wants 1..1000, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             d->cfg.size = (int)v;
             break;
         case 'r': {
             char *end;
             d->rate = strtod(optarg, &end);
             if (end == optarg || *end || !(d->rate >= 0 && d->rate <= 1e7))
-                return usage_error(CMD, "--rate wants requests/s in 0..10000000, got '%s'", optarg);
+                return usage_error(CMD, "--rate wants requests/s in 0..10000000, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         }
         case 'w':
@@ -429,24 +447,26 @@ static int parse_args(struct drill *d, int argc, char **argv)
             break;
         case 'd':
             if (parse_duration_ms(optarg, 1, &d->deadline_ms) != 0 || d->deadline_ms < 1)
-                return usage_error(CMD, "--deadline wants a duration like 2s, got '%s'", optarg);
+                return usage_error(CMD, "--deadline wants a duration like 2s, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 'B':
         case 'O':
         case 'A': {
             int64_t *dst = c == 'B' ? &d->before_ms : c == 'O' ? &d->outage_ms : &d->after_ms;
             if (parse_duration_ms(optarg, 1000, dst) != 0 || *dst > 3600000)
-                return usage_error(CMD, "--%s wants a duration up to 1h, got '%s'",
+                return usage_error(CMD, "--%s wants a duration up to 1h, got %s",
                                    c == 'B'   ? "before"
                                    : c == 'O' ? "outage"
                                               : "after",
-                                   optarg);
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         }
         case 'i':
             if (parse_duration_ms(optarg, 1, &d->interval_ms) != 0 || d->interval_ms < 10 ||
                 d->interval_ms > 60000)
-                return usage_error(CMD, "--interval wants 10ms..60s, got '%s'", optarg);
+                return usage_error(CMD, "--interval wants 10ms..60s, got %s",
+                                   arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 'o':
             d->output = optarg;
@@ -466,7 +486,8 @@ static int parse_args(struct drill *d, int argc, char **argv)
         }
     }
     if (argc - optind > 1)
-        return usage_error(CMD, "unexpected argument '%s' (only one conninfo)", argv[optind + 1]);
+        return usage_error(CMD, "unexpected argument %s (only one conninfo)",
+                           arg_shown(argv[optind + 1], sa, sizeof(sa)));
     if (d->outage_ms < d->interval_ms || d->before_ms < d->interval_ms ||
         d->after_ms < d->interval_ms)
         return usage_error(CMD, "--before, --outage and --after must each be at least one "
@@ -478,8 +499,7 @@ static int parse_args(struct drill *d, int argc, char **argv)
     char err[300];
     if (workload_parse(&d->wl, wspec, 10000, err, sizeof(err)) != 0)
         return usage_error(CMD, "%s", err);
-    d->conninfo =
-        resolve_conninfo(CMD, optind < argc ? argv[optind] : NULL, d->shown, sizeof(d->shown));
+    d->conninfo = resolve_conninfo(CMD, optind < argc ? argv[optind] : NULL, &d->shown);
     if (!d->conninfo)
         return EXIT_USAGE;
     return resolve_target(d);
@@ -703,11 +723,14 @@ int cmd_drill(int argc, char **argv)
         return EXIT_FAIL;
     }
     pthread_mutex_init(&d->ev_mu, NULL);
+    d->out.fd = -1;
     int prc = parse_args(d, argc, argv);
     if (prc != 0) {
         rc = prc < 0 ? EXIT_OK : prc;
         goto out;
     }
+    if (out_open(&d->out, CMD, "the report", d->output) != 0)
+        goto out;
     install_stop_handler();
     atomic_store(&d->outage_start_ns, INT64_MAX);
     atomic_store(&d->outage_end_ns, INT64_MAX);
@@ -748,8 +771,8 @@ int cmd_drill(int argc, char **argv)
     }
     char portbuf[16];
     snprintf(portbuf, sizeof(portbuf), "%d", relay_port(d->relay));
-    append_kv(d->relay_ci, sizeof(d->relay_ci), "host", "127.0.0.1");
-    append_kv(d->relay_ci, sizeof(d->relay_ci), "port", portbuf);
+    append_kv(d->relay_ci, d->relay_cap, "host", "127.0.0.1");
+    append_kv(d->relay_ci, d->relay_cap, "port", portbuf);
 
     if (d->wl.kind == WL_RW) {
         char err[600];
@@ -778,7 +801,7 @@ int cmd_drill(int argc, char **argv)
 
     /* fill in the report's set-up */
     local_timestamp(rep.date, sizeof(rep.date));
-    snprintf(rep.database, sizeof(rep.database), "%s", d->shown);
+    rep.database = d->shown;
     snprintf(rep.target, sizeof(rep.target), "%s:%d", d->target_host, d->target_port);
     rep.mode = d->blackhole ? "blackhole" : "refuse";
     snprintf(rep.workload, sizeof(rep.workload), "%s", d->wl.name);
@@ -931,17 +954,20 @@ stop:
     find(d, &rep, fail_outage);
     pthread_mutex_unlock(&d->ev_mu);
 
-    FILE *f = fopen(d->output, "w");
+    char shown[ARG_SHOWN_LEN];
+    FILE *f = out_stream(&d->out);
     if (!f) {
-        fail_msg(CMD, "cannot write '%s': %s", d->output, strerror(errno));
+        fail_msg(CMD, "cannot write the report to %s: %s",
+                 arg_shown(d->output, shown, sizeof(shown)), strerror(errno));
         goto out;
     }
     if (ends_with(d->output, ".svg"))
         drill_write_svg(f, &rep);
     else
         drill_write_html(f, &rep);
-    if (fclose(f) != 0) {
-        fail_msg(CMD, "cannot write '%s': %s", d->output, strerror(errno));
+    if (out_close(f) != 0) {
+        fail_msg(CMD, "cannot write the report to %s: %s",
+                 arg_shown(d->output, shown, sizeof(shown)), strerror(errno));
         goto out;
     }
     if (d->json)
@@ -951,6 +977,7 @@ stop:
     rc = rep.recovered ? EXIT_OK : EXIT_FAIL;
 
 out:
+    out_abandon(&d->out); /* not written: the drill did not get that far */
     if (d->pool)
         (void)dbpool_close(d->pool); /* before the event log goes away */
     relay_stop(d->relay);
@@ -968,6 +995,8 @@ out:
     free(d->events);
     workload_free(&d->wl);
     pthread_mutex_destroy(&d->ev_mu);
+    free(d->shown);
+    free(d->relay_ci);
     free(d);
     return rc;
 }

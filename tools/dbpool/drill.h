@@ -47,9 +47,9 @@ typedef struct drill_event {
 typedef struct drill_report {
     /* set-up */
     char date[64];
-    char database[1024]; /* password-free */
-    char target[300];    /* host:port the relay forwarded to */
-    const char *mode;    /* "refuse" or "blackhole" */
+    const char *database; /* password-free (dbpool_pg_redact), owned by the caller */
+    char target[300];     /* host:port the relay forwarded to */
+    const char *mode;     /* "refuse" or "blackhole" */
     char workload[64];
     int clients, pool_size;
     double rate;        /* offered load, requests/s in total (0 = as fast as possible) */

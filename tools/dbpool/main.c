@@ -34,6 +34,8 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
+    char shown[ARG_SHOWN_LEN];
+
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         if (strcmp(cmd, "help") == 0 && argc > 2) {
             /* `dbpool help bench` = `dbpool bench --help` */
@@ -41,7 +43,8 @@ int main(int argc, char **argv)
             for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
                 if (strcmp(argv[2], commands[i].name) == 0)
                     return commands[i].run(2, hv);
-            fprintf(stderr, "dbpool: unknown command '%s'\n", argv[2]);
+            fprintf(stderr, "dbpool: unknown command %s\n",
+                    arg_shown(argv[2], shown, sizeof(shown)));
             return EXIT_USAGE;
         }
         help(stdout);
@@ -54,6 +57,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (strcmp(cmd, commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "dbpool: unknown command '%s' (see dbpool --help)\n", cmd);
+    /* `dbpool URL` (the command forgotten): never echo a password */
+    fprintf(stderr, "dbpool: unknown command %s (see dbpool --help)\n",
+            arg_shown(cmd, shown, sizeof(shown)));
     return EXIT_USAGE;
 }

@@ -1,11 +1,13 @@
 /* util.c - helpers shared by the commands: option values, errors, conninfo,
  * clock, signals, JSON strings. */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -85,23 +87,114 @@ int getopt_error(const char *cmd, int c, char **argv)
 {
     extern int optind, optopt;
     const char *arg = argv[optind - 1];
+    char shown[ARG_SHOWN_LEN];
 
-    if (c == ':')
-        return usage_error(cmd, "option '%s' needs a value", arg);
-    if (optopt && strncmp(arg, "--", 2) != 0)
+    if (strncmp(arg, "--", 2) != 0) {
+        /* a short option: name the letter only, the rest of the word may be a value */
+        if (c == ':')
+            return usage_error(cmd, "option '-%c' needs a value", optopt);
         return usage_error(cmd, "unknown option '-%c'", optopt);
-    return usage_error(cmd, "unknown option '%s'", arg);
+    }
+    /* a long option: "--name" or "--name=value"; the value is never shown */
+    size_t n = strcspn(arg, "=");
+    char *name = strndup(arg, n);
+    if (!name)
+        return usage_error(cmd, "bad option");
+    arg_shown(name, shown, sizeof(shown));
+    free(name);
+    if (c == ':')
+        return usage_error(cmd, "option %s needs a value", shown);
+    if (arg[n] == '=' && optopt)
+        return usage_error(cmd, "option %s takes no value", shown);
+    return usage_error(cmd, "unknown option %s", shown);
 }
 
-const char *resolve_conninfo(const char *cmd, const char *arg, char *shown, size_t shownlen)
+int arg_may_hold_secret(const char *s)
+{
+    return strchr(s, '=') || strchr(s, '@') || strstr(s, "://");
+}
+
+/* 'src' into buf, control characters as '?', cut with "..." when too long. */
+static void quote_into(char *buf, size_t len, const char *src)
+{
+    size_t n = strlen(src), keep = n, j = 0;
+
+    if (len < 8) {
+        if (len)
+            buf[0] = '\0';
+        return;
+    }
+    if (n + 3 > len)    /* two quotes and the NUL */
+        keep = len - 6; /* and "..." */
+    buf[j++] = '\'';
+    for (size_t i = 0; i < keep; i++) {
+        char ch = src[i];
+        if ((unsigned char)ch < 0x20 || ch == 0x7f)
+            ch = '?';
+        buf[j++] = ch;
+    }
+    if (keep < n) {
+        memcpy(buf + j, "...", 3);
+        j += 3;
+    }
+    buf[j++] = '\'';
+    buf[j] = '\0';
+}
+
+const char *arg_shown(const char *arg, char *buf, size_t len)
+{
+    char *red = NULL;
+
+    if (!arg_may_hold_secret(arg)) {
+        quote_into(buf, len, arg);
+        return buf;
+    }
+    if (conninfo_redacted(arg, &red) == 0 && *red)
+        quote_into(buf, len, red);
+    else
+        snprintf(buf, len, "a value that looks like a connection string (not shown)");
+    free(red);
+    return buf;
+}
+
+int conninfo_redacted(const char *conninfo, char **out)
+{
+    /* Each value comes out at most twice its length (escapes) plus quotes and
+     * its keyword; keywords come from the input except for URIs' host, port,
+     * user, password, dbname. Grow in case libpq ever expands more. */
+    size_t cap = 2 * strlen(conninfo) + 1024;
+
+    *out = NULL;
+    for (int tries = 0; tries < 6; tries++, cap *= 2) {
+        char *buf = malloc(cap);
+        if (!buf)
+            return DBPOOL_ENOMEM;
+        int rc = dbpool_pg_redact(conninfo, buf, cap);
+        if (rc == 0) {
+            *out = buf;
+            return 0;
+        }
+        free(buf);
+        if (rc != DBPOOL_ENOMEM)
+            return rc;
+    }
+    return DBPOOL_ENOMEM;
+}
+
+const char *resolve_conninfo(const char *cmd, const char *arg, char **shown)
 {
     const char *ci = arg ? arg : getenv("DATABASE_URL");
 
+    *shown = NULL;
     if (!ci || !*ci) {
         usage_error(cmd, "no database given: pass a conninfo string or URI, or set DATABASE_URL");
         return NULL;
     }
-    int rc = dbpool_pg_redact(ci, shown, shownlen);
+    int rc = conninfo_redacted(ci, shown);
+    if (rc == DBPOOL_ENOMEM) {
+        fail_msg(cmd, "out of memory");
+        return NULL;
+    }
     if (rc != 0) {
         /* the library's message never contains the password */
         usage_error(cmd, "cannot parse the conninfo: %s", dbpool_last_error());
@@ -113,16 +206,38 @@ const char *resolve_conninfo(const char *cmd, const char *arg, char *shown, size
 int apply_pool_option(const char *cmd, dbpool_config *cfg, char *nv)
 {
     char *eq = strchr(nv, '=');
+    char shown[ARG_SHOWN_LEN];
 
     if (!eq || eq == nv)
-        return usage_error(cmd, "--set wants name=value, got '%s'", nv);
+        return usage_error(cmd, "--set wants name=value, got %s",
+                           arg_shown(nv, shown, sizeof(shown)));
     *eq = '\0';
-    int rc = dbpool_config_set(cfg, nv, eq + 1);
+    const char *name = nv, *value = eq + 1;
+    /* The library's message quotes the name or the value: not when either
+     * could be (part of) a conninfo put here by mistake, as in
+     * `--set 'lifo=true host=db password=...'`. */
+    int secret = arg_may_hold_secret(name) || arg_may_hold_secret(value);
+    int rc;
+    if (strcmp(name, "name") == 0 && (secret || strpbrk(value, " \t\n"))) {
+        /* the pool name goes into every log line and metrics label */
+        rc = usage_error(cmd, "--set name: not used: a pool name cannot contain spaces, '=', "
+                              "'@' or '://' (it goes into log lines and metrics labels)");
+    } else if (dbpool_config_set(cfg, name, value) == 0) {
+        rc = 0; /* it keeps pointers to string values: `nv` lives in argv */
+    } else if (arg_may_hold_secret(name)) {
+        rc = usage_error(cmd, "--set: unknown option (not shown: it looks like a connection "
+                              "string)");
+    } else if (secret) {
+        rc = usage_error(cmd,
+                         "--set %s: rejected (the value is not shown: it looks like a "
+                         "connection string)",
+                         arg_shown(name, shown, sizeof(shown)));
+    } else {
+        rc = usage_error(cmd, "--set %s: %s", arg_shown(name, shown, sizeof(shown)),
+                         dbpool_last_error());
+    }
     *eq = '=';
-    if (rc != 0)
-        return usage_error(cmd, "--set %s: %s", nv, dbpool_last_error());
-    /* dbpool_config_set keeps pointers to string values: `nv` lives in argv */
-    return 0;
+    return rc;
 }
 
 int64_t now_ns(void)
@@ -244,4 +359,72 @@ int wait_pool_ready(const char *cmd, dbpool *pool, int64_t connect_timeout_ms, c
         fail_msg(cmd, "only %d of %d pool connections opened%s%s", st.idle, st.size,
                  st.last_error[0] ? ": " : "", st.last_error);
     return -1;
+}
+
+int out_open(out_file *o, const char *cmd, const char *what, const char *path)
+{
+    char shown[ARG_SHOWN_LEN];
+
+    o->path = path;
+    o->created = 1;
+    o->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (o->fd < 0 && errno == EEXIST) {
+        o->created = 0;
+        o->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    }
+    if (o->fd < 0) {
+        fail_msg(cmd, "cannot write %s to %s: %s", what, arg_shown(path, shown, sizeof(shown)),
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+FILE *out_stream(out_file *o)
+{
+    struct stat st;
+    int fd = o->fd;
+
+    o->fd = -1;
+    if (fd < 0) {
+        errno = EBADF;
+        return NULL;
+    }
+    /* a regular file loses its old contents now; /dev/stdout, a pipe... cannot */
+    if (fstat(fd, &st) != 0 || (S_ISREG(st.st_mode) && ftruncate(fd, 0) != 0)) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
+    return f;
+}
+
+int out_close(FILE *f)
+{
+    int bad = ferror(f);
+
+    if (fclose(f) != 0)
+        return -1;
+    if (bad) {
+        errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
+void out_abandon(out_file *o)
+{
+    if (o->fd < 0)
+        return;
+    close(o->fd);
+    o->fd = -1;
+    if (o->created)
+        unlink(o->path);
 }

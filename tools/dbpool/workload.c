@@ -16,11 +16,13 @@
 static char *read_file(const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
-    char *buf;
+    char *buf, shown[ARG_SHOWN_LEN];
     size_t n;
 
+    /* `-w URL` takes a misplaced conninfo for a file name: never echo its password */
+    arg_shown(path, shown, sizeof(shown));
     if (!f) {
-        snprintf(err, errlen, "cannot open script '%s': %s", path, strerror(errno));
+        snprintf(err, errlen, "cannot open script %s: %s", shown, strerror(errno));
         return NULL;
     }
     buf = malloc(MAX_SCRIPT_BYTES + 1);
@@ -34,13 +36,13 @@ static char *read_file(const char *path, char *err, size_t errlen)
     fclose(f);
     if (bad || n > MAX_SCRIPT_BYTES) {
         free(buf);
-        snprintf(err, errlen, "script '%s': %s", path, bad ? "read error" : "larger than 1 MiB");
+        snprintf(err, errlen, "script %s: %s", shown, bad ? "read error" : "larger than 1 MiB");
         return NULL;
     }
     buf[n] = '\0';
     if (strlen(buf) != n) {
         free(buf);
-        snprintf(err, errlen, "script '%s' contains a NUL byte", path);
+        snprintf(err, errlen, "script %s contains a NUL byte", shown);
         return NULL;
     }
     /* nothing but whitespace and comments is almost certainly a mistake */
@@ -59,7 +61,7 @@ static char *read_file(const char *path, char *err, size_t errlen)
     }
     if (!content) {
         free(buf);
-        snprintf(err, errlen, "script '%s' has no SQL in it", path);
+        snprintf(err, errlen, "script %s has no SQL in it", shown);
         return NULL;
     }
     return buf;
@@ -67,6 +69,7 @@ static char *read_file(const char *path, char *err, size_t errlen)
 
 int workload_parse(workload *w, const char *spec, long rows, char *err, size_t errlen)
 {
+    char shown[ARG_SHOWN_LEN];
     long v;
 
     memset(w, 0, sizeof(*w));
@@ -79,7 +82,8 @@ int workload_parse(workload *w, const char *spec, long rows, char *err, size_t e
     }
     if (strncmp(spec, "sleep:", 6) == 0) {
         if (parse_int_range(spec + 6, 0, 3600000, &v) != 0) {
-            snprintf(err, errlen, "bad workload '%s': sleep:<ms> wants 0..3600000", spec);
+            snprintf(err, errlen, "bad workload %s: sleep:<ms> wants 0..3600000",
+                     arg_shown(spec, shown, sizeof(shown)));
             return -1;
         }
         w->kind = WL_SLEEP;
@@ -91,7 +95,8 @@ int workload_parse(workload *w, const char *spec, long rows, char *err, size_t e
     if (strcmp(spec, "rw") == 0 || strncmp(spec, "rw:", 3) == 0) {
         v = 80;
         if (spec[2] == ':' && parse_int_range(spec + 3, 0, 100, &v) != 0) {
-            snprintf(err, errlen, "bad workload '%s': rw:<read percent> wants 0..100", spec);
+            snprintf(err, errlen, "bad workload %s: rw:<read percent> wants 0..100",
+                     arg_shown(spec, shown, sizeof(shown)));
             return -1;
         }
         w->kind = WL_RW;
@@ -105,13 +110,15 @@ int workload_parse(workload *w, const char *spec, long rows, char *err, size_t e
         w->script = read_file(path, err, errlen);
         if (!w->script)
             return -1;
-        snprintf(w->name, sizeof(w->name), "file:%.58s", path);
+        /* the name goes into reports: the same rule as for messages */
+        snprintf(w->name, sizeof(w->name), "file:%.58s",
+                 arg_may_hold_secret(path) ? "(name not shown)" : path);
         return 0;
     }
     snprintf(err, errlen,
-             "unknown workload '%s' (built-ins: select1, sleep:<ms>, rw[:<read %%>]; "
+             "unknown workload %s (built-ins: select1, sleep:<ms>, rw[:<read %%>]; "
              "or a SQL file: @file.sql)",
-             spec);
+             arg_shown(spec, shown, sizeof(shown)));
     return -1;
 }
 
