@@ -170,7 +170,7 @@ static void test_timers_backoff_and_events(void **state)
     /* failure i+1 happens retry_in[i] after failure i (the connect itself is
      * a refused TCP connect: well under a millisecond) */
     for (int i = 0; i + 1 < 5; i++) {
-        struct rec a, b;
+        struct rec a = {0}, b = {0};
         assert_int_equal(nth(DBPOOL_EV_CONNECT_FAILED, i, &a), 0);
         assert_int_equal(nth(DBPOOL_EV_CONNECT_FAILED, i + 1, &b), 0);
         int64_t gap = b.at - a.at;
@@ -209,7 +209,7 @@ static void test_timers_max_lifetime(void **state)
     assert_true(pgt_wait_for(has_count, &c, 5000));
     assert_int_equal(dbpool_close(p), 0);
     for (int i = 0; i < 2; i++) {
-        struct rec conn, disc;
+        struct rec conn = {0}, disc = {0};
         assert_int_equal(nth(DBPOOL_EV_CONNECTED, i, &conn), 0);
         assert_int_equal(nth(DBPOOL_EV_DISCONNECTED, i, &disc), 0);
         int64_t life = disc.at - conn.at;
@@ -238,7 +238,7 @@ static void test_timers_leak_report(void **state)
     assert_int_equal(dbpool_lease_info_get(&l, &info), 0);
     struct cnt c = {DBPOOL_EV_LEAK_SUSPECTED, 1};
     assert_true(pgt_wait_for(has_count, &c, 2000));
-    struct rec leak;
+    struct rec leak = {0};
     assert_int_equal(nth(DBPOOL_EV_LEAK_SUSPECTED, 0, &leak), 0);
     int64_t after = leak.at - info.checkout_at_ms;
     fprintf(stderr, "# leak_threshold 200 ms: reported after %lld ms\n", (long long)after);
