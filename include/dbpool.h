@@ -365,13 +365,23 @@ DBPOOL_API int dbpool_lease_check(const dbpool_lease *lease);
 /*
  * Close the pool. Never blocks on the network and never frees a connection a
  * caller holds:
- *   - waiters get DBPOOL_ECLOSED, new checkouts get DBPOOL_ECLOSED;
+ *   - callers waiting in dbpool_checkout get DBPOOL_ECLOSED (close waits
+ *     until they have left);
  *   - idle and connecting connections are closed now;
  *   - leases still out stay usable; each connection is closed at its check-in,
  *     and the last check-in releases the pool's memory.
  * Returns 0, or DBPOOL_EBUSY when leases were still out (the pool is closed
  * all the same; this only tells you memory is released later). NULL is a
  * no-op returning 0. Must not be called from a log/event callback.
+ *
+ * The handle dies with this call, like a mutex with pthread_mutex_destroy:
+ * the application must not call anything on the pool after, or concurrently
+ * with, dbpool_close(), except checking in (or using) the leases still out,
+ * which is always safe. A checkout that is already waiting when the close
+ * begins is safe (it returns DBPOOL_ECLOSED); one that starts while or after
+ * the pool is closed is undefined (the memory may be gone). While leases are
+ * out the memory stays, so such a late call happens to get DBPOOL_ECLOSED,
+ * but do not rely on it.
  */
 DBPOOL_API int dbpool_close(dbpool *pool);
 
