@@ -23,6 +23,26 @@ static const char *level_name(dbpool_log_level level)
     }
 }
 
+/* For the default (stderr) logger: control characters as \n, \r, \t or
+ * \xNN, so a pool name or a message (a tenant key is any bytes) can never
+ * forge a log line of its own. */
+static void one_line(char *dst, size_t cap, const char *src)
+{
+    size_t j = 0;
+
+    for (const unsigned char *s = (const unsigned char *)src; *s && j + 5 < cap; s++) {
+        if (*s >= 0x20 && *s != 0x7F) {
+            dst[j++] = (char)*s;
+        } else if (*s == '\n' || *s == '\r' || *s == '\t') {
+            dst[j++] = '\\';
+            dst[j++] = *s == '\n' ? 'n' : *s == '\r' ? 'r' : 't';
+        } else {
+            j += (size_t)snprintf(dst + j, cap - j, "\\x%02X", *s);
+        }
+    }
+    dst[j] = '\0';
+}
+
 void plog(const struct dbpool *p, dbpool_log_level level, const char *fmt, ...)
 {
     char msg[512];
@@ -35,6 +55,10 @@ void plog(const struct dbpool *p, dbpool_log_level level, const char *fmt, ...)
     va_end(ap);
     if (p->cfg.log_cb)
         p->cfg.log_cb(p->cfg.log_arg, level, p->cfg.name, msg);
-    else
-        fprintf(stderr, "dbpool[%s] %s: %s\n", p->cfg.name, level_name(level), msg);
+    else {
+        char name[200], line[1024];
+        one_line(name, sizeof(name), p->cfg.name);
+        one_line(line, sizeof(line), msg);
+        fprintf(stderr, "dbpool[%s] %s: %s\n", name, level_name(level), line);
+    }
 }

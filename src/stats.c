@@ -88,21 +88,75 @@ static void emit(struct out *o, const char *fmt, ...)
         o->len += (size_t)n;
 }
 
-/* label values: escape backslash, quote and newline */
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 if it is not one. */
+static size_t utf8_len(const unsigned char *s)
+{
+    size_t n;
+    unsigned cp;
+
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xC2 && s[0] <= 0xDF)
+        n = 2, cp = s[0] & 0x1F;
+    else if (s[0] >= 0xE0 && s[0] <= 0xEF)
+        n = 3, cp = s[0] & 0x0F;
+    else if (s[0] >= 0xF0 && s[0] <= 0xF4)
+        n = 4, cp = s[0] & 0x07;
+    else
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && cp < 0x10000) ||
+        cp > 0x10FFFF)
+        return 0; /* overlong, surrogate or out of range */
+    return n;
+}
+
+/*
+ * A label value for the pool name (a tenant key is any bytes): backslash,
+ * quote and newline escaped, invalid UTF-8 replaced by U+FFFD. When the
+ * value is not the name byte for byte (cut to fit, or bytes replaced), it
+ * ends with "~" and a hash of the whole name, so two names never share a
+ * series (Prometheus rejects a scrape with duplicates).
+ */
 static void label(char *dst, size_t cap, const char *v)
 {
+    static const char fffd[] = "\xEF\xBF\xBD"; /* U+FFFD */
+    const unsigned char *s = (const unsigned char *)v;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a of the raw name */
     size_t j = 0;
-    for (; *v && j + 3 < cap; v++) {
-        if (*v == '\\' || *v == '"') {
-            dst[j++] = '\\';
-            dst[j++] = *v;
-        } else if (*v == '\n') {
-            dst[j++] = '\\';
-            dst[j++] = 'n';
-        } else {
-            dst[j++] = *v;
+    int exact = 1;
+
+    for (const unsigned char *q = s; *q; q++)
+        h = (h ^ *q) * 1099511628211ULL;
+    while (*s) {
+        size_t n = utf8_len(s), olen = n;
+        const char *out = (const char *)s;
+        char esc[2];
+        if (n == 0) {
+            out = fffd;
+            olen = 3;
+            n = 1;
+            exact = 0;
+        } else if (*s == '\\' || *s == '"' || *s == '\n') {
+            esc[0] = '\\';
+            esc[1] = *s == '\n' ? 'n' : (char)*s;
+            out = esc;
+            olen = 2;
         }
+        if (j + olen + 18 >= cap) { /* keep room for "~" + 16 hex digits + NUL */
+            exact = 0;
+            break;
+        }
+        memcpy(dst + j, out, olen);
+        j += olen;
+        s += n;
     }
+    if (!exact)
+        j += (size_t)snprintf(dst + j, cap - j, "~%016llx", (unsigned long long)h);
     dst[j] = '\0';
 }
 

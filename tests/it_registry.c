@@ -940,6 +940,120 @@ static int group_teardown(void **state)
     return 0;
 }
 
+/* ---------------------------------------------------------------------- */
+/* odd tenant keys: labels and log lines stay valid and unique             */
+/* ---------------------------------------------------------------------- */
+
+static int resolve_any(void *arg, const char *tenant, char *conninfo, size_t len,
+                       dbpool_config *cfg)
+{
+    (void)arg;
+    (void)cfg;
+    if (strstr(tenant, "down")) /* a closed port: the pool logs that it is down */
+        snprintf(conninfo, len, "host=127.0.0.1 port=1 connect_timeout=1");
+    else
+        snprintf(conninfo, len,
+                 "host=127.0.0.1 port=%d user=postgres dbname=postgres "
+                 "application_name=reg_odd",
+                 srv.port);
+    return 0;
+}
+
+/* Is s valid UTF-8 (no overlongs, surrogates or values past U+10FFFF)? */
+static int valid_utf8(const unsigned char *s)
+{
+    while (*s) {
+        int n = *s < 0x80 ? 1 : (*s >> 5) == 6 ? 2 : (*s >> 4) == 14 ? 3 : (*s >> 3) == 30 ? 4 : 0;
+        if (!n || (n == 2 && *s < 0xC2))
+            return 0;
+        for (int i = 1; i < n; i++)
+            if ((s[i] & 0xC0) != 0x80)
+                return 0;
+        s += n;
+    }
+    return 1;
+}
+
+static void test_odd_keys(void **state)
+{
+    (void)state;
+    char long_a[301], long_b[301];
+    memset(long_a, 'k', 300);
+    memset(long_b, 'k', 300);
+    long_a[300] = long_b[300] = '\0';
+    long_b[200] = 'X'; /* differs only after the first 150 bytes */
+    const char *keys[] = {
+        "nl\nFAKE dbpool[x] ERROR: forged", "q\"uote\\back", "bad\xff\xfe utf8", long_a, long_b,
+        "down\nFAKE forged down line"};
+    enum { NKEYS = sizeof keys / sizeof keys[0] };
+
+    /* the default logger writes to stderr: catch it in a file */
+    char path[] = "/tmp/dbpool_odd_keys_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+
+    dbpool_registry_config rc;
+    dbpool_registry_config_init(&rc);
+    rc.resolve = resolve_any;
+    rc.tenant.backoff_min = 100;
+    rc.tenant.backoff_max = 200;
+    dbpool_registry *reg = NULL;
+    assert_int_equal(dbpool_registry_open(&reg, &rc), 0);
+    g_reg = reg;
+    for (int i = 0; i < NKEYS; i++) {
+        dbpool_lease l;
+        int rc2 = dbpool_registry_checkout(reg, keys[i], 3000, &l);
+        if (strstr(keys[i], "down")) {
+            assert_int_not_equal(rc2, 0);
+        } else {
+            assert_int_equal(rc2, 0);
+            assert_int_equal(dbpool_checkin(&l), 0);
+        }
+    }
+    size_t needed = 0;
+    assert_int_equal(dbpool_registry_prometheus(reg, NULL, 0, &needed), DBPOOL_ENOMEM);
+    char *buf = malloc(needed);
+    assert_non_null(buf);
+    assert_int_equal(dbpool_registry_prometheus(reg, buf, needed, NULL), 0);
+    assert_int_equal(close_reg(reg), 0);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+
+    /* the scrape: valid UTF-8, one dbpool_up series per tenant, none twice */
+    assert_true(valid_utf8((const unsigned char *)buf));
+    int ups = 0;
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "dbpool_up{", 10) != 0)
+            continue;
+        ups++;
+        for (char *other = line + strlen(line) + 1; other < buf + needed - 1 && *other;
+             other += strlen(other) + 1)
+            if (strcmp(line, other) == 0)
+                fail_msg("duplicate series: %s", line);
+    }
+    assert_int_equal(ups, NKEYS);
+    free(buf);
+
+    /* the log: no line was forged by a key */
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[4096];
+    int lines = 0;
+    while (fgets(line, sizeof line, f)) {
+        lines++;
+        if (strncmp(line, "FAKE", 4) == 0)
+            fail_msg("a tenant key forged a log line: %s", line);
+        assert_true(strncmp(line, "dbpool[", 7) == 0);
+    }
+    fclose(f);
+    unlink(path);
+    assert_true(lines > 0); /* the down tenant logged */
+}
+
 int main(void)
 {
     alarm(280); /* last resort against a hang (CTest allows 300 s) */
@@ -947,6 +1061,7 @@ int main(void)
         cmocka_unit_test_teardown(test_invalid_keys, test_teardown),
         cmocka_unit_test_teardown(test_new_tenant_first_call, test_teardown),
         cmocka_unit_test_teardown(test_prometheus, test_teardown),
+        cmocka_unit_test_teardown(test_odd_keys, test_teardown),
         cmocka_unit_test_teardown(test_idle_tenants_reclaimed, test_teardown),
         cmocka_unit_test_teardown(test_cap_never_exceeded, test_teardown),
         cmocka_unit_test_teardown(test_hot_tenant_cannot_starve_cold, test_teardown),
