@@ -197,6 +197,11 @@ typedef struct dbpool_config {
     dbpool_event_cb event_cb;         /* NULL         see dbpool_event_cb                    */
     void *event_arg;                  /* NULL                                                */
     int64_t leak_threshold;           /* 0 (off)      report a lease held longer, once       */
+    int64_t alive_check;              /* 500          before handing out a connection idle
+                                                         this long, check it without a round
+                                                         trip (the server may have closed it:
+                                                         idle_session_timeout, a restart) and
+                                                         replace a dead one; 0 = never      */
 } dbpool_config;
 
 /* Fill `cfg` with the defaults above. */
@@ -281,6 +286,11 @@ typedef struct dbpool_driver {
      * "host:port"); cancels to one server run one at a time, and a stuck one
      * never delays cancels to another server. Must not block. */
     const char *(*cancel_target)(void *token);
+    /* Optional: is this idle connection still usable, judged without a round
+     * trip (e.g. a non-blocking read finds EOF or a pending FATAL)? 1 or 0.
+     * Called on the checking-out thread, which owns the connection; must not
+     * block. */
+    int (*alive)(void *ctx, void *conn);
     /* Optional: free a connection inherited across fork() without any I/O on
      * it (its socket belongs to the parent). Without it such connections are
      * leaked rather than closed. */

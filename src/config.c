@@ -43,6 +43,7 @@ void dbpool_config_init(dbpool_config *cfg)
     cfg->event_cb = NULL;
     cfg->event_arg = NULL;
     cfg->leak_threshold = 0;
+    cfg->alive_check = 500; /* HikariCP's aliveBypassWindowMs */
 }
 
 /* "1500", "1500ms", "2s", "1m", "1h" -> ms. */
@@ -134,6 +135,7 @@ static const struct opt opts[] = {
     OPT(after_connect, O_STR),
     OPT(log_level, O_LEVEL),
     OPT(leak_threshold, O_MS),
+    OPT(alive_check, O_MS),
 };
 
 int dbpool_config_set(dbpool_config *out, const char *name, const char *value)
@@ -280,6 +282,7 @@ int config_validate(const dbpool_config *cfg)
     RANGE(reset_timeout, 1, MAX_MS);
     RANGE(log_level, DBPOOL_LOG_DEBUG, DBPOOL_LOG_NONE);
     RANGE(leak_threshold, 0, MAX_MS);
+    RANGE(alive_check, 0, MAX_MS);
     if (cfg->backoff_min > cfg->backoff_max)
         return set_error(DBPOOL_EINVAL, "backoff_min (%lld) is above backoff_max (%lld)",
                          (long long)cfg->backoff_min, (long long)cfg->backoff_max);

@@ -2,6 +2,7 @@
  * after_connect, ping, check-in reset (ROLLBACK), cancel, password redaction. */
 #include <ctype.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <poll.h>
 #include <stdio.h>
@@ -403,6 +404,30 @@ void pg_cancel_target(PGconn *pg, char *buf, size_t len)
     snprintf(buf, len, "%s:%s", h ? h : "", p ? p : "");
 }
 
+/* Checkout of a connection that sat idle: read what the server sent
+ * meanwhile without waiting (libpq's socket is non-blocking). EOF, or a
+ * FATAL ahead of it (idle_session_timeout, pg_terminate_backend, a
+ * shutdown), leaves the connection bad. */
+static int pg_alive(void *vctx, void *conn)
+{
+    struct pg_conn *c = conn;
+    char b;
+
+    (void)vctx;
+    /* libpq takes a FATAL on an idle connection as a notice and stays OK
+     * until it reads the EOF behind it: consume, then peek for that EOF */
+    for (int i = 0; i < 2; i++) {
+        if (PQstatus(c->pg) != CONNECTION_OK || !PQconsumeInput(c->pg))
+            return 0;
+        ssize_t r = recv(PQsocket(c->pg), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (r == 0)
+            return 0; /* the server closed it */
+        if (r < 0)
+            return PQstatus(c->pg) == CONNECTION_OK; /* nothing more to read */
+    }
+    return PQstatus(c->pg) == CONNECTION_OK;
+}
+
 static void *pg_cancel_prepare(void *vctx, void *conn)
 {
     struct pg_cancel_token *t = dbpool_calloc(1, sizeof(*t));
@@ -495,7 +520,8 @@ static void *pg_native(void *conn)
     .ping_start = pg_ping_start, .ping_poll = pg_ping_poll, .reset = pg_reset,                     \
     .cancel_prepare = pg_cancel_prepare, .cancel_run = pg_cancel_run,                              \
     .cancel_free = pg_cancel_free, .disconnect = pg_disconnect, .ctx_free = pg_ctx_free,           \
-    .native = pg_native, .cancel_target = pg_cancel_target_cb, .abandon = pg_abandon
+    .native = pg_native, .cancel_target = pg_cancel_target_cb, .abandon = pg_abandon,              \
+    .alive = pg_alive
 
 static const dbpool_driver pg_driver = {PG_DRIVER_STEPS};
 

@@ -403,10 +403,11 @@ static void lease_owner(struct dbpool *p, struct dbpool_slot *s, void *caller, i
     hist_add(&p->hists->queue, s->queue_us);
 }
 
-int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
+/* One checkout attempt (dbpool_checkout below). *check: the connection sat
+ * idle past alive_check and must be checked before it is handed out. */
+static int checkout(struct dbpool *p, int64_t timeout_ms, dbpool_lease *lease, void *caller,
+                    int64_t t0_us, int *check)
 {
-    void *caller = __builtin_return_address(0);
-    int64_t t0_us = clock_us();
     struct dbpool_slot *s;
     struct waiter w;
     int64_t now;
@@ -444,6 +445,7 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
         lease->slot = s;
         lease->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
         int64_t hold = s->hold_deadline;
+        *check = p->cfg.alive_check && p->drv->alive && s->idle_ms >= p->cfg.alive_check;
         pthread_mutex_unlock(&p->mu);
         if (hold)
             manager_poke_before(&p->mc, hold);
@@ -546,6 +548,33 @@ int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
     }
     pthread_mutex_unlock(&p->mu);
     return rc;
+}
+
+static int checkin(dbpool_lease *l, int discard);
+
+/*
+ * A connection that sat idle past alive_check is checked before it is handed
+ * out (without a round trip: the driver reads what the server sent). A dead
+ * one (the server closed it: idle_session_timeout, a restart) is replaced
+ * behind the caller's back and the checkout goes on with what is left of its
+ * timeout: a raw lease is never handed out already dead when we could know.
+ */
+int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
+{
+    void *caller = __builtin_return_address(0);
+    int64_t t0_us = clock_us(), left = timeout_ms;
+
+    for (;;) {
+        int check = 0;
+        int rc = checkout(p, left, lease, caller, t0_us, &check);
+        if (rc != 0 || !check || p->drv->alive(p->ctx, lease->slot->conn))
+            return rc;
+        checkin(lease, 2); /* dead: closed and replaced, not an error */
+        if (timeout_ms == DBPOOL_DEFAULT_TIMEOUT)
+            timeout_ms = p->cfg.checkout_timeout; /* fixed at open: no lock needed */
+        int64_t spent = (clock_us() - t0_us) / 1000;
+        left = timeout_ms > spent ? timeout_ms - spent : 0;
+    }
 }
 
 /* ---- lease -------------------------------------------------------------- */
@@ -663,12 +692,13 @@ static int checkin(dbpool_lease *l, int discard)
     if (broken)
         plog(p, DBPOOL_LOG_INFO, "connection discarded at check-in: %s", err);
     pool_event_locked(p, DBPOOL_EV_DISCONNECTED, 0, now,
-                      broken    ? err
-                      : expired ? "held past hold_timeout"
-                      : discard ? "discarded by the caller"
-                      : closing ? "pool closed"
-                      : evicted ? "evicted for another pool (cap)"
-                                : "recycled (max_lifetime or dbpool_reconnect)");
+                      broken         ? err
+                      : expired      ? "held past hold_timeout"
+                      : discard == 2 ? "closed by the server while idle (found at checkout)"
+                      : discard      ? "discarded by the caller"
+                      : closing      ? "pool closed"
+                      : evicted      ? "evicted for another pool (cap)"
+                                     : "recycled (max_lifetime or dbpool_reconnect)");
     pthread_mutex_unlock(&p->mu);
 
     if (s->cancel_token && p->drv->cancel_free)

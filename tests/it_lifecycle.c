@@ -667,6 +667,34 @@ static void test_reconnect(void **state)
 /* after_connect                                                           */
 /* ---------------------------------------------------------------------- */
 
+/* A connection the server closed while it sat idle (idle_session_timeout) is
+ * never handed out: the checkout checks it (alive_check) and replaces it. */
+static void test_alive_check_replaces_dead_idle(void **state)
+{
+    (void)state;
+    dbpool_config cfg;
+    fast_config(&cfg, 2);
+    cfg.min_size = -1;
+    cfg.idle_interval = 60000; /* no pings: only the checkout can find out */
+    cfg.alive_check = 100;
+    cfg.after_connect = "SET idle_session_timeout = 300";
+    dbpool *p = itp_open(&srv, "lc_alive", &cfg);
+    await_idle(p, 2, 5000);
+    for (int round = 0; round < 5; round++) {
+        itp_sleep_ms(450); /* past the server's idle_session_timeout */
+        dbpool_lease a, b;
+        assert_int_equal(dbpool_checkout(p, 5000, &a), 0);
+        assert_int_equal(dbpool_checkout(p, 5000, &b), 0);
+        assert_true(itp_select1(&a));
+        assert_true(itp_select1(&b));
+        assert_int_equal(dbpool_checkin(&a), 0);
+        assert_int_equal(dbpool_checkin(&b), 0);
+    }
+    dbpool_stats st = itp_stats(p);
+    assert_true(st.disconnects >= 2); /* the dead ones were replaced */
+    assert_int_equal(itp_close(p), 0);
+}
+
 static void test_after_connect(void **state)
 {
     (void)state;
@@ -761,6 +789,7 @@ int main(void)
         cmocka_unit_test_teardown(test_max_lifetime_recycles, test_teardown),
         cmocka_unit_test_teardown(test_reconnect, test_teardown),
         cmocka_unit_test_teardown(test_after_connect, test_teardown),
+        cmocka_unit_test_teardown(test_alive_check_replaces_dead_idle, test_teardown),
         cmocka_unit_test_teardown(test_after_connect_failure, test_teardown),
         cmocka_unit_test_teardown(test_outage_backoff_and_recovery, test_teardown),
         cmocka_unit_test_teardown(test_backoff_stop_and_restart, test_teardown),
