@@ -66,7 +66,8 @@ enum {
     DBPOOL_EINVAL = -1,           /* bad argument or option value */
     DBPOOL_ENOMEM = -2,           /* allocation failed */
     DBPOOL_ETIMEDOUT = -3,        /* checkout deadline reached while in queue, or a
-                                     statement timeout (PostgreSQL layer) */
+                                     statement timeout that provably stopped the
+                                     statement (PostgreSQL layer) */
     DBPOOL_EDROPPED = -4,         /* dropped from the queue by the CoDel rule */
     DBPOOL_EBUSY = -5,            /* queue=false (or timeout 0) and nothing idle */
     DBPOOL_ESTALE = -6,           /* lease used after check-in (or double check-in) */
@@ -78,6 +79,9 @@ enum {
     DBPOOL_EQUERY = -12,          /* SQL error; connection kept (PostgreSQL layer) */
     DBPOOL_ECONNLOST = -13,       /* connection lost during an operation */
     DBPOOL_ECOMMIT_UNKNOWN = -14, /* connection lost during COMMIT: outcome unknown */
+    DBPOOL_EUNKNOWN = -15,        /* a statement was sent but whether it ran is unknown
+                                     (statement timeout without the server's
+                                     answer; PostgreSQL layer) */
     DBPOOL_EFORKED = -16          /* the pool was opened in the parent before fork():
                                      unusable in the child (see docs/fork.md) */
 };

@@ -347,7 +347,8 @@ enum {
     XS_DEAD,         /* connection dead before anything was sent */
     XS_LOST,         /* connection lost after sending */
     XS_TIMEOUT,      /* deadline; cancelled, the server confirmed (57014) */
-    XS_TIMEOUT_LOST, /* deadline; no answer to the cancel: connection unusable */
+    XS_TIMEOUT_LOST, /* deadline; no answer to the cancel: connection unusable,
+                        and whatever was sent may or may not have run */
     XS_FAIL,         /* unusable state (COPY, protocol confusion): discard */
     XS_REFUSED,      /* libpq refused to send (bad arguments); connection fine */
     XS_BUSY          /* the caller left a query running on the connection */
@@ -497,6 +498,13 @@ static int classify(struct call *c, int cr, PGresult *res)
  * to cancel_grace both for the server's answer and for the cancel request to
  * have been delivered. Only when both happened is the connection clean (no
  * cancel can hit the next holder's query); otherwise it is discarded.
+ *
+ * Only the server's answer tells what happened: 57014 for this statement
+ * means it was cancelled (it did not run, or was rolled back). No answer
+ * proves nothing -- the request may not have reached the server yet, or the
+ * statement committed and its answer is on the way (a cancel that arrives
+ * when nothing runs is ignored) -- so that is XS_TIMEOUT_LOST, never
+ * reported as "not executed" (see outcome()).
  */
 static int timed_out(struct call *c, PGresult **res)
 {
@@ -509,9 +517,11 @@ static int timed_out(struct call *c, PGresult **res)
     if (cr == C_TIMEOUT || cr == C_LOST || PQstatus(c->pg) != CONNECTION_OK) {
         c->discard = 1;
         snprintf(c->msg, sizeof(c->msg),
-                 "statement timeout (%lld ms): cancelled, but the server did not answer "
-                 "within cancel_grace (%lld ms); connection discarded",
-                 (long long)c->o.statement_timeout, (long long)c->o.cancel_grace);
+                 "statement timeout (%lld ms): a cancel request was sent, but %s within "
+                 "cancel_grace (%lld ms); connection discarded",
+                 (long long)c->o.statement_timeout,
+                 cr == C_TIMEOUT ? "the server did not answer" : "the connection was lost",
+                 (long long)c->o.cancel_grace);
         return XS_TIMEOUT_LOST;
     }
     if (!delivered)
@@ -632,8 +642,16 @@ static int outcome(struct call *c, int x, PGresult *res, dbpool_pg_result *out, 
     PQclear(res);
     switch (x) {
     case XS_TIMEOUT:
-    case XS_TIMEOUT_LOST:
         rc = set_error(DBPOOL_ETIMEDOUT, "%s: %s", what, c->msg);
+        break;
+    case XS_TIMEOUT_LOST:
+        /* "Not executed" only when the server said so (XS_TIMEOUT) or the
+         * caller's statement was never sent (only BEGIN, a Parse...). */
+        if (c->sent)
+            rc = set_error(DBPOOL_EUNKNOWN, "%s: %s; the statement may or may not have run", what,
+                           c->msg);
+        else /* e.g. BEGIN, or the Parse before the statement: nothing ran */
+            rc = set_error(DBPOOL_ETIMEDOUT, "%s: %s", what, c->msg);
         break;
     case XS_DEAD:
         rc = set_error(DBPOOL_ECONNLOST, "%s: connection was already closed before sending: %s",
@@ -851,10 +869,23 @@ static int lease_exec(dbpool_lease *l, int cached, const char *sql, const dbpool
         out->db_us = c.db_us;
     *sent = c.sent;
     call_end(&c);
-    if (dbpool_lease_check(l) == DBPOOL_EEXPIRED && rc != 0) /* hold_timeout cancelled it */
-        rc = set_error(DBPOOL_EEXPIRED, "query: the lease outlived hold_timeout; "
-                                        "the query was cancelled and the connection is "
-                                        "discarded at check-in");
+    /* hold_timeout fired: the pool sent a cancel request and discards the
+     * connection at check-in. A failure becomes EEXPIRED -- except an unknown
+     * outcome, which stays one: that cancel proves nothing either. */
+    if (dbpool_lease_check(l) == DBPOOL_EEXPIRED && rc != 0) {
+        char why[320];
+        snprintf(why, sizeof(why), "%s", dbpool_last_error());
+        if (rc == DBPOOL_EUNKNOWN || (rc == DBPOOL_ECONNLOST && c.sent))
+            rc = set_error(rc,
+                           "%s (the lease had outlived hold_timeout; the connection is "
+                           "discarded at check-in)",
+                           why);
+        else
+            rc = set_error(DBPOOL_EEXPIRED,
+                           "query: the lease outlived hold_timeout; the statement did not "
+                           "complete (%s); the connection is discarded at check-in",
+                           why);
+    }
     return rc;
 }
 

@@ -1,0 +1,339 @@
+/* it_pg_outcomes.c - the query helpers never call a statement "not executed"
+ * unless that is certain (issue 11), against a real PostgreSQL.
+ *
+ *   - a statement that commits while its answer is delayed past the statement
+ *     timeout and cancel_grace is DBPOOL_EUNKNOWN, never DBPOOL_ETIMEDOUT;
+ *     a statement the server confirms cancelled (57014) is DBPOOL_ETIMEDOUT;
+ *
+ * One throwaway server for the whole file; faults come from the TCP fault
+ * relay (tests/support/relay.h). Every wait is bounded. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "dbpool.h"
+#include "dbpool_pg.h"
+#include "pgserver.h"
+#include "relay.h"
+
+static pgt_server srv;
+
+/* ---------------------------------------------------------------------- */
+/* helpers                                                                 */
+/* ---------------------------------------------------------------------- */
+
+#define MAX_POOLS 2
+static dbpool *g_pools[MAX_POOLS];
+static relay *g_relay;
+
+static void fast_config(dbpool_config *cfg, int size)
+{
+    dbpool_config_init(cfg);
+    cfg->size = size;
+    cfg->idle_interval = 60000; /* no pings: tests decide when a connection is looked at */
+    cfg->backoff_min = 50;
+    cfg->backoff_max = 300;
+    cfg->connect_timeout = 5000;
+    cfg->checkout_timeout = 5000;
+    cfg->log_level = DBPOOL_LOG_NONE;
+}
+
+static dbpool *open_pool_ci(const char *conninfo, int size)
+{
+    dbpool_config cfg;
+    dbpool *p = NULL;
+
+    fast_config(&cfg, size);
+    int rc = dbpool_pg_open(&p, conninfo, &cfg);
+    if (rc != 0)
+        fail_msg("dbpool_pg_open: %d %s", rc, dbpool_last_error());
+    for (int i = 0; i < MAX_POOLS; i++)
+        if (!g_pools[i]) {
+            g_pools[i] = p;
+            return p;
+        }
+    fail_msg("too many pools in one test");
+    return NULL;
+}
+
+/* A pool whose connections go through a fresh fault relay. */
+static dbpool *open_relayed_pool(const char *app, int size)
+{
+    char ci[700];
+    assert_int_equal(relay_start(&g_relay, "127.0.0.1", srv.port), 0);
+    snprintf(ci, sizeof ci,
+             "host=127.0.0.1 port=%d user=postgres dbname=postgres application_name=%s",
+             relay_port(g_relay), app);
+    return open_pool_ci(ci, size);
+}
+
+static int test_teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < MAX_POOLS; i++) {
+        if (g_pools[i])
+            (void)dbpool_close(g_pools[i]);
+        g_pools[i] = NULL;
+    }
+    relay_stop(g_relay);
+    g_relay = NULL;
+    return 0;
+}
+
+static int64_t ms_since(int64_t t0)
+{
+    return pgt_now_ms() - t0;
+}
+
+static void server_exec(const char *sql)
+{
+    if (pgt_exec(&srv, sql) != 0)
+        fail_msg("setup SQL failed: %s", sql);
+}
+
+static int64_t server_int(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int64_t server_int(const char *fmt, ...)
+{
+    char sql[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    return pgt_query_int(&srv, sql);
+}
+
+static void await_idle(dbpool *p, int n)
+{
+    int64_t t0 = pgt_now_ms();
+    for (;;) {
+        dbpool_stats st;
+        assert_int_equal(dbpool_stats_get(p, &st), 0);
+        if (st.idle == n)
+            return;
+        if (ms_since(t0) > 10000)
+            fail_msg("pool never reached idle=%d (idle=%d busy=%d state=%s %s)", n, st.idle,
+                     st.busy, dbpool_state_name(st.state), st.last_error);
+        usleep(10000);
+    }
+}
+
+/* A query returning one integer, through the helper; fails the test on error. */
+static int64_t q_int(dbpool *p, const char *sql)
+{
+    dbpool_pg_result r;
+    int rc = dbpool_pg_query(p, sql, NULL, NULL, &r);
+    if (rc != 0)
+        fail_msg("%s: %d %s", sql, rc, dbpool_last_error());
+    int64_t v = strtoll(PQgetvalue(r.res, 0, 0), NULL, 10);
+    dbpool_pg_result_clear(&r);
+    return v;
+}
+
+static void opts_timeout(dbpool_pg_opts *o, int64_t timeout, int64_t grace)
+{
+    dbpool_pg_opts_init(o);
+    o->statement_timeout = timeout;
+    o->cancel_grace = grace;
+}
+
+struct rows {
+    const char *table;
+    int64_t want;
+};
+
+static int rows_are(void *arg)
+{
+    const struct rows *w = arg;
+    return server_int("SELECT count(*) FROM %s", w->table) == w->want;
+}
+
+static int pid_gone(void *arg)
+{
+    return server_int("SELECT count(*) FROM pg_stat_activity WHERE pid = %lld",
+                      (long long)*(int64_t *)arg) == 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* unknown outcomes are not "cancelled"                                    */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * The INSERT reaches the server only after the statement timeout and the
+ * grace period have passed (800 ms each way through the relay; timeout
+ * 300 ms, grace 200 ms), so the cancel request (sent at 300 ms, arriving at
+ * 1100 ms) finds the backend idle and is ignored; the INSERT commits. The
+ * call must not say it was cancelled: it returns DBPOOL_EUNKNOWN, and the row
+ * is there.
+ */
+static void test_timeout_without_answer_is_unknown(void **state)
+{
+    (void)state;
+    const char *app = "it_pgo_unknown";
+    dbpool *p = open_relayed_pool(app, 1);
+    server_exec("DROP TABLE IF EXISTS pgo_unknown; CREATE TABLE pgo_unknown (id int)");
+    await_idle(p, 1);
+    dbpool_pg_opts o;
+    dbpool_pg_result r;
+    const char *ins = "INSERT INTO pgo_unknown VALUES ($1::int)";
+    const char *v1[] = {"1"}, *v2[] = {"2"}, *v3[] = {"3"};
+    dbpool_pg_params one = {.n = 1, .values = v1}, two = {.n = 1, .values = v2},
+                     three = {.n = 1, .values = v3};
+    struct rows want = {"pgo_unknown", 0};
+
+    for (int i = 0; i < 2; i++) { /* the plain path, then the prepared one */
+        if (i == 1) {             /* prepare it first, so that only Bind/Execute is delayed */
+            assert_int_equal(dbpool_pg_query_prepared(p, ins, &three, NULL, NULL), 0);
+            want.want++;
+        }
+        assert_int_equal(relay_set_latency(g_relay, 800), 0);
+        opts_timeout(&o, 300, 200);
+        int64_t t0 = pgt_now_ms();
+        int rc = i == 0 ? dbpool_pg_query(p, ins, &one, &o, &r)
+                        : dbpool_pg_query_prepared(p, ins, &two, &o, &r);
+        int64_t took = ms_since(t0);
+        if (rc != DBPOOL_EUNKNOWN)
+            fail_msg("path %d: got %d (%s) sent=%d: %s; want DBPOOL_EUNKNOWN", i, rc,
+                     dbpool_strerror(rc), r.sent, dbpool_last_error());
+        assert_int_equal(r.sent, 1);
+        assert_string_equal(r.sqlstate, "");
+        assert_null(r.res);
+        assert_non_null(strstr(dbpool_last_error(), "may or may not have run"));
+        assert_true(took >= 450 && took < 3000);
+        dbpool_pg_result_clear(&r);
+
+        /* ... and it did run: the row arrives once the relay delivers it */
+        want.want++;
+        if (!pgt_wait_for(rows_are, &want, 5000))
+            fail_msg("path %d: the INSERT never committed (rows: %lld, want %lld)", i,
+                     (long long)server_int("SELECT count(*) FROM pgo_unknown"),
+                     (long long)want.want);
+        assert_int_equal(relay_set_latency(g_relay, 0), 0);
+        /* the connection was discarded; a fresh one serves the next call */
+        assert_int_equal(q_int(p, "SELECT 1"), 1);
+    }
+
+    /* A cold cache: the deadline passes during the Parse, before the
+     * statement itself was sent. That one provably did not run. */
+    int64_t pid = q_int(p, "SELECT pg_backend_pid()");
+    assert_int_equal(relay_set_latency(g_relay, 800), 0);
+    opts_timeout(&o, 300, 200);
+    int rc =
+        dbpool_pg_query_prepared(p, "INSERT INTO pgo_unknown VALUES ($1::int + 0)", &one, &o, &r);
+    if (rc != DBPOOL_ETIMEDOUT)
+        fail_msg("cold cache: got %d (%s): %s; want DBPOOL_ETIMEDOUT", rc, dbpool_strerror(rc),
+                 dbpool_last_error());
+    assert_int_equal(r.sent, 0);
+    dbpool_pg_result_clear(&r);
+    if (!pgt_wait_for(pid_gone, &pid, 10000)) /* its session ends */
+        fail_msg("the discarded connection's backend never went away");
+    assert_int_equal(relay_set_latency(g_relay, 0), 0);
+    assert_int_equal(server_int("SELECT count(*) FROM pgo_unknown"), want.want);
+}
+
+/* The same fault, but the cancel is answered within the grace period: the
+ * server confirms it (57014), so the statement provably did not run. */
+static void test_timeout_confirmed_is_etimedout(void **state)
+{
+    (void)state;
+    const char *app = "it_pgo_confirmed";
+    dbpool *p = open_relayed_pool(app, 1);
+    server_exec("DROP TABLE IF EXISTS pgo_confirmed; CREATE TABLE pgo_confirmed (id int)");
+    await_idle(p, 1);
+    int64_t pid = q_int(p, "SELECT pg_backend_pid()");
+    assert_int_equal(relay_set_latency(g_relay, 100), 0);
+    dbpool_pg_opts o;
+    dbpool_pg_result r;
+
+    opts_timeout(&o, 400, 2000);
+    int64_t t0 = pgt_now_ms();
+    int rc =
+        dbpool_pg_query(p, "INSERT INTO pgo_confirmed SELECT 1 FROM pg_sleep(5)", NULL, &o, &r);
+    if (rc != DBPOOL_ETIMEDOUT)
+        fail_msg("got %d (%s): %s; want DBPOOL_ETIMEDOUT", rc, dbpool_strerror(rc),
+                 dbpool_last_error());
+    assert_true(ms_since(t0) < 2500);
+    assert_string_equal(r.sqlstate, "57014");
+    assert_non_null(strstr(dbpool_last_error(), "cancelled on the server"));
+    dbpool_pg_result_clear(&r);
+    assert_int_equal(relay_set_latency(g_relay, 0), 0);
+    /* not run, and the connection was clean enough to keep */
+    assert_int_equal(server_int("SELECT count(*) FROM pgo_confirmed"), 0);
+    assert_int_equal(q_int(p, "SELECT pg_backend_pid()"), pid);
+}
+
+/* Inside a transaction a statement with an unknown outcome says so, and the
+ * transaction that returns it was rolled back: COMMIT was never sent. */
+struct tx_arg {
+    int rc;
+};
+
+static int tx_insert_cb(dbpool_lease *tx, void *arg)
+{
+    struct tx_arg *a = arg;
+    dbpool_pg_opts o;
+    opts_timeout(&o, 300, 200);
+    a->rc = dbpool_pg_exec(tx, "INSERT INTO pgo_tx VALUES (1)", NULL, &o, NULL);
+    return a->rc;
+}
+
+static void test_tx_statement_unknown_rolls_back(void **state)
+{
+    (void)state;
+    const char *app = "it_pgo_tx";
+    dbpool *p = open_relayed_pool(app, 1);
+    server_exec("DROP TABLE IF EXISTS pgo_tx; CREATE TABLE pgo_tx (id int)");
+    await_idle(p, 1);
+    int64_t pid = q_int(p, "SELECT pg_backend_pid()");
+    assert_int_equal(relay_set_latency(g_relay, 800), 0);
+    dbpool_pg_tx_opts to;
+    dbpool_pg_tx_opts_init(&to);
+    to.query.statement_timeout = 10000; /* BEGIN takes 1.6 s through the relay */
+    struct tx_arg a = {0};
+
+    int rc = dbpool_pg_transaction(p, tx_insert_cb, &a, &to, NULL);
+    assert_int_equal(a.rc, DBPOOL_EUNKNOWN);
+    assert_int_equal(rc, DBPOOL_EUNKNOWN);
+    /* the session ends once the relay delivers the close: nothing committed */
+    if (!pgt_wait_for(pid_gone, &pid, 10000))
+        fail_msg("the transaction's backend never went away");
+    assert_int_equal(relay_set_latency(g_relay, 0), 0);
+    assert_int_equal(server_int("SELECT count(*) FROM pgo_tx"), 0);
+}
+
+/* ---------------------------------------------------------------------- */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (pgt_start(&srv) != 0) {
+        fprintf(stderr, "it_pg_outcomes: could not start PostgreSQL\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    pgt_destroy(&srv);
+    return 0;
+}
+
+int main(void)
+{
+    alarm(240); /* last resort against a hang */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_timeout_without_answer_is_unknown, test_teardown),
+        cmocka_unit_test_teardown(test_timeout_confirmed_is_etimedout, test_teardown),
+        cmocka_unit_test_teardown(test_tx_statement_unknown_rolls_back, test_teardown),
+    };
+    return cmocka_run_group_tests_name("it_pg_outcomes", tests, group_setup, group_teardown);
+}
