@@ -322,6 +322,11 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_open(dbpool **out, const dbpool_driver *d
 /* Pass as timeout_ms to use the pool's checkout_timeout. */
 #define DBPOOL_DEFAULT_TIMEOUT (-1)
 
+/* A timeout that never expires, for the options that say they take it (the
+ * query helpers' statement_timeout and cancel_grace, dbpool_pg.h). Deadlines
+ * computed from it saturate instead of overflowing. */
+#define DBPOOL_NO_LIMIT INT64_MAX
+
 /*
  * Check a connection out. Waits at most timeout_ms (DBPOOL_DEFAULT_TIMEOUT =
  * the pool's checkout_timeout; 0 = do not wait). Waiters are served strictly

@@ -125,10 +125,12 @@ DBPOOL_API int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen);
 typedef struct dbpool_pg_opts {
     int64_t checkout_timeout;  /* DBPOOL_DEFAULT_TIMEOUT  as dbpool_checkout()        */
     int64_t statement_timeout; /* 15000 ms  cancel the statement after this long;
-                                              0 = no limit                          */
+                                              0 or DBPOOL_NO_LIMIT = no limit       */
     int64_t cancel_grace;      /* 1000 ms   after the cancel, wait this long for the
                                               server's answer, then discard the
-                                              connection                            */
+                                              connection (DBPOOL_EUNKNOWN).
+                                              DBPOOL_NO_LIMIT = wait as long as it
+                                              takes; 0 = do not wait at all      */
     int unnamed;               /* 0         1: never create named prepared statements:
                                               the *_prepared helpers then behave like
                                               the plain ones (PgBouncer transaction

@@ -2,6 +2,7 @@
  * after_connect, ping, check-in reset (ROLLBACK), cancel, password redaction. */
 #include <ctype.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <unistd.h>
 #include <poll.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "dbpool_pg.h"
 #include "error.h"
 #include "driver_pg.h"
@@ -367,7 +369,7 @@ static int pg_reset(void *vctx, void *conn, int64_t timeout_ms, char *err, size_
 
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + timeout_ms;
+    int64_t deadline = deadline_add((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, timeout_ms);
     int fd = -1;
     int r = command_start(c, "ROLLBACK", &fd, err, errlen, ctx->password);
     while (r == DBPOOL_IO_READ || r == DBPOOL_IO_WRITE) {
@@ -378,7 +380,7 @@ static int pg_reset(void *vctx, void *conn, int64_t timeout_ms, char *err, size_
             return -1;
         }
         struct pollfd pfd = {.fd = fd, .events = r == DBPOOL_IO_READ ? POLLIN : POLLOUT};
-        if (poll(&pfd, 1, (int)left) < 0)
+        if (poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left) < 0)
             continue;
         r = command_step(c, &fd, err, errlen, ctx->password);
     }

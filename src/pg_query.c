@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "dbpool_pg.h"
 #include "error.h"
 #include "driver_pg.h"
@@ -508,7 +509,7 @@ static int classify(struct call *c, int cr, PGresult *res)
  */
 static int timed_out(struct call *c, PGresult **res)
 {
-    int64_t grace = now_us() + c->o.cancel_grace * 1000;
+    int64_t grace = deadline_add(now_us(), deadline_ms_to_us(c->o.cancel_grace));
     struct cancel_req *r = cancel_start(c->pg);
     int cr = collect(c->pg, grace, res);
     int delivered = cancel_wait(r, grace);
@@ -795,9 +796,11 @@ static int opts_get(const dbpool_pg_opts *in, dbpool_pg_opts *o)
     return 0;
 }
 
+/* Deadlines saturate: DBPOOL_NO_LIMIT (INT64_MAX) ms is "never", not an
+ * overflow into the past. */
 static void arm(struct call *c, int64_t timeout_ms)
 {
-    c->deadline = timeout_ms > 0 ? now_us() + timeout_ms * 1000 : 0;
+    c->deadline = timeout_ms > 0 ? deadline_add(now_us(), deadline_ms_to_us(timeout_ms)) : 0;
 }
 
 /* Bind a call to a live lease of a PostgreSQL pool. */

@@ -4,6 +4,8 @@
  *   - a statement that commits while its answer is delayed past the statement
  *     timeout and cancel_grace is DBPOOL_EUNKNOWN, never DBPOOL_ETIMEDOUT;
  *     a statement the server confirms cancelled (57014) is DBPOOL_ETIMEDOUT;
+ *   - DBPOOL_NO_LIMIT (INT64_MAX) as statement_timeout / cancel_grace means
+ *     no limit, not an overflowed deadline;
  *
  * One throwaway server for the whole file; faults come from the TCP fault
  * relay (tests/support/relay.h). Every wait is bounded. */
@@ -284,6 +286,14 @@ static int tx_insert_cb(dbpool_lease *tx, void *arg)
     return a->rc;
 }
 
+static int sleep_cb(dbpool_lease *tx, void *arg)
+{
+    (void)arg;
+    dbpool_pg_opts o;
+    opts_timeout(&o, DBPOOL_NO_LIMIT, DBPOOL_NO_LIMIT);
+    return dbpool_pg_exec(tx, "SELECT pg_sleep(0.2)", NULL, &o, NULL);
+}
+
 static void test_tx_statement_unknown_rolls_back(void **state)
 {
     (void)state;
@@ -306,6 +316,74 @@ static void test_tx_statement_unknown_rolls_back(void **state)
         fail_msg("the transaction's backend never went away");
     assert_int_equal(relay_set_latency(g_relay, 0), 0);
     assert_int_equal(server_int("SELECT count(*) FROM pgo_tx"), 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* integer limits                                                          */
+/* ---------------------------------------------------------------------- */
+
+static dbpool *open_pool(const char *app, int size)
+{
+    char ci[700];
+    snprintf(ci, sizeof ci, "%s application_name=%s", srv.conninfo, app);
+    return open_pool_ci(ci, size);
+}
+
+/* statement_timeout = DBPOOL_NO_LIMIT (INT64_MAX) is no limit: a short
+ * pg_sleep runs to completion (it used to overflow into a deadline in the
+ * past and be cancelled at once). 0 is no limit too. */
+static void test_no_limit_statement_timeout(void **state)
+{
+    (void)state;
+    dbpool *p = open_pool("it_pgo_nolimit", 1);
+    dbpool_pg_opts o;
+    dbpool_pg_result r;
+
+    const int64_t limits[] = {DBPOOL_NO_LIMIT, INT64_MAX / 1000 + 1, 0};
+    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+        opts_timeout(&o, limits[i], 1000);
+        int64_t t0 = pgt_now_ms();
+        int rc = dbpool_pg_query(p, "SELECT 7 FROM pg_sleep(0.3)", NULL, &o, &r);
+        int64_t took = ms_since(t0);
+        if (rc != 0)
+            fail_msg("statement_timeout=%lld: got %d (%s) after %lld ms: %s", (long long)limits[i],
+                     rc, dbpool_strerror(rc), (long long)took, dbpool_last_error());
+        assert_string_equal(PQgetvalue(r.res, 0, 0), "7");
+        assert_true(took >= 290);
+        dbpool_pg_result_clear(&r);
+    }
+}
+
+/* cancel_grace = DBPOOL_NO_LIMIT waits for the server's answer to the cancel
+ * (it used to overflow into no grace at all, discarding the connection and
+ * reporting no answer). */
+static void test_no_limit_cancel_grace(void **state)
+{
+    (void)state;
+    dbpool *p = open_pool("it_pgo_nograce", 1);
+    int64_t pid = q_int(p, "SELECT pg_backend_pid()");
+    dbpool_pg_opts o;
+    dbpool_pg_result r;
+
+    opts_timeout(&o, 200, DBPOOL_NO_LIMIT);
+    int64_t t0 = pgt_now_ms();
+    int rc = dbpool_pg_query(p, "SELECT pg_sleep(5)", NULL, &o, &r);
+    int64_t took = ms_since(t0);
+    if (rc != DBPOOL_ETIMEDOUT)
+        fail_msg("got %d (%s): %s; want DBPOOL_ETIMEDOUT", rc, dbpool_strerror(rc),
+                 dbpool_last_error());
+    assert_string_equal(r.sqlstate, "57014");
+    assert_true(took >= 190 && took < 3000);
+    dbpool_pg_result_clear(&r);
+    /* answered and delivered: the connection is kept */
+    assert_int_equal(q_int(p, "SELECT pg_backend_pid()"), pid);
+
+    /* the transaction API arms its commands with the same arithmetic */
+    dbpool_pg_tx_opts to;
+    dbpool_pg_tx_opts_init(&to);
+    to.query.statement_timeout = DBPOOL_NO_LIMIT;
+    to.query.cancel_grace = DBPOOL_NO_LIMIT;
+    assert_int_equal(dbpool_pg_transaction(p, sleep_cb, NULL, &to, NULL), 0);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -334,6 +412,8 @@ int main(void)
         cmocka_unit_test_teardown(test_timeout_without_answer_is_unknown, test_teardown),
         cmocka_unit_test_teardown(test_timeout_confirmed_is_etimedout, test_teardown),
         cmocka_unit_test_teardown(test_tx_statement_unknown_rolls_back, test_teardown),
+        cmocka_unit_test_teardown(test_no_limit_statement_timeout, test_teardown),
+        cmocka_unit_test_teardown(test_no_limit_cancel_grace, test_teardown),
     };
     return cmocka_run_group_tests_name("it_pg_outcomes", tests, group_setup, group_teardown);
 }
