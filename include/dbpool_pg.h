@@ -99,7 +99,10 @@ DBPOOL_API int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen);
  * Retries. The pool-level helpers retry on another connection only when the
  * statement provably did not reach the server: the connection was found dead
  * before anything was sent (libpq reports it bad, or the socket already shows
- * the server's EOF), or only effect-free steps before the statement were lost
+ * the server's EOF or the error it sends before closing, e.g. FATAL 57P01
+ * after pg_terminate_backend, even if the close has not arrived yet -- unless
+ * you replaced the connection's notice receiver, see postgresql-queries.md),
+ * or only effect-free steps before the statement were lost
  * (DEALLOCATE of evicted statements and the Parse of a statement being
  * prepared; the BEGIN of a transaction). Never once the statement itself may
  * have been sent. At most `size` retries per call, each

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -368,12 +369,86 @@ struct call {
     char msg[320]; /* detail of the last non-OK exchange */
 };
 
+/* ---- the server's last words on an idle connection ----------------------------- */
+
+/*
+ * libpq's own notice receiver. It ignores its argument (it passes each notice
+ * to the notice processor recorded in the result), so it can be put back
+ * with any. Learnt once, from a PGconn that never connects: an unknown
+ * option fails the parse before anything else happens.
+ */
+static PQnoticeReceiver libpq_receiver;
+static pthread_once_t libpq_receiver_once = PTHREAD_ONCE_INIT;
+
+static void learn_libpq_receiver(void)
+{
+    const char *const keys[] = {"dbpool_no_such_option", NULL};
+    const char *const vals[] = {"", NULL};
+    PGconn *pg = PQconnectStartParams(keys, vals, 0);
+
+    if (pg)
+        libpq_receiver = PQsetNoticeReceiver(pg, NULL, NULL); /* NULL: only reads it */
+    PQfinish(pg);
+}
+
+struct last_words {
+    int ended;     /* an error arrived: the server is ending the session */
+    char msg[256]; /* the first one */
+};
+
+/* Notices go on to libpq's receiver as usual; an error is kept. */
+static void last_words_receiver(void *arg, const PGresult *res)
+{
+    struct last_words *lw = arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+    if (!sev) /* a server before 9.6: the severity may be translated */
+        sev = PQresultErrorField(res, PG_DIAG_SEVERITY);
+    if (sev && strcmp(sev, "ERROR") != 0 && strcmp(sev, "FATAL") != 0 &&
+        strcmp(sev, "PANIC") != 0) {
+        libpq_receiver(NULL, res);
+        return;
+    }
+    if (!lw->ended)
+        snprintf(lw->msg, sizeof(lw->msg), "%s: %s (SQLSTATE %s)", sev ? sev : "ERROR", m ? m : "",
+                 st ? st : "none");
+    lw->ended = 1;
+}
+
+/*
+ * Parse what an idle connection has received. A message that arrives while
+ * no query runs goes to libpq's notice receiver -- an error too, and that is
+ * how the server's last words come (57P01 after pg_terminate_backend, an
+ * idle-session timeout, a shutdown) when its close has not arrived yet: the
+ * session is over, although libpq still says CONNECTION_OK. So parse under a
+ * receiver of ours that recognises them (and passes notices on). A receiver
+ * the application installed could not be put back (libpq does not tell its
+ * argument): such a connection is left to the next exchange, as before.
+ * Returns 1 if the session is over (reason in msg).
+ */
+static int read_last_words(PGconn *pg, char *msg, size_t len)
+{
+    struct last_words lw = {0};
+
+    pthread_once(&libpq_receiver_once, learn_libpq_receiver);
+    if (!libpq_receiver || PQsetNoticeReceiver(pg, NULL, NULL) != libpq_receiver)
+        return 0;
+    PQsetNoticeReceiver(pg, last_words_receiver, &lw);
+    (void)PQisBusy(pg); /* parses whatever is buffered */
+    PQsetNoticeReceiver(pg, libpq_receiver, NULL);
+    if (lw.ended)
+        snprintf(msg, len, "the server ended the session: %s", lw.msg);
+    return lw.ended;
+}
+
 /*
  * Does the idle connection already show that the server went away? Reading
  * what is pending (an EOF, an error sent before closing) costs one poll()
  * when nothing is; it is what makes "dead before sending" provable.
  */
-static int probe_dead(PGconn *pg)
+static int probe_dead(PGconn *pg, char *msg, size_t len)
 {
     int fd = PQsocket(pg);
 
@@ -383,12 +458,14 @@ static int probe_dead(PGconn *pg)
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 0) <= 0)
             break;
-        /* Only buffer it: parsing an error here would make libpq print it as
-         * a notice; the next exchange parses it in order. */
         if (!PQconsumeInput(pg))
             return 1;
     }
-    return PQstatus(pg) != CONNECTION_OK;
+    if (PQstatus(pg) != CONNECTION_OK)
+        return 1;
+    /* (also what an earlier read buffered; with a query running the input
+     * is its answer, which the exchange reads) */
+    return PQtransactionStatus(pg) != PQTRANS_ACTIVE && read_last_words(pg, msg, len);
 }
 
 /* Keep the first error result, else the last result. */
@@ -551,8 +628,9 @@ static int exchange(struct call *c, int kind, const char *name, const char *sql,
 
     *res = NULL;
     c->msg[0] = '\0';
-    if (PQstatus(pg) != CONNECTION_OK || probe_dead(pg)) {
-        conn_msg(c->msg, sizeof(c->msg), pg, "connection is closed");
+    if (PQstatus(pg) != CONNECTION_OK || probe_dead(pg, c->msg, sizeof(c->msg))) {
+        if (!c->msg[0])
+            conn_msg(c->msg, sizeof(c->msg), pg, "connection is closed");
         c->discard = 1;
         return XS_DEAD;
     }

@@ -4,6 +4,8 @@
  *   - a statement that commits while its answer is delayed past the statement
  *     timeout and cancel_grace is DBPOOL_EUNKNOWN, never DBPOOL_ETIMEDOUT;
  *     a statement the server confirms cancelled (57014) is DBPOOL_ETIMEDOUT;
+ *   - a pooled session the server has already ended (its FATAL is on the
+ *     socket, its close not yet) is dead before sending: retried safely;
  *   - DBPOOL_NO_LIMIT (INT64_MAX) as statement_timeout / cancel_grace means
  *     no limit, not an overflowed deadline;
  *
@@ -319,6 +321,94 @@ static void test_tx_statement_unknown_rolls_back(void **state)
 }
 
 /* ---------------------------------------------------------------------- */
+/* a session the server has already ended                                  */
+/* ---------------------------------------------------------------------- */
+
+static int select_cb(dbpool_lease *tx, void *arg)
+{
+    (void)arg;
+    return dbpool_pg_exec(tx, "SELECT 1", NULL, NULL, NULL);
+}
+
+static int held_eofs_is(int want)
+{
+    int64_t t0 = pgt_now_ms();
+    while (relay_held_eofs(g_relay) != want && ms_since(t0) < 5000)
+        usleep(5000);
+    return relay_held_eofs(g_relay) == want;
+}
+
+/* Terminate the backend of the pool's only connection while it is idle and
+ * wait until its FATAL (57P01) has reached our socket while its close is
+ * still held back by the relay (for 2 s). */
+static void terminate_idle(dbpool *p)
+{
+    int64_t pid = q_int(p, "SELECT pg_backend_pid()");
+    assert_true(held_eofs_is(0));
+    assert_int_equal(server_int("SELECT pg_terminate_backend(%lld, 5000)::int", (long long)pid), 1);
+    if (!held_eofs_is(1))
+        fail_msg("the relay never held the terminated backend's close");
+}
+
+/*
+ * pg_terminate_backend of an idle pooled connection: the server's FATAL is
+ * already on the socket but its close has not arrived. The session provably
+ * ended before anything was sent, so the helpers treat the connection as
+ * dead before sending: the pool-level call is retried on a fresh connection
+ * and succeeds (it used to send, then fail with ECONNLOST, sent = 1, "may or
+ * may not have run"); a lease-level call says sent = 0; a transaction is
+ * re-run elsewhere.
+ */
+static void test_terminated_idle_session_is_dead_before_send(void **state)
+{
+    (void)state;
+    dbpool *p = open_relayed_pool("it_pgo_terminated", 1);
+    await_idle(p, 1);
+    assert_int_equal(relay_set_eof_delay(g_relay, 2000), 0);
+    dbpool_pg_result r;
+
+    /* the pool-level helper: safe retry */
+    terminate_idle(p);
+    int64_t t0 = pgt_now_ms();
+    int rc = dbpool_pg_query(p, "SELECT 42", NULL, NULL, &r);
+    if (rc != 0)
+        fail_msg("got %d (%s) sent=%d sqlstate=%s: %s; want success after a retry", rc,
+                 dbpool_strerror(rc), r.sent, r.sqlstate, dbpool_last_error());
+    assert_int_equal(r.retries, 1);
+    assert_string_equal(PQgetvalue(r.res, 0, 0), "42");
+    assert_true(ms_since(t0) < 1500); /* did not wait for the held close */
+    dbpool_pg_result_clear(&r);
+
+    /* the prepared path */
+    assert_true(held_eofs_is(0));
+    terminate_idle(p);
+    assert_int_equal(dbpool_pg_query_prepared(p, "SELECT 43", NULL, NULL, &r), 0);
+    assert_int_equal(r.retries, 1);
+    dbpool_pg_result_clear(&r);
+
+    /* on a lease: no retry, but the caller learns that nothing was sent */
+    assert_true(held_eofs_is(0));
+    terminate_idle(p);
+    dbpool_lease l;
+    assert_int_equal(dbpool_checkout(p, 5000, &l), 0);
+    rc = dbpool_pg_exec(&l, "SELECT 44", NULL, NULL, &r);
+    if (rc != DBPOOL_ECONNLOST || r.sent != 0)
+        fail_msg("lease: got %d (%s) sent=%d: %s; want DBPOOL_ECONNLOST with sent=0", rc,
+                 dbpool_strerror(rc), r.sent, dbpool_last_error());
+    assert_non_null(strstr(dbpool_last_error(), "before sending"));
+    assert_non_null(strstr(dbpool_last_error(), "57P01"));
+    dbpool_pg_result_clear(&r);
+    assert_int_equal(dbpool_checkin(&l), 0);
+
+    /* a transaction: BEGIN was never sent, so it is re-run elsewhere */
+    assert_true(held_eofs_is(0));
+    terminate_idle(p);
+    dbpool_pg_timings tm;
+    assert_int_equal(dbpool_pg_transaction(p, select_cb, NULL, NULL, &tm), 0);
+    assert_int_equal(tm.attempts, 2);
+}
+
+/* ---------------------------------------------------------------------- */
 /* integer limits                                                          */
 /* ---------------------------------------------------------------------- */
 
@@ -412,6 +502,7 @@ int main(void)
         cmocka_unit_test_teardown(test_timeout_without_answer_is_unknown, test_teardown),
         cmocka_unit_test_teardown(test_timeout_confirmed_is_etimedout, test_teardown),
         cmocka_unit_test_teardown(test_tx_statement_unknown_rolls_back, test_teardown),
+        cmocka_unit_test_teardown(test_terminated_idle_session_is_dead_before_send, test_teardown),
         cmocka_unit_test_teardown(test_no_limit_statement_timeout, test_teardown),
         cmocka_unit_test_teardown(test_no_limit_cancel_grace, test_teardown),
     };
