@@ -224,6 +224,19 @@ static int command_start(struct pg_conn *c, const char *sql, int *fd, char *err,
     return command_step(c, fd, err, errlen, password);
 }
 
+/* ---- connect outcomes --------------------------------------------------- */
+
+/* after_connect failed, on the server or locally: say so in front of the
+ * message, whichever step found it. */
+static int after_connect_failed(char *err, size_t errlen)
+{
+    char tmp[256];
+
+    snprintf(tmp, sizeof(tmp), "after_connect failed: %s", err);
+    snprintf(err, errlen, "%s", tmp);
+    return DBPOOL_IO_FAIL;
+}
+
 /* ---- driver ------------------------------------------------------------- */
 
 /* Start a connect with these parameters (no name lookup left to do). */
@@ -284,8 +297,10 @@ static int pg_connect_poll(void *vctx, void *conn, int *fd, char *err, size_t er
     struct pg_ctx *ctx = vctx;
     struct pg_conn *c = conn;
 
-    if (c->phase == PH_AFTER)
-        return command_step(c, fd, err, errlen, ctx->password);
+    if (c->phase == PH_AFTER) {
+        int r = command_step(c, fd, err, errlen, ctx->password);
+        return r == DBPOOL_IO_FAIL ? after_connect_failed(err, errlen) : r;
+    }
     switch (PQconnectPoll(c->pg)) {
     case PGRES_POLLING_READING:
         *fd = PQsocket(c->pg);
@@ -301,12 +316,7 @@ static int pg_connect_poll(void *vctx, void *conn, int *fd, char *err, size_t er
         c->phase = PH_AFTER;
         {
             int r = command_start(c, ctx->after_connect, fd, err, errlen, ctx->password);
-            if (r == DBPOOL_IO_FAIL) {
-                char tmp[256];
-                snprintf(tmp, sizeof(tmp), "after_connect failed: %s", err);
-                snprintf(err, errlen, "%s", tmp);
-            }
-            return r;
+            return r == DBPOOL_IO_FAIL ? after_connect_failed(err, errlen) : r;
         }
     default:
         conn_error(c, err, errlen, ctx->password);
