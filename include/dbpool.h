@@ -232,7 +232,7 @@ enum {
     DBPOOL_IO_READ = 1,    /* call again when the fd is readable */
     DBPOOL_IO_WRITE = 2,   /* call again when the fd is writable */
     DBPOOL_IO_FAIL = -1,   /* failed; message in err */
-    DBPOOL_IO_NOT_YET = -2 /* connect refused for now, server starting up (57P03):
+    DBPOOL_IO_NOT_YET = -2 /* connect refused for now, server coming back (57P03):
                               retried with backoff but the pool is not DOWN */
 };
 

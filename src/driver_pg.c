@@ -237,6 +237,36 @@ static int after_connect_failed(char *err, size_t errlen)
     return DBPOOL_IO_FAIL;
 }
 
+/*
+ * Is this failed connect a 57P03 (cannot_connect_now) from a server that is
+ * coming back? libpq gives a failed connect only as text, e.g. 'connection to
+ * server at "db" (10.0.0.5), port 5432 failed: FATAL:  the database system is
+ * starting up', so we look for the server's primary messages right after
+ * libpq's "<severity>:  " separator, anywhere in the text (with several hosts
+ * libpq lists every one it tried). Decided per message:
+ *   starting up, not yet accepting connections (a standby before it is
+ *   consistent), not accepting connections (hot_standby = off), in recovery
+ *   mode (crash recovery): coming back -> wait (DBPOOL_IO_NOT_YET);
+ *   shutting down: going away, maybe for good -> an ordinary failure (DOWN).
+ * Limit: the server writes these in its lc_messages; a server that
+ * translates them is not recognised, and its refusals count as failures.
+ */
+static int coming_back(const char *msg)
+{
+    static const char *const texts[] = {
+        "the database system is starting up",
+        "the database system is not yet accepting connections",
+        "the database system is not accepting connections",
+        "the database system is in recovery mode",
+    };
+
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+        for (const char *p = msg; (p = strstr(p, texts[i])) != NULL; p++)
+            if (p - msg >= 3 && strncmp(p - 3, ":  ", 3) == 0)
+                return 1;
+    return 0;
+}
+
 /* ---- driver ------------------------------------------------------------- */
 
 /* Start a connect with these parameters (no name lookup left to do). */
@@ -320,12 +350,8 @@ static int pg_connect_poll(void *vctx, void *conn, int *fd, char *err, size_t er
         }
     default:
         conn_error(c, err, errlen, ctx->password);
-        /* 57P03: libpq gives no SQLSTATE for a failed connect, only text */
-        if (strstr(err, "the database system is starting up") ||
-            strstr(err, "the database system is not yet accepting connections") ||
-            strstr(err, "the database system is not accepting connections"))
-            return DBPOOL_IO_NOT_YET;
-        return DBPOOL_IO_FAIL;
+        /* the unscrubbed text: a password could hide part of the message */
+        return coming_back(PQerrorMessage(c->pg)) ? DBPOOL_IO_NOT_YET : DBPOOL_IO_FAIL;
     }
 }
 

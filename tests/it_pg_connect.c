@@ -2,9 +2,16 @@
  * against a real PostgreSQL:
  *
  *   - an after_connect the server rejects fails the connect with
- *     "after_connect failed: <server message>" everywhere it is reported.
+ *     "after_connect failed: <server message>" everywhere it is reported;
+ *   - 57P03 refusals are decided per message: "in recovery mode" (crash
+ *     recovery) means wait, like "starting up"; "shutting down" means DOWN.
  *
- * One throwaway server for the whole file. Every wait is bounded. */
+ * One throwaway server for the whole file; the tests crash and stop it, so
+ * they run in this order. Crash recovery is held open deterministically: one
+ * backend is stopped (SIGSTOP) before another is killed, so the postmaster
+ * waits for it (answering "in recovery mode") until the test lets it go
+ * (SIGCONT), or until the postmaster's own 5 s SIGKILL. Every wait is
+ * bounded. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -26,6 +33,7 @@
 
 static pgt_server srv;
 static dbpool *g_pool;
+static pid_t g_stopped; /* a backend we SIGSTOPped: always SIGCONT it */
 
 /* ---------------------------------------------------------------------- */
 /* helpers                                                                 */
@@ -91,6 +99,9 @@ static dbpool *open_pool(const char *app, const char *after_connect)
 static int test_teardown(void **state)
 {
     (void)state;
+    if (g_stopped > 0)
+        kill(g_stopped, SIGCONT);
+    g_stopped = 0;
     (void)dbpool_close(g_pool);
     g_pool = NULL;
     return 0;
@@ -111,6 +122,47 @@ static int failures_at_least(void *arg)
 static void stats(dbpool *p, dbpool_stats *st)
 {
     assert_int_equal(dbpool_stats_get(p, st), 0);
+}
+
+/* A fresh direct connection's error ("" if it connected). */
+static void try_connect(char *err, size_t len)
+{
+    char ci[700];
+    snprintf(ci, sizeof ci, "%s connect_timeout=2", srv.conninfo);
+    PGconn *c = PQconnectdb(ci);
+    snprintf(err, len, "%s", PQstatus(c) == CONNECTION_OK ? "" : PQerrorMessage(c));
+    PQfinish(c);
+}
+
+/* Wait until a direct connect fails with `want` in its message. */
+static void await_refusal(const char *want)
+{
+    char err[512] = "";
+    int64_t t0 = pgt_now_ms();
+    do {
+        try_connect(err, sizeof err);
+        if (strstr(err, want))
+            return;
+        usleep(20000);
+    } while (pgt_now_ms() - t0 < 5000);
+    fail_msg("the server never refused with \"%s\" (last: \"%s\")", want, err);
+}
+
+static int server_accepts(void *arg)
+{
+    char err[512];
+    (void)arg;
+    try_connect(err, sizeof err);
+    return err[0] == '\0';
+}
+
+static PGconn *direct(int64_t *pid)
+{
+    PGconn *c = PQconnectdb(srv.conninfo);
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("connect: %s", PQerrorMessage(c));
+    *pid = PQbackendPID(c);
+    return c;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -150,6 +202,106 @@ static void test_after_connect_server_error_prefixed(void **state)
 }
 
 /* ---------------------------------------------------------------------- */
+/* 57P03                                                                   */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * Crash recovery: a backend dies of SIGKILL, the postmaster ends every
+ * session and refuses new ones with "the database system is in recovery
+ * mode" until it has recovered. That is the server coming back: the pool
+ * waits (STARTING, checkouts queue) instead of going DOWN and failing every
+ * caller with DBPOOL_EUNAVAILABLE, then serves as soon as the server is back.
+ */
+static void test_crash_recovery_waits(void **state)
+{
+    (void)state;
+    int64_t stop_pid, kill_pid;
+    PGconn *held = direct(&stop_pid), *victim = direct(&kill_pid);
+
+    /* hold the recovery open: the postmaster waits for every child */
+    assert_int_equal(kill((pid_t)stop_pid, SIGSTOP), 0);
+    g_stopped = (pid_t)stop_pid;
+    assert_int_equal(kill((pid_t)kill_pid, SIGKILL), 0);
+    await_refusal("the database system is in recovery mode");
+
+    dbpool *p = open_pool("it_pgc_recovery", NULL);
+    struct failures f = {p, 2};
+    dbpool_stats st;
+    if (!pgt_wait_for(failures_at_least, &f, 4000)) {
+        stats(p, &st);
+        fail_msg("the pool saw fewer than 2 refusals: state %s, %llu failures, %llu connects, "
+                 "last_error \"%s\"",
+                 dbpool_state_name(st.state), (unsigned long long)st.connect_failures,
+                 (unsigned long long)st.connects, st.last_error);
+    }
+    stats(p, &st);
+    if (!strstr(st.last_error, "in recovery mode"))
+        fail_msg("last_error \"%s\"", st.last_error);
+    if (st.state != DBPOOL_STATE_STARTING)
+        fail_msg("state %s during crash recovery, want STARTING (last_error \"%s\")",
+                 dbpool_state_name(st.state), st.last_error);
+    dbpool_lease l;
+    int rc = dbpool_checkout(p, 300, &l);
+    if (rc != DBPOOL_ETIMEDOUT)
+        fail_msg("checkout during crash recovery: %d (%s): %s; want DBPOOL_ETIMEDOUT (waited)", rc,
+                 dbpool_strerror(rc), dbpool_last_error());
+
+    /* let the recovery finish: a caller waiting now is served */
+    assert_int_equal(kill(g_stopped, SIGCONT), 0);
+    g_stopped = 0;
+    int64_t t0 = pgt_now_ms();
+    rc = dbpool_checkout(p, 20000, &l);
+    if (rc != 0)
+        fail_msg("checkout after recovery: %d (%s): %s", rc, dbpool_strerror(rc),
+                 dbpool_last_error());
+    print_message("crash recovery: served %lld ms after SIGCONT\n", (long long)(pgt_now_ms() - t0));
+    assert_int_equal(dbpool_checkin(&l), 0);
+    stats(p, &st);
+    assert_int_equal(st.state, DBPOOL_STATE_UP);
+    PQfinish(held);
+    PQfinish(victim);
+}
+
+/*
+ * Shutdown: a smart shutdown waits for the open sessions and refuses new ones
+ * with "the database system is shutting down". The server is going away,
+ * maybe for good: the pool is DOWN and callers fail fast.
+ */
+static void test_shutting_down_is_down(void **state)
+{
+    (void)state;
+    if (!pgt_wait_for(server_accepts, NULL, 20000))
+        fail_msg("the server is not back");
+    int64_t pid;
+    PGconn *held = direct(&pid); /* keeps the smart shutdown waiting */
+    char path[400];
+    snprintf(path, sizeof path, "%s/data/postmaster.pid", srv.dir);
+    FILE *fp = fopen(path, "r");
+    long pm = 0;
+    assert_non_null(fp);
+    assert_int_equal(fscanf(fp, "%ld", &pm), 1);
+    fclose(fp);
+    assert_int_equal(kill((pid_t)pm, SIGTERM), 0); /* smart shutdown */
+    await_refusal("the database system is shutting down");
+
+    dbpool *p = open_pool("it_pgc_shutdown", NULL);
+    struct failures f = {p, 1};
+    assert_true(pgt_wait_for(failures_at_least, &f, 5000));
+    dbpool_stats st;
+    stats(p, &st);
+    if (st.state != DBPOOL_STATE_DOWN || !strstr(st.last_error, "shutting down"))
+        fail_msg("state %s, last_error \"%s\"; want DOWN (shutting down)",
+                 dbpool_state_name(st.state), st.last_error);
+    dbpool_lease l;
+    int64_t t0 = pgt_now_ms();
+    assert_int_equal(dbpool_checkout(p, 2000, &l), DBPOOL_EUNAVAILABLE);
+    assert_true(pgt_now_ms() - t0 < 1000); /* fails fast */
+    assert_non_null(strstr(dbpool_last_error(), "shutting down"));
+
+    PQfinish(held); /* the shutdown completes; teardown removes the rest */
+}
+
+/* ---------------------------------------------------------------------- */
 
 static int group_setup(void **state)
 {
@@ -173,6 +325,8 @@ int main(void)
     alarm(240); /* last resort against a hang */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_after_connect_server_error_prefixed, test_teardown),
+        cmocka_unit_test_teardown(test_crash_recovery_waits, test_teardown),
+        cmocka_unit_test_teardown(test_shutting_down_is_down, test_teardown),
     };
     return cmocka_run_group_tests_name("it_pg_connect", tests, group_setup, group_teardown);
 }
