@@ -953,9 +953,9 @@ static int lease_exec(dbpool_lease *l, int cached, const char *sql, const dbpool
     /* hold_timeout fired: the pool sent a cancel request and discards the
      * connection at check-in. A failure becomes EEXPIRED -- except an unknown
      * outcome, which stays one: that cancel proves nothing either. */
+    char why[320];
+    snprintf(why, sizeof(why), "%s", dbpool_last_error()); /* lease_check sets its own */
     if (dbpool_lease_check(l) == DBPOOL_EEXPIRED && rc != 0) {
-        char why[320];
-        snprintf(why, sizeof(why), "%s", dbpool_last_error());
         if (rc == DBPOOL_EUNKNOWN || (rc == DBPOOL_ECONNLOST && c.sent))
             rc = set_error(rc,
                            "%s (the lease had outlived hold_timeout; the connection is "
@@ -970,14 +970,18 @@ static int lease_exec(dbpool_lease *l, int cached, const char *sql, const dbpool
     return rc;
 }
 
-/* Check the lease in, or discard it when it is unusable. */
+/* Check the lease in, or discard it when it is unusable. The call's own
+ * message stays: the check-in's ("lease held longer than hold_timeout") must
+ * not replace what happened to the statement. */
 static int give_back(dbpool_lease *l)
 {
     PGconn *pg = dbpool_pg_conn(l);
+    char keep[512];
 
-    if (pg && PQstatus(pg) != CONNECTION_OK)
-        return dbpool_discard(l);
-    return dbpool_checkin(l);
+    snprintf(keep, sizeof(keep), "%s", dbpool_last_error());
+    int rc = pg && PQstatus(pg) != CONNECTION_OK ? dbpool_discard(l) : dbpool_checkin(l);
+    set_error_msg("%s", keep);
+    return rc;
 }
 
 /* How many dead connections one call may skip: the pool's size. */
@@ -1248,9 +1252,17 @@ static int tx_top(dbpool_lease *l, dbpool_pg_tx_cb fn, void *arg, const dbpool_p
     }
     ti->db_us = c.qs->db_us - db0;
     call_end(&c);
-    if (dbpool_lease_check(l) == DBPOOL_EEXPIRED && rc != 0 && rc != DBPOOL_ECOMMIT_UNKNOWN)
-        rc = set_error(DBPOOL_EEXPIRED, "transaction: the lease outlived hold_timeout; its "
-                                        "query was cancelled and it was rolled back");
+    /* hold_timeout: COMMIT was not sent (or failed), so it was rolled back;
+     * an unknown COMMIT stays unknown, with its own message */
+    char why[320];
+    snprintf(why, sizeof(why), "%s", dbpool_last_error()); /* lease_check sets its own */
+    if (dbpool_lease_check(l) == DBPOOL_EEXPIRED && rc != 0) {
+        if (rc == DBPOOL_ECOMMIT_UNKNOWN)
+            set_error_msg("%s", why);
+        else
+            rc = set_error(DBPOOL_EEXPIRED, "transaction: the lease outlived hold_timeout; the "
+                                            "pool cancelled its query and it was rolled back");
+    }
     return rc;
 }
 

@@ -37,6 +37,7 @@ static pgt_server srv;
 #define MAX_POOLS 2
 static dbpool *g_pools[MAX_POOLS];
 static relay *g_relay;
+static int64_t g_hold_timeout; /* 0: the default */
 
 static void fast_config(dbpool_config *cfg, int size)
 {
@@ -48,6 +49,8 @@ static void fast_config(dbpool_config *cfg, int size)
     cfg->connect_timeout = 5000;
     cfg->checkout_timeout = 5000;
     cfg->log_level = DBPOOL_LOG_NONE;
+    if (g_hold_timeout)
+        cfg->hold_timeout = g_hold_timeout;
 }
 
 static dbpool *open_pool_ci(const char *conninfo, int size)
@@ -89,6 +92,7 @@ static int test_teardown(void **state)
     }
     relay_stop(g_relay);
     g_relay = NULL;
+    g_hold_timeout = 0;
     return 0;
 }
 
@@ -286,6 +290,38 @@ static int tx_insert_cb(dbpool_lease *tx, void *arg)
     opts_timeout(&o, 300, 200);
     a->rc = dbpool_pg_exec(tx, "INSERT INTO pgo_tx VALUES (1)", NULL, &o, NULL);
     return a->rc;
+}
+
+/* hold_timeout fires while such a statement runs: the pool's own cancel
+ * request proves nothing either, so the outcome stays unknown (it used to
+ * become DBPOOL_EEXPIRED, "the query was cancelled"). */
+static void test_hold_timeout_keeps_unknown(void **state)
+{
+    (void)state;
+    g_hold_timeout = 300;
+    dbpool *p = open_relayed_pool("it_pgo_hold", 1);
+    server_exec("DROP TABLE IF EXISTS pgo_hold; CREATE TABLE pgo_hold (id int)");
+    await_idle(p, 1);
+    assert_int_equal(relay_set_latency(g_relay, 800), 0);
+    dbpool_pg_opts o;
+    dbpool_pg_result r;
+
+    opts_timeout(&o, 400, 300);
+    int rc = dbpool_pg_query(p, "INSERT INTO pgo_hold VALUES (1)", NULL, &o, &r);
+    if (rc != DBPOOL_EUNKNOWN)
+        fail_msg("got %d (%s) sent=%d: %s; want DBPOOL_EUNKNOWN", rc, dbpool_strerror(rc), r.sent,
+                 dbpool_last_error());
+    assert_int_equal(r.sent, 1);
+    assert_non_null(strstr(dbpool_last_error(), "hold_timeout"));
+    assert_non_null(strstr(dbpool_last_error(), "may or may not have run"));
+    dbpool_pg_result_clear(&r);
+    struct rows want = {"pgo_hold", 1};
+    if (!pgt_wait_for(rows_are, &want, 5000))
+        fail_msg("the INSERT never committed");
+    dbpool_stats st;
+    assert_int_equal(dbpool_stats_get(p, &st), 0);
+    assert_true(st.hold_timeouts >= 1);
+    assert_int_equal(relay_set_latency(g_relay, 0), 0);
 }
 
 static int sleep_cb(dbpool_lease *tx, void *arg)
@@ -502,6 +538,7 @@ int main(void)
         cmocka_unit_test_teardown(test_timeout_without_answer_is_unknown, test_teardown),
         cmocka_unit_test_teardown(test_timeout_confirmed_is_etimedout, test_teardown),
         cmocka_unit_test_teardown(test_tx_statement_unknown_rolls_back, test_teardown),
+        cmocka_unit_test_teardown(test_hold_timeout_keeps_unknown, test_teardown),
         cmocka_unit_test_teardown(test_terminated_idle_session_is_dead_before_send, test_teardown),
         cmocka_unit_test_teardown(test_no_limit_statement_timeout, test_teardown),
         cmocka_unit_test_teardown(test_no_limit_cancel_grace, test_teardown),
