@@ -29,10 +29,10 @@
 
 #include "dbpool.h"
 #include "dbpool_pg.h"
+#include "itpool.h"
 #include "pgserver.h"
 
 static pgt_server srv;
-static dbpool *g_pool;
 static pid_t g_stopped; /* a backend we SIGSTOPped: always SIGCONT it */
 
 /* ---------------------------------------------------------------------- */
@@ -73,7 +73,6 @@ static int events_seen_cond(void *arg)
 
 static dbpool *open_pool(const char *app, const char *after_connect)
 {
-    char ci[700];
     dbpool_config cfg;
 
     pthread_mutex_lock(&g_ev.mu);
@@ -89,11 +88,7 @@ static dbpool *open_pool(const char *app, const char *after_connect)
     cfg.log_level = DBPOOL_LOG_NONE;
     cfg.after_connect = after_connect;
     cfg.event_cb = on_event;
-    snprintf(ci, sizeof ci, "%s application_name=%s", srv.conninfo, app);
-    int rc = dbpool_pg_open(&g_pool, ci, &cfg);
-    if (rc != 0)
-        fail_msg("dbpool_pg_open: %d %s", rc, dbpool_last_error());
-    return g_pool;
+    return itp_open(&srv, app, &cfg);
 }
 
 static int test_teardown(void **state)
@@ -102,26 +97,13 @@ static int test_teardown(void **state)
     if (g_stopped > 0)
         kill(g_stopped, SIGCONT);
     g_stopped = 0;
-    (void)dbpool_close(g_pool);
-    g_pool = NULL;
+    itp_close_all();
     return 0;
 }
 
-struct failures {
-    dbpool *pool;
-    uint64_t n;
-};
-
-static int failures_at_least(void *arg)
+static int failures_at_least(const dbpool_stats *st, int64_t n)
 {
-    struct failures *f = arg;
-    dbpool_stats st;
-    return dbpool_stats_get(f->pool, &st) == 0 && st.connect_failures >= f->n;
-}
-
-static void stats(dbpool *p, dbpool_stats *st)
-{
-    assert_int_equal(dbpool_stats_get(p, st), 0);
+    return st->connect_failures >= (uint64_t)n;
 }
 
 /* A fresh direct connection's error ("" if it connected). */
@@ -176,8 +158,7 @@ static void test_after_connect_server_error_prefixed(void **state)
 {
     (void)state;
     dbpool *p = open_pool("it_pgc_after", "SET application_name = 'it_pgc_after2'; SELECT 1/0");
-    struct failures f = {p, 1};
-    assert_true(pgt_wait_for(failures_at_least, &f, 10000));
+    assert_true(itp_wait_stats(p, failures_at_least, 1, 10000));
     assert_true(pgt_wait_for(events_seen_cond, NULL, 5000)); /* events come on their own */
 
     pthread_mutex_lock(&g_ev.mu);
@@ -187,8 +168,7 @@ static void test_after_connect_server_error_prefixed(void **state)
     if (strncmp(first, "after_connect failed: ", 22) != 0 || !strstr(first, "division by zero"))
         fail_msg("event detail \"%s\"", first);
 
-    dbpool_stats st;
-    stats(p, &st);
+    dbpool_stats st = itp_stats(p);
     if (strncmp(st.last_error, "after_connect failed: ", 22) != 0 ||
         !strstr(st.last_error, "division by zero"))
         fail_msg("last_error \"%s\"", st.last_error);
@@ -225,16 +205,15 @@ static void test_crash_recovery_waits(void **state)
     await_refusal("the database system is in recovery mode");
 
     dbpool *p = open_pool("it_pgc_recovery", NULL);
-    struct failures f = {p, 2};
     dbpool_stats st;
-    if (!pgt_wait_for(failures_at_least, &f, 4000)) {
-        stats(p, &st);
+    if (!itp_wait_stats(p, failures_at_least, 2, 4000)) {
+        st = itp_stats(p);
         fail_msg("the pool saw fewer than 2 refusals: state %s, %llu failures, %llu connects, "
                  "last_error \"%s\"",
                  dbpool_state_name(st.state), (unsigned long long)st.connect_failures,
                  (unsigned long long)st.connects, st.last_error);
     }
-    stats(p, &st);
+    st = itp_stats(p);
     if (!strstr(st.last_error, "in recovery mode"))
         fail_msg("last_error \"%s\"", st.last_error);
     if (st.state != DBPOOL_STATE_STARTING)
@@ -256,7 +235,7 @@ static void test_crash_recovery_waits(void **state)
                  dbpool_last_error());
     print_message("crash recovery: served %lld ms after SIGCONT\n", (long long)(pgt_now_ms() - t0));
     assert_int_equal(dbpool_checkin(&l), 0);
-    stats(p, &st);
+    st = itp_stats(p);
     assert_int_equal(st.state, DBPOOL_STATE_UP);
     PQfinish(held);
     PQfinish(victim);
@@ -285,10 +264,8 @@ static void test_shutting_down_is_down(void **state)
     await_refusal("the database system is shutting down");
 
     dbpool *p = open_pool("it_pgc_shutdown", NULL);
-    struct failures f = {p, 1};
-    assert_true(pgt_wait_for(failures_at_least, &f, 5000));
-    dbpool_stats st;
-    stats(p, &st);
+    assert_true(itp_wait_stats(p, failures_at_least, 1, 5000));
+    dbpool_stats st = itp_stats(p);
     if (st.state != DBPOOL_STATE_DOWN || !strstr(st.last_error, "shutting down"))
         fail_msg("state %s, last_error \"%s\"; want DOWN (shutting down)",
                  dbpool_state_name(st.state), st.last_error);

@@ -25,6 +25,7 @@
 
 #include "dbpool.h"
 #include "dbpool_pg.h"
+#include "itpool.h"
 #include "pgserver.h"
 #include "relay.h"
 
@@ -34,8 +35,6 @@ static pgt_server srv;
 /* helpers                                                                 */
 /* ---------------------------------------------------------------------- */
 
-#define MAX_POOLS 2
-static dbpool *g_pools[MAX_POOLS];
 static relay *g_relay;
 static int64_t g_hold_timeout; /* 0: the default */
 
@@ -53,43 +52,35 @@ static void fast_config(dbpool_config *cfg, int size)
         cfg->hold_timeout = g_hold_timeout;
 }
 
-static dbpool *open_pool_ci(const char *conninfo, int size)
+static dbpool *open_pool(const char *app, int size)
 {
     dbpool_config cfg;
-    dbpool *p = NULL;
-
     fast_config(&cfg, size);
-    int rc = dbpool_pg_open(&p, conninfo, &cfg);
-    if (rc != 0)
-        fail_msg("dbpool_pg_open: %d %s", rc, dbpool_last_error());
-    for (int i = 0; i < MAX_POOLS; i++)
-        if (!g_pools[i]) {
-            g_pools[i] = p;
-            return p;
-        }
-    fail_msg("too many pools in one test");
-    return NULL;
+    return itp_open(&srv, app, &cfg);
 }
 
 /* A pool whose connections go through a fresh fault relay. */
 static dbpool *open_relayed_pool(const char *app, int size)
 {
     char ci[700];
+    dbpool_config cfg;
+    dbpool *p = NULL;
+
     assert_int_equal(relay_start(&g_relay, "127.0.0.1", srv.port), 0);
     snprintf(ci, sizeof ci,
              "host=127.0.0.1 port=%d user=postgres dbname=postgres application_name=%s",
              relay_port(g_relay), app);
-    return open_pool_ci(ci, size);
+    fast_config(&cfg, size);
+    if (dbpool_pg_open(&p, ci, &cfg) != 0)
+        fail_msg("dbpool_pg_open: %s", dbpool_last_error());
+    itp_track(p);
+    return p;
 }
 
 static int test_teardown(void **state)
 {
     (void)state;
-    for (int i = 0; i < MAX_POOLS; i++) {
-        if (g_pools[i])
-            (void)dbpool_close(g_pools[i]);
-        g_pools[i] = NULL;
-    }
+    itp_close_all();
     relay_stop(g_relay);
     g_relay = NULL;
     g_hold_timeout = 0;
@@ -118,18 +109,17 @@ static int64_t server_int(const char *fmt, ...)
     return pgt_query_int(&srv, sql);
 }
 
+static int idle_is(const dbpool_stats *st, int64_t n)
+{
+    return st->idle == n;
+}
+
 static void await_idle(dbpool *p, int n)
 {
-    int64_t t0 = pgt_now_ms();
-    for (;;) {
-        dbpool_stats st;
-        assert_int_equal(dbpool_stats_get(p, &st), 0);
-        if (st.idle == n)
-            return;
-        if (ms_since(t0) > 10000)
-            fail_msg("pool never reached idle=%d (idle=%d busy=%d state=%s %s)", n, st.idle,
-                     st.busy, dbpool_state_name(st.state), st.last_error);
-        usleep(10000);
+    if (!itp_wait_stats(p, idle_is, n, 10000)) {
+        dbpool_stats st = itp_stats(p);
+        fail_msg("pool never reached idle=%d (idle=%d busy=%d state=%s %s)", n, st.idle, st.busy,
+                 dbpool_state_name(st.state), st.last_error);
     }
 }
 
@@ -318,9 +308,7 @@ static void test_hold_timeout_keeps_unknown(void **state)
     struct rows want = {"pgo_hold", 1};
     if (!pgt_wait_for(rows_are, &want, 5000))
         fail_msg("the INSERT never committed");
-    dbpool_stats st;
-    assert_int_equal(dbpool_stats_get(p, &st), 0);
-    assert_true(st.hold_timeouts >= 1);
+    assert_true(itp_stats(p).hold_timeouts >= 1);
     assert_int_equal(relay_set_latency(g_relay, 0), 0);
 }
 
@@ -366,12 +354,14 @@ static int select_cb(dbpool_lease *tx, void *arg)
     return dbpool_pg_exec(tx, "SELECT 1", NULL, NULL, NULL);
 }
 
+static int held_eofs_cond(void *arg)
+{
+    return relay_held_eofs(g_relay) == *(int *)arg;
+}
+
 static int held_eofs_is(int want)
 {
-    int64_t t0 = pgt_now_ms();
-    while (relay_held_eofs(g_relay) != want && ms_since(t0) < 5000)
-        usleep(5000);
-    return relay_held_eofs(g_relay) == want;
+    return pgt_wait_for(held_eofs_cond, &want, 5000);
 }
 
 /* Terminate the backend of the pool's only connection while it is idle and
@@ -447,13 +437,6 @@ static void test_terminated_idle_session_is_dead_before_send(void **state)
 /* ---------------------------------------------------------------------- */
 /* integer limits                                                          */
 /* ---------------------------------------------------------------------- */
-
-static dbpool *open_pool(const char *app, int size)
-{
-    char ci[700];
-    snprintf(ci, sizeof ci, "%s application_name=%s", srv.conninfo, app);
-    return open_pool_ci(ci, size);
-}
 
 /* statement_timeout = DBPOOL_NO_LIMIT (INT64_MAX) is no limit: a short
  * pg_sleep runs to completion (it used to overflow into a deadline in the
