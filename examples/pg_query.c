@@ -104,6 +104,10 @@ int main(int argc, char **argv)
         /* r.sent == 0: it never ran, safe to retry; 1: it may have run */
         fprintf(stderr, "connection lost (sent=%d): %s\n", r.sent, dbpool_last_error());
         break;
+    case DBPOOL_EUNKNOWN:
+        /* timed out and the server never answered the cancel: it may have run */
+        fprintf(stderr, "outcome unknown: %s\n", dbpool_last_error());
+        break;
     default:
         fprintf(stderr, "%s: %s\n", dbpool_strerror(rc), dbpool_last_error());
         break;

@@ -66,7 +66,8 @@ enum {
     DBPOOL_EINVAL = -1,           /* bad argument or option value */
     DBPOOL_ENOMEM = -2,           /* allocation failed */
     DBPOOL_ETIMEDOUT = -3,        /* checkout deadline reached while in queue, or a
-                                     statement timeout (PostgreSQL layer) */
+                                     statement timeout that provably stopped the
+                                     statement (PostgreSQL layer) */
     DBPOOL_EDROPPED = -4,         /* dropped from the queue by the CoDel rule */
     DBPOOL_EBUSY = -5,            /* queue=false (or timeout 0) and nothing idle */
     DBPOOL_ESTALE = -6,           /* lease used after check-in (or double check-in) */
@@ -78,6 +79,9 @@ enum {
     DBPOOL_EQUERY = -12,          /* SQL error; connection kept (PostgreSQL layer) */
     DBPOOL_ECONNLOST = -13,       /* connection lost during an operation */
     DBPOOL_ECOMMIT_UNKNOWN = -14, /* connection lost during COMMIT: outcome unknown */
+    DBPOOL_EUNKNOWN = -15,        /* a statement was sent but whether it ran is unknown
+                                     (statement timeout without the server's
+                                     answer; PostgreSQL layer) */
     DBPOOL_EFORKED = -16          /* the pool was opened in the parent before fork():
                                      unusable in the child (see docs/fork.md) */
 };
@@ -233,7 +237,7 @@ enum {
     DBPOOL_IO_READ = 1,    /* call again when the fd is readable */
     DBPOOL_IO_WRITE = 2,   /* call again when the fd is writable */
     DBPOOL_IO_FAIL = -1,   /* failed; message in err */
-    DBPOOL_IO_NOT_YET = -2 /* connect refused for now, server starting up (57P03):
+    DBPOOL_IO_NOT_YET = -2 /* connect refused for now, server coming back (57P03):
                               retried with backoff but the pool is not DOWN */
 };
 
@@ -327,6 +331,11 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_open(dbpool **out, const dbpool_driver *d
 
 /* Pass as timeout_ms to use the pool's checkout_timeout. */
 #define DBPOOL_DEFAULT_TIMEOUT (-1)
+
+/* A timeout that never expires, for the options that say they take it (the
+ * query helpers' statement_timeout and cancel_grace, dbpool_pg.h). Deadlines
+ * computed from it saturate instead of overflowing. */
+#define DBPOOL_NO_LIMIT INT64_MAX
 
 /*
  * Check a connection out. Waits at most timeout_ms (DBPOOL_DEFAULT_TIMEOUT =

@@ -60,29 +60,49 @@ DBPOOL_API int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen);
  *         printf("SQL error %s: %s\n", r.sqlstate, dbpool_last_error());
  *     dbpool_pg_result_clear(&r);
  *
- * Outcomes (every helper):
+ * Outcomes (every helper). The rule: a failure says "did not run" only when
+ * that is certain -- nothing was sent, or the server said so; otherwise it
+ * says the outcome is unknown.
  *   0                       success; r.res holds the result
- *   DBPOOL_EQUERY           the server reported an SQL error; the connection
- *                           is kept. r.sqlstate, r.res (the error result, for
+ *   DBPOOL_EQUERY           the server reported an SQL error (the statement
+ *                           failed: no effect); the connection is kept.
+ *                           r.sqlstate, r.res (the error result, for
  *                           PQresultErrorField) and dbpool_last_error().
- *   DBPOOL_ETIMEDOUT        the statement timeout passed: the query was
- *                           cancelled server-side (or, if the server did not
- *                           answer the cancel within cancel_grace, the
- *                           connection was discarded). Also: checkout deadline.
- *   DBPOOL_ECONNLOST        the connection was lost; it is discarded. If
- *                           r.sent is 1 the statement may or may not have run.
- *   DBPOOL_ECOMMIT_UNKNOWN  (transactions) the connection was lost after
- *                           COMMIT was sent: the outcome is unknown.
- *   DBPOOL_EEXPIRED         hold_timeout fired while the lease was in use.
+ *   DBPOOL_ETIMEDOUT        the statement timeout passed and the statement did
+ *                           not run: the server confirmed the cancel (r.sqlstate
+ *                           57014), or the deadline passed
+ *                           before the statement itself was sent (e.g. during
+ *                           the Prepare of a cache miss; r.sent 0, connection
+ *                           discarded). Also: the checkout deadline.
+ *   DBPOOL_EUNKNOWN         the statement timeout passed and the server did not
+ *                           answer the cancel within cancel_grace: the
+ *                           statement may or may not have run (it may have
+ *                           committed, its answer still in flight). r.sent is
+ *                           1; the connection is discarded. Check before
+ *                           running it again.
+ *   DBPOOL_ECONNLOST        the connection was lost; it is discarded. r.sent 0:
+ *                           the statement did not run (safe to retry); 1: it
+ *                           may or may not have run.
+ *   DBPOOL_ECOMMIT_UNKNOWN  (transactions) the connection was lost, or COMMIT
+ *                           timed out without an answer, after COMMIT was sent:
+ *                           the transaction may or may not have committed.
+ *   DBPOOL_EEXPIRED         hold_timeout fired while the lease was in use (the
+ *                           pool sent a cancel request) and the statement did
+ *                           not complete. If its outcome is unknown the call
+ *                           returns DBPOOL_EUNKNOWN or DBPOOL_ECONNLOST with
+ *                           r.sent 1 instead.
  *   DBPOOL_EINVAL           bad argument, a non-PostgreSQL lease, or COPY
  *                           (not supported: use libpq; connection discarded).
- *   any dbpool_checkout() error (DBPOOL_EUNAVAILABLE, DBPOOL_EDROPPED, ...),
- *   DBPOOL_EINVAL, DBPOOL_ENOMEM.
+ *   any dbpool_checkout() error (DBPOOL_EUNAVAILABLE, DBPOOL_EDROPPED, ...):
+ *   nothing was sent. DBPOOL_ENOMEM.
  *
  * Retries. The pool-level helpers retry on another connection only when the
  * statement provably did not reach the server: the connection was found dead
  * before anything was sent (libpq reports it bad, or the socket already shows
- * the server's EOF), or only effect-free steps before the statement were lost
+ * the server's EOF or the error it sends before closing, e.g. FATAL 57P01
+ * after pg_terminate_backend, even if the close has not arrived yet -- unless
+ * you replaced the connection's notice receiver, see postgresql-queries.md),
+ * or only effect-free steps before the statement were lost
  * (DEALLOCATE of evicted statements and the Parse of a statement being
  * prepared; the BEGIN of a transaction). Never once the statement itself may
  * have been sent. At most `size` retries per call, each
@@ -93,7 +113,10 @@ DBPOOL_API int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen);
  * with poll() and, at the deadline, sends a libpq cancel request from the
  * worker thread (one lane per server), then waits up to cancel_grace for the server's
  * answer. A call therefore returns within statement_timeout + cancel_grace
- * of sending (plus the checkout wait).
+ * of sending (plus the checkout wait). Only an answer tells what happened:
+ * a cancel request that arrives when the statement has already finished (or
+ * before it has arrived) is ignored by the server, so without an answer the
+ * result is DBPOOL_EUNKNOWN, never DBPOOL_ETIMEDOUT.
  *
  * Thread-safety: the pool-level helpers are thread-safe. The lease-level ones
  * (dbpool_pg_exec*, dbpool_pg_transaction_lease) use the caller's lease,
@@ -105,10 +128,12 @@ DBPOOL_API int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen);
 typedef struct dbpool_pg_opts {
     int64_t checkout_timeout;  /* DBPOOL_DEFAULT_TIMEOUT  as dbpool_checkout()        */
     int64_t statement_timeout; /* 15000 ms  cancel the statement after this long;
-                                              0 = no limit                          */
+                                              0 or DBPOOL_NO_LIMIT = no limit       */
     int64_t cancel_grace;      /* 1000 ms   after the cancel, wait this long for the
                                               server's answer, then discard the
-                                              connection                            */
+                                              connection (DBPOOL_EUNKNOWN).
+                                              DBPOOL_NO_LIMIT = wait as long as it
+                                              takes; 0 = do not wait at all      */
     int unnamed;               /* 0         1: never create named prepared statements:
                                               the *_prepared helpers then behave like
                                               the plain ones (PgBouncer transaction
@@ -139,7 +164,8 @@ typedef struct dbpool_pg_result {
     char sqlstate[6]; /* SQLSTATE of a server error, "" if none               */
     int sent;         /* 0: the statement certainly did not run (nothing, or
                          only an effect-free Parse, reached the server):
-                         safe to retry; 1: it may have run                   */
+                         safe to retry; 1: it was sent: the return code says
+                         whether it ran (ECONNLOST/EUNKNOWN: maybe)          */
     int retries;      /* dead connections replaced before sending (see above) */
     int64_t queue_us; /* time spent waiting for the checkout                  */
     int64_t idle_ms;  /* how long the connection sat idle before the checkout */
@@ -179,9 +205,9 @@ DBPOOL_API int dbpool_pg_query_prepared(dbpool *pool, const char *sql,
 /*
  * Run a statement on a connection you hold (inside a transaction callback, or
  * after dbpool_checkout()). Same outcomes, but never retried and never checks
- * in: after DBPOOL_ECONNLOST, or DBPOOL_ETIMEDOUT with a discarded
- * connection, the connection is unusable; dbpool_checkin() notices and
- * replaces it. opts->checkout_timeout is not used. queue_us/idle_ms are the
+ * in: after DBPOOL_ECONNLOST, DBPOOL_EUNKNOWN, or DBPOOL_ETIMEDOUT with a
+ * discarded connection, the connection is unusable; dbpool_checkin() notices
+ * and replaces it. opts->checkout_timeout is not used. queue_us/idle_ms are the
  * lease's.
  */
 DBPOOL_API int dbpool_pg_exec(dbpool_lease *lease, const char *sql, const dbpool_pg_params *params,
@@ -233,12 +259,18 @@ typedef struct dbpool_pg_timings {
  * Returns:
  *   0                       committed
  *   fn's nonzero return     rolled back (or the connection was lost, which
- *                           rolls back on the server too)
+ *                           rolls back on the server too). Returned as is,
+ *                           even DBPOOL_EUNKNOWN or DBPOOL_ECONNLOST from a
+ *                           statement in fn: COMMIT was never sent, so
+ *                           nothing of the transaction committed.
  *   DBPOOL_EQUERY           BEGIN or COMMIT failed with an SQL error (e.g.
  *                           40001 at COMMIT): rolled back; or fn returned 0
  *                           but a statement in it had failed: rolled back
  *   DBPOOL_ECONNLOST        the connection died before COMMIT was sent:
  *                           rolled back by the server
+ *   DBPOOL_ETIMEDOUT        BEGIN or COMMIT hit the statement timeout and
+ *                           did not run (COMMIT: the server confirmed the
+ *                           cancel, rolled back; BEGIN: fn was not called)
  *   DBPOOL_ECOMMIT_UNKNOWN  the connection was lost (or COMMIT timed out
  *                           without an answer) after COMMIT was sent: the
  *                           transaction may or may not have committed

@@ -28,4 +28,11 @@ static inline int64_t deadline_add(int64_t a, int64_t b)
     return b > INT64_MAX - a ? INT64_MAX : a + b;
 }
 
+/* A timeout in ms as us, saturating at INT64_MAX (ms >= 0): for deadlines
+ * kept in us, so that DBPOOL_NO_LIMIT stays "never". */
+static inline int64_t deadline_ms_to_us(int64_t ms)
+{
+    return ms > INT64_MAX / 1000 ? INT64_MAX : ms * 1000;
+}
+
 #endif

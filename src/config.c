@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,7 +47,9 @@ void dbpool_config_init(dbpool_config *cfg)
     cfg->alive_check = 500; /* HikariCP's aliveBypassWindowMs */
 }
 
-/* "1500", "1500ms", "2s", "1m", "1h" -> ms. */
+/* "1500", "1500ms", "2s", "1m", "1h" -> ms. Returns 0; -1 if malformed
+ * ("1e30s", "1.5s"); -2 if above MAX_MS, including numbers strtoll cannot
+ * hold (checked before multiplying, so nothing overflows). */
 static int parse_ms(const char *v, int64_t *out)
 {
     char *end;
@@ -56,7 +59,9 @@ static int parse_ms(const char *v, int64_t *out)
         return -1;
     errno = 0;
     n = strtoll(v, &end, 10);
-    if (errno || n < 0)
+    if (errno == ERANGE)
+        n = LLONG_MAX; /* too large whatever the unit, if the unit is valid */
+    else if (errno || n < 0)
         return -1;
     int64_t mul = 1;
     if (*end == '\0' || strcmp(end, "ms") == 0)
@@ -70,7 +75,7 @@ static int parse_ms(const char *v, int64_t *out)
     else
         return -1;
     if (n > MAX_MS / mul)
-        return -1;
+        return -2;
     *out = (int64_t)n * mul;
     return 0;
 }
@@ -161,7 +166,13 @@ int dbpool_config_set(dbpool_config *out, const char *name, const char *value)
         }
         case O_MS: {
             int64_t v;
-            ok = parse_ms(value, &v) == 0;
+            int r = parse_ms(value, &v);
+            if (r == -2)
+                return set_error(DBPOOL_EINVAL,
+                                 "value \"%.64s\" for option \"%s\" is out of range (at most "
+                                 "one year: 8760h = %lld ms)",
+                                 value, name, (long long)MAX_MS);
+            ok = r == 0;
             if (ok)
                 memcpy(field, &v, sizeof(v));
             break;

@@ -2,14 +2,16 @@
  * after_connect, ping, check-in reset (ROLLBACK), cancel, password redaction. */
 #include <ctype.h>
 #include <fcntl.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "dbpool_pg.h"
 #include "error.h"
 #include "driver_pg.h"
@@ -223,6 +225,49 @@ static int command_start(struct pg_conn *c, const char *sql, int *fd, char *err,
     return command_step(c, fd, err, errlen, password);
 }
 
+/* ---- connect outcomes --------------------------------------------------- */
+
+/* after_connect failed, on the server or locally: say so in front of the
+ * message, whichever step found it. */
+static int after_connect_failed(char *err, size_t errlen)
+{
+    char tmp[256];
+
+    snprintf(tmp, sizeof(tmp), "after_connect failed: %s", err);
+    snprintf(err, errlen, "%s", tmp);
+    return DBPOOL_IO_FAIL;
+}
+
+/*
+ * Is this failed connect a 57P03 (cannot_connect_now) from a server that is
+ * coming back? libpq gives a failed connect only as text, e.g. 'connection to
+ * server at "db" (10.0.0.5), port 5432 failed: FATAL:  the database system is
+ * starting up', so we look for the server's primary messages right after
+ * libpq's "<severity>:  " separator, anywhere in the text (with several hosts
+ * libpq lists every one it tried). Decided per message:
+ *   starting up, not yet accepting connections (a standby before it is
+ *   consistent), not accepting connections (hot_standby = off), in recovery
+ *   mode (crash recovery): coming back -> wait (DBPOOL_IO_NOT_YET);
+ *   shutting down: going away, maybe for good -> an ordinary failure (DOWN).
+ * Limit: the server writes these in its lc_messages; a server that
+ * translates them is not recognised, and its refusals count as failures.
+ */
+static int coming_back(const char *msg)
+{
+    static const char *const texts[] = {
+        "the database system is starting up",
+        "the database system is not yet accepting connections",
+        "the database system is not accepting connections",
+        "the database system is in recovery mode",
+    };
+
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+        for (const char *p = msg; (p = strstr(p, texts[i])) != NULL; p++)
+            if (p - msg >= 3 && strncmp(p - 3, ":  ", 3) == 0)
+                return 1;
+    return 0;
+}
+
 /* ---- driver ------------------------------------------------------------- */
 
 /* Start a connect with these parameters (no name lookup left to do). */
@@ -283,8 +328,10 @@ static int pg_connect_poll(void *vctx, void *conn, int *fd, char *err, size_t er
     struct pg_ctx *ctx = vctx;
     struct pg_conn *c = conn;
 
-    if (c->phase == PH_AFTER)
-        return command_step(c, fd, err, errlen, ctx->password);
+    if (c->phase == PH_AFTER) {
+        int r = command_step(c, fd, err, errlen, ctx->password);
+        return r == DBPOOL_IO_FAIL ? after_connect_failed(err, errlen) : r;
+    }
     switch (PQconnectPoll(c->pg)) {
     case PGRES_POLLING_READING:
         *fd = PQsocket(c->pg);
@@ -300,21 +347,12 @@ static int pg_connect_poll(void *vctx, void *conn, int *fd, char *err, size_t er
         c->phase = PH_AFTER;
         {
             int r = command_start(c, ctx->after_connect, fd, err, errlen, ctx->password);
-            if (r == DBPOOL_IO_FAIL) {
-                char tmp[256];
-                snprintf(tmp, sizeof(tmp), "after_connect failed: %s", err);
-                snprintf(err, errlen, "%s", tmp);
-            }
-            return r;
+            return r == DBPOOL_IO_FAIL ? after_connect_failed(err, errlen) : r;
         }
     default:
         conn_error(c, err, errlen, ctx->password);
-        /* 57P03: libpq gives no SQLSTATE for a failed connect, only text */
-        if (strstr(err, "the database system is starting up") ||
-            strstr(err, "the database system is not yet accepting connections") ||
-            strstr(err, "the database system is not accepting connections"))
-            return DBPOOL_IO_NOT_YET;
-        return DBPOOL_IO_FAIL;
+        /* the unscrubbed text: a password could hide part of the message */
+        return coming_back(PQerrorMessage(c->pg)) ? DBPOOL_IO_NOT_YET : DBPOOL_IO_FAIL;
     }
 }
 
@@ -368,7 +406,7 @@ static int pg_reset(void *vctx, void *conn, int64_t timeout_ms, char *err, size_
 
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + timeout_ms;
+    int64_t deadline = deadline_add((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, timeout_ms);
     int fd = -1;
     int r = command_start(c, "ROLLBACK", &fd, err, errlen, ctx->password);
     while (r == DBPOOL_IO_READ || r == DBPOOL_IO_WRITE) {
@@ -379,7 +417,7 @@ static int pg_reset(void *vctx, void *conn, int64_t timeout_ms, char *err, size_
             return -1;
         }
         struct pollfd pfd = {.fd = fd, .events = r == DBPOOL_IO_READ ? POLLIN : POLLOUT};
-        if (poll(&pfd, 1, (int)left) < 0)
+        if (poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left) < 0)
             continue;
         r = command_step(c, &fd, err, errlen, ctx->password);
     }

@@ -42,6 +42,8 @@ const char *dbpool_strerror(int code)
         return "connection lost";
     case DBPOOL_ECOMMIT_UNKNOWN:
         return "connection lost during COMMIT: outcome unknown";
+    case DBPOOL_EUNKNOWN:
+        return "outcome unknown: the statement may or may not have run";
     case DBPOOL_EFORKED:
         return "pool inherited across fork(): open a new one in this process";
     default:

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "dbpool_pg.h"
 #include "error.h"
 #include "driver_pg.h"
@@ -347,7 +349,8 @@ enum {
     XS_DEAD,         /* connection dead before anything was sent */
     XS_LOST,         /* connection lost after sending */
     XS_TIMEOUT,      /* deadline; cancelled, the server confirmed (57014) */
-    XS_TIMEOUT_LOST, /* deadline; no answer to the cancel: connection unusable */
+    XS_TIMEOUT_LOST, /* deadline; no answer to the cancel: connection unusable,
+                        and whatever was sent may or may not have run */
     XS_FAIL,         /* unusable state (COPY, protocol confusion): discard */
     XS_REFUSED,      /* libpq refused to send (bad arguments); connection fine */
     XS_BUSY          /* the caller left a query running on the connection */
@@ -366,12 +369,86 @@ struct call {
     char msg[320]; /* detail of the last non-OK exchange */
 };
 
+/* ---- the server's last words on an idle connection ----------------------------- */
+
+/*
+ * libpq's own notice receiver. It ignores its argument (it passes each notice
+ * to the notice processor recorded in the result), so it can be put back
+ * with any. Learnt once, from a PGconn that never connects: an unknown
+ * option fails the parse before anything else happens.
+ */
+static PQnoticeReceiver libpq_receiver;
+static pthread_once_t libpq_receiver_once = PTHREAD_ONCE_INIT;
+
+static void learn_libpq_receiver(void)
+{
+    const char *const keys[] = {"dbpool_no_such_option", NULL};
+    const char *const vals[] = {"", NULL};
+    PGconn *pg = PQconnectStartParams(keys, vals, 0);
+
+    if (pg)
+        libpq_receiver = PQsetNoticeReceiver(pg, NULL, NULL); /* NULL: only reads it */
+    PQfinish(pg);
+}
+
+struct last_words {
+    int ended;     /* an error arrived: the server is ending the session */
+    char msg[256]; /* the first one */
+};
+
+/* Notices go on to libpq's receiver as usual; an error is kept. */
+static void last_words_receiver(void *arg, const PGresult *res)
+{
+    struct last_words *lw = arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+    if (!sev) /* a server before 9.6: the severity may be translated */
+        sev = PQresultErrorField(res, PG_DIAG_SEVERITY);
+    if (sev && strcmp(sev, "ERROR") != 0 && strcmp(sev, "FATAL") != 0 &&
+        strcmp(sev, "PANIC") != 0) {
+        libpq_receiver(NULL, res);
+        return;
+    }
+    if (!lw->ended)
+        snprintf(lw->msg, sizeof(lw->msg), "%s: %s (SQLSTATE %s)", sev ? sev : "ERROR", m ? m : "",
+                 st ? st : "none");
+    lw->ended = 1;
+}
+
+/*
+ * Parse what an idle connection has received. A message that arrives while
+ * no query runs goes to libpq's notice receiver -- an error too, and that is
+ * how the server's last words come (57P01 after pg_terminate_backend, an
+ * idle-session timeout, a shutdown) when its close has not arrived yet: the
+ * session is over, although libpq still says CONNECTION_OK. So parse under a
+ * receiver of ours that recognises them (and passes notices on). A receiver
+ * the application installed could not be put back (libpq does not tell its
+ * argument): such a connection is left to the next exchange, as before.
+ * Returns 1 if the session is over (reason in msg).
+ */
+static int read_last_words(PGconn *pg, char *msg, size_t len)
+{
+    struct last_words lw = {0};
+
+    pthread_once(&libpq_receiver_once, learn_libpq_receiver);
+    if (!libpq_receiver || PQsetNoticeReceiver(pg, NULL, NULL) != libpq_receiver)
+        return 0;
+    PQsetNoticeReceiver(pg, last_words_receiver, &lw);
+    (void)PQisBusy(pg); /* parses whatever is buffered */
+    PQsetNoticeReceiver(pg, libpq_receiver, NULL);
+    if (lw.ended)
+        snprintf(msg, len, "the server ended the session: %s", lw.msg);
+    return lw.ended;
+}
+
 /*
  * Does the idle connection already show that the server went away? Reading
  * what is pending (an EOF, an error sent before closing) costs one poll()
  * when nothing is; it is what makes "dead before sending" provable.
  */
-static int probe_dead(PGconn *pg)
+static int probe_dead(PGconn *pg, char *msg, size_t len)
 {
     int fd = PQsocket(pg);
 
@@ -381,12 +458,14 @@ static int probe_dead(PGconn *pg)
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 0) <= 0)
             break;
-        /* Only buffer it: parsing an error here would make libpq print it as
-         * a notice; the next exchange parses it in order. */
         if (!PQconsumeInput(pg))
             return 1;
     }
-    return PQstatus(pg) != CONNECTION_OK;
+    if (PQstatus(pg) != CONNECTION_OK)
+        return 1;
+    /* (also what an earlier read buffered; with a query running the input
+     * is its answer, which the exchange reads) */
+    return PQtransactionStatus(pg) != PQTRANS_ACTIVE && read_last_words(pg, msg, len);
 }
 
 /* Keep the first error result, else the last result. */
@@ -497,10 +576,17 @@ static int classify(struct call *c, int cr, PGresult *res)
  * to cancel_grace both for the server's answer and for the cancel request to
  * have been delivered. Only when both happened is the connection clean (no
  * cancel can hit the next holder's query); otherwise it is discarded.
+ *
+ * Only the server's answer tells what happened: 57014 for this statement
+ * means it was cancelled (it did not run, or was rolled back). No answer
+ * proves nothing -- the request may not have reached the server yet, or the
+ * statement committed and its answer is on the way (a cancel that arrives
+ * when nothing runs is ignored) -- so that is XS_TIMEOUT_LOST, never
+ * reported as "not executed" (see outcome()).
  */
 static int timed_out(struct call *c, PGresult **res)
 {
-    int64_t grace = now_us() + c->o.cancel_grace * 1000;
+    int64_t grace = deadline_add(now_us(), deadline_ms_to_us(c->o.cancel_grace));
     struct cancel_req *r = cancel_start(c->pg);
     int cr = collect(c->pg, grace, res);
     int delivered = cancel_wait(r, grace);
@@ -509,9 +595,11 @@ static int timed_out(struct call *c, PGresult **res)
     if (cr == C_TIMEOUT || cr == C_LOST || PQstatus(c->pg) != CONNECTION_OK) {
         c->discard = 1;
         snprintf(c->msg, sizeof(c->msg),
-                 "statement timeout (%lld ms): cancelled, but the server did not answer "
-                 "within cancel_grace (%lld ms); connection discarded",
-                 (long long)c->o.statement_timeout, (long long)c->o.cancel_grace);
+                 "statement timeout (%lld ms): a cancel request was sent, but %s within "
+                 "cancel_grace (%lld ms); connection discarded",
+                 (long long)c->o.statement_timeout,
+                 cr == C_TIMEOUT ? "the server did not answer" : "the connection was lost",
+                 (long long)c->o.cancel_grace);
         return XS_TIMEOUT_LOST;
     }
     if (!delivered)
@@ -540,8 +628,9 @@ static int exchange(struct call *c, int kind, const char *name, const char *sql,
 
     *res = NULL;
     c->msg[0] = '\0';
-    if (PQstatus(pg) != CONNECTION_OK || probe_dead(pg)) {
-        conn_msg(c->msg, sizeof(c->msg), pg, "connection is closed");
+    if (PQstatus(pg) != CONNECTION_OK || probe_dead(pg, c->msg, sizeof(c->msg))) {
+        if (!c->msg[0])
+            conn_msg(c->msg, sizeof(c->msg), pg, "connection is closed");
         c->discard = 1;
         return XS_DEAD;
     }
@@ -632,8 +721,16 @@ static int outcome(struct call *c, int x, PGresult *res, dbpool_pg_result *out, 
     PQclear(res);
     switch (x) {
     case XS_TIMEOUT:
-    case XS_TIMEOUT_LOST:
         rc = set_error(DBPOOL_ETIMEDOUT, "%s: %s", what, c->msg);
+        break;
+    case XS_TIMEOUT_LOST:
+        /* "Not executed" only when the server said so (XS_TIMEOUT) or the
+         * caller's statement was never sent (only BEGIN, a Parse...). */
+        if (c->sent)
+            rc = set_error(DBPOOL_EUNKNOWN, "%s: %s; the statement may or may not have run", what,
+                           c->msg);
+        else /* e.g. BEGIN, or the Parse before the statement: nothing ran */
+            rc = set_error(DBPOOL_ETIMEDOUT, "%s: %s", what, c->msg);
         break;
     case XS_DEAD:
         rc = set_error(DBPOOL_ECONNLOST, "%s: connection was already closed before sending: %s",
@@ -777,9 +874,11 @@ static int opts_get(const dbpool_pg_opts *in, dbpool_pg_opts *o)
     return 0;
 }
 
+/* Deadlines saturate: DBPOOL_NO_LIMIT (INT64_MAX) ms is "never", not an
+ * overflow into the past. */
 static void arm(struct call *c, int64_t timeout_ms)
 {
-    c->deadline = timeout_ms > 0 ? now_us() + timeout_ms * 1000 : 0;
+    c->deadline = timeout_ms > 0 ? deadline_add(now_us(), deadline_ms_to_us(timeout_ms)) : 0;
 }
 
 /* Bind a call to a live lease of a PostgreSQL pool. */
@@ -851,21 +950,38 @@ static int lease_exec(dbpool_lease *l, int cached, const char *sql, const dbpool
         out->db_us = c.db_us;
     *sent = c.sent;
     call_end(&c);
-    if (dbpool_lease_check(l) == DBPOOL_EEXPIRED && rc != 0) /* hold_timeout cancelled it */
-        rc = set_error(DBPOOL_EEXPIRED, "query: the lease outlived hold_timeout; "
-                                        "the query was cancelled and the connection is "
-                                        "discarded at check-in");
+    /* hold_timeout fired: the pool sent a cancel request and discards the
+     * connection at check-in. A failure becomes EEXPIRED -- except an unknown
+     * outcome, which stays one: that cancel proves nothing either. */
+    char why[320];
+    snprintf(why, sizeof(why), "%s", dbpool_last_error()); /* lease_check sets its own */
+    if (dbpool_lease_check(l) == DBPOOL_EEXPIRED && rc != 0) {
+        if (rc == DBPOOL_EUNKNOWN || (rc == DBPOOL_ECONNLOST && c.sent))
+            rc = set_error(rc,
+                           "%s (the lease had outlived hold_timeout; the connection is "
+                           "discarded at check-in)",
+                           why);
+        else
+            rc = set_error(DBPOOL_EEXPIRED,
+                           "query: the lease outlived hold_timeout; the statement did not "
+                           "complete (%s); the connection is discarded at check-in",
+                           why);
+    }
     return rc;
 }
 
-/* Check the lease in, or discard it when it is unusable. */
+/* Check the lease in, or discard it when it is unusable. The call's own
+ * message stays: the check-in's ("lease held longer than hold_timeout") must
+ * not replace what happened to the statement. */
 static int give_back(dbpool_lease *l)
 {
     PGconn *pg = dbpool_pg_conn(l);
+    char keep[512];
 
-    if (pg && PQstatus(pg) != CONNECTION_OK)
-        return dbpool_discard(l);
-    return dbpool_checkin(l);
+    snprintf(keep, sizeof(keep), "%s", dbpool_last_error());
+    int rc = pg && PQstatus(pg) != CONNECTION_OK ? dbpool_discard(l) : dbpool_checkin(l);
+    set_error_msg("%s", keep);
+    return rc;
 }
 
 /* How many dead connections one call may skip: the pool's size. */
@@ -1136,9 +1252,17 @@ static int tx_top(dbpool_lease *l, dbpool_pg_tx_cb fn, void *arg, const dbpool_p
     }
     ti->db_us = c.qs->db_us - db0;
     call_end(&c);
-    if (dbpool_lease_check(l) == DBPOOL_EEXPIRED && rc != 0 && rc != DBPOOL_ECOMMIT_UNKNOWN)
-        rc = set_error(DBPOOL_EEXPIRED, "transaction: the lease outlived hold_timeout; its "
-                                        "query was cancelled and it was rolled back");
+    /* hold_timeout: COMMIT was not sent (or failed), so it was rolled back;
+     * an unknown COMMIT stays unknown, with its own message */
+    char why[320];
+    snprintf(why, sizeof(why), "%s", dbpool_last_error()); /* lease_check sets its own */
+    if (dbpool_lease_check(l) == DBPOOL_EEXPIRED && rc != 0) {
+        if (rc == DBPOOL_ECOMMIT_UNKNOWN)
+            set_error_msg("%s", why);
+        else
+            rc = set_error(DBPOOL_EEXPIRED, "transaction: the lease outlived hold_timeout; the "
+                                            "pool cancelled its query and it was rolled back");
+    }
     return rc;
 }
 

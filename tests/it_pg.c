@@ -328,7 +328,8 @@ static void test_statement_timeout_cancels(void **state)
 
 /* The server cannot be reached while the query runs: the cancel request
  * cannot be delivered, so the call gives up after cancel_grace and the
- * connection is discarded rather than reused with a cancel still in flight. */
+ * connection is discarded rather than reused with a cancel still in flight.
+ * Nothing proves the statement did not run: the outcome is unknown. */
 static void test_timeout_unanswered_discards(void **state)
 {
     (void)state;
@@ -340,11 +341,12 @@ static void test_timeout_unanswered_discards(void **state)
     opts_timeout(&o, 300, 300);
     assert_int_equal(relay_set_mode(g_relay, RELAY_BLACKHOLE), 0);
     int64_t t0 = pgt_now_ms();
-    assert_int_equal(dbpool_pg_query(p, "SELECT 1", NULL, &o, &r), DBPOOL_ETIMEDOUT);
+    assert_int_equal(dbpool_pg_query(p, "SELECT 1", NULL, &o, &r), DBPOOL_EUNKNOWN);
     int64_t took = ms_since(t0);
     assert_true(took >= 550);
     assert_true(took < 1500);
     assert_non_null(strstr(dbpool_last_error(), "connection discarded"));
+    assert_non_null(strstr(dbpool_last_error(), "may or may not have run"));
     assert_int_equal(r.sent, 1);
     dbpool_pg_result_clear(&r);
     assert_int_equal(relay_set_mode(g_relay, RELAY_PASS), 0);

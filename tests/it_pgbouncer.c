@@ -179,7 +179,8 @@ struct worker {
 };
 
 /* Error codes a helper may end with when the database goes away: each says
- * for certain what happened (or, for ECOMMIT_UNKNOWN, that nobody can know). */
+ * for certain what happened (or, for ECOMMIT_UNKNOWN and EUNKNOWN, that
+ * nobody can know). */
 static int definite(int rc)
 {
     switch (rc) {
@@ -187,6 +188,7 @@ static int definite(int rc)
     case DBPOOL_EQUERY:
     case DBPOOL_ECONNLOST:
     case DBPOOL_ECOMMIT_UNKNOWN:
+    case DBPOOL_EUNKNOWN:
     case DBPOOL_ETIMEDOUT:
     case DBPOOL_EUNAVAILABLE:
     case DBPOOL_EDROPPED:

@@ -1,6 +1,6 @@
 /* it_relay.c - integration tests of the TCP fault relay (tests/support/relay.c)
  * against an in-process echo server: pass-through, half-close, refuse,
- * reset, blackhole, latency, counters, concurrent control calls.
+ * reset, blackhole, latency, a delayed EOF, counters, concurrent control calls.
  *
  * Every wait is bounded (poll with a timeout); the only polling loop is
  * wait_stats(), because the relay's counters have no notification. */
@@ -530,6 +530,39 @@ static void test_latency(void **state)
     close(fd);
 }
 
+/* The target's last words arrive at once, its close only after the eof
+ * delay; relay_held_eofs() shows the state in between. */
+static void test_eof_delay(void **state)
+{
+    fixture *f = *state;
+    int fd = must_connect(relay_port(f->relay));
+    assert_true(round_trip(fd, WAIT_MS) >= 0);
+    assert_int_equal(relay_set_eof_delay(f->relay, 400), 0);
+    assert_int_equal(relay_held_eofs(f->relay), 0);
+
+    /* the echo server answers, then closes when it sees our EOF */
+    char out[5] = "last", in[5] = {0};
+    int64_t t0 = now_ms();
+    assert_int_equal(exchange(fd, out, in, sizeof out, true, WAIT_MS), 0);
+    assert_memory_equal(in, out, sizeof out);
+    int64_t deadline = now_ms() + WAIT_MS;
+    while (relay_held_eofs(f->relay) != 1 && now_ms() < deadline)
+        poll(NULL, 0, 5);
+    assert_int_equal(relay_held_eofs(f->relay), 1);
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (now_ms() - t0 < 300) /* the close is held back */
+        assert_int_equal(poll(&pf, 1, 0), 0);
+    assert_int_equal(wait_closed(fd, WAIT_MS), 0);
+    assert_true(now_ms() - t0 >= 400);
+    close(fd);
+    wait_stats(f->relay, 1, 0);
+    assert_int_equal(relay_held_eofs(f->relay), 0);
+
+    assert_int_equal(relay_set_eof_delay(f->relay, 0), 0);
+    assert_int_equal(relay_set_eof_delay(f->relay, -1), -EINVAL);
+    assert_int_equal(relay_set_eof_delay(f->relay, RELAY_MAX_LATENCY_MS + 1), -EINVAL);
+}
+
 static void test_stats(void **state)
 {
     fixture *f = *state;
@@ -645,6 +678,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_blackhole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blackhole_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_latency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_eof_delay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_target_down, setup_down, teardown),
         cmocka_unit_test_setup_teardown(test_stop_closes, setup, teardown),

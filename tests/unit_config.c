@@ -385,6 +385,45 @@ static void test_reject_durations(void **state)
     }
 }
 
+/* Durations at and past the integer limits: a clear EINVAL that names the
+ * range, never a wrapped value (issue 11). */
+static void test_reject_huge_durations(void **state)
+{
+    static const char *const huge[] = {
+        "9223372036854775807ms", /* INT64_MAX */
+        "9223372036854775807",
+        "9223372036854775808ms", /* INT64_MAX + 1: strtoll overflows */
+        "9223372036854775807s",
+        "9223372036854775807h",
+        "2562047788015216h", /* * 3600000 wraps */
+        "99999999999999999999999999999999m",
+    };
+    static const char *const malformed[] = {"1e30s", "1e3", "9.3e18ms", "inf", "nan"};
+
+    (void)state;
+    for (size_t i = 0; i < N_MS_OPTS; i++) {
+        dbpool_config cfg;
+
+        init_wide(&cfg);
+        for (size_t h = 0; h < sizeof(huge) / sizeof(huge[0]); h++) {
+            assert_rejected(&cfg, ms_opts[i].name, huge[h]);
+            assert_error_mentions("out of range");
+            assert_error_mentions("8760h");
+        }
+        for (size_t m = 0; m < sizeof(malformed) / sizeof(malformed[0]); m++) {
+            assert_rejected(&cfg, ms_opts[i].name, malformed[m]);
+            assert_error_mentions("invalid value");
+        }
+    }
+    /* through dbpool_config_parse too */
+    dbpool_config cfg;
+    dbpool_config_init(&cfg);
+    assert_int_equal(dbpool_config_parse(&cfg, "size=3 hold_timeout=9223372036854775807ms"),
+                     DBPOOL_EINVAL);
+    assert_error_mentions("out of range");
+    assert_int_equal(cfg.hold_timeout, 15000);
+}
+
 static void test_reject_queue_target_zero(void **state)
 {
     dbpool_config cfg;
@@ -563,10 +602,10 @@ static void test_parse_null_args(void **state)
 
 static void test_strerror(void **state)
 {
-    const char *names[15];
+    const char *names[17];
 
     (void)state;
-    for (int code = 0; code >= DBPOOL_ECOMMIT_UNKNOWN; code--) {
+    for (int code = 0; code >= DBPOOL_EFORKED; code--) {
         const char *s = dbpool_strerror(code);
         assert_non_null(s);
         assert_true(s[0] != '\0');
@@ -578,7 +617,7 @@ static void test_strerror(void **state)
                 fail_msg("codes %d and %d share the name \"%s\"", other, code, s);
     }
     assert_string_equal(dbpool_strerror(1), "unknown error");
-    assert_string_equal(dbpool_strerror(DBPOOL_ECOMMIT_UNKNOWN - 1), "unknown error");
+    assert_string_equal(dbpool_strerror(DBPOOL_EFORKED - 1), "unknown error");
     assert_string_equal(dbpool_strerror(-1000), "unknown error");
     assert_string_equal(dbpool_strerror(INT_MIN), "unknown error");
     assert_string_equal(dbpool_strerror(INT_MAX), "unknown error");
@@ -945,6 +984,7 @@ int main(void)
         cmocka_unit_test(test_reject_unknown),
         cmocka_unit_test(test_reject_int),
         cmocka_unit_test(test_reject_durations),
+        cmocka_unit_test(test_reject_huge_durations),
         cmocka_unit_test(test_reject_queue_target_zero),
         cmocka_unit_test(test_reject_enums_and_bools),
         cmocka_unit_test(test_set_null_args),

@@ -107,6 +107,8 @@ static void test_null_errors_and_config(void **state)
         DBPOOL_EQUERY,
         DBPOOL_ECONNLOST,
         DBPOOL_ECOMMIT_UNKNOWN,
+        DBPOOL_EUNKNOWN,
+        DBPOOL_EFORKED,
         1,
         -99,
         INT_MIN,

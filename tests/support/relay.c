@@ -9,7 +9,8 @@
  * A connection is a *pair*: s[0] the client, s[1] the target. Direction d[i]
  * carries bytes read from s[i] to s[!i] as a FIFO of chunks, each with the
  * time it may be sent (read time + latency); a zero-length chunk is the EOF
- * marker, turned into shutdown(SHUT_WR) when it reaches the head. A side is
+ * marker, turned into shutdown(SHUT_WR) when it reaches the head (an EOF from
+ * the target may be due later than its data: relay_set_eof_delay). A side is
  * registered in epoll only for what it is waiting for (EPOLLIN while its
  * outgoing direction has room, EPOLLOUT after a short write or while
  * connecting); a side that waits for nothing is removed from epoll, so
@@ -75,6 +76,7 @@ typedef struct pair {
     dir d[2];
     bool connecting; /* s[1] non-blocking connect in progress */
     bool dead;       /* closed; freed after the current batch of events */
+    bool eof_held;   /* the target's EOF waits for its eof delay (counted) */
     int addr;        /* index of the target address being tried */
 } pair;
 
@@ -92,6 +94,7 @@ struct relay {
     pthread_cond_t cv;
     relay_mode want_mode;
     int want_latency_ms;
+    int want_eof_delay_ms;
     unsigned want_resets; /* bumped by relay_reset_all */
     bool want_stop;
     uint64_t seq;      /* last request posted */
@@ -99,12 +102,13 @@ struct relay {
     int last_err;      /* result of the last mode change */
     bool thread_dead;  /* epoll failed: callers must not wait */
 
-    atomic_int accepted, open_pairs;
+    atomic_int accepted, open_pairs, held_eofs;
 
     /* Relay thread only. */
     int lfd;
     relay_mode mode;
     int64_t latency_ns;
+    int64_t eof_delay_ns; /* extra delay of an EOF read from the target */
     unsigned resets_done;
     bool listening; /* lfd is in LISTEN state (false during REFUSE) */
     bool lwatched;  /* lfd is registered in epoll */
@@ -243,6 +247,14 @@ static void dir_set_timed(relay *r, dir *q, bool timed)
     }
 }
 
+static void pair_set_held(relay *r, pair *p, bool held)
+{
+    if (p->eof_held != held) {
+        p->eof_held = held;
+        atomic_fetch_add(&r->held_eofs, held ? 1 : -1);
+    }
+}
+
 /* Close both sides (RST if rst) and retire the pair. It stays allocated until
  * the end of the event batch, since later events in the batch may point to
  * it; they see `dead` and are skipped. */
@@ -258,6 +270,7 @@ static void pair_close(relay *r, pair *p, bool rst)
             p->s[i].mask = 0;
         }
         dir_set_timed(r, &p->d[i], false);
+        pair_set_held(r, p, false);
         for (chunk *c = p->d[i].head, *n; c; c = n) {
             n = c->next;
             free(c);
@@ -378,6 +391,8 @@ static int flush(relay *r, pair *p, int i)
         q->bytes -= sizeof(chunk);
         free(c);
     }
+    if (i == 1) /* everything before the target's EOF is out; the EOF waits */
+        pair_set_held(r, p, q->timed && q->head->len == 0);
     if (p->s[0].wr_shut && p->s[1].wr_shut) { /* EOF went both ways */
         pair_close(r, p, false);
         return -1;
@@ -405,7 +420,7 @@ static int pump_read(relay *r, pair *p, int i)
         return -1;
     }
     c->next = NULL;
-    c->due = now_ns() + r->latency_ns;
+    c->due = now_ns() + r->latency_ns + (n == 0 && i == 1 ? r->eof_delay_ns : 0);
     c->len = (size_t)n;
     c->off = 0;
     memcpy(c->data, r->buf, (size_t)n);
@@ -509,6 +524,7 @@ static void freeze_all(relay *r)
         n = p->next;
         dir_set_timed(r, &p->d[0], false);
         dir_set_timed(r, &p->d[1], false);
+        pair_set_held(r, p, false);
         (void)pair_sync(r, p); /* every mask becomes 0: out of epoll */
     }
 }
@@ -553,6 +569,7 @@ static bool on_wake(relay *r)
     pthread_mutex_lock(&r->mu);
     relay_mode mode = r->want_mode;
     int latency_ms = r->want_latency_ms;
+    int eof_delay_ms = r->want_eof_delay_ms;
     unsigned resets = r->want_resets;
     bool stop = r->want_stop;
     uint64_t seq = r->seq;
@@ -561,6 +578,7 @@ static bool on_wake(relay *r)
         return true;
 
     r->latency_ns = (int64_t)latency_ms * 1000000;
+    r->eof_delay_ns = (int64_t)eof_delay_ms * 1000000;
     if (resets != r->resets_done) {
         r->resets_done = resets;
         while (r->pairs)
@@ -723,6 +741,7 @@ int relay_start(relay **out, const char *target_host, int target_port)
     if (rc == 0) {
         atomic_init(&r->accepted, 0);
         atomic_init(&r->open_pairs, 0);
+        atomic_init(&r->held_eofs, 0);
         pthread_mutex_init(&r->mu, NULL);
         pthread_cond_init(&r->cv, NULL);
         sync_init = true;
@@ -777,6 +796,20 @@ int relay_set_latency(relay *r, int ms)
     pthread_mutex_lock(&r->mu);
     r->want_latency_ms = ms;
     return post_and_wait(r);
+}
+
+int relay_set_eof_delay(relay *r, int ms)
+{
+    if (ms < 0 || ms > RELAY_MAX_LATENCY_MS)
+        return -EINVAL;
+    pthread_mutex_lock(&r->mu);
+    r->want_eof_delay_ms = ms;
+    return post_and_wait(r);
+}
+
+int relay_held_eofs(relay *r)
+{
+    return atomic_load(&r->held_eofs);
 }
 
 int relay_stats(relay *r, int *accepted, int *open_pairs)

@@ -100,6 +100,18 @@ int relay_reset_all(relay *r);
  * data. Returns 0 or -EINVAL if ms is outside [0, RELAY_MAX_LATENCY_MS]. */
 int relay_set_latency(relay *r, int ms);
 
+/* Delay an EOF read from the target (the server closed its side) by ms more
+ * than the data before it (0 = none): the client then sees the server's
+ * last words (e.g. PostgreSQL's FATAL before it exits) well before the
+ * close. Applies to EOFs read after the call. Returns 0 or -EINVAL if ms is
+ * outside [0, RELAY_MAX_LATENCY_MS]. */
+int relay_set_eof_delay(relay *r, int ms);
+
+/* Connections whose target EOF is held back by the eof delay, with every
+ * byte before it delivered to the client. Lets a test await "the client has
+ * the server's last words but not the close yet". */
+int relay_held_eofs(relay *r);
+
 /* Counters: connections accepted since start, and client/target pairs open
  * now. Either pointer may be NULL. Returns 0. */
 int relay_stats(relay *r, int *accepted, int *open_pairs);
