@@ -42,7 +42,7 @@ DBPOOL_API PGconn *dbpool_pg_conn(const dbpool_lease *lease);
 DBPOOL_API int dbpool_pg_redact(const char *conninfo, char *buf, size_t buflen);
 
 /* ======================================================================== */
-/* Query helpers and transactions (src/pg_query.c)                          */
+/* Query helpers and transactions (src/pg/pg_query.c)                          */
 /* ======================================================================== */
 /*
  * The common case in one call: check a connection out, run one statement

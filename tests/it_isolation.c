@@ -2,7 +2,7 @@
  * a slow host-name lookup and a stuck cancel request (black-holed server)
  * against a real PostgreSQL, with a second pool whose timers, checkouts and
  * open/close stay on time. The lookup is made slow through the driver's
- * lookup function (src/pg_resolve.h); the black hole is the fault relay. */
+ * lookup function (src/pg/pg_resolve.h); the black hole is the fault relay. */
 #include <netdb.h>
 #include <pthread.h>
 #include <setjmp.h>

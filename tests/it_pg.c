@@ -1,5 +1,5 @@
 /* it_pg.c - integration tests of the PostgreSQL query helpers, transactions
- * and prepared-statement cache (src/pg_query.c) against a real PostgreSQL.
+ * and prepared-statement cache (src/pg/pg_query.c) against a real PostgreSQL.
  *
  * One throwaway server for the whole file. Every test uses its own
  * application_name and its own tables. Faults come from the server itself

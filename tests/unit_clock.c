@@ -1,4 +1,4 @@
-/* unit_clock.c - deadline arithmetic (src/clock.h): a timeout of INT64_MAX
+/* unit_clock.c - deadline arithmetic (src/core/clock.h): a timeout of INT64_MAX
  * (DBPOOL_NO_LIMIT) must give a deadline of "never", not one that overflowed
  * into the past. */
 #include <setjmp.h>

@@ -9,6 +9,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "clock.h"
 #include "dbpool.h"
 #include "error.h"
@@ -402,4 +403,16 @@ int manager_in_use(void)
     pthread_mutex_unlock(&mgr.mu);
     pthread_mutex_unlock(&mgr.life);
     return r || workers_busy() > 0;
+}
+
+/* Here, not in alloc.c, so the allocator stays a leaf: only the manager
+ * knows whether anything of the library is alive. */
+int dbpool_set_allocator(const dbpool_allocator *a)
+{
+    if (a && (!a->malloc || !a->calloc || !a->free))
+        return set_error(DBPOOL_EINVAL, "dbpool_set_allocator: every function must be set");
+    if (manager_in_use())
+        return set_error(DBPOOL_EBUSY, "dbpool_set_allocator: pools are open");
+    alloc_set(a);
+    return 0;
 }

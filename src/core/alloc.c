@@ -2,22 +2,15 @@
  * through here, so tests can fail each one in turn (libpq's own do not). */
 #include "alloc.h"
 
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dbpool.h"
-#include "error.h"
-#include "manager.h"
 
 static dbpool_allocator current = {malloc, calloc, free};
 
-int dbpool_set_allocator(const dbpool_allocator *a)
+void alloc_set(const dbpool_allocator *a)
 {
-    if (a && (!a->malloc || !a->calloc || !a->free))
-        return set_error(DBPOOL_EINVAL, "dbpool_set_allocator: every function must be set");
-    if (manager_in_use())
-        return set_error(DBPOOL_EBUSY, "dbpool_set_allocator: pools are open");
     if (a) {
         current = *a;
     } else {
@@ -25,7 +18,6 @@ int dbpool_set_allocator(const dbpool_allocator *a)
         current.calloc = calloc;
         current.free = free;
     }
-    return 0;
 }
 
 void *dbpool_malloc(size_t n)

@@ -430,7 +430,7 @@ static int pg_reset(void *vctx, void *conn, int64_t timeout_ms, char *err, size_
 }
 
 /* A cancel token remembers its server, so that cancels to one server share
- * one worker lane (see src/workers.h). */
+ * one worker lane (see src/core/workers.h). */
 struct pg_cancel_token {
     PGcancel *cancel;
     char target[128];
