@@ -21,26 +21,15 @@
 #include "clock.h"
 #include "dbpool_pg.h"
 #include "error.h"
+#include "stmtcache.h"
 #include "driver_pg.h"
 #include "workers.h"
 
 #define DEF_STATEMENT_TIMEOUT 15000
 #define DEF_CANCEL_GRACE 1000
 #define DEF_CACHE_SIZE 64
-#define PENDING_MAX 32 /* forgotten statements waiting for DEALLOCATE */
-#define NAME_LEN 32
 
 /* ---- per-connection state ------------------------------------------------- */
-
-/* One prepared statement, keyed by (sql, n, types). */
-struct stmt {
-    struct stmt *prev, *next; /* LRU order: head = most recently used */
-    uint64_t hash;
-    int n;
-    Oid *types; /* n entries, or NULL: the server inferred them */
-    char *sql;
-    char name[NAME_LEN];
-};
 
 /*
  * Lives with the connection (struct pg_conn) and dies with it, so a
@@ -48,139 +37,19 @@ struct stmt {
  * the session that prepared it. Only the lease holder touches it.
  */
 struct pg_qstate {
-    struct stmt *head, *tail;
-    int count;
-    unsigned long long next_id;
-    /* Statements we forgot while a transaction was open (eviction, 0A000):
-     * DEALLOCATEd at the next cached call outside a transaction, so that no
-     * DEALLOCATE can ever abort a caller's transaction. */
-    char pending[PENDING_MAX][NAME_LEN];
-    int npending;
-    int depth;          /* savepoint nesting of dbpool_pg_transaction_lease */
-    uint64_t retryable; /* 40001/40P01 errors seen (transaction retries) */
+    struct stmtcache cache; /* src/pg/stmtcache.c */
+    int depth;              /* savepoint nesting of dbpool_pg_transaction_lease */
+    uint64_t retryable;     /* 40001/40P01 errors seen (transaction retries) */
     char last_sqlstate[6];
     int64_t db_us; /* time spent in exchanges, ever (transaction timings) */
 };
-
-static void stmt_free(struct stmt *s)
-{
-    if (!s)
-        return;
-    dbpool_free(s->types);
-    dbpool_free(s->sql);
-    dbpool_free(s);
-}
-
-static void cache_unlink(struct pg_qstate *qs, struct stmt *s)
-{
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        qs->head = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    else
-        qs->tail = s->prev;
-    s->prev = s->next = NULL;
-    qs->count--;
-}
-
-static void cache_push_front(struct pg_qstate *qs, struct stmt *s)
-{
-    s->prev = NULL;
-    s->next = qs->head;
-    if (qs->head)
-        qs->head->prev = s;
-    else
-        qs->tail = s;
-    qs->head = s;
-    qs->count++;
-}
-
-/* Forget every statement without DEALLOCATE (the server lost them already). */
-static void cache_clear(struct pg_qstate *qs)
-{
-    struct stmt *s = qs->head;
-
-    while (s) {
-        struct stmt *next = s->next;
-        stmt_free(s);
-        s = next;
-    }
-    qs->head = qs->tail = NULL;
-    qs->count = 0;
-}
 
 void pg_qstate_free(struct pg_qstate *qs)
 {
     if (!qs)
         return;
-    cache_clear(qs);
+    stmtcache_clear(&qs->cache);
     dbpool_free(qs);
-}
-
-static uint64_t key_hash(const char *sql, int n, const Oid *types)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-
-    for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
-        h = (h ^ *p) * 1099511628211ULL;
-    h = (h ^ (uint64_t)(unsigned)n) * 1099511628211ULL;
-    for (int i = 0; types && i < n; i++)
-        h = (h ^ types[i]) * 1099511628211ULL;
-    return h;
-}
-
-static struct stmt *cache_find(struct pg_qstate *qs, uint64_t h, const char *sql, int n,
-                               const Oid *types)
-{
-    for (struct stmt *s = qs->head; s; s = s->next) {
-        if (s->hash != h || s->n != n || !s->types != !types || strcmp(s->sql, sql) != 0)
-            continue;
-        if (types && n > 0 && memcmp(s->types, types, sizeof(Oid) * (size_t)n) != 0)
-            continue;
-        return s;
-    }
-    return NULL;
-}
-
-static struct stmt *stmt_new(struct pg_qstate *qs, uint64_t h, const char *sql, int n,
-                             const Oid *types)
-{
-    struct stmt *s = dbpool_calloc(1, sizeof(*s));
-
-    if (!s)
-        return NULL;
-    s->hash = h;
-    s->n = n;
-    s->sql = dbpool_strdup(sql);
-    if (types && n > 0) {
-        s->types = dbpool_malloc(sizeof(Oid) * (size_t)n);
-        if (s->types)
-            memcpy(s->types, types, sizeof(Oid) * (size_t)n);
-    }
-    if (!s->sql || (types && n > 0 && !s->types)) {
-        stmt_free(s);
-        return NULL;
-    }
-    snprintf(s->name, sizeof(s->name), "dbpool_s%llu", ++qs->next_id);
-    return s;
-}
-
-/* Drop s from the cache; its server-side statement is DEALLOCATEd later.
- * Returns 0, or -1 if the pending list is full (the statement then lives on
- * the server until the session ends: bounded by the connection's lifetime). */
-static int cache_forget(struct pg_qstate *qs, struct stmt *s)
-{
-    int rc = -1;
-
-    cache_unlink(qs, s);
-    if (qs->npending < PENDING_MAX) {
-        memcpy(qs->pending[qs->npending++], s->name, NAME_LEN);
-        rc = 0;
-    }
-    stmt_free(s);
-    return rc;
 }
 
 /* ---- clock and waiting ------------------------------------------------------ */
@@ -774,17 +643,17 @@ static int stale_statement(const PGresult *res, int *gone)
 /* DEALLOCATE forgotten statements (outside a transaction only). */
 static int drain_pending(struct call *c)
 {
-    char sql[PENDING_MAX * (NAME_LEN + 12)];
+    char sql[STMTCACHE_PENDING_MAX * (STMTCACHE_NAME_LEN + 12)];
     size_t used = 0;
     PGresult *res;
 
-    for (int i = 0; i < c->qs->npending; i++)
-        used +=
-            (size_t)snprintf(sql + used, sizeof(sql) - used, "DEALLOCATE %s;", c->qs->pending[i]);
+    for (int i = 0; i < c->qs->cache.npending; i++)
+        used += (size_t)snprintf(sql + used, sizeof(sql) - used, "DEALLOCATE %s;",
+                                 c->qs->cache.pending[i]);
     int x = exchange(c, K_SIMPLE, NULL, sql, NULL, 0, &res);
     PQclear(res);
     if (x == XS_OK || x == XS_SQLERR) { /* an error: already gone; nothing to undo */
-        c->qs->npending = 0;
+        c->qs->cache.npending = 0;
         return XS_OK;
     }
     return x;
@@ -808,22 +677,20 @@ static int run_cached(struct call *c, const char *sql, const dbpool_pg_params *p
 
     if (c->o.unnamed || c->o.cache_size == 0 || (ts != PQTRANS_IDLE && !in_tx))
         return exchange(c, K_PARAMS, NULL, sql, p, 1, res);
-    uint64_t h = key_hash(sql, n, types);
+    uint64_t h = stmtcache_hash(sql, n, types);
 again:
     *res = NULL;
-    if (!in_tx && qs->npending > 0 && (x = drain_pending(c)) != XS_OK)
+    if (!in_tx && qs->cache.npending > 0 && (x = drain_pending(c)) != XS_OK)
         return x;
-    struct stmt *s = cache_find(qs, h, sql, n, types);
-    if (s) {
-        cache_unlink(qs, s);
-        cache_push_front(qs, s);
-    } else {
+    struct stmt *s = stmtcache_get(&qs->cache, h, sql, n, types);
+    if (!s) {
         /* Full and inside a transaction with no room to remember what to
          * DEALLOCATE: run it uncached rather than DEALLOCATE in the caller's
          * transaction. */
-        if (in_tx && qs->count >= c->o.cache_size && qs->npending >= PENDING_MAX)
+        if (in_tx && qs->cache.lru.n >= c->o.cache_size &&
+            qs->cache.npending >= STMTCACHE_PENDING_MAX)
             return exchange(c, K_PARAMS, NULL, sql, p, 1, res);
-        if (!(s = stmt_new(qs, h, sql, n, types)))
+        if (!(s = stmtcache_new(&qs->cache, h, sql, n, types)))
             return exchange(c, K_PARAMS, NULL, sql, p, 1, res); /* no memory: uncached */
         x = exchange(c, K_PREPARE, s->name, sql, p, 0, res);
         if (x != XS_OK) { /* e.g. a syntax error: nothing cached, nothing evicted */
@@ -832,20 +699,21 @@ again:
         }
         PQclear(*res);
         *res = NULL;
-        while (qs->count >= c->o.cache_size && qs->count > 0 && qs->npending < PENDING_MAX)
-            cache_forget(qs, qs->tail);
-        cache_push_front(qs, s);
+        while (qs->cache.lru.n >= c->o.cache_size && qs->cache.lru.n > 0 &&
+               qs->cache.npending < STMTCACHE_PENDING_MAX)
+            stmtcache_forget(&qs->cache, stmtcache_oldest(&qs->cache));
+        stmtcache_add(&qs->cache, s);
         /* evicted statements: DEALLOCATE now, unless a transaction is open */
-        if (!in_tx && qs->npending > 0 && (x = drain_pending(c)) != XS_OK)
+        if (!in_tx && qs->cache.npending > 0 && (x = drain_pending(c)) != XS_OK)
             return x;
     }
     x = exchange(c, K_PREPARED, s->name, NULL, p, 1, res);
     int gone;
     if (x == XS_SQLERR && stale_statement(*res, &gone)) {
         if (gone)
-            cache_clear(qs);
+            stmtcache_clear(&qs->cache);
         else
-            cache_forget(qs, s);
+            stmtcache_forget(&qs->cache, s);
         if (!in_tx && !retried) {
             retried = 1;
             PQclear(*res);
@@ -895,8 +763,11 @@ static int call_init(struct call *c, dbpool_lease *l, const dbpool_pg_opts *o)
     struct pg_qstate **slot = pg_lease_qstate(l);
     if (!slot || !(c->pg = dbpool_pg_conn(l)))
         return set_error(DBPOOL_EINVAL, "lease is not from a PostgreSQL pool");
-    if (!*slot && !(*slot = dbpool_calloc(1, sizeof(**slot))))
-        return set_error(DBPOOL_ENOMEM, "out of memory");
+    if (!*slot) {
+        if (!(*slot = dbpool_calloc(1, sizeof(**slot))))
+            return set_error(DBPOOL_ENOMEM, "out of memory");
+        stmtcache_init(&(*slot)->cache);
+    }
     c->qs = *slot;
     c->was_blocking = !PQisnonblocking(c->pg);
     return 0;
