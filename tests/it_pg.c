@@ -4,7 +4,7 @@
  * One throwaway server for the whole file. Every test uses its own
  * application_name and its own tables. Faults come from the server itself
  * (pg_terminate_backend, pg_sleep) or from the TCP fault relay
- * (tests/support/relay.h) for the cases a server cannot produce: a partition
+ * (tools/relay/relay.h) for the cases a server cannot produce: a partition
  * while a cancel or a COMMIT is in flight. Every wait is bounded. */
 #include <errno.h>
 #include <pthread.h>

@@ -10,7 +10,7 @@
  *     no limit, not an overflowed deadline;
  *
  * One throwaway server for the whole file; faults come from the TCP fault
- * relay (tests/support/relay.h). Every wait is bounded. */
+ * relay (tools/relay/relay.h). Every wait is bounded. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* it_relay.c - integration tests of the TCP fault relay (tests/support/relay.c)
+/* it_relay.c - integration tests of the TCP fault relay (tools/relay/relay.c)
  * against an in-process echo server: pass-through, half-close, refuse,
  * reset, blackhole, latency, a delayed EOF, counters, concurrent control calls.
  *

@@ -1,4 +1,4 @@
-/* relay.c - TCP fault relay for tests: forwards 127.0.0.1:<port> to a target
+/* relay.c - TCP fault relay (the tests and `dbpool drill`): forwards 127.0.0.1:<port> to a target
  * and injects refusals, partitions, resets and latency on command.
  *
  * One thread runs an epoll loop (level-triggered) and owns every socket and
@@ -39,7 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_ADDRS 4     /* target addresses tried per connection */
+#define MAX_ADDRS 4 /* target addresses tried per connection */
 #define BACKLOG 128
 #define MAX_EVENTS 64
 #define ACCEPT_BATCH 64 /* accepts per wake-up, so data keeps flowing */
@@ -64,10 +64,10 @@ typedef struct side {
     struct pair *pair;
 } side;
 
-typedef struct dir {   /* d[i]: read from s[i], written to s[!i] */
+typedef struct dir { /* d[i]: read from s[i], written to s[!i] */
     chunk *head, *tail;
-    size_t bytes;      /* unsent payload + chunk headers: what the cap bounds */
-    bool timed;        /* head is waiting for its due time (counted in ntimed) */
+    size_t bytes; /* unsent payload + chunk headers: what the cap bounds */
+    bool timed;   /* head is waiting for its due time (counted in ntimed) */
 } dir;
 
 typedef struct pair {
@@ -143,7 +143,10 @@ static void close_rst(int fd)
     close(fd);
 }
 
-static bool frozen(const relay *r) { return r->mode == RELAY_BLACKHOLE; }
+static bool frozen(const relay *r)
+{
+    return r->mode == RELAY_BLACKHOLE;
+}
 
 static bool dir_full(const dir *q)
 {
@@ -701,8 +704,8 @@ int relay_start(relay **out, const char *target_host, int target_port)
 
     char port[16];
     snprintf(port, sizeof port, "%d", target_port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICSERV};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     if (getaddrinfo(target_host, port, &hints, &res) != 0) {
         free(r);
@@ -765,7 +768,10 @@ int relay_start(relay **out, const char *target_host, int target_port)
     return 0;
 }
 
-int relay_port(const relay *r) { return r->port; }
+int relay_port(const relay *r)
+{
+    return r->port;
+}
 
 int relay_set_mode(relay *r, relay_mode mode)
 {

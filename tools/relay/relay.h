@@ -41,7 +41,7 @@
 #include <stddef.h>
 
 #define RELAY_BUFFER_BYTES ((size_t)256 * 1024) /* per direction, incl. chunk headers */
-#define RELAY_MAX_PAIRS 1024            /* open client/target pairs at once */
+#define RELAY_MAX_PAIRS 1024                    /* open client/target pairs at once */
 #define RELAY_MAX_LATENCY_MS 60000
 
 typedef struct relay relay;
