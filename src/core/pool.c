@@ -218,6 +218,8 @@ void pool_abandon(struct dbpool *p)
         struct dbpool_slot *s = &p->slots[i];
         if (s->cancel_token && p->drv->cancel_free)
             p->drv->cancel_free(s->cancel_token); /* memory only */
+        if (s->user && s->user_free)
+            s->user_free(s->user); /* memory only */
         if (s->conn && p->drv->abandon)
             p->drv->abandon(p->ctx, s->conn);
     }
@@ -612,6 +614,14 @@ int dbpool_lease_check(const dbpool_lease *l)
     return 0;
 }
 
+void **pool_lease_user(const dbpool_lease *l, void (*free_fn)(void *))
+{
+    if (!lease_live(l))
+        return NULL;
+    l->slot->user_free = free_fn;
+    return &l->slot->user;
+}
+
 const char *dbpool_pool_name(const dbpool *p)
 {
     return p ? p->cfg.name : NULL;
@@ -701,11 +711,7 @@ static int checkin(dbpool_lease *l, int discard)
                                      : "recycled (max_lifetime or dbpool_reconnect)");
     pthread_mutex_unlock(&p->mu);
 
-    if (s->cancel_token && p->drv->cancel_free)
-        p->drv->cancel_free(s->cancel_token);
-    s->cancel_token = NULL;
-    p->drv->disconnect(p->ctx, s->conn);
-    s->conn = NULL;
+    slot_disconnect(p, s); /* BUSY: no watcher; we own it until the move below */
 
     int last_of_closed = 0;
     pthread_mutex_lock(&p->mu);

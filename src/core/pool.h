@@ -97,6 +97,10 @@ struct dbpool_slot {
     int64_t expires_at;    /* recycle at or after this time; 0 = never */
     uint64_t epoch;        /* pool epoch when connected (dbpool_reconnect) */
     void *cancel_token;    /* driver cancel token, prepared after connect */
+    void *user;            /* the upper layer's per-connection state (the query
+                              helpers' statement cache): set by the lease holder,
+                              freed with user_free when the connection closes */
+    void (*user_free)(void *user);
     struct backoff backoff;
     int leak_reported;        /* BUSY: leak_threshold already reported */
     unsigned long owner;      /* BUSY: thread that checked it out (for leak reports) */
@@ -250,6 +254,12 @@ void pool_abandon(struct dbpool *p);
 int pool_close(struct dbpool *p);
 /* Free a pool whose slots are all disconnected. */
 void pool_free(struct dbpool *p);
+
+/* The connection's user data slot for the holder of a live lease (the
+ * PostgreSQL query layer keeps its statement cache there): free_fn(*slot)
+ * runs when the connection closes, so the state never outlives the session.
+ * NULL if the lease is not live. Lease holder only; no lock. */
+void **pool_lease_user(const dbpool_lease *l, void (*free_fn)(void *));
 
 /* slot.c: the pool's manager client. Manager thread, pool mutex NOT held.
  * Returns the pool's next due time. */

@@ -19,13 +19,17 @@ static int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
-/* Close a slot's connection; the caller owns the slot. Any thread. */
+/* Close a slot's connection (and free what the upper layer kept with it);
+ * the caller owns the slot. Any thread. */
 void slot_disconnect(struct dbpool *p, struct dbpool_slot *s)
 {
     manager_unwatch(&s->watch);
     if (s->cancel_token && p->drv->cancel_free)
         p->drv->cancel_free(s->cancel_token);
     s->cancel_token = NULL;
+    if (s->user && s->user_free)
+        s->user_free(s->user);
+    s->user = NULL;
     if (s->conn)
         p->drv->disconnect(p->ctx, s->conn);
     s->conn = NULL;

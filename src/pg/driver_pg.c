@@ -15,7 +15,6 @@
 #include "dbpool_pg.h"
 #include "error.h"
 #include "driver_pg.h"
-#include "pg_query.h"
 #include "pg_resolve.h"
 #include "pool.h"
 
@@ -32,10 +31,9 @@ enum { PH_CONNECT, PH_AFTER, PH_READY, PH_PING };
 struct pg_conn {
     PGconn *pg; /* first member: dbpool_pg_conn() relies on it */
     int phase;
-    int failed;               /* a result of the running command was an error */
-    char failure[256];        /* its message: the result and the end of the command
-                                 may arrive in different reads */
-    struct pg_qstate *qstate; /* query helpers' state (pg_query.c), NULL until used */
+    int failed;        /* a result of the running command was an error */
+    char failure[256]; /* its message: the result and the end of the command
+                          may arrive in different reads */
 };
 
 /* ---- async command step (after_connect, ping) --------------------------- */
@@ -377,7 +375,6 @@ static void pg_disconnect(void *vctx, void *conn)
     (void)vctx;
     if (!c)
         return;
-    pg_qstate_free(c->qstate);
     PQfinish(c->pg);
     dbpool_free(c);
 }
@@ -397,7 +394,6 @@ static void pg_abandon(void *vctx, void *conn)
     int null = fd >= 0 ? open("/dev/null", O_RDWR | O_CLOEXEC) : -1;
     if (null >= 0 && dup2(null, fd) >= 0) {
         close(null);
-        pg_qstate_free(c->qstate);
         PQfinish(c->pg);
     } else if (null >= 0) {
         close(null); /* cannot neutralise it: leak rather than touch it */
@@ -516,13 +512,6 @@ int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
 nomem:
     pg_ctx_free(ctx);
     return set_error(DBPOOL_ENOMEM, "out of memory");
-}
-
-struct pg_qstate **pg_lease_qstate(const dbpool_lease *lease)
-{
-    if (!dbpool_lease_conn(lease) || !is_pg_driver(lease->slot->pool->drv))
-        return NULL;
-    return &((struct pg_conn *)lease->slot->conn)->qstate;
 }
 
 PGconn *dbpool_pg_conn(const dbpool_lease *lease)

@@ -2,9 +2,9 @@
  * connection under a deadline that cancels it server-side, say honestly what
  * happened, cache prepared statements per connection, run (nested)
  * transactions. Everything here runs on the caller's thread, on a connection
- * the caller holds; only the cancel request goes to a worker thread. */
-#include "pg_query.h"
-
+ * the caller holds; only the cancel request goes to a worker thread. Its
+ * per-connection state lives in the connection's user data slot (see
+ * pool_lease_user in src/core/pool.h) and dies with the connection. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -21,6 +21,7 @@
 #include "clock.h"
 #include "dbpool_pg.h"
 #include "error.h"
+#include "pool.h"
 #include "stmtcache.h"
 #include "driver_pg.h"
 #include "workers.h"
@@ -44,10 +45,12 @@ struct pg_qstate {
     int64_t db_us; /* time spent in exchanges, ever (transaction timings) */
 };
 
-void pg_qstate_free(struct pg_qstate *qs)
+/* The connection closed (src/core/slot.c, slot_disconnect): sends nothing,
+ * the server forgets prepared statements with the session. */
+static void qstate_free(void *arg)
 {
-    if (!qs)
-        return;
+    struct pg_qstate *qs = arg;
+
     stmtcache_clear(&qs->cache);
     dbpool_free(qs);
 }
@@ -760,15 +763,19 @@ static int call_init(struct call *c, dbpool_lease *l, const dbpool_pg_opts *o)
         return rc;
     if ((rc = dbpool_lease_check(l)) != 0)
         return rc;
-    struct pg_qstate **slot = pg_lease_qstate(l);
-    if (!slot || !(c->pg = dbpool_pg_conn(l)))
+    if (!(c->pg = dbpool_pg_conn(l)))
         return set_error(DBPOOL_EINVAL, "lease is not from a PostgreSQL pool");
-    if (!*slot) {
-        if (!(*slot = dbpool_calloc(1, sizeof(**slot))))
+    void **user = pool_lease_user(l, qstate_free);
+    if (!user)
+        return set_error(DBPOOL_ESTALE, "lease already checked in");
+    if (!*user) {
+        struct pg_qstate *qs = dbpool_calloc(1, sizeof(*qs));
+        if (!qs)
             return set_error(DBPOOL_ENOMEM, "out of memory");
-        stmtcache_init(&(*slot)->cache);
+        stmtcache_init(&qs->cache);
+        *user = qs;
     }
-    c->qs = *slot;
+    c->qs = *user;
     c->was_blocking = !PQisnonblocking(c->pg);
     return 0;
 }
