@@ -20,28 +20,28 @@ void alloc_set(const dbpool_allocator *a)
     }
 }
 
-void *dbpool_malloc(size_t n)
+void *mem_malloc(size_t n)
 {
     return current.malloc(n);
 }
 
-void *dbpool_calloc(size_t n, size_t size)
+void *mem_calloc(size_t n, size_t size)
 {
     return current.calloc(n, size);
 }
 
-void dbpool_free(void *p)
+void mem_free(void *p)
 {
     if (p)
         current.free(p);
 }
 
-char *dbpool_strdup(const char *s)
+char *mem_strdup(const char *s)
 {
     if (!s)
         return NULL;
     size_t n = strlen(s) + 1;
-    char *d = dbpool_malloc(n);
+    char *d = mem_malloc(n);
     if (d)
         memcpy(d, s, n);
     return d;

@@ -2,6 +2,8 @@
 #ifndef DBPOOL_BACKOFF_H
 #define DBPOOL_BACKOFF_H
 
+#include "namespace.h"
+
 #include <stdint.h>
 
 #include "dbpool.h"

@@ -2,6 +2,8 @@
 #ifndef DBPOOL_CLOCK_H
 #define DBPOOL_CLOCK_H
 
+#include "namespace.h"
+
 #include <stdint.h>
 #include <time.h>
 

@@ -2,6 +2,8 @@
 #ifndef DBPOOL_CONFIG_H
 #define DBPOOL_CONFIG_H
 
+#include "namespace.h"
+
 #include <stddef.h>
 
 #include "dbpool.h"

@@ -2,6 +2,8 @@
 #ifndef DBPOOL_ERROR_H
 #define DBPOOL_ERROR_H
 
+#include "namespace.h"
+
 #if defined(__GNUC__)
 #define DBPOOL_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else

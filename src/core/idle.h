@@ -3,6 +3,8 @@
 #ifndef DBPOOL_IDLE_H
 #define DBPOOL_IDLE_H
 
+#include "namespace.h"
+
 #include <stdint.h>
 
 struct idle_tick {

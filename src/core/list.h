@@ -4,6 +4,8 @@
 #ifndef DBPOOL_LIST_H
 #define DBPOOL_LIST_H
 
+#include "namespace.h"
+
 #include <stddef.h>
 
 struct list_node {

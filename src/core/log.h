@@ -2,6 +2,8 @@
 #ifndef DBPOOL_LOG_H
 #define DBPOOL_LOG_H
 
+#include "namespace.h"
+
 #include "dbpool.h"
 #include "error.h"
 

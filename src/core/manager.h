@@ -4,6 +4,8 @@
 #ifndef DBPOOL_MANAGER_H
 #define DBPOOL_MANAGER_H
 
+#include "namespace.h"
+
 #include <stdatomic.h>
 #include <stdint.h>
 

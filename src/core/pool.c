@@ -69,21 +69,21 @@ void pool_free(struct dbpool *p)
     pthread_condattr_destroy(&p->condattr);
     pthread_cond_destroy(&p->drained);
     pthread_mutex_destroy(&p->mu);
-    dbpool_free((char *)p->cfg.name);
-    dbpool_free((char *)p->cfg.after_connect);
-    dbpool_free(p->slots);
-    dbpool_free(p->hists);
-    dbpool_free(p->events);
-    dbpool_free(p);
+    mem_free((char *)p->cfg.name);
+    mem_free((char *)p->cfg.after_connect);
+    mem_free(p->slots);
+    mem_free(p->hists);
+    mem_free(p->events);
+    mem_free(p);
 }
 
 int pool_birth_locked(struct dbpool *p)
 {
-    p->slots = dbpool_calloc((size_t)p->cfg.size, sizeof(*p->slots));
-    p->hists = dbpool_calloc(1, sizeof(*p->hists));
+    p->slots = mem_calloc((size_t)p->cfg.size, sizeof(*p->slots));
+    p->hists = mem_calloc(1, sizeof(*p->hists));
     if (!p->slots || !p->hists) {
-        dbpool_free(p->slots);
-        dbpool_free(p->hists);
+        mem_free(p->slots);
+        mem_free(p->hists);
         p->slots = NULL;
         p->hists = NULL;
         return set_error(DBPOOL_ENOMEM, "pool \"%s\": out of memory", p->cfg.name);
@@ -136,19 +136,19 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const
     if ((rc = config_validate(cfg)) != 0)
         return rc;
 
-    p = dbpool_calloc(1, sizeof(*p));
+    p = mem_calloc(1, sizeof(*p));
     if (!p)
         return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
     for (int i = 0; i < SLOT_NSTATES; i++)
         list_init(&p->lists[i]);
     wq_init(&p->waiters);
     p->cfg = *cfg;
-    p->cfg.name = dbpool_strdup(cfg->name ? cfg->name : "default");
-    p->cfg.after_connect = dbpool_strdup(cfg->after_connect);
+    p->cfg.name = mem_strdup(cfg->name ? cfg->name : "default");
+    p->cfg.after_connect = mem_strdup(cfg->after_connect);
     if (!p->cfg.name || (cfg->after_connect && !p->cfg.after_connect)) {
-        dbpool_free((char *)p->cfg.name);
-        dbpool_free((char *)p->cfg.after_connect);
-        dbpool_free(p);
+        mem_free((char *)p->cfg.name);
+        mem_free((char *)p->cfg.after_connect);
+        mem_free(p);
         return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
     }
     if (p->cfg.idle_limit == 0)
@@ -159,16 +159,16 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const
     if (pthread_mutex_init(&p->mu, NULL) != 0 || pthread_condattr_init(&p->condattr) != 0 ||
         pthread_condattr_setclock(&p->condattr, CLOCK_MONOTONIC) != 0 ||
         pthread_cond_init(&p->drained, NULL) != 0) {
-        dbpool_free((char *)p->cfg.name);
-        dbpool_free((char *)p->cfg.after_connect);
-        dbpool_free(p);
+        mem_free((char *)p->cfg.name);
+        mem_free((char *)p->cfg.after_connect);
+        mem_free(p);
         return set_error(DBPOOL_ESYSTEM, "dbpool_open: pthread init failed");
     }
     p->drv = driver;
     p->budget = budget;
     p->budget_owner = owner;
     atomic_init(&p->active, 0);
-    if (cfg->event_cb && !(p->events = dbpool_calloc(EVENT_RING, sizeof(*p->events)))) {
+    if (cfg->event_cb && !(p->events = mem_calloc(EVENT_RING, sizeof(*p->events)))) {
         pool_free(p);
         return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
     }
@@ -229,12 +229,12 @@ void pool_abandon(struct dbpool *p)
         p->drv->resolved_free(p->resolved);
     if (p->drv->ctx_free && p->ctx)
         p->drv->ctx_free(p->ctx);
-    dbpool_free((char *)p->cfg.name);
-    dbpool_free((char *)p->cfg.after_connect);
-    dbpool_free(p->slots);
-    dbpool_free(p->hists);
-    dbpool_free(p->events);
-    dbpool_free(p);
+    mem_free((char *)p->cfg.name);
+    mem_free((char *)p->cfg.after_connect);
+    mem_free(p->slots);
+    mem_free(p->hists);
+    mem_free(p->events);
+    mem_free(p);
 }
 
 /* ---- hand-over ---------------------------------------------------------- */

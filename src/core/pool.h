@@ -4,6 +4,8 @@
 #ifndef DBPOOL_POOL_H
 #define DBPOOL_POOL_H
 
+#include "namespace.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>

@@ -3,6 +3,8 @@
 #ifndef DBPOOL_QUEUE_H
 #define DBPOOL_QUEUE_H
 
+#include "namespace.h"
+
 #include <pthread.h>
 #include <stdint.h>
 

@@ -53,7 +53,7 @@ static void cancel_free(void *arg)
     struct cancel_job *j = arg;
     if (j->drv->cancel_free)
         j->drv->cancel_free(j->token);
-    dbpool_free(j);
+    mem_free(j);
 }
 
 /* Pool mutex held: the token moves to the job (the connection is discarded at
@@ -63,7 +63,7 @@ static void submit_cancel(struct dbpool *p, struct dbpool_slot *s)
 {
     struct cancel_job *j;
 
-    if (!s->cancel_token || !p->drv->cancel_run || !(j = dbpool_malloc(sizeof(*j))))
+    if (!s->cancel_token || !p->drv->cancel_run || !(j = mem_malloc(sizeof(*j))))
         return;
     j->drv = p->drv;
     j->token = s->cancel_token;
@@ -115,7 +115,7 @@ static void resolve_done(void *arg)
     pthread_mutex_unlock(&p->mu);
     if (j->resolved && p->drv->resolved_free)
         p->drv->resolved_free(j->resolved);
-    dbpool_free(j);
+    mem_free(j);
     if (last)
         manager_release(&p->mc);
 }
@@ -123,13 +123,13 @@ static void resolve_done(void *arg)
 /* Pool mutex held. */
 static void start_resolve(struct dbpool *p)
 {
-    struct resolve_job *j = dbpool_calloc(1, sizeof(*j));
+    struct resolve_job *j = mem_calloc(1, sizeof(*j));
 
     if (!j)
         return; /* retried at the next service */
     j->p = p;
     if (workers_submit(NULL, resolve_run, j, resolve_done) != 0) {
-        dbpool_free(j);
+        mem_free(j);
         return;
     }
     p->resolving = 1;

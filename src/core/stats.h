@@ -2,6 +2,8 @@
 #ifndef DBPOOL_STATS_H
 #define DBPOOL_STATS_H
 
+#include "namespace.h"
+
 #include <stdint.h>
 
 #include "dbpool.h"

@@ -83,13 +83,13 @@ static void *worker_main(void *arg)
             j->fn(j->arg);
             if (j->free_fn)
                 j->free_fn(j->arg);
-            dbpool_free(j);
+            mem_free(j);
             pthread_mutex_lock(&W.mu);
         }
         if (l->name)
             list_del(&W.lanes, &l->node);
-        dbpool_free(l->name);
-        dbpool_free(l);
+        mem_free(l->name);
+        mem_free(l);
     }
     W.threads--;
     pthread_cond_broadcast(&W.trimmed);
@@ -120,7 +120,7 @@ static int spawn_locked(void)
 
 int workers_submit(const char *lane, void (*fn)(void *), void *arg, void (*free_fn)(void *))
 {
-    struct wjob *j = dbpool_calloc(1, sizeof(*j));
+    struct wjob *j = mem_calloc(1, sizeof(*j));
     struct lane *l = NULL;
     int rc = 0;
 
@@ -142,9 +142,9 @@ int workers_submit(const char *lane, void (*fn)(void *), void *arg, void (*free_
     }
     int fresh = l == NULL;
     if (fresh) {
-        l = dbpool_calloc(1, sizeof(*l));
-        if (!l || (lane && !(l->name = dbpool_strdup(lane)))) {
-            dbpool_free(l);
+        l = mem_calloc(1, sizeof(*l));
+        if (!l || (lane && !(l->name = mem_strdup(lane)))) {
+            mem_free(l);
             rc = set_error(DBPOOL_ENOMEM, "out of memory");
             goto out;
         }
@@ -152,8 +152,8 @@ int workers_submit(const char *lane, void (*fn)(void *), void *arg, void (*free_
     }
     if (fresh && W.idle == 0 && W.threads < WORKERS_MAX && (rc = spawn_locked()) != 0) {
         if (W.threads == 0) { /* nobody could ever run it */
-            dbpool_free(l->name);
-            dbpool_free(l);
+            mem_free(l->name);
+            mem_free(l);
             set_error(rc, "cannot start a worker thread");
             goto out;
         }
@@ -169,7 +169,7 @@ int workers_submit(const char *lane, void (*fn)(void *), void *arg, void (*free_
     }
 out:
     pthread_mutex_unlock(&W.mu);
-    dbpool_free(j);
+    mem_free(j);
     return rc;
 }
 

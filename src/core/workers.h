@@ -4,6 +4,8 @@
 #ifndef DBPOOL_WORKERS_H
 #define DBPOOL_WORKERS_H
 
+#include "namespace.h"
+
 /* At most this many worker threads exist at once. */
 #define WORKERS_MAX 64
 /* A worker idle this long exits. */

@@ -39,14 +39,14 @@ static void scrub_into(char *out, size_t cap, const char *src, const char *secre
 /* Replace every occurrence of secret in msg (a buffer of cap bytes). */
 static void scrub(char *msg, size_t cap, const char *secret)
 {
-    char *copy = dbpool_strdup(msg);
+    char *copy = mem_strdup(msg);
 
     if (!copy) {
         snprintf(msg, cap, "(message withheld: out of memory)");
         return;
     }
     scrub_into(msg, cap, copy, secret);
-    dbpool_free(copy);
+    mem_free(copy);
 }
 
 /* msg as one line: newlines and tabs become single spaces, no trailing space.
@@ -57,7 +57,7 @@ static char *flatten(const char *msg, size_t room, size_t *cap)
     char *buf;
 
     *cap = room * len + 64;
-    if (!(buf = dbpool_malloc(*cap)))
+    if (!(buf = mem_malloc(*cap)))
         return NULL;
     for (size_t i = 0; msg[i]; i++) {
         char c = msg[i];
@@ -85,7 +85,7 @@ void pg_set_msg(char *err, size_t errlen, const char *msg, const char *password)
         return;
     }
     scrub_into(err, errlen, flat, password);
-    dbpool_free(flat);
+    mem_free(flat);
 }
 
 /*
@@ -96,7 +96,7 @@ void pg_set_msg(char *err, size_t errlen, const char *msg, const char *password)
 static void scrub_guesses(char *msg, size_t cap, const char *conninfo)
 {
     size_t candlen = strlen(conninfo) + 1;
-    char *cand = dbpool_malloc(candlen);
+    char *cand = mem_malloc(candlen);
     const char *p;
 
     if (!cand) { /* cannot tell what to hide: hide everything */
@@ -139,7 +139,7 @@ static void scrub_guesses(char *msg, size_t cap, const char *conninfo)
         cand[n] = '\0';
         scrub(msg, cap, cand);
     }
-    dbpool_free(cand);
+    mem_free(cand);
 }
 
 static int bad_port(const char *v)
@@ -245,7 +245,7 @@ int pg_parse_conninfo(const char *conninfo, PQconninfoOption **out)
             withhold_quoted(flat, conninfo);
         }
         snprintf(msg, sizeof(msg), "%s", flat);
-        dbpool_free(flat);
+        mem_free(flat);
         return set_error(DBPOOL_EINVAL, "invalid connection string: %s", msg);
     }
     for (PQconninfoOption *o = *out; o->keyword; o++) {

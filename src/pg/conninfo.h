@@ -2,6 +2,8 @@
 #ifndef DBPOOL_PG_CONNINFO_H
 #define DBPOOL_PG_CONNINFO_H
 
+#include "namespace.h"
+
 #include <libpq-fe.h>
 #include <stddef.h>
 

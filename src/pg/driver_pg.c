@@ -141,7 +141,7 @@ static int coming_back(const char *msg)
 static int start_with(struct pg_ctx *ctx, const char *const *keys, const char *const *vals,
                       void **conn, int *fd, char *err, size_t errlen)
 {
-    struct pg_conn *c = dbpool_calloc(1, sizeof(*c));
+    struct pg_conn *c = mem_calloc(1, sizeof(*c));
 
     *conn = NULL;
     if (!c) {
@@ -155,7 +155,7 @@ static int start_with(struct pg_ctx *ctx, const char *const *keys, const char *c
         else
             snprintf(err, errlen, "out of memory");
         PQfinish(c->pg);
-        dbpool_free(c);
+        mem_free(c);
         return DBPOOL_IO_FAIL;
     }
     c->phase = PH_CONNECT;
@@ -335,14 +335,14 @@ static int pg_alive(void *vctx, void *conn)
 
 static void *pg_cancel_prepare(void *vctx, void *conn)
 {
-    struct pg_cancel_token *t = dbpool_calloc(1, sizeof(*t));
+    struct pg_cancel_token *t = mem_calloc(1, sizeof(*t));
     PGconn *pg = ((struct pg_conn *)conn)->pg;
 
     (void)vctx;
     if (!t)
         return NULL;
     if (!(t->cancel = PQgetCancel(pg))) {
-        dbpool_free(t);
+        mem_free(t);
         return NULL;
     }
     pg_cancel_target(pg, t->target, sizeof(t->target));
@@ -360,7 +360,7 @@ static void pg_cancel_free(void *token)
 {
     struct pg_cancel_token *t = token;
     PQfreeCancel(t->cancel);
-    dbpool_free(t);
+    mem_free(t);
 }
 
 static const char *pg_cancel_target_cb(void *token)
@@ -376,7 +376,7 @@ static void pg_disconnect(void *vctx, void *conn)
     if (!c)
         return;
     PQfinish(c->pg);
-    dbpool_free(c);
+    mem_free(c);
 }
 
 /* In a child after fork(): the socket is the parent's. Point the child's fd
@@ -398,7 +398,7 @@ static void pg_abandon(void *vctx, void *conn)
     } else if (null >= 0) {
         close(null); /* cannot neutralise it: leak rather than touch it */
     }
-    dbpool_free(c);
+    mem_free(c);
 }
 
 static void pg_ctx_free(void *vctx)
@@ -407,9 +407,9 @@ static void pg_ctx_free(void *vctx)
 
     if (!ctx)
         return;
-    dbpool_free(ctx->keys); /* the block */
-    dbpool_free(ctx->after_connect);
-    dbpool_free(ctx);
+    mem_free(ctx->keys); /* the block */
+    mem_free(ctx->after_connect);
+    mem_free(ctx);
 }
 
 static void *pg_native(void *conn)
@@ -470,11 +470,11 @@ int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
             bytes += strlen(o->keyword) + strlen(o->val) + 2;
         }
     }
-    ctx = dbpool_calloc(1, sizeof(*ctx));
-    char *block = dbpool_malloc(2 * ((size_t)n + 1) * sizeof(char *) + bytes);
+    ctx = mem_calloc(1, sizeof(*ctx));
+    char *block = mem_malloc(2 * ((size_t)n + 1) * sizeof(char *) + bytes);
     if (!ctx || !block) {
-        dbpool_free(ctx);
-        dbpool_free(block);
+        mem_free(ctx);
+        mem_free(block);
         PQconninfoFree(opts);
         return set_error(DBPOOL_ENOMEM, "out of memory");
     }
@@ -495,7 +495,7 @@ int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
     }
     ctx->keys[n] = ctx->vals[n] = NULL;
     PQconninfoFree(opts);
-    if (cfg && cfg->after_connect && !(ctx->after_connect = dbpool_strdup(cfg->after_connect)))
+    if (cfg && cfg->after_connect && !(ctx->after_connect = mem_strdup(cfg->after_connect)))
         goto nomem;
     /* PGHOST applies when the conninfo names no host (libpq reads it too) */
     const char *host = getenv("PGHOST"), *hostaddr = getenv("PGHOSTADDR");

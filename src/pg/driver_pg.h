@@ -2,6 +2,8 @@
 #ifndef DBPOOL_DRIVER_PG_H
 #define DBPOOL_DRIVER_PG_H
 
+#include "namespace.h"
+
 #include "dbpool_pg.h"
 
 struct budget_ops;

@@ -52,7 +52,7 @@ static void qstate_free(void *arg)
     struct pg_qstate *qs = arg;
 
     stmtcache_clear(&qs->cache);
-    dbpool_free(qs);
+    mem_free(qs);
 }
 
 /* ---- clock and waiting ------------------------------------------------------ */
@@ -146,7 +146,7 @@ static void cancel_unref(struct cancel_req *r)
         return;
     PQfreeCancel(r->token);
     close(r->efd);
-    dbpool_free(r);
+    mem_free(r);
 }
 
 static void cancel_job(void *arg)
@@ -167,7 +167,7 @@ static void cancel_job_free(void *arg)
 
 static struct cancel_req *cancel_start(PGconn *pg)
 {
-    struct cancel_req *r = dbpool_calloc(1, sizeof(*r));
+    struct cancel_req *r = mem_calloc(1, sizeof(*r));
 
     if (!r)
         return NULL;
@@ -177,7 +177,7 @@ static struct cancel_req *cancel_start(PGconn *pg)
         if (r->efd >= 0)
             close(r->efd);
         PQfreeCancel(r->token);
-        dbpool_free(r);
+        mem_free(r);
         return NULL;
     }
     atomic_init(&r->refs, 2);
@@ -769,7 +769,7 @@ static int call_init(struct call *c, dbpool_lease *l, const dbpool_pg_opts *o)
     if (!user)
         return set_error(DBPOOL_ESTALE, "lease already checked in");
     if (!*user) {
-        struct pg_qstate *qs = dbpool_calloc(1, sizeof(*qs));
+        struct pg_qstate *qs = mem_calloc(1, sizeof(*qs));
         if (!qs)
             return set_error(DBPOOL_ENOMEM, "out of memory");
         stmtcache_init(&qs->cache);

@@ -80,14 +80,14 @@ static void put(struct buf *b, const char *s)
         return;
     if (b->len + n + 2 > b->cap) {
         size_t cap = (b->len + n + 2) * 2;
-        char *t = dbpool_malloc(cap);
+        char *t = mem_malloc(cap);
         if (!t) {
             b->oom = 1;
             return;
         }
         if (b->s)
             memcpy(t, b->s, b->len + 1);
-        dbpool_free(b->s);
+        mem_free(b->s);
         b->s = t;
         b->cap = cap;
     }
@@ -160,9 +160,9 @@ struct pg_resolved *pg_resolve(const char *const *keys, const char *const *vals,
             snprintf(err, errlen, "%s", entries ? "out of memory" : "no host to connect to");
         goto out;
     }
-    r = dbpool_calloc(1, sizeof(*r));
-    if (!r || !(r->keys = dbpool_calloc((size_t)nkeys + 4, sizeof(char *))) ||
-        !(r->vals = dbpool_calloc((size_t)nkeys + 4, sizeof(char *)))) {
+    r = mem_calloc(1, sizeof(*r));
+    if (!r || !(r->keys = mem_calloc((size_t)nkeys + 4, sizeof(char *))) ||
+        !(r->vals = mem_calloc((size_t)nkeys + 4, sizeof(char *)))) {
         pg_resolved_free(r);
         r = NULL;
         snprintf(err, errlen, "out of memory");
@@ -188,9 +188,9 @@ struct pg_resolved *pg_resolve(const char *const *keys, const char *const *vals,
     r->keys[n] = r->vals[n] = NULL;
     err[0] = '\0';
 out:
-    dbpool_free(hosts.s);
-    dbpool_free(addrs.s);
-    dbpool_free(ports.s);
+    mem_free(hosts.s);
+    mem_free(addrs.s);
+    mem_free(ports.s);
     return r;
 }
 
@@ -198,10 +198,10 @@ void pg_resolved_free(struct pg_resolved *r)
 {
     if (!r)
         return;
-    dbpool_free(r->host);
-    dbpool_free(r->hostaddr);
-    dbpool_free(r->port);
-    dbpool_free(r->keys);
-    dbpool_free(r->vals);
-    dbpool_free(r);
+    mem_free(r->host);
+    mem_free(r->hostaddr);
+    mem_free(r->port);
+    mem_free(r->keys);
+    mem_free(r->vals);
+    mem_free(r);
 }

@@ -2,6 +2,8 @@
 #ifndef DBPOOL_PG_RESOLVE_H
 #define DBPOOL_PG_RESOLVE_H
 
+#include "namespace.h"
+
 #include <stddef.h>
 
 struct addrinfo;

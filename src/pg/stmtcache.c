@@ -17,9 +17,9 @@ void stmt_free(struct stmt *s)
 {
     if (!s)
         return;
-    dbpool_free(s->types);
-    dbpool_free(s->sql);
-    dbpool_free(s);
+    mem_free(s->types);
+    mem_free(s->sql);
+    mem_free(s);
 }
 
 void stmtcache_clear(struct stmtcache *c)
@@ -62,15 +62,15 @@ struct stmt *stmtcache_get(struct stmtcache *c, uint64_t h, const char *sql, int
 struct stmt *stmtcache_new(struct stmtcache *c, uint64_t h, const char *sql, int n,
                            const Oid *types)
 {
-    struct stmt *s = dbpool_calloc(1, sizeof(*s));
+    struct stmt *s = mem_calloc(1, sizeof(*s));
 
     if (!s)
         return NULL;
     s->hash = h;
     s->n = n;
-    s->sql = dbpool_strdup(sql);
+    s->sql = mem_strdup(sql);
     if (types && n > 0) {
-        s->types = dbpool_malloc(sizeof(Oid) * (size_t)n);
+        s->types = mem_malloc(sizeof(Oid) * (size_t)n);
         if (s->types)
             memcpy(s->types, types, sizeof(Oid) * (size_t)n);
     }

@@ -5,6 +5,8 @@
 #ifndef DBPOOL_PG_STMTCACHE_H
 #define DBPOOL_PG_STMTCACHE_H
 
+#include "namespace.h"
+
 #include <libpq-fe.h>
 #include <stdint.h>
 

@@ -75,7 +75,7 @@ static struct tenant **find(struct dbpool_registry *r, const char *key)
 static void grow(struct dbpool_registry *r)
 {
     size_t n = r->nbuckets * 2;
-    struct tenant **b = dbpool_calloc(n, sizeof(*b));
+    struct tenant **b = mem_calloc(n, sizeof(*b));
 
     if (!b)
         return; /* keep the longer chains */
@@ -87,7 +87,7 @@ static void grow(struct dbpool_registry *r)
             b[hash(t->key) % n] = t;
         }
     }
-    dbpool_free(r->buckets);
+    mem_free(r->buckets);
     r->buckets = b;
     r->nbuckets = n;
 }
@@ -208,8 +208,8 @@ static void reclaim(struct dbpool_registry *r, struct tenant *t)
     pthread_mutex_lock(&r->mu);
     r->open -= t->open;
     pthread_mutex_unlock(&r->mu);
-    dbpool_free(t->key);
-    dbpool_free(t);
+    mem_free(t->key);
+    mem_free(t);
 }
 
 /*
@@ -268,9 +268,9 @@ static void registry_free(struct dbpool_registry *r)
 {
     pthread_cond_destroy(&r->created);
     pthread_mutex_destroy(&r->mu);
-    dbpool_free((char *)r->cfg.tenant.after_connect);
-    dbpool_free(r->buckets);
-    dbpool_free(r);
+    mem_free((char *)r->cfg.tenant.after_connect);
+    mem_free(r->buckets);
+    mem_free(r);
 }
 
 static void release_cb(struct mclient *c)
@@ -306,7 +306,7 @@ int dbpool_registry_open(dbpool_registry **out, const dbpool_registry_config *cf
         return set_error(DBPOOL_EINVAL,
                          "dbpool_registry_open: max_connections and pool_idle_timeout must be "
                          "positive");
-    r = dbpool_calloc(1, sizeof(*r));
+    r = mem_calloc(1, sizeof(*r));
     if (!r)
         return set_error(DBPOOL_ENOMEM, "out of memory");
     r->cfg = *cfg;
@@ -314,11 +314,11 @@ int dbpool_registry_open(dbpool_registry **out, const dbpool_registry_config *cf
     r->cfg.tenant.after_connect = NULL;
     list_init(&r->queue);
     r->nbuckets = 64;
-    r->buckets = dbpool_calloc(r->nbuckets, sizeof(*r->buckets));
-    if (!r->buckets || (cfg->tenant.after_connect && !(r->cfg.tenant.after_connect = dbpool_strdup(
-                                                           cfg->tenant.after_connect)))) {
-        dbpool_free(r->buckets);
-        dbpool_free(r);
+    r->buckets = mem_calloc(r->nbuckets, sizeof(*r->buckets));
+    if (!r->buckets || (cfg->tenant.after_connect &&
+                        !(r->cfg.tenant.after_connect = mem_strdup(cfg->tenant.after_connect)))) {
+        mem_free(r->buckets);
+        mem_free(r);
         return set_error(DBPOOL_ENOMEM, "out of memory");
     }
     pthread_mutex_init(&r->mu, NULL);
@@ -388,9 +388,9 @@ int dbpool_registry_get(dbpool_registry *r, const char *key, dbpool **out)
     }
 
     /* first use: publish a placeholder so others wait for us */
-    t = dbpool_calloc(1, sizeof(*t));
-    if (t && !(t->key = dbpool_strdup(key))) {
-        dbpool_free(t);
+    t = mem_calloc(1, sizeof(*t));
+    if (t && !(t->key = mem_strdup(key))) {
+        mem_free(t);
         t = NULL;
     }
     if (!t) {
@@ -414,8 +414,8 @@ int dbpool_registry_get(dbpool_registry *r, const char *key, dbpool **out)
         r->ntenants--;
         pthread_cond_broadcast(&r->created);
         pthread_mutex_unlock(&r->mu);
-        dbpool_free(t->key);
-        dbpool_free(t);
+        mem_free(t->key);
+        mem_free(t);
         return rc;
     }
     *out = t->pool;
@@ -486,7 +486,7 @@ int dbpool_registry_prometheus(dbpool_registry *r, char *buf, size_t buflen, siz
         return DBPOOL_EFORKED;
     /* pin every pool so none is reclaimed while we read it */
     pthread_mutex_lock(&r->mu);
-    pools = dbpool_calloc(r->ntenants + 1, sizeof(*pools));
+    pools = mem_calloc(r->ntenants + 1, sizeof(*pools));
     if (!pools) {
         pthread_mutex_unlock(&r->mu);
         return set_error(DBPOOL_ENOMEM, "out of memory");
@@ -526,7 +526,7 @@ int dbpool_registry_prometheus(dbpool_registry *r, char *buf, size_t buflen, siz
         *needed = used + sub;
     for (size_t i = 0; i < n; i++)
         dbpool_registry_put(r, pools[i]);
-    dbpool_free(pools);
+    mem_free(pools);
     if (used >= buflen || rc != 0)
         return set_error(DBPOOL_ENOMEM, "buffer too small: %zu bytes needed", used + sub);
     return 0;
@@ -546,13 +546,13 @@ int dbpool_registry_close(dbpool_registry *r)
                 next = t->hnext;
                 if (t->pool)
                     pool_abandon(t->pool);
-                dbpool_free(t->key);
-                dbpool_free(t);
+                mem_free(t->key);
+                mem_free(t);
             }
         }
-        dbpool_free((char *)r->cfg.tenant.after_connect);
-        dbpool_free(r->buckets);
-        dbpool_free(r);
+        mem_free((char *)r->cfg.tenant.after_connect);
+        mem_free(r->buckets);
+        mem_free(r);
         return 0;
     }
     pthread_mutex_lock(&r->mu);
@@ -570,8 +570,8 @@ int dbpool_registry_close(dbpool_registry *r)
         struct tenant *t = r->buckets[i], *next;
         for (; t; t = next) {
             next = t->hnext;
-            dbpool_free(t->key);
-            dbpool_free(t);
+            mem_free(t->key);
+            mem_free(t);
         }
     }
     r->nbuckets = 0;

@@ -1,0 +1,89 @@
+/* namespace.h - link-time names of the library's internal symbols.
+ *
+ * Every non-static function or variable of the library that is not API gets
+ * the dbpool__ prefix in the object files (libuv's uv__, libpq's pq), so a
+ * static libdbpool.a never collides with an application's own plog() or
+ * pool_open(). The source keeps the short names; this header, included by
+ * every internal header, maps them. The CTest lib_internal_names checks
+ * that nothing unprefixed is left. */
+#ifndef DBPOOL_NAMESPACE_H
+#define DBPOOL_NAMESPACE_H
+
+#define alloc_set dbpool__alloc_set
+#define backoff_init dbpool__backoff_init
+#define backoff_next dbpool__backoff_next
+#define backoff_reset dbpool__backoff_reset
+#define clear_error dbpool__clear_error
+#define codel_checkin dbpool__codel_checkin
+#define codel_init dbpool__codel_init
+#define codel_mark_busy dbpool__codel_mark_busy
+#define codel_poll dbpool__codel_poll
+#define config_validate dbpool__config_validate
+#define hist_add dbpool__hist_add
+#define hist_quantile dbpool__hist_quantile
+#define hist_summary dbpool__hist_summary
+#define idle_advance dbpool__idle_advance
+#define idle_init dbpool__idle_init
+#define manager_attach dbpool__manager_attach
+#define manager_detach dbpool__manager_detach
+#define manager_fork_gen dbpool__manager_fork_gen
+#define manager_in_use dbpool__manager_in_use
+#define manager_is_self dbpool__manager_is_self
+#define manager_poke dbpool__manager_poke
+#define manager_poke_before dbpool__manager_poke_before
+#define manager_release dbpool__manager_release
+#define manager_unwatch dbpool__manager_unwatch
+#define manager_watch dbpool__manager_watch
+#define pg_cancel_target dbpool__pg_cancel_target
+#define pg_needs_lookup dbpool__pg_needs_lookup
+#define pg_open dbpool__pg_open
+#define pg_parse_conninfo dbpool__pg_parse_conninfo
+#define pg_resolve dbpool__pg_resolve
+#define pg_resolved_free dbpool__pg_resolved_free
+#define pg_set_msg dbpool__pg_set_msg
+#define plog dbpool__plog
+#define pool_abandon dbpool__pool_abandon
+#define pool_birth_locked dbpool__pool_birth_locked
+#define pool_close dbpool__pool_close
+#define pool_deliver_events dbpool__pool_deliver_events
+#define pool_event_locked dbpool__pool_event_locked
+#define pool_fail_waiters_locked dbpool__pool_fail_waiters_locked
+#define pool_forked dbpool__pool_forked
+#define pool_free dbpool__pool_free
+#define pool_last_out_locked dbpool__pool_last_out_locked
+#define pool_lease_user dbpool__pool_lease_user
+#define pool_open dbpool__pool_open
+#define pool_open_conns dbpool__pool_open_conns
+#define pool_release_locked dbpool__pool_release_locked
+#define pool_signal_dropped dbpool__pool_signal_dropped
+#define pool_update_state_locked dbpool__pool_update_state_locked
+#define rng_range dbpool__rng_range
+#define set_error_msg dbpool__set_error_msg
+#define slot_disconnect dbpool__slot_disconnect
+#define slot_io dbpool__slot_io
+#define slot_move dbpool__slot_move
+#define slot_service dbpool__slot_service
+#define stmt_free dbpool__stmt_free
+#define stmtcache_add dbpool__stmtcache_add
+#define stmtcache_clear dbpool__stmtcache_clear
+#define stmtcache_forget dbpool__stmtcache_forget
+#define stmtcache_get dbpool__stmtcache_get
+#define stmtcache_hash dbpool__stmtcache_hash
+#define stmtcache_init dbpool__stmtcache_init
+#define stmtcache_new dbpool__stmtcache_new
+#define stmtcache_oldest dbpool__stmtcache_oldest
+#define workers_atfork_child dbpool__workers_atfork_child
+#define workers_atfork_parent dbpool__workers_atfork_parent
+#define workers_atfork_prepare dbpool__workers_atfork_prepare
+#define workers_busy dbpool__workers_busy
+#define workers_submit dbpool__workers_submit
+#define workers_trim dbpool__workers_trim
+#define wq_init dbpool__wq_init
+#define wq_push dbpool__wq_push
+#define wq_remove dbpool__wq_remove
+#define mem_malloc dbpool__mem_malloc
+#define mem_calloc dbpool__mem_calloc
+#define mem_free dbpool__mem_free
+#define mem_strdup dbpool__mem_strdup
+
+#endif
