@@ -681,7 +681,13 @@ static void test_alive_check_replaces_dead_idle(void **state)
     dbpool *p = itp_open(&srv, "lc_alive", &cfg);
     await_idle(p, 2, 5000);
     for (int round = 0; round < 5; round++) {
-        itp_sleep_ms(450); /* past the server's idle_session_timeout */
+        /* the server ends both sessions (idle_session_timeout): wait until
+         * their backends are gone, so the test does not depend on how late
+         * a loaded server enforces the timeout */
+        assert_true(itp_wait_backends(&srv, "lc_alive", 0, 10000));
+        /* a backend leaves pg_stat_activity before its process has exited
+         * and its socket is closed: give the close time to reach us */
+        itp_sleep_ms(100);
         dbpool_lease a, b;
         assert_int_equal(dbpool_checkout(p, 5000, &a), 0);
         assert_int_equal(dbpool_checkout(p, 5000, &b), 0);
