@@ -253,8 +253,8 @@ static void connect_failed_locked(struct dbpool *p, struct dbpool_slot *s, const
     pool_update_state_locked(p, now);
     probe_update_locked(p, now);
     if (p->probing && s->state == SLOT_BACKOFF)
-        plog(p, DBPOOL_LOG_DEBUG, "connect failed (the pool probes every %lld ms): %s",
-             (long long)p->cfg.probe_interval, err);
+        plog(p, DBPOOL_LOG_DEBUG, "connect failed (retry in %lld ms, by the pool's probe): %s",
+             (long long)(p->probe_at > now ? p->probe_at - now : 0), err);
     else
         plog(p, DBPOOL_LOG_DEBUG, "connect failed (retry in %lld ms): %s", (long long)delay, err);
     if (p->state != before) {
