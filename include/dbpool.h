@@ -187,6 +187,9 @@ typedef struct dbpool_config {
     int64_t backoff_min;              /* -1 (auto)    1000 ms, or min(1000, backoff_max) when
                                                          only backoff_max is set             */
     int64_t backoff_max;              /* 30000 ms                                            */
+    int64_t probe_interval;           /* 100 ms       while the pool is down, ONE probe connect
+                                                         this often instead of every slot's
+                                                         backoff; 0 = off (per-slot backoff) */
     int64_t max_lifetime;             /* 1800000 ms   recycle a connection after this long
                                                          (minus up to 10% per-connection
                                                          jitter); 0 = never                  */

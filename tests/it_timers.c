@@ -159,6 +159,7 @@ static void test_timers_backoff_and_events(void **state)
     cfg.backoff_type = DBPOOL_BACKOFF_EXP;
     cfg.backoff_min = 50;
     cfg.backoff_max = 200;
+    cfg.probe_interval = 0; /* the slot's own backoff, not the pool's probe (it_recovery) */
     dbpool *p = open_via(r, "tm_backoff", &cfg);
     struct cnt c = {DBPOOL_EV_CONNECT_FAILED, 5};
     assert_true(pgt_wait_for(has_count, &c, 5000));

@@ -78,6 +78,7 @@ static const struct ms_opt ms_opts[] = {
     {"reset_timeout", offsetof(dbpool_config, reset_timeout), 1},
     {"leak_threshold", offsetof(dbpool_config, leak_threshold), 0},
     {"idle_timeout", offsetof(dbpool_config, idle_timeout), 0},
+    {"probe_interval", offsetof(dbpool_config, probe_interval), 0},
 };
 #define N_MS_OPTS (sizeof(ms_opts) / sizeof(ms_opts[0]))
 
@@ -121,6 +122,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.backoff_type, DBPOOL_BACKOFF_RAND_EXP);
     assert_true(cfg.backoff_min == -1);
     assert_int_equal(cfg.backoff_max, 30000);
+    assert_int_equal(cfg.probe_interval, 100);
     assert_int_equal(cfg.max_lifetime, 1800000);
     assert_int_equal(cfg.hold_timeout, 15000);
     assert_int_equal(cfg.reset_timeout, 5000);

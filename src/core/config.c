@@ -34,6 +34,7 @@ void dbpool_config_init(dbpool_config *cfg)
     cfg->backoff_type = DBPOOL_BACKOFF_RAND_EXP;
     cfg->backoff_min = -1;
     cfg->backoff_max = 30000;
+    cfg->probe_interval = 100; /* <= 10 connects/s while down, first success <= 150 ms */
     cfg->max_lifetime = 1800000;
     cfg->hold_timeout = 15000;
     cfg->reset_timeout = 5000;
@@ -134,6 +135,7 @@ static const struct opt opts[] = {
     OPT(backoff_type, O_BACKOFF),
     OPT(backoff_min, O_MS),
     OPT(backoff_max, O_MS),
+    OPT(probe_interval, O_MS),
     OPT(max_lifetime, O_MS),
     OPT(hold_timeout, O_MS),
     OPT(reset_timeout, O_MS),
@@ -288,6 +290,7 @@ int config_validate(const dbpool_config *cfg)
     RANGE(backoff_type, DBPOOL_BACKOFF_RAND_EXP, DBPOOL_BACKOFF_STOP);
     RANGE(backoff_min, -1, MAX_MS);
     RANGE(backoff_max, 1, MAX_MS);
+    RANGE(probe_interval, 0, MAX_MS);
     RANGE(max_lifetime, 0, MAX_MS);
     RANGE(hold_timeout, 0, MAX_MS);
     RANGE(reset_timeout, 1, MAX_MS);

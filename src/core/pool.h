@@ -145,6 +145,12 @@ struct dbpool {
     int64_t down_since;
     int down_attempts;
     char last_error[256];
+    /* probe_interval: while no connection is usable and the latest connects
+     * failed, one slot at a time (`probe`) tries every probe_interval; the
+     * other slots wait in BACKOFF without timers of their own (slot.c) */
+    int probing;
+    int64_t probe_at;          /* the next probe may start then */
+    struct dbpool_slot *probe; /* the probe, PENDING or CONNECTING; NULL between */
 
     int paused;   /* dbpool_pause(): hand out nothing, drop nothing */
     int min_size; /* resolved cfg.min_size */

@@ -136,6 +136,72 @@ static void start_resolve(struct dbpool *p)
     p->jobs++;
 }
 
+/* ---- recovery probe (probe_interval; pool mutex held) --------------------- */
+
+/* Connects started after the probe succeeded are spread over this long, so a
+ * fleet of pools does not hit a fresh server in the same millisecond. */
+#define RECOVERY_SPREAD_MS 50
+
+/* Should the pool probe? No usable connection, and the latest connect failed
+ * (DOWN) or met a server starting up (57P03, STARTING). */
+static int want_probe(const struct dbpool *p)
+{
+    int usable = p->lists[SLOT_IDLE].n + p->lists[SLOT_BUSY].n + p->lists[SLOT_PINGING].n;
+
+    return p->cfg.probe_interval > 0 && !p->closing && usable == 0 &&
+           (p->fail_streak > 0 || p->starting_up);
+}
+
+/*
+ * Enter or leave probing. Entering: the slots already in BACKOFF and those
+ * failing from now on wait (their own timers are ignored); the first probe
+ * goes out probe_interval after the failure that started it. Leaving (the
+ * probe or a connect in flight succeeded, or dbpool_restart): the waiting
+ * slots connect at once but spread: the k-th of n at now + k*step + a random
+ * [0, step) with step = max(1, RECOVERY_SPREAD_MS / n) ms, so no two start in
+ * the same millisecond and all start within max(RECOVERY_SPREAD_MS, n) ms.
+ */
+static void probe_update_locked(struct dbpool *p, int64_t now)
+{
+    int want = want_probe(p);
+
+    if (want && !p->probing) {
+        p->probing = 1;
+        p->probe = NULL;
+        p->probe_at = deadline_add(now, p->cfg.probe_interval);
+    } else if (!want && p->probing) {
+        int n = p->lists[SLOT_BACKOFF].n, k = 0;
+        int64_t step = n ? RECOVERY_SPREAD_MS / n : 1;
+        if (step < 1)
+            step = 1;
+        p->probing = 0;
+        p->probe = NULL;
+        for (struct dbpool_slot *s = slot_first(p, SLOT_BACKOFF); s; s = slot_next(p, s), k++) {
+            backoff_reset(&s->backoff);
+            s->timer_at = now + k * step + rng_range(&p->rng, 0, step - 1);
+        }
+    }
+}
+
+/* While probing: park every PENDING slot but the probe in BACKOFF, and pick
+ * the next probe when it is due and nothing is connecting. */
+static void probe_pick_locked(struct dbpool *p, int64_t now)
+{
+    struct dbpool_slot *s, *next;
+
+    for (s = slot_first(p, SLOT_PENDING); s; s = next) {
+        next = slot_next(p, s);
+        if (s != p->probe)
+            slot_move(p, s, SLOT_BACKOFF);
+    }
+    if (!p->probe && !p->lists[SLOT_CONNECTING].n && now >= p->probe_at &&
+        (s = slot_first(p, SLOT_BACKOFF)) != NULL) {
+        slot_move(p, s, SLOT_PENDING);
+        p->probe = s;
+        p->probe_at = deadline_add(now, p->cfg.probe_interval);
+    }
+}
+
 /* ---- outcomes (pool mutex held) ------------------------------------------ */
 
 static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t now)
@@ -153,9 +219,12 @@ static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t no
         s->expires_at = deadline_add(now, p->cfg.max_lifetime -
                                               rng_range(&p->rng, 0, p->cfg.max_lifetime / 10));
     }
+    if (s == p->probe)
+        p->probe = NULL;
     pool_event_locked(p, DBPOOL_EV_CONNECTED, 0, now, "");
     pool_release_locked(p, s, now);
     pool_update_state_locked(p, now);
+    probe_update_locked(p, now); /* the others connect now, spread */
 }
 
 /* `not_yet`: the server is starting up (57P03): retry, but callers wait
@@ -165,6 +234,8 @@ static void connect_failed_locked(struct dbpool *p, struct dbpool_slot *s, const
 {
     int64_t delay = backoff_next(&s->backoff);
 
+    if (s == p->probe)
+        p->probe = NULL;
     p->n_connect_failures++;
     /* the server answered "starting up": it is coming back, not down */
     p->fail_streak = not_yet ? 0 : p->fail_streak + 1;
@@ -182,9 +253,14 @@ static void connect_failed_locked(struct dbpool *p, struct dbpool_slot *s, const
     }
     /* One line per failure would be a wall of text during an outage: debug
      * only; the state change logs once, then a summary every 30 s. */
-    plog(p, DBPOOL_LOG_DEBUG, "connect failed (retry in %lld ms): %s", (long long)delay, err);
     dbpool_state before = p->state;
     pool_update_state_locked(p, now);
+    probe_update_locked(p, now);
+    if (p->probing && s->state == SLOT_BACKOFF)
+        plog(p, DBPOOL_LOG_DEBUG, "connect failed (retry in %lld ms, by the pool's probe): %s",
+             (long long)(p->probe_at > now ? p->probe_at - now : 0), err);
+    else
+        plog(p, DBPOOL_LOG_DEBUG, "connect failed (retry in %lld ms): %s", (long long)delay, err);
     if (p->state != before) {
         p->down_attempts = 0;
     } else if (p->state == DBPOOL_STATE_DOWN && now - p->down_logged_at >= STILL_DOWN_EVERY_MS) {
@@ -325,7 +401,8 @@ static void expire_timers(struct dbpool *p, struct dbpool_slot **todo, int64_t n
 {
     struct dbpool_slot *s, *next;
 
-    for (s = slot_first(p, SLOT_BACKOFF); s; s = next) {
+    /* while probing, BACKOFF slots wait for the probe, not for their timers */
+    for (s = p->probing ? NULL : slot_first(p, SLOT_BACKOFF); s; s = next) {
         next = slot_next(p, s);
         if (s->timer_at <= now)
             slot_move(p, s, SLOT_PENDING);
@@ -349,6 +426,8 @@ static void start_connects(struct dbpool *p, struct dbpool_slot **todo, int64_t 
     struct dbpool_slot *s;
 
     p->budget_denied = 0;
+    if (p->probing)
+        probe_pick_locked(p, now); /* at most one PENDING: the probe */
     if (!slot_first(p, SLOT_PENDING)) {
         /* nobody waited for this lookup: the next connect looks up again */
         *resolved = p->resolved;
@@ -506,8 +585,13 @@ static int64_t next_due_locked(struct dbpool *p, int64_t now)
         due = now;
     if (p->cfg.idle_timeout && slot_first(p, SLOT_IDLE))
         due = min64(due, deadline_add(slot_first(p, SLOT_IDLE)->last_checkin, p->cfg.idle_timeout));
-    for (s = slot_first(p, SLOT_BACKOFF); s; s = slot_next(p, s))
-        due = min64(due, s->timer_at);
+    if (p->probing) {
+        if (!p->probe && !p->lists[SLOT_CONNECTING].n && p->lists[SLOT_BACKOFF].n)
+            due = min64(due, p->probe_at);
+    } else {
+        for (s = slot_first(p, SLOT_BACKOFF); s; s = slot_next(p, s))
+            due = min64(due, s->timer_at);
+    }
     for (s = slot_first(p, SLOT_CONNECTING); s; s = slot_next(p, s))
         due = min64(due, s->timer_at);
     for (s = slot_first(p, SLOT_PINGING); s; s = slot_next(p, s))
@@ -540,6 +624,7 @@ int64_t slot_service(struct mclient *c, int64_t now)
         pthread_mutex_unlock(&p->mu);
         return INT64_MAX;
     }
+    probe_update_locked(p, now); /* dbpool_restart may have ended an outage */
     expire_timers(p, &todo, now);
     start_connects(p, &todo, now, &resolved);
     check_holds(p, now);

@@ -517,12 +517,12 @@ static void describe_options(const struct drill *d, char *buf, size_t len)
 
     snprintf(buf, len,
              "size=%d connect_timeout=%lldms backoff_type=%s backoff_min=%lldms "
-             "backoff_max=%lldms checkout timeout=%lldms (the request deadline) "
+             "backoff_max=%lldms probe_interval=%lldms checkout timeout=%lldms (the request deadline) "
              "idle_interval=%lldms ping_timeout=%lldms queue_target=%lldms "
              "queue_interval=%lldms",
              c->size, (long long)c->connect_timeout,
              (unsigned)c->backoff_type < 4 ? bt[c->backoff_type] : "?", (long long)bmin,
-             (long long)c->backoff_max, (long long)d->deadline_ms, (long long)c->idle_interval,
+             (long long)c->backoff_max, (long long)c->probe_interval, (long long)d->deadline_ms, (long long)c->idle_interval,
              (long long)c->ping_timeout, (long long)c->queue_target, (long long)c->queue_interval);
 }
 
