@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "dbpool.h"
 #include "stub_driver.h"
 #include "dbpool_pg.h"
@@ -970,10 +971,43 @@ static void test_redact_quotes_values(void **state)
     assert_redacted("host=h application_name='back\\\\slash' password=" SECRET, SECRET, keep);
 }
 
+/* docs/configuration.md has a row for every option of the table in
+ * src/core/config.c, and the row of a numeric option shows its default. */
+static void test_docs_list_every_option(void **state)
+{
+    (void)state;
+    FILE *f = fopen(DBPOOL_DOCS_DIR "/configuration.md", "r");
+    assert_non_null(f);
+    static char doc[1 << 16];
+    size_t n = fread(doc, 1, sizeof(doc) - 1, f);
+    fclose(f);
+    doc[n] = '\0';
+    int numeric, count = 0;
+    int64_t def;
+    const char *name;
+    for (size_t i = 0; (name = config_option(i, &numeric, &def)) != NULL; i++, count++) {
+        char key[96], want[48];
+        snprintf(key, sizeof key, "\n| `%s` |", name);
+        const char *row = strstr(doc, key);
+        if (!row)
+            fail_msg("docs/configuration.md has no row for option %s", name);
+        if (!numeric)
+            continue;
+        const char *end = strchr(row + 1, '\n');
+        snprintf(want, sizeof want, "`%lld`", (long long)def);
+        const char *hit = strstr(row, want);
+        if (!hit || (end && hit > end))
+            fail_msg("docs/configuration.md: the row of %s does not show its default %s", name,
+                     want);
+    }
+    assert_true(count > 20);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_docs_list_every_option),
         cmocka_unit_test(test_set_int),
         cmocka_unit_test(test_set_min_size),
         cmocka_unit_test(test_set_durations),

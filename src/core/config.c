@@ -13,40 +13,7 @@
 #define MAX_SIZE 10000
 #define MAX_MS (INT64_C(1000) * 3600 * 24 * 365) /* one year */
 
-void dbpool_config_init(dbpool_config *cfg)
-{
-    if (!cfg)
-        return;
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->name = "default";
-    cfg->size = 10;
-    cfg->min_size = -1;
-    cfg->idle_timeout = 0;
-    cfg->queue = 1;
-    cfg->lifo = 0;
-    cfg->queue_target = 50;
-    cfg->queue_interval = 1000;
-    cfg->checkout_timeout = 15000;
-    cfg->idle_interval = 1000;
-    cfg->idle_limit = 0;
-    cfg->ping_timeout = 5000;
-    cfg->connect_timeout = 10000;
-    cfg->backoff_type = DBPOOL_BACKOFF_RAND_EXP;
-    cfg->backoff_min = -1;
-    cfg->backoff_max = 30000;
-    cfg->probe_interval = 100; /* <= 10 connects/s while down, first success <= 150 ms */
-    cfg->max_lifetime = 1800000;
-    cfg->hold_timeout = 15000;
-    cfg->reset_timeout = 5000;
-    cfg->after_connect = NULL;
-    cfg->log_cb = NULL;
-    cfg->log_arg = NULL;
-    cfg->log_level = DBPOOL_LOG_WARNING;
-    cfg->event_cb = NULL;
-    cfg->event_arg = NULL;
-    cfg->leak_threshold = 0;
-    cfg->alive_check = 500; /* HikariCP's aliveBypassWindowMs */
-}
+/* dbpool_config_init is below the table. */
 
 /* "1500", "1500ms", "2s", "1m", "1h" -> ms. Returns 0; -1 if malformed
  * ("1e30s", "1.5s"); -2 if above MAX_MS, including numbers strtoll cannot
@@ -109,41 +76,99 @@ static int parse_bool(const char *v, int *out)
     return 0;
 }
 
+/*
+ * Every option once: name, type, field, default, range. dbpool_config_init,
+ * dbpool_config_set/_parse, config_validate and the docs check
+ * (tests/unit_config.c against docs/configuration.md) all read this table,
+ * as libpq's PQconninfoOptions[] serves its parsers. The callbacks (log_cb,
+ * event_cb and their args) are not options by name: they default to NULL.
+ */
+enum opt_type { O_INT, O_MS, O_BOOL, O_STR, O_BACKOFF, O_LEVEL };
+
 struct opt {
     const char *name;
-    enum { O_INT, O_MS, O_BOOL, O_STR, O_BACKOFF, O_LEVEL } type;
+    enum opt_type type;
     size_t off;
+    int64_t def;    /* numeric types; O_STR fields default to NULL but `name` */
+    int64_t lo, hi; /* valid range of numeric types */
 };
 
 /* clang-format off */
-#define OPT(n, t) {#n, t, offsetof(dbpool_config, n)}
-/* clang-format on */
+#define OPT(n, t, d, lo, hi) {#n, t, offsetof(dbpool_config, n), d, lo, hi}
 static const struct opt opts[] = {
-    OPT(name, O_STR),
-    OPT(size, O_INT),
-    OPT(min_size, O_INT),
-    OPT(idle_timeout, O_MS),
-    OPT(queue, O_BOOL),
-    OPT(lifo, O_BOOL),
-    OPT(queue_target, O_MS),
-    OPT(queue_interval, O_MS),
-    OPT(checkout_timeout, O_MS),
-    OPT(idle_interval, O_MS),
-    OPT(idle_limit, O_INT),
-    OPT(ping_timeout, O_MS),
-    OPT(connect_timeout, O_MS),
-    OPT(backoff_type, O_BACKOFF),
-    OPT(backoff_min, O_MS),
-    OPT(backoff_max, O_MS),
-    OPT(probe_interval, O_MS),
-    OPT(max_lifetime, O_MS),
-    OPT(hold_timeout, O_MS),
-    OPT(reset_timeout, O_MS),
-    OPT(after_connect, O_STR),
-    OPT(log_level, O_LEVEL),
-    OPT(leak_threshold, O_MS),
-    OPT(alive_check, O_MS),
+    OPT(name,             O_STR,     0,     0, 0),
+    OPT(size,             O_INT,     10,    1, MAX_SIZE),
+    OPT(min_size,         O_INT,     -1,    -1, MAX_SIZE),  /* and <= size */
+    OPT(idle_timeout,     O_MS,      0,     0, MAX_MS),
+    OPT(queue,            O_BOOL,    1,     0, 1),
+    OPT(lifo,             O_BOOL,    0,     0, 1),
+    OPT(queue_target,     O_MS,      50,    1, MAX_MS),
+    OPT(queue_interval,   O_MS,      1000,  1, MAX_MS),
+    OPT(checkout_timeout, O_MS,      15000, 0, MAX_MS),
+    OPT(idle_interval,    O_MS,      1000,  1, MAX_MS),
+    OPT(idle_limit,       O_INT,     0,     0, MAX_SIZE),
+    OPT(ping_timeout,     O_MS,      5000,  1, MAX_MS),
+    OPT(connect_timeout,  O_MS,      10000, 1, MAX_MS),
+    OPT(backoff_type,     O_BACKOFF, DBPOOL_BACKOFF_RAND_EXP, DBPOOL_BACKOFF_RAND_EXP, DBPOOL_BACKOFF_STOP),
+    OPT(backoff_min,      O_MS,      -1,    -1, MAX_MS),    /* and <= backoff_max */
+    OPT(backoff_max,      O_MS,      30000, 1, MAX_MS),
+    OPT(probe_interval,   O_MS,      100,   0, MAX_MS),
+    OPT(max_lifetime,     O_MS,      1800000, 0, MAX_MS),
+    OPT(hold_timeout,     O_MS,      15000, 0, MAX_MS),
+    OPT(reset_timeout,    O_MS,      5000,  1, MAX_MS),
+    OPT(after_connect,    O_STR,     0,     0, 0),
+    OPT(log_level,        O_LEVEL,   DBPOOL_LOG_WARNING, DBPOOL_LOG_DEBUG, DBPOOL_LOG_NONE),
+    OPT(leak_threshold,   O_MS,      0,     0, MAX_MS),
+    OPT(alive_check,      O_MS,      500,   0, MAX_MS),     /* HikariCP's aliveBypassWindowMs */
 };
+/* clang-format on */
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+/* Numeric fields are int (O_INT, O_BOOL, the enums) or int64_t (O_MS). */
+static int64_t get_num(const dbpool_config *cfg, const struct opt *o)
+{
+    const char *f = (const char *)cfg + o->off;
+    int i;
+    int64_t v;
+
+    if (o->type == O_MS) {
+        memcpy(&v, f, sizeof(v));
+        return v;
+    }
+    memcpy(&i, f, sizeof(i));
+    return i;
+}
+
+static void set_num(dbpool_config *cfg, const struct opt *o, int64_t v)
+{
+    char *f = (char *)cfg + o->off;
+    int i = (int)v;
+
+    if (o->type == O_MS)
+        memcpy(f, &v, sizeof(v));
+    else
+        memcpy(f, &i, sizeof(i));
+}
+
+void dbpool_config_init(dbpool_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof(*cfg)); /* strings and callbacks NULL */
+    for (size_t i = 0; i < NOPTS; i++)
+        if (opts[i].type != O_STR)
+            set_num(cfg, &opts[i], opts[i].def);
+    cfg->name = "default";
+}
+
+const char *config_option(size_t i, int *numeric, int64_t *def)
+{
+    if (i >= NOPTS)
+        return NULL;
+    *numeric = opts[i].type == O_INT || opts[i].type == O_MS;
+    *def = opts[i].def;
+    return opts[i].name;
+}
 
 int dbpool_config_set(dbpool_config *out, const char *name, const char *value)
 {
@@ -151,7 +176,7 @@ int dbpool_config_set(dbpool_config *out, const char *name, const char *value)
         return set_error(DBPOOL_EINVAL, "dbpool_config_set: NULL argument");
     /* work on a copy so a rejected value leaves the config unchanged */
     dbpool_config tmp = *out, *cfg = &tmp;
-    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+    for (size_t i = 0; i < NOPTS; i++) {
         const struct opt *o = &opts[i];
         char *field = (char *)cfg + o->off;
         int ok = 0;
@@ -256,7 +281,7 @@ int dbpool_config_parse(dbpool_config *cfg, const char *options)
         memcpy(value, s, n);
         value[n] = '\0';
         s += n;
-        for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+        for (size_t i = 0; i < NOPTS; i++)
             if (!strcmp(opts[i].name, name) && opts[i].type == O_STR)
                 return set_error(DBPOOL_EINVAL,
                                  "option \"%s\" cannot be set by dbpool_config_parse", name);
@@ -266,37 +291,19 @@ int dbpool_config_parse(dbpool_config *cfg, const char *options)
     }
 }
 
-#define RANGE(field, lo, hi)                                                                       \
-    do {                                                                                           \
-        if (cfg->field < (lo) || cfg->field > (hi))                                                \
-            return set_error(DBPOOL_EINVAL, "option \"" #field "\" out of range (%lld..%lld)",     \
-                             (long long)(lo), (long long)(hi));                                    \
-    } while (0)
-
 int config_validate(const dbpool_config *cfg)
 {
-    RANGE(size, 1, MAX_SIZE);
-    RANGE(min_size, -1, cfg->size);
-    RANGE(idle_timeout, 0, MAX_MS);
-    RANGE(queue, 0, 1);
-    RANGE(lifo, 0, 1);
-    RANGE(queue_target, 1, MAX_MS);
-    RANGE(queue_interval, 1, MAX_MS);
-    RANGE(checkout_timeout, 0, MAX_MS);
-    RANGE(idle_interval, 1, MAX_MS);
-    RANGE(idle_limit, 0, MAX_SIZE);
-    RANGE(ping_timeout, 1, MAX_MS);
-    RANGE(connect_timeout, 1, MAX_MS);
-    RANGE(backoff_type, DBPOOL_BACKOFF_RAND_EXP, DBPOOL_BACKOFF_STOP);
-    RANGE(backoff_min, -1, MAX_MS);
-    RANGE(backoff_max, 1, MAX_MS);
-    RANGE(probe_interval, 0, MAX_MS);
-    RANGE(max_lifetime, 0, MAX_MS);
-    RANGE(hold_timeout, 0, MAX_MS);
-    RANGE(reset_timeout, 1, MAX_MS);
-    RANGE(log_level, DBPOOL_LOG_DEBUG, DBPOOL_LOG_NONE);
-    RANGE(leak_threshold, 0, MAX_MS);
-    RANGE(alive_check, 0, MAX_MS);
+    for (size_t i = 0; i < NOPTS; i++) {
+        const struct opt *o = &opts[i];
+        if (o->type == O_STR)
+            continue;
+        int64_t v = get_num(cfg, o);
+        if (v < o->lo || v > o->hi)
+            return set_error(DBPOOL_EINVAL, "option \"%s\" out of range (%lld..%lld)", o->name,
+                             (long long)o->lo, (long long)o->hi);
+    }
+    if (cfg->min_size > cfg->size)
+        return set_error(DBPOOL_EINVAL, "option \"min_size\" out of range (-1..%d)", cfg->size);
     if (cfg->backoff_min > cfg->backoff_max)
         return set_error(DBPOOL_EINVAL, "backoff_min (%lld) is above backoff_max (%lld)",
                          (long long)cfg->backoff_min, (long long)cfg->backoff_max);
