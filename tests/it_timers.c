@@ -145,21 +145,20 @@ static dbpool *open_via(relay *r, const char *app, const dbpool_config *cfg)
     return p;
 }
 
-/* Backoff over TCP: each retry starts when the logged delay says, and every
- * event reaches the callback at once. */
-static void test_timers_backoff_and_events(void **state)
+/* One refused outage with this backoff rule: each retry starts when the
+ * logged delay says, and every event reaches the callback at once. */
+static void check_backoff(const char *what, dbpool_backoff_type type, int64_t probe_interval)
 {
-    (void)state;
     relay *r = NULL;
     dbpool_config cfg;
     assert_int_equal(relay_start(&r, "127.0.0.1", srv.port), 0);
     relay_set_mode(r, RELAY_REFUSE);
     reset();
     base_config(&cfg);
-    cfg.backoff_type = DBPOOL_BACKOFF_EXP;
+    cfg.backoff_type = type;
     cfg.backoff_min = 50;
     cfg.backoff_max = 200;
-    cfg.probe_interval = 0; /* the slot's own backoff, not the pool's probe (it_recovery) */
+    cfg.probe_interval = probe_interval; /* 0: the slot's own backoff (see it_recovery) */
     dbpool *p = open_via(r, "tm_backoff", &cfg);
     struct cnt c = {DBPOOL_EV_CONNECT_FAILED, 5};
     assert_true(pgt_wait_for(has_count, &c, 5000));
@@ -175,7 +174,7 @@ static void test_timers_backoff_and_events(void **state)
         assert_int_equal(nth(DBPOOL_EV_CONNECT_FAILED, i, &a), 0);
         assert_int_equal(nth(DBPOOL_EV_CONNECT_FAILED, i + 1, &b), 0);
         int64_t gap = b.at - a.at;
-        fprintf(stderr, "# backoff: logged retry in %lld ms, next attempt failed after %lld ms\n",
+        fprintf(stderr, "# %s: logged retry in %lld ms, next attempt failed after %lld ms\n", what,
                 (long long)R.retry_in[i], (long long)gap);
         assert_true(gap >= R.retry_in[i]);
         assert_true(gap <= R.retry_in[i] + slack());
@@ -188,10 +187,20 @@ static void test_timers_backoff_and_events(void **state)
             worst = R.ev[i].seen - R.ev[i].at;
     int n = R.n;
     pthread_mutex_unlock(&R.mu);
-    fprintf(stderr, "# events: %d delivered, worst latency %lld ms (scheduler: %lld ms)\n", n,
-            (long long)worst, (long long)pgt_sched_late());
+    fprintf(stderr, "# %s: %d events delivered, worst latency %lld ms (scheduler: %lld ms)\n", what,
+            n, (long long)worst, (long long)pgt_sched_late());
     assert_true(worst <= slack());
     relay_stop(r);
+}
+
+/* Every backoff type, and the pool's probe while down. */
+static void test_timers_backoff_and_events(void **state)
+{
+    (void)state;
+    check_backoff("backoff exp", DBPOOL_BACKOFF_EXP, 0);
+    check_backoff("backoff rand", DBPOOL_BACKOFF_RAND, 0);
+    check_backoff("backoff rand_exp", DBPOOL_BACKOFF_RAND_EXP, 0);
+    check_backoff("probe 100 ms", DBPOOL_BACKOFF_RAND_EXP, 100);
 }
 
 /* max_lifetime over TCP: the connection is recycled within [lifetime - 10%
@@ -249,6 +258,39 @@ static void test_timers_leak_report(void **state)
     relay_stop(r);
 }
 
+/* A failed ping reconnects at once (no backoff, no wait for the next idle
+ * tick): from the disconnect to the new connection takes about one connect,
+ * measured here as the pool's first connect in the same run. */
+static void test_timers_failed_ping_reconnects_at_once(void **state)
+{
+    (void)state;
+    relay *r = NULL;
+    dbpool_config cfg;
+    assert_int_equal(relay_start(&r, "127.0.0.1", srv.port), 0);
+    reset();
+    base_config(&cfg);
+    cfg.idle_interval = 500; /* pings happen, but the next tick is far away */
+    int64_t t0 = pgt_now_ms();
+    dbpool *p = open_via(r, "tm_ping", &cfg);
+    struct cnt c = {DBPOOL_EV_CONNECTED, 1};
+    assert_true(pgt_wait_for(has_count, &c, 5000));
+    struct rec first = {0};
+    assert_int_equal(nth(DBPOOL_EV_CONNECTED, 0, &first), 0);
+    int64_t connect_ms = first.at - t0;
+    assert_true(pgt_terminate(&srv, "tm_ping") >= 0); /* the next ping fails */
+    struct cnt again = {DBPOOL_EV_CONNECTED, 2};
+    assert_true(pgt_wait_for(has_count, &again, 5000));
+    assert_int_equal(dbpool_close(p), 0);
+    relay_stop(r);
+    struct rec gone = {0}, back = {0};
+    assert_int_equal(nth(DBPOOL_EV_DISCONNECTED, 0, &gone), 0);
+    assert_int_equal(nth(DBPOOL_EV_CONNECTED, 1, &back), 0);
+    int64_t gap = back.at - gone.at;
+    fprintf(stderr, "# failed ping (%s): reconnected after %lld ms (a connect took %lld ms)\n",
+            gone.detail, (long long)gap, (long long)connect_ms);
+    assert_true(gap <= 2 * connect_ms + slack());
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -272,6 +314,7 @@ int main(void)
         cmocka_unit_test(test_timers_backoff_and_events),
         cmocka_unit_test(test_timers_max_lifetime),
         cmocka_unit_test(test_timers_leak_report),
+        cmocka_unit_test(test_timers_failed_ping_reconnects_at_once),
     };
     return cmocka_run_group_tests_name("it_timers", tests, group_setup, group_teardown);
 }
