@@ -271,14 +271,11 @@ static int pg_reset(void *vctx, void *conn, int64_t timeout_ms, char *err, size_
         return -1;
     }
 
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t deadline = deadline_add((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, timeout_ms);
+    int64_t deadline = deadline_add(clock_ms(), timeout_ms);
     int fd = -1;
     int r = command_start(c, "ROLLBACK", &fd, err, errlen, ctx->password);
     while (r == DBPOOL_IO_READ || r == DBPOOL_IO_WRITE) {
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t left = deadline - ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+        int64_t left = deadline - clock_ms();
         if (left <= 0) {
             snprintf(err, errlen, "ROLLBACK at check-in timed out");
             return -1;

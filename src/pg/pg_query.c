@@ -57,13 +57,8 @@ static void qstate_free(void *arg)
 
 /* ---- clock and waiting ------------------------------------------------------ */
 
-static int64_t now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
+/* The library's one clock (src/core/clock.h), in us. */
+#define now_us clock_us
 
 /* Wait until fd shows `events` or the deadline (us, 0 = none) passes.
  * Returns the revents seen, 0 on timeout. A failing poll() is reported as
