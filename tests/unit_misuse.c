@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -450,6 +451,50 @@ static void test_checkout_timeouts(void **state)
     EXPECT(dbpool_close(p), 0);
 }
 
+/* A checkout that waits "forever" (INT64_MAX ms, no limit) sleeps, does not
+ * spin (the deadline once overflowed and the wait loop burned a CPU), and is
+ * served by the next check-in. */
+struct forever {
+    dbpool *pool;
+    dbpool_lease lease;
+    atomic_int rc;
+    int64_t cpu_ns;
+};
+
+static void *forever_main(void *arg)
+{
+    struct forever *f = arg;
+    struct timespec a, b;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+    atomic_store(&f->rc, dbpool_checkout(f->pool, INT64_MAX, &f->lease));
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+    f->cpu_ns = (int64_t)(b.tv_sec - a.tv_sec) * 1000000000 + (b.tv_nsec - a.tv_nsec);
+    return NULL;
+}
+
+static void test_checkout_no_limit(void **state)
+{
+    (void)state;
+    dbpool *p = open_stub(1);
+    dbpool_lease l;
+    EXPECT(dbpool_checkout(p, DBPOOL_DEFAULT_TIMEOUT, &l), 0);
+    struct forever f = {.pool = p};
+    atomic_init(&f.rc, 1);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, forever_main, &f), 0);
+    sleep_ms(300); /* it waits all this time */
+    assert_int_equal(atomic_load(&f.rc), 1);
+    EXPECT(dbpool_checkin(&l), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(atomic_load(&f.rc), 0);
+    /* 300 ms of waiting cost next to no CPU: it slept */
+    if (f.cpu_ns > 50 * 1000000)
+        fail_msg("the no-limit checkout used %lld ms of CPU while it waited",
+                 (long long)(f.cpu_ns / 1000000));
+    EXPECT(dbpool_checkin(&f.lease), 0);
+    EXPECT(dbpool_close(p), 0);
+}
+
 /* ---- close twice, use after close --------------------------------------------- */
 
 /*
@@ -826,6 +871,7 @@ int main(void)
         cmocka_unit_test_teardown(test_null_registry_api, manager_stopped),
         cmocka_unit_test_teardown(test_double_and_stale_checkin, manager_stopped),
         cmocka_unit_test_teardown(test_checkout_timeouts, manager_stopped),
+        cmocka_unit_test_teardown(test_checkout_no_limit, manager_stopped),
         cmocka_unit_test_teardown(test_close_twice_with_lease_out, manager_stopped),
         cmocka_unit_test_teardown(test_close_from_callback, manager_stopped),
         cmocka_unit_test_teardown(test_allocator_while_open, manager_stopped),
