@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -701,6 +702,43 @@ static void test_alive_check_replaces_dead_idle(void **state)
     assert_int_equal(itp_close(p), 0);
 }
 
+/* Server notices (and libpq's own) reach the pool's log_cb with the pool's
+ * name and a level from their severity, not libpq's raw stderr. */
+static atomic_int notice_warnings;
+static char notice_pool[64];
+
+static void notice_log(void *arg, dbpool_log_level level, const char *pool, const char *msg)
+{
+    (void)arg;
+    if (strstr(msg, "dbpool-notice-test") && level == DBPOOL_LOG_WARNING) {
+        snprintf(notice_pool, sizeof notice_pool, "%s", pool);
+        atomic_fetch_add(&notice_warnings, 1);
+    }
+}
+
+static int notice_seen(void *arg)
+{
+    (void)arg;
+    return atomic_load(&notice_warnings) > 0;
+}
+
+static void test_notices_go_to_log_cb(void **state)
+{
+    (void)state;
+    dbpool_config cfg;
+    fast_config(&cfg, 1);
+    cfg.min_size = -1;
+    cfg.name = "notice_pool";
+    cfg.log_cb = notice_log;
+    cfg.log_level = DBPOOL_LOG_INFO;
+    cfg.after_connect = "DO $$BEGIN RAISE WARNING 'dbpool-notice-test'; END$$";
+    atomic_store(&notice_warnings, 0);
+    dbpool *p = itp_open(&srv, "lc_notice", &cfg);
+    assert_true(pgt_wait_for(notice_seen, NULL, 5000));
+    assert_string_equal(notice_pool, "notice_pool");
+    assert_int_equal(itp_close(p), 0);
+}
+
 static void test_after_connect(void **state)
 {
     (void)state;
@@ -795,6 +833,7 @@ int main(void)
         cmocka_unit_test_teardown(test_max_lifetime_recycles, test_teardown),
         cmocka_unit_test_teardown(test_reconnect, test_teardown),
         cmocka_unit_test_teardown(test_after_connect, test_teardown),
+        cmocka_unit_test_teardown(test_notices_go_to_log_cb, test_teardown),
         cmocka_unit_test_teardown(test_alive_check_replaces_dead_idle, test_teardown),
         cmocka_unit_test_teardown(test_after_connect_failure, test_teardown),
         cmocka_unit_test_teardown(test_outage_backoff_and_recovery, test_teardown),

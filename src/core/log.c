@@ -43,6 +43,21 @@ static void one_line(char *dst, size_t cap, const char *src)
     dst[j] = '\0';
 }
 
+void log_msg(const char *name, dbpool_log_cb cb, void *arg, dbpool_log_level min,
+             dbpool_log_level level, const char *msg)
+{
+    if (level < min || level >= DBPOOL_LOG_NONE)
+        return;
+    if (cb) {
+        cb(arg, level, name, msg);
+    } else {
+        char n[200], line[1024];
+        one_line(n, sizeof(n), name);
+        one_line(line, sizeof(line), msg);
+        fprintf(stderr, "dbpool[%s] %s: %s\n", n, level_name(level), line);
+    }
+}
+
 void plog(const struct dbpool *p, dbpool_log_level level, const char *fmt, ...)
 {
     char msg[512];
@@ -53,12 +68,5 @@ void plog(const struct dbpool *p, dbpool_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    if (p->cfg.log_cb)
-        p->cfg.log_cb(p->cfg.log_arg, level, p->cfg.name, msg);
-    else {
-        char name[200], line[1024];
-        one_line(name, sizeof(name), p->cfg.name);
-        one_line(line, sizeof(line), msg);
-        fprintf(stderr, "dbpool[%s] %s: %s\n", name, level_name(level), line);
-    }
+    log_msg(p->cfg.name, p->cfg.log_cb, p->cfg.log_arg, p->cfg.log_level, level, msg);
 }

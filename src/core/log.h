@@ -13,4 +13,9 @@ struct dbpool;
  * Callers must never pass a password: messages come from redacted sources. */
 void plog(const struct dbpool *p, dbpool_log_level level, const char *fmt, ...) DBPOOL_PRINTF(3, 4);
 
+/* The same sink without a pool: `name` is the pool's name, cb/arg/min its
+ * log_cb, log_arg and log_level (the PostgreSQL layer's notice processor). */
+void log_msg(const char *name, dbpool_log_cb cb, void *arg, dbpool_log_level min,
+             dbpool_log_level level, const char *msg);
+
 #endif

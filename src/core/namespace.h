@@ -25,6 +25,7 @@
 #define hist_summary dbpool__hist_summary
 #define idle_advance dbpool__idle_advance
 #define idle_init dbpool__idle_init
+#define log_msg dbpool__log_msg
 #define manager_attach dbpool__manager_attach
 #define manager_detach dbpool__manager_detach
 #define manager_fork_gen dbpool__manager_fork_gen

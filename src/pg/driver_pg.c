@@ -14,6 +14,7 @@
 #include "conninfo.h"
 #include "dbpool_pg.h"
 #include "error.h"
+#include "log.h"
 #include "driver_pg.h"
 #include "pg_resolve.h"
 #include "pool.h"
@@ -24,6 +25,11 @@ struct pg_ctx {
     const char **keys, **vals;
     char *after_connect;
     const char *password; /* points into the block; scrubbed from messages */
+    /* the pool's log settings, for server notices (see pg_notice) */
+    char *name;
+    dbpool_log_cb log_cb;
+    void *log_arg;
+    dbpool_log_level log_level;
 };
 
 enum { PH_CONNECT, PH_AFTER, PH_READY, PH_PING };
@@ -137,6 +143,25 @@ static int coming_back(const char *msg)
 
 /* ---- driver ------------------------------------------------------------- */
 
+/* Server NOTICE/WARNING messages and libpq's own go to the pool's logger
+ * (log_cb or the default stderr sink, at the pool's log_level) instead of
+ * libpq's default processor, which writes them raw to stderr. A notice
+ * processor, not a receiver: pg_query.c relies on libpq's own receiver. */
+static void pg_notice(void *arg, const char *message)
+{
+    struct pg_ctx *ctx = arg;
+    char msg[512];
+    dbpool_log_level level = DBPOOL_LOG_INFO;
+
+    if (!strncmp(message, "WARNING", 7) || !strncmp(message, "ERROR", 5) ||
+        !strncmp(message, "FATAL", 5) || !strncmp(message, "PANIC", 5))
+        level = DBPOOL_LOG_WARNING;
+    else if (!strncmp(message, "DEBUG", 5))
+        level = DBPOOL_LOG_DEBUG;
+    pg_set_msg(msg, sizeof(msg), message, ctx->password);
+    log_msg(ctx->name, ctx->log_cb, ctx->log_arg, ctx->log_level, level, msg);
+}
+
 /* Start a connect with these parameters (no name lookup left to do). */
 static int start_with(struct pg_ctx *ctx, const char *const *keys, const char *const *vals,
                       void **conn, int *fd, char *err, size_t errlen)
@@ -158,6 +183,7 @@ static int start_with(struct pg_ctx *ctx, const char *const *keys, const char *c
         mem_free(c);
         return DBPOOL_IO_FAIL;
     }
+    PQsetNoticeProcessor(c->pg, pg_notice, ctx);
     c->phase = PH_CONNECT;
     *conn = c;
     *fd = PQsocket(c->pg);
@@ -406,6 +432,7 @@ static void pg_ctx_free(void *vctx)
         return;
     mem_free(ctx->keys); /* the block */
     mem_free(ctx->after_connect);
+    mem_free(ctx->name);
     mem_free(ctx);
 }
 
@@ -492,7 +519,17 @@ int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
     }
     ctx->keys[n] = ctx->vals[n] = NULL;
     PQconninfoFree(opts);
-    if (cfg && cfg->after_connect && !(ctx->after_connect = mem_strdup(cfg->after_connect)))
+    dbpool_config defaults;
+    if (!cfg) {
+        dbpool_config_init(&defaults);
+        cfg = &defaults;
+    }
+    ctx->log_cb = cfg->log_cb;
+    ctx->log_arg = cfg->log_arg;
+    ctx->log_level = cfg->log_level;
+    if (!(ctx->name = mem_strdup(cfg->name ? cfg->name : "default")))
+        goto nomem;
+    if (cfg->after_connect && !(ctx->after_connect = mem_strdup(cfg->after_connect)))
         goto nomem;
     /* PGHOST applies when the conninfo names no host (libpq reads it too) */
     const char *host = getenv("PGHOST"), *hostaddr = getenv("PGHOSTADDR");
