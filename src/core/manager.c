@@ -192,13 +192,14 @@ static void run_due(int64_t now)
         if (!atomic_exchange_explicit(&c->poke, 0, memory_order_acq_rel) &&
             now < atomic_load_explicit(&c->next_due, memory_order_acquire))
             continue;
-        c->rnext = NULL;
+        c->qnext = NULL;
         *tail = c;
-        tail = &c->rnext;
+        tail = &c->qnext;
     }
-    /* detached clients stay valid until the top of the loop: skip them */
+    /* detached clients stay valid until the top of the loop: skip them. The
+     * run list has its own link: a client released meanwhile reuses rnext. */
     for (struct mclient *c = run, *next; c; c = next) {
-        next = c->rnext;
+        next = c->qnext;
         if (!c->attached)
             continue;
         int64_t due = 0;

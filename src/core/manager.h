@@ -35,7 +35,8 @@ struct mwatch {
  */
 struct mclient {
     struct list_node node; /* attached or detached list (manager lock) */
-    struct mclient *rnext; /* release list / run list (manager lock) */
+    struct mclient *rnext; /* release list (manager lock) */
+    struct mclient *qnext; /* this pass's run list (manager thread only) */
     _Atomic int64_t next_due;
     _Atomic int poke;
     int attached; /* manager lock */
