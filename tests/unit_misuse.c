@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/socket.h>
 
 #include "dbpool.h"
 #include "stub_driver.h"
@@ -495,6 +497,44 @@ static void test_checkout_no_limit(void **state)
     EXPECT(dbpool_close(p), 0);
 }
 
+/* A cancel request that writes to a connection the server has reset must not
+ * raise SIGPIPE in the application (its default action kills the process):
+ * cancels run on worker threads with every signal blocked. Here the cancel
+ * writes to a socket whose peer is closed, as PQcancel's send() would. */
+static atomic_int sigpipe_cancels;
+
+static void sigpipe_cancel_run(void *token)
+{
+    int sv[2];
+    (void)token;
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0) {
+        close(sv[1]);
+        ssize_t w = write(sv[0], "x", 1); /* EPIPE, and SIGPIPE for this thread */
+        (void)w;
+        close(sv[0]);
+    }
+    atomic_fetch_add(&sigpipe_cancels, 1);
+}
+
+static void test_cancel_raises_no_sigpipe(void **state)
+{
+    (void)state;
+    dbpool_driver d = stub_driver;
+    d.cancel_run = sigpipe_cancel_run;
+    dbpool_config cfg;
+    stub_config(&cfg, 1);
+    cfg.hold_timeout = 10; /* the manager sends a cancel for the lease */
+    dbpool *p = NULL;
+    EXPECT(dbpool_open(&p, &d, NULL, &cfg), 0);
+    dbpool_lease l;
+    checkout_ok(p, &l);
+    for (int i = 0; i < 500 && atomic_load(&sigpipe_cancels) == 0; i++)
+        sleep_ms(10);
+    assert_int_equal(atomic_load(&sigpipe_cancels), 1); /* and we are still alive */
+    EXPECT(dbpool_checkin(&l), DBPOOL_EEXPIRED);
+    EXPECT(dbpool_close(p), 0);
+}
+
 /* ---- close twice, use after close --------------------------------------------- */
 
 /*
@@ -872,6 +912,7 @@ int main(void)
         cmocka_unit_test_teardown(test_double_and_stale_checkin, manager_stopped),
         cmocka_unit_test_teardown(test_checkout_timeouts, manager_stopped),
         cmocka_unit_test_teardown(test_checkout_no_limit, manager_stopped),
+        cmocka_unit_test_teardown(test_cancel_raises_no_sigpipe, manager_stopped),
         cmocka_unit_test_teardown(test_close_twice_with_lease_out, manager_stopped),
         cmocka_unit_test_teardown(test_close_from_callback, manager_stopped),
         cmocka_unit_test_teardown(test_allocator_while_open, manager_stopped),
