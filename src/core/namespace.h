@@ -38,6 +38,7 @@
 #define manager_watch dbpool__manager_watch
 #define pg_cancel_target dbpool__pg_cancel_target
 #define pg_needs_lookup dbpool__pg_needs_lookup
+#define pg_one_line dbpool__pg_one_line
 #define pg_open dbpool__pg_open
 #define pg_parse_conninfo dbpool__pg_parse_conninfo
 #define pg_resolve dbpool__pg_resolve

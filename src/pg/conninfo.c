@@ -51,15 +51,13 @@ static void scrub(char *msg, size_t cap, const char *secret)
 
 /* msg as one line: newlines and tabs become single spaces, no trailing space.
  * Returns a buffer of `room` x its length (for scrubbing growth), or NULL. */
-static char *flatten(const char *msg, size_t room, size_t *cap)
+void pg_one_line(char *buf, size_t len, const char *msg)
 {
-    size_t len = strlen(msg), j = 0;
-    char *buf;
+    size_t j = 0;
 
-    *cap = room * len + 64;
-    if (!(buf = mem_malloc(*cap)))
-        return NULL;
-    for (size_t i = 0; msg[i]; i++) {
+    if (!msg)
+        msg = "";
+    for (size_t i = 0; msg[i] && j + 1 < len; i++) {
         char c = msg[i];
         if (c == '\n' || c == '\t' || c == '\r') {
             if (j > 0 && buf[j - 1] != ' ')
@@ -71,6 +69,18 @@ static char *flatten(const char *msg, size_t room, size_t *cap)
     while (j > 0 && buf[j - 1] == ' ')
         j--;
     buf[j] = '\0';
+}
+
+/* msg on one line in a new buffer with room to grow `room` times (a secret
+ * may be replaced by a longer mask); *cap is its size. */
+static char *flatten(const char *msg, size_t room, size_t *cap)
+{
+    char *buf;
+
+    *cap = room * strlen(msg) + 64;
+    if (!(buf = mem_malloc(*cap)))
+        return NULL;
+    pg_one_line(buf, *cap, msg);
     return buf;
 }
 

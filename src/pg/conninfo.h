@@ -12,6 +12,10 @@
  * that never holds a secret (quoted fragments that may be one are withheld). */
 int pg_parse_conninfo(const char *conninfo, PQconninfoOption **out);
 
+/* buf[len] = msg on one line: newlines and tabs become one space, trailing
+ * spaces go. NULL msg gives "". */
+void pg_one_line(char *buf, size_t len, const char *msg);
+
 /* err[errlen] = msg on one line, with every occurrence of password replaced
  * (cut only after replacing, so a cut never leaves part of it). */
 void pg_set_msg(char *err, size_t errlen, const char *msg, const char *password);

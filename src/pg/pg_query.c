@@ -19,6 +19,7 @@
 
 #include "alloc.h"
 #include "clock.h"
+#include "conninfo.h"
 #include "dbpool_pg.h"
 #include "error.h"
 #include "pool.h"
@@ -94,29 +95,9 @@ static void sleep_ms(int64_t ms)
 /* ---- messages ------------------------------------------------------------------- */
 
 /* Copy a libpq message into buf as one line without trailing blanks. */
-static void one_line(char *buf, size_t len, const char *msg)
-{
-    size_t j = 0;
-
-    if (!msg)
-        msg = "";
-    for (size_t i = 0; msg[i] && j + 1 < len; i++) {
-        char c = msg[i];
-        if (c == '\n' || c == '\r' || c == '\t') {
-            if (j > 0 && buf[j - 1] != ' ')
-                buf[j++] = ' ';
-            continue;
-        }
-        buf[j++] = c;
-    }
-    while (j > 0 && buf[j - 1] == ' ')
-        j--;
-    buf[j] = '\0';
-}
-
 static void conn_msg(char *buf, size_t len, PGconn *pg, const char *fallback)
 {
-    one_line(buf, len, PQerrorMessage(pg));
+    pg_one_line(buf, len, PQerrorMessage(pg));
     if (!*buf)
         snprintf(buf, len, "%s", fallback);
 }
@@ -429,7 +410,7 @@ static int classify(struct call *c, int cr, PGresult *res)
         if (*res_field(res, PG_DIAG_SQLSTATE))
             return XS_SQLERR;
         /* an error libpq made up itself: we cannot vouch for the connection */
-        one_line(c->msg, sizeof(c->msg), PQresultErrorMessage(res));
+        pg_one_line(c->msg, sizeof(c->msg), PQresultErrorMessage(res));
         return XS_FAIL;
     default:
         snprintf(c->msg, sizeof(c->msg), "unexpected result status %s",
