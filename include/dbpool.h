@@ -176,6 +176,13 @@ typedef struct dbpool_config {
                                                          when no connection is idle          */
     int lifo;                         /* 0            1: hand out the most recently checked-in
                                                          connection first (PgBouncer friendly) */
+    int64_t barge_window;             /* 2 ms         while the oldest waiter has waited less
+                                                         than this, a returned connection may
+                                                         go to a caller that comes for it
+                                                         (often the one that returned it)
+                                                         instead of waking the waiter; after
+                                                         it, hand-over is strict FIFO. 0 =
+                                                         always strict FIFO                  */
     int64_t queue_target;             /* 50 ms        CoDel target wait                      */
     int64_t queue_interval;           /* 1000 ms      CoDel interval                         */
     int64_t checkout_timeout;         /* 15000 ms     default deadline of a checkout         */

@@ -310,6 +310,62 @@ static void test_recovery_probe(void **state)
         fail_msg("%d log lines for one outage (want 1..3)", lines);
 }
 
+/*
+ * The reason a DOWN pool gives its fail-fast callers is the last failed
+ * attempt's, not the first one's (issue: "shutting down" was still reported
+ * 1.5 s after the server had gone). Refused connects first, then a network
+ * that swallows them (connect timeout): the message must change with the
+ * cause within one attempt (connect_timeout) plus a probe interval.
+ */
+static void test_recovery_reason_refreshes(void **state)
+{
+    (void)state;
+    dbpool *p = open_via_relay(0, "rec_reason", 1, PROBE_MS);
+    await(p, pred_up_idle, 1, 5000, "pool not up");
+    outage_start();
+    await(p, pred_down, 0, 3000, "pool not DOWN after the server went away");
+
+    dbpool_lease l;
+    char first[256];
+    int64_t t_end = pgt_now_ms() + 3000;
+    for (;;) { /* the refused connect's reason reaches the callers */
+        assert_int_equal(dbpool_checkout(p, 1000, &l), DBPOOL_EUNAVAILABLE);
+        snprintf(first, sizeof first, "%s", dbpool_last_error());
+        if (strstr(first, "refused"))
+            break;
+        if (pgt_now_ms() > t_end)
+            fail_msg("fail-fast reason never named the refused connect: \"%s\"", first);
+        itp_sleep_ms(5);
+    }
+
+    pgt_sched_reset();
+    int64_t t_change = pgt_now_ms();
+    assert_int_equal(relay_set_mode(g_relay, RELAY_BLACKHOLE), 0);
+    /* the probe that is connecting now may still be refused; the next one
+     * hangs until connect_timeout (2 s in open_via_relay) */
+    int64_t bound = 2 * PROBE_MS + 2000 + slack();
+    char now_msg[256] = "";
+    int64_t t_new = -1;
+    while (pgt_now_ms() - t_change < bound + 2000) {
+        assert_int_equal(dbpool_checkout(p, 1000, &l), DBPOOL_EUNAVAILABLE);
+        snprintf(now_msg, sizeof now_msg, "%s", dbpool_last_error());
+        if (!strstr(now_msg, "refused")) {
+            t_new = pgt_now_ms();
+            break;
+        }
+        itp_sleep_ms(5);
+    }
+    printf("# recovery: reason was \"%s\"; changed after %" PRId64 " ms to \"%s\"\n", first,
+           t_new < 0 ? (int64_t)-1 : t_new - t_change, now_msg);
+    if (t_new < 0)
+        fail_msg("fail-fast reason still the refused connect's %" PRId64 " ms after the cause "
+                 "changed: \"%s\"",
+                 pgt_now_ms() - t_change, now_msg);
+    assert_true(t_new - t_change <= bound);
+    assert_int_equal(relay_set_mode(g_relay, RELAY_PASS), 0);
+    await(p, pred_up_idle, 1, 5000, "pool not up again");
+}
+
 /* Three pools of 8 on one server (an app with three pools, or three app
  * servers): attempts while down are per pool, not per slot: <= one per
  * probe_interval each; after the return every pool is whole within 1 s. */
@@ -409,6 +465,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_recovery_probe, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_recovery_many_pools, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_recovery_reason_refreshes, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_recovery_probe_off, test_setup, test_teardown),
     };
     setvbuf(stdout, NULL, _IOLBF, 0);

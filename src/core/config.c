@@ -102,6 +102,7 @@ static const struct opt opts[] = {
     OPT(idle_timeout,     O_MS,      0,     0, MAX_MS),
     OPT(queue,            O_BOOL,    1,     0, 1),
     OPT(lifo,             O_BOOL,    0,     0, 1),
+    OPT(barge_window,     O_MS,      2,     0, MAX_MS),
     OPT(queue_target,     O_MS,      50,    1, MAX_MS),
     OPT(queue_interval,   O_MS,      1000,  1, MAX_MS),
     OPT(checkout_timeout, O_MS,      15000, 0, MAX_MS),

@@ -17,6 +17,7 @@ struct waiter {
     struct list_node link;       /* in the queue */
     struct waiter *dropped_next; /* chain of waiters a call dropped */
     int64_t sent;                /* monotonic ms when it started waiting */
+    int64_t sent_us;             /* the same in us, for the barge window */
     int status;                  /* 1 waiting; 0 handed a slot; <0 DBPOOL_E* */
     int64_t waited;              /* ms waited when dropped (for the message) */
     struct dbpool_slot *slot;    /* set when handed a connection */
