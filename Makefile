@@ -9,6 +9,8 @@
 #   make valgrind       the unit tests under valgrind memcheck (plain build in build/)
 #   make fuzz           the libFuzzer targets (clang, build-fuzz/), each run for
 #                       FUZZ_SECONDS (default 30) on a copy of its seed corpus
+#   make bench          every benchmark against its baselines, ratios printed
+#                       (bench/compare.sh; DATABASE_URL, SUITES, DURATION, REPS)
 #   make clean
 # Variables: WERROR=ON|OFF (default ON), BUILD_TYPE (default RelWithDebInfo),
 #            JOBS (default: number of CPUs), CMAKE_ARGS (extra configure arguments).
@@ -25,7 +27,7 @@ DEMO       ?= build/examples/demo
 configure = cmake -S . -B $(1) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DDBPOOL_WERROR=$(WERROR) \
             -DDBPOOL_SANITIZE=$(2) $(CMAKE_ARGS)
 
-.PHONY: all build deps build-asan build-tsan build-release test test-asan test-tsan demo clean
+.PHONY: all build deps build-asan build-tsan build-release test test-asan test-tsan demo bench clean
 
 all: build
 
@@ -126,3 +128,7 @@ fuzz: deps
 	    fi; \
 	    echo "fuzz $$t: $$(sed -n 's/^stat::number_of_executed_units: *//p' build-fuzz/$$t.log) executions, no crash"; \
 	done
+
+# Benchmarks report numbers; they are not tests (nothing here fails on speed).
+bench: build
+	BUILD_DIR=$(CURDIR)/build bash bench/compare.sh
