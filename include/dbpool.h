@@ -247,8 +247,11 @@ enum {
     DBPOOL_IO_READ = 1,    /* call again when the fd is readable */
     DBPOOL_IO_WRITE = 2,   /* call again when the fd is writable */
     DBPOOL_IO_FAIL = -1,   /* failed; message in err */
-    DBPOOL_IO_NOT_YET = -2 /* connect refused for now, server coming back (57P03):
-                              retried with backoff but the pool is not DOWN */
+    DBPOOL_IO_NOT_YET = -2, /* connect refused for now, server coming back (57P03):
+                               retried with backoff but the pool is not DOWN */
+    DBPOOL_IO_FULL = -3     /* connect refused, the server is at its connection
+                               limit (53300): retried with backoff, the pool is
+                               not DOWN, and a registry lowers its cap */
 };
 
 /*

@@ -59,6 +59,19 @@ typedef struct dbpool_registry_config {
     int64_t pool_idle_timeout; /* 300000 ms a tenant pool unused this long is freed   */
     dbpool_config tenant;      /* template: dbpool_config_init() defaults but size 5,
                                   min_size 0, idle_timeout 60000 ms                   */
+    /*
+     * Sharing a server with other processes (docs/multi-tenant.md, "Many
+     * processes on one server"). A connect refused because the server is full
+     * (53300 too_many_connections, PgBouncer's "no more connections allowed")
+     * never makes a tenant pool DOWN: its callers wait in the queue. With
+     * adaptive on, the registry also lowers its own cap to 3/4 of what it
+     * holds (not below adaptive_min) and raises it by one every
+     * adaptive_interval while tenants wait and no refusal came, so processes
+     * that do not know each other converge to sharing the server.
+     */
+    int adaptive;              /* 0        1 = on                                     */
+    int adaptive_min;          /* 1        the cap never goes lower                   */
+    int64_t adaptive_interval; /* 1000 ms  one step up per interval                   */
 } dbpool_registry_config;
 
 DBPOOL_API void dbpool_registry_config_init(dbpool_registry_config *cfg);
@@ -89,6 +102,9 @@ typedef struct dbpool_registry_stats {
     int max_connections;
     int tenants_waiting; /* tenant pools waiting for room under the cap */
     uint64_t pools_created, pools_reclaimed, evictions;
+    int cap;                /* the cap now: max_connections, or lower (adaptive) */
+    uint64_t server_full;   /* connects refused because the server was full */
+    uint64_t cap_decreases; /* times the adaptive cap went down */
 } dbpool_registry_stats;
 
 DBPOOL_API int dbpool_registry_stats_get(dbpool_registry *reg, dbpool_registry_stats *out);

@@ -66,6 +66,8 @@
 struct budget_ops {
     int (*acquire)(void *owner, struct dbpool *p);
     void (*release)(void *owner, struct dbpool *p);
+    /* a connect was refused because the server is full (53300); may be NULL */
+    void (*full)(void *owner, struct dbpool *p, int64_t now);
 };
 enum slot_state {
     SLOT_PENDING = 0, /* needs a connect, as soon as the manager runs */
@@ -141,6 +143,7 @@ struct dbpool {
     int ever_up;
     int fail_streak;        /* connect failures since the last success */
     int starting_up;        /* the latest connect got 57P03 */
+    int at_limit;           /* the latest connect got 53300 (server full) */
     int64_t down_logged_at; /* last "down"/"still down" log line */
     int64_t down_since;
     int down_attempts;

@@ -143,13 +143,13 @@ static void start_resolve(struct dbpool *p)
 #define RECOVERY_SPREAD_MS 50
 
 /* Should the pool probe? No usable connection, and the latest connect failed
- * (DOWN) or met a server starting up (57P03, STARTING). */
+ * (DOWN), met a server starting up (57P03, STARTING) or a full one (53300). */
 static int want_probe(const struct dbpool *p)
 {
     int usable = p->lists[SLOT_IDLE].n + p->lists[SLOT_BUSY].n + p->lists[SLOT_PINGING].n;
 
     return p->cfg.probe_interval > 0 && !p->closing && usable == 0 &&
-           (p->fail_streak > 0 || p->starting_up);
+           (p->fail_streak > 0 || p->starting_up || p->at_limit);
 }
 
 /*
@@ -210,6 +210,7 @@ static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t no
     p->n_connects++;
     p->fail_streak = 0;
     p->starting_up = 0;
+    p->at_limit = 0;
     s->broken = 0;
     s->epoch = p->epoch;
     s->expires_at = 0;
@@ -227,24 +228,32 @@ static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t no
     probe_update_locked(p, now); /* the others connect now, spread */
 }
 
-/* `not_yet`: the server is starting up (57P03): retry, but callers wait
- * rather than fail fast, so it does not count towards DOWN. */
+/* `why`: DBPOOL_IO_FAIL, or DBPOOL_IO_NOT_YET (the server is starting up,
+ * 57P03) or DBPOOL_IO_FULL (it is at its connection limit, 53300): retry,
+ * but callers wait rather than fail fast, so those do not count towards
+ * DOWN: the server is there. */
 static void connect_failed_locked(struct dbpool *p, struct dbpool_slot *s, const char *err,
-                                  int not_yet, int64_t now)
+                                  int why, int64_t now)
 {
     int64_t delay = backoff_next(&s->backoff);
+    int not_yet = why == DBPOOL_IO_NOT_YET, full = why == DBPOOL_IO_FULL;
 
     if (s == p->probe)
         p->probe = NULL;
     p->n_connect_failures++;
-    /* the server answered "starting up": it is coming back, not down */
-    p->fail_streak = not_yet ? 0 : p->fail_streak + 1;
+    p->fail_streak = not_yet || full ? 0 : p->fail_streak + 1;
     p->starting_up = not_yet;
+    if (full && !p->at_limit) /* once per episode: the next connect clears it */
+        plog(p, DBPOOL_LOG_INFO, "the server is at its connection limit; callers wait: %s", err);
+    p->at_limit = full;
+    if (full && p->budget && p->budget->full)
+        p->budget->full(p->budget_owner, p, now); /* the registry lowers its cap */
     p->down_attempts++;
     snprintf(p->last_error, sizeof(p->last_error), "%s", err);
     pool_event_locked(p, DBPOOL_EV_CONNECT_FAILED, 0, now, err);
-    if (delay < 0 && not_yet)
-        delay = p->cfg.backoff_max; /* even backoff_type stop waits out a startup */
+    if (delay < 0 && (not_yet || full))
+        delay = p->cfg.backoff_max; /* even backoff_type stop waits out a startup
+                                       or for room on a full server */
     if (delay < 0) {
         slot_move(p, s, SLOT_STOPPED);
     } else {
@@ -302,8 +311,8 @@ static void progress(struct dbpool *p, struct dbpool_slot *s, int r, int fd, con
         err = "driver gave no socket";
     }
     manager_unwatch(&s->watch);
-    int not_yet = r == DBPOOL_IO_NOT_YET;
-    if (not_yet)
+    int why = r; /* DBPOOL_IO_FAIL, _NOT_YET or _FULL when it failed */
+    if (r == DBPOOL_IO_NOT_YET || r == DBPOOL_IO_FULL)
         r = DBPOOL_IO_FAIL;
     if (r == DBPOOL_IO_DONE && st == SLOT_CONNECTING && p->drv->cancel_prepare)
         s->cancel_token = p->drv->cancel_prepare(p->ctx, s->conn);
@@ -315,7 +324,7 @@ static void progress(struct dbpool *p, struct dbpool_slot *s, int r, int fd, con
         if (r == DBPOOL_IO_DONE)
             connected_locked(p, s, now);
         else
-            connect_failed_locked(p, s, err && *err ? err : "connect failed", not_yet, now);
+            connect_failed_locked(p, s, err && *err ? err : "connect failed", why, now);
     } else {
         if (r == DBPOOL_IO_DONE) {
             p->n_pings++;
@@ -445,7 +454,7 @@ static void start_connects(struct dbpool *p, struct dbpool_slot **todo, int64_t 
         if (p->resolve_failed) { /* every waiting slot fails this attempt */
             p->resolve_failed = 0;
             while ((s = slot_first(p, SLOT_PENDING)) != NULL)
-                connect_failed_locked(p, s, p->resolve_err, 0, now);
+                connect_failed_locked(p, s, p->resolve_err, DBPOOL_IO_FAIL, now);
             return;
         }
         *resolved = p->resolved; /* for this pass's connects, freed after */

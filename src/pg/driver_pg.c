@@ -125,6 +125,39 @@ static int after_connect_failed(char *err, size_t errlen)
  * Limit: the server writes these in its lc_messages; a server that
  * translates them is not recognised, and its refusals count as failures.
  */
+/* The server's primary message, right after libpq's "<severity>:  ", anywhere
+ * in the text. */
+static int says(const char *msg, const char *text)
+{
+    for (const char *p = msg; (p = strstr(p, text)) != NULL; p++)
+        if (p - msg >= 3 && strncmp(p - 3, ":  ", 3) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * Is this failed connect a refusal for want of room (53300
+ * too_many_connections): max_connections, the superuser-reserved slots, a
+ * role's or database's CONNECTION LIMIT, or PgBouncer's max_client_conn /
+ * max_db_connections? The server is there and working, only full; same
+ * matching rule and limit as coming_back() below.
+ */
+static int server_full(const char *msg)
+{
+    static const char *const texts[] = {
+        "sorry, too many clients already",
+        "remaining connection slots are reserved for",
+        "too many connections for role",
+        "too many connections for database",
+        "no more connections allowed", /* PgBouncer */
+    };
+
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+        if (says(msg, texts[i]))
+            return 1;
+    return 0;
+}
+
 static int coming_back(const char *msg)
 {
     static const char *const texts[] = {
@@ -135,9 +168,8 @@ static int coming_back(const char *msg)
     };
 
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
-        for (const char *p = msg; (p = strstr(p, texts[i])) != NULL; p++)
-            if (p - msg >= 3 && strncmp(p - 3, ":  ", 3) == 0)
-                return 1;
+        if (says(msg, texts[i]))
+            return 1;
     return 0;
 }
 
@@ -245,7 +277,9 @@ static int pg_connect_poll(void *vctx, void *conn, int *fd, char *err, size_t er
     default:
         conn_error(c, err, errlen, ctx->password);
         /* the unscrubbed text: a password could hide part of the message */
-        return coming_back(PQerrorMessage(c->pg)) ? DBPOOL_IO_NOT_YET : DBPOOL_IO_FAIL;
+        if (coming_back(PQerrorMessage(c->pg)))
+            return DBPOOL_IO_NOT_YET;
+        return server_full(PQerrorMessage(c->pg)) ? DBPOOL_IO_FULL : DBPOOL_IO_FAIL;
     }
 }
 

@@ -37,6 +37,11 @@ struct dbpool_registry {
     size_t nbuckets, ntenants;
     struct list_head queue; /* FIFO of tenants denied room */
     int open;               /* connections counted against the cap */
+    /* the adaptive cap (cfg.adaptive; see budget_full): cfg.max_connections
+     * when off */
+    int limit;
+    int64_t last_full, last_decrease, next_increase;
+    uint64_t full_n, decreases_n;
     int evictions_asked;    /* asked and not yet seen as a release */
     int closing;
     int64_t next_tick;
@@ -116,6 +121,42 @@ static void queue_push(struct dbpool_registry *r, struct tenant *t)
 
 /* ---- the budget (called under the tenant pool's mutex) ----------------- */
 
+/* Ask the least recently used idle connection of a tenant other than `t`
+ * (NULL: any) to close; with none idle, the tenant holding the most (more
+ * than t + 1) gives one back at its next check-in. Registry mutex held. */
+static void ask_eviction(struct dbpool_registry *r, struct tenant *t)
+{
+    struct tenant *victim = NULL;
+    int64_t oldest = INT64_MAX;
+
+    for (size_t i = 0; i < r->nbuckets; i++) {
+        for (struct tenant *v = r->buckets[i]; v; v = v->hnext) {
+            if (v == t || !v->pool)
+                continue;
+            int64_t o = atomic_load_explicit(&v->pool->oldest_idle, memory_order_relaxed);
+            if (o < oldest) {
+                oldest = o;
+                victim = v;
+            }
+        }
+    }
+    if (!victim) {
+        int most = t ? t->open + 1 : 0;
+        for (size_t i = 0; i < r->nbuckets; i++)
+            for (struct tenant *v = r->buckets[i]; v; v = v->hnext)
+                if (v != t && v->pool && v->open > most) {
+                    most = v->open;
+                    victim = v;
+                }
+    }
+    if (victim) {
+        atomic_fetch_add(&victim->pool->evict_requests, 1);
+        r->evictions_asked++;
+        r->evictions_n++;
+        manager_poke(&victim->pool->mc); /* serve the victim now */
+    }
+}
+
 /*
  * Room under the cap goes to the tenant at the head of the queue; a tenant
  * granted one connection goes to the back if it wants more (it asks again),
@@ -135,44 +176,15 @@ static int budget_acquire(void *owner, struct dbpool *p)
         pthread_mutex_unlock(&r->mu);
         return 0;
     }
-    if (r->open < r->cfg.max_connections && (!queue_head(r) || queue_head(r) == t)) {
+    if (r->open < r->limit && (!queue_head(r) || queue_head(r) == t)) {
         r->open++;
         t->open++;
         queue_remove(r, t);
         granted = 1;
     } else {
         queue_push(r, t);
-        if (r->open >= r->cfg.max_connections && r->evictions_asked < 1) {
-            struct tenant *victim = NULL;
-            int64_t oldest = INT64_MAX;
-            for (size_t i = 0; i < r->nbuckets; i++) {
-                for (struct tenant *v = r->buckets[i]; v; v = v->hnext) {
-                    if (v == t || !v->pool)
-                        continue;
-                    int64_t o = atomic_load_explicit(&v->pool->oldest_idle, memory_order_relaxed);
-                    if (o < oldest) {
-                        oldest = o;
-                        victim = v;
-                    }
-                }
-            }
-            if (!victim) { /* no idle connection anywhere: the tenant holding the most
-                            * (more than the asker + 1) gives one back at its next check-in */
-                int most = t->open + 1;
-                for (size_t i = 0; i < r->nbuckets; i++)
-                    for (struct tenant *v = r->buckets[i]; v; v = v->hnext)
-                        if (v != t && v->pool && v->open > most) {
-                            most = v->open;
-                            victim = v;
-                        }
-            }
-            if (victim) {
-                atomic_fetch_add(&victim->pool->evict_requests, 1);
-                r->evictions_asked++;
-                r->evictions_n++;
-                manager_poke(&victim->pool->mc); /* serve the victim now */
-            }
-        }
+        if (r->open >= r->limit && r->evictions_asked < 1)
+            ask_eviction(r, t);
     }
     pthread_mutex_unlock(&r->mu);
     return granted;
@@ -196,7 +208,67 @@ static void budget_release(void *owner, struct dbpool *p)
     pthread_mutex_unlock(&r->mu);
 }
 
-static const struct budget_ops registry_budget = {budget_acquire, budget_release};
+/*
+ * The server refused a connect for want of room (53300): several processes
+ * share it and together want more than max_connections. With cfg.adaptive
+ * the cap backs off multiplicatively - to 3/4 of what this process holds
+ * (at most the cap), at least adaptive_min - and tick() raises it by one per
+ * adaptive_interval while tenants wait for room and no refusal came, so
+ * processes that know nothing of each other converge to sharing the server
+ * (AIMD, as TCP shares a link). Refusals of connects that were already in
+ * flight when the cap went down are the same event: one decrease per
+ * DECREASE_GUARD_MS.
+ */
+#define DECREASE_GUARD_MS 200
+
+static void budget_full(void *owner, struct dbpool *p, int64_t now)
+{
+    struct tenant *t = owner;
+    struct dbpool_registry *r = t->reg;
+
+    (void)p;
+    pthread_mutex_lock(&r->mu);
+    r->full_n++;
+    r->last_full = now;
+    r->next_increase = now + r->cfg.adaptive_interval;
+    if (r->cfg.adaptive && !r->closing && now - r->last_decrease >= DECREASE_GUARD_MS) {
+        int held = r->open < r->limit ? r->open : r->limit;
+        int to = held * 3 / 4;
+        if (to < r->cfg.adaptive_min)
+            to = r->cfg.adaptive_min;
+        if (to < r->limit) {
+            r->limit = to;
+            r->decreases_n++;
+            r->last_decrease = now;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* The additive increase and the shedding of connections above a lowered
+ * cap; from tick(), registry mutex held. */
+static void adapt_locked(struct dbpool_registry *r, int64_t now)
+{
+    if (!r->cfg.adaptive)
+        return;
+    if (r->limit < r->cfg.max_connections && now >= r->next_increase &&
+        (r->queue.n > 0 || r->open >= r->limit)) {
+        r->limit++;
+        r->next_increase = now + r->cfg.adaptive_interval;
+        struct tenant *qh = queue_head(r);
+        if (qh && qh->pool)
+            manager_poke(&qh->pool->mc); /* room for the queue's head */
+    }
+    /* give back what is over the cap: idle connections first */
+    for (int over = r->open - r->evictions_asked - r->limit; over > 0; over--) {
+        int asked = r->evictions_asked;
+        ask_eviction(r, NULL);
+        if (r->evictions_asked == asked)
+            break;
+    }
+}
+
+static const struct budget_ops registry_budget = {budget_acquire, budget_release, budget_full};
 
 /* ---- reclaiming idle tenants -------------------------------------------- */
 
@@ -230,6 +302,7 @@ static int64_t tick(struct mclient *c, int64_t now)
         pthread_mutex_unlock(&r->mu);
         return INT64_MAX;
     }
+    adapt_locked(r, now);
     if (now >= r->next_tick) {
         int64_t every = r->cfg.pool_idle_timeout / 4;
         r->next_tick = now + (every < 1000 ? every : 1000);
@@ -255,6 +328,8 @@ static int64_t tick(struct mclient *c, int64_t now)
         }
     }
     int64_t due = r->next_tick;
+    if (r->cfg.adaptive && r->limit < r->cfg.max_connections && r->next_increase < due)
+        due = r->next_increase > now ? r->next_increase : now + 1;
     pthread_mutex_unlock(&r->mu);
     while (idle) {
         struct tenant *next = idle->hnext;
@@ -292,6 +367,9 @@ void dbpool_registry_config_init(dbpool_registry_config *cfg)
     cfg->tenant.size = 5;
     cfg->tenant.min_size = 0;
     cfg->tenant.idle_timeout = 60000;
+    cfg->adaptive = 0;
+    cfg->adaptive_min = 1;
+    cfg->adaptive_interval = 1000;
 }
 
 int dbpool_registry_open(dbpool_registry **out, const dbpool_registry_config *cfg)
@@ -306,10 +384,17 @@ int dbpool_registry_open(dbpool_registry **out, const dbpool_registry_config *cf
         return set_error(DBPOOL_EINVAL,
                          "dbpool_registry_open: max_connections and pool_idle_timeout must be "
                          "positive");
+    if (cfg->adaptive &&
+        (cfg->adaptive_min < 1 || cfg->adaptive_min > cfg->max_connections ||
+         cfg->adaptive_interval < 1 || cfg->adaptive_interval > 86400000))
+        return set_error(DBPOOL_EINVAL,
+                         "dbpool_registry_open: adaptive needs 1 <= adaptive_min <= "
+                         "max_connections and adaptive_interval in 1..86400000 ms");
     r = mem_calloc(1, sizeof(*r));
     if (!r)
         return set_error(DBPOOL_ENOMEM, "out of memory");
     r->cfg = *cfg;
+    r->limit = cfg->max_connections;
     r->cfg.tenant.name = NULL; /* each pool is named after its tenant */
     r->cfg.tenant.after_connect = NULL;
     list_init(&r->queue);
@@ -465,6 +550,9 @@ int dbpool_registry_stats_get(dbpool_registry *r, dbpool_registry_stats *st)
     st->tenants = (int)r->ntenants;
     st->open_connections = r->open;
     st->max_connections = r->cfg.max_connections;
+    st->cap = r->limit;
+    st->server_full = r->full_n;
+    st->cap_decreases = r->decreases_n;
     st->tenants_waiting = r->queue.n;
     st->pools_created = r->created_n;
     st->pools_reclaimed = r->reclaimed_n;
@@ -516,9 +604,18 @@ int dbpool_registry_prometheus(dbpool_registry *r, char *buf, size_t buflen, siz
                      "dbpool_registry_evictions_total %llu\n"
                      "# HELP dbpool_registry_reclaimed_total Tenant pools closed as idle.\n"
                      "# TYPE dbpool_registry_reclaimed_total counter\n"
-                     "dbpool_registry_reclaimed_total %llu\n",
+                     "dbpool_registry_reclaimed_total %llu\n"
+                     "# HELP dbpool_registry_cap The cap now (lower than max_connections while "
+                     "the adaptive cap backs off).\n"
+                     "# TYPE dbpool_registry_cap gauge\n"
+                     "dbpool_registry_cap %d\n"
+                     "# HELP dbpool_registry_server_full_total Connects refused because the "
+                     "server was full (53300).\n"
+                     "# TYPE dbpool_registry_server_full_total counter\n"
+                     "dbpool_registry_server_full_total %llu\n",
                      st.tenants, st.open_connections, st.max_connections,
-                     (unsigned long long)st.evictions, (unsigned long long)st.pools_reclaimed);
+                     (unsigned long long)st.evictions, (unsigned long long)st.pools_reclaimed,
+                     st.cap, (unsigned long long)st.server_full);
     used = w > 0 ? (size_t)w : 0;
     rc = dbpool_stats_prometheus(pools, n, buf && used < buflen ? buf + used : NULL,
                                  buf && used < buflen ? buflen - used : 0, &sub);
