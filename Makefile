@@ -11,6 +11,8 @@
 #                       FUZZ_SECONDS (default 30) on a copy of its seed corpus
 #   make dist           dbpool-VERSION.tar.gz of the committed tree (git archive HEAD) in DIST_DIR
 #   make dist-check     make dist, then configure and build the tarball offline (scripts/dist-check.sh)
+#   make consumer-check tests/consumer built with add_subdirectory (library only), and with
+#                       find_package / pkg-config against an install in a temp prefix
 #   make clean
 # Variables: WERROR=ON|OFF (default ON), BUILD_TYPE (default RelWithDebInfo),
 #            JOBS (default: number of CPUs), CMAKE_ARGS (extra configure arguments).
@@ -28,7 +30,7 @@ configure = cmake -S . -B $(1) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DDBPOOL_WERROR=
             -DDBPOOL_SANITIZE=$(2) $(CMAKE_ARGS)
 
 .PHONY: all build deps build-asan build-tsan build-release test test-asan test-tsan demo clean \
-        dist dist-check
+        dist dist-check consumer-check
 
 # The version, read from the one place it is written (include/dbpool.h).
 VERSION    := $(shell sed -n 's/^\#define DBPOOL_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9][0-9]*\)$$/\2/p' \
@@ -100,6 +102,9 @@ dist:
 
 dist-check:
 	bash scripts/dist-check.sh
+
+consumer-check:
+	JOBS=$(JOBS) bash scripts/consumer-check.sh
 
 # ---- issue #6: valgrind and fuzzing ----------------------------------------
 VALGRIND     ?= valgrind -q --error-exitcode=1 --leak-check=full --num-callers=30
