@@ -106,12 +106,12 @@ static void usage(FILE *f)
                "                        (default 1000; 0 = as fast as possible)\n"
                "  -w, --workload W      select1 (default), sleep:<ms>, rw[:<read %%>], @FILE\n"
                "                        (as for dbpool bench)\n"
-               "  -d, --deadline D      budget per request, checkout + query (default 2s;\n"
-               "                        bare = ms). Also the checkout timeout.\n"
+               "  -d, --deadline D      budget per request, checkout + query (default 2s).\n"
+               "                        Also the checkout timeout.\n"
                "  -B, --before D        healthy load before the outage (default 5s)\n"
                "  -O, --outage D        how long the database is away (default 10s)\n"
                "  -A, --after D         load after it is back (default 15s)\n"
-               "  -i, --interval D      timeline resolution (default 250ms; bare = ms)\n"
+               "  -i, --interval D      timeline resolution (default 250ms)\n"
                "  -o, --output FILE     report file (default dbpool-drill.html); a name\n"
                "                        ending in .svg writes one SVG image instead of HTML\n"
                "      --set NAME=VALUE  set a pool option (see dbpool.h), repeatable. The\n"
@@ -121,9 +121,9 @@ static void usage(FILE *f)
                "      --json            summary and timeline as JSON on stdout\n"
                "  -h, --help            this text\n"
                "\n"
-               "The database is the conninfo argument or $DATABASE_URL; it must be a TCP\n"
-               "address (host name or IP), since the relay forwards TCP.\n"
-               "Durations: 10s, 500ms, 2m; a bare number is seconds unless said otherwise.\n"
+               DATABASE_HELP
+               "It must be a TCP address (host name or IP), since the relay forwards TCP.\n"
+               DURATION_HELP
                "Exit status: 0 the pool recovered, 1 it did not (or the drill could not\n"
                "start), 2 bad command line.\n");
 }
@@ -172,6 +172,29 @@ static int resolve_target(struct drill *d)
         else if (strcmp(o->keyword, "port") == 0)
             port = o->val;
     }
+    /* Not in the conninfo: where libpq would go. A service (service=, or
+     * PGSERVICE) is resolved by libpq only when connecting, so start a
+     * connect just to read its effective options (PQconninfo), then drop it. */
+    PGconn *probe = NULL;
+    PQconninfoOption *eff = NULL;
+    const char *service = getenv("PGSERVICE");
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, "service") == 0 && o->val && *o->val)
+            service = o->val;
+    if (!host && !hostaddr && service && *service) {
+        probe = PQconnectStart(d->conninfo);
+        eff = probe ? PQconninfo(probe) : NULL;
+        for (PQconninfoOption *o = eff; o && o->keyword; o++) {
+            if (!o->val || !*o->val)
+                continue;
+            if (strcmp(o->keyword, "host") == 0)
+                host = o->val;
+            else if (strcmp(o->keyword, "hostaddr") == 0)
+                hostaddr = o->val;
+            else if (strcmp(o->keyword, "port") == 0 && !port)
+                port = o->val;
+        }
+    }
     if (!host && !hostaddr)
         host = getenv("PGHOST");
     if (!port)
@@ -179,6 +202,8 @@ static int resolve_target(struct drill *d)
     const char *h = hostaddr ? hostaddr : host;
     if (!h || !*h || h[0] == '/' || h[0] == '@') {
         PQconninfoFree(opts);
+        PQconninfoFree(eff);
+        PQfinish(probe);
         return usage_error(CMD, "the drill needs a TCP address (host=name or IP); "
                                 "a unix socket cannot go through the relay");
     }
@@ -194,11 +219,16 @@ static int resolve_target(struct drill *d)
         size_t pl = strcspn(port, ",");
         snprintf(first, sizeof(first), "%.*s", (int)(pl < 15 ? pl : 15), port);
         if (pl && parse_int_range(first, 1, 65535, &pv) != 0) {
+            int rc = usage_error(CMD, "bad port '%s'", first);
             PQconninfoFree(opts);
-            return usage_error(CMD, "bad port '%s'", port);
+            PQconninfoFree(eff);
+            PQfinish(probe);
+            return rc;
         }
     }
     d->target_port = (int)pv;
+    PQconninfoFree(eff); /* host and port are copied */
+    PQfinish(probe);
 
     /* every pair as key='value' with escapes (at most twice the value), plus
      * host and port of the relay: a long option must not be cut off */
@@ -446,7 +476,7 @@ static int parse_args(struct drill *d, int argc, char **argv)
             wspec = optarg;
             break;
         case 'd':
-            if (parse_duration_ms(optarg, 1, &d->deadline_ms) != 0 || d->deadline_ms < 1)
+            if (parse_duration_ms(optarg, &d->deadline_ms) != 0 || d->deadline_ms < 1)
                 return usage_error(CMD, "--deadline wants a duration like 2s, got %s",
                                    arg_shown(optarg, sa, sizeof(sa)));
             break;
@@ -454,7 +484,7 @@ static int parse_args(struct drill *d, int argc, char **argv)
         case 'O':
         case 'A': {
             int64_t *dst = c == 'B' ? &d->before_ms : c == 'O' ? &d->outage_ms : &d->after_ms;
-            if (parse_duration_ms(optarg, 1000, dst) != 0 || *dst > 3600000)
+            if (parse_duration_ms(optarg, dst) != 0 || *dst > 3600000)
                 return usage_error(CMD, "--%s wants a duration up to 1h, got %s",
                                    c == 'B'   ? "before"
                                    : c == 'O' ? "outage"
@@ -463,7 +493,7 @@ static int parse_args(struct drill *d, int argc, char **argv)
             break;
         }
         case 'i':
-            if (parse_duration_ms(optarg, 1, &d->interval_ms) != 0 || d->interval_ms < 10 ||
+            if (parse_duration_ms(optarg, &d->interval_ms) != 0 || d->interval_ms < 10 ||
                 d->interval_ms > 60000)
                 return usage_error(CMD, "--interval wants 10ms..60s, got %s",
                                    arg_shown(optarg, sa, sizeof(sa)));

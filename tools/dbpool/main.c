@@ -22,8 +22,7 @@ static void help(FILE *f)
         fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n"
                "`dbpool <command> --help` describes a command's options.\n"
-               "The database is a libpq conninfo string or URI given as an argument,\n"
-               "or $DATABASE_URL. Passwords are never printed.\n"
+               DATABASE_HELP DURATION_HELP "Passwords are never printed.\n"
                "Exit codes: 0 success, 1 failure, 2 bad command line.\n"
                "`dbpool --version` (-V) prints the version.\n");
 }
