@@ -180,9 +180,9 @@ int conninfo_redacted(const char *conninfo, char **out)
 }
 
 /* What libpq will use when the conninfo is empty: its defaults with the PG*
- * environment variables applied (PQconndefaults; a service file named by
- * PGSERVICE is applied by libpq at connect time and shown by name). Malloc'd
- * "host=... port=... (from the environment)", never a password. */
+ * environment variables and a PGSERVICE entry of the service file applied
+ * (PQconndefaults). Malloc'd "service=... host=... port=... (libpq defaults
+ * and PG* environment)"; never a password. */
 static char *env_shown(void)
 {
     static const char *const keys[] = {"service", "host", "hostaddr", "port", "dbname", "user"};
