@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dist-check.sh [TARBALL] - the source tarball builds offline.
 # Without an argument makes one (make dist, i.e. HEAD) in a temp dir. Unpacks
-# it, checks it carries the licence and changelog, then configures,
+# it, checks it carries the licence, changelog and man pages, then configures,
 # builds (library, CLI, examples; tests off, to stay fast) and installs it
 # into a temp prefix with the network cut off (unshare -n when it is
 # available, i.e. as root), and runs the installed `dbpool --version`.
@@ -24,7 +24,7 @@ echo "dist-check: $tarball (version $version)"
 tar -xzf "$tarball" -C "$work"
 src="$work/dbpool-$version"
 [ -d "$src" ] || { echo "dist-check: the tarball does not unpack to dbpool-$version/" >&2; exit 1; }
-for f in LICENSE CHANGELOG.md README.md CMakeLists.txt include/dbpool.h; do
+for f in LICENSE CHANGELOG.md README.md CMakeLists.txt include/dbpool.h man/dbpool.1 man/dbpool.3; do
     [ -f "$src/$f" ] || { echo "dist-check: $f missing from the tarball" >&2; exit 1; }
 done
 [ ! -e "$src/.git" ] || { echo "dist-check: the tarball contains .git" >&2; exit 1; }
@@ -44,6 +44,9 @@ fi
 cmake --install "$work/build" >"$work/install.log" 2>&1 ||
     { cat "$work/install.log"; echo "dist-check: install failed" >&2; exit 1; }
 
+for page in man1/dbpool.1 man3/dbpool.3; do
+    [ -n "$(find "$work/prefix" -path "*/man/$page")" ] || { echo "dist-check: $page not installed" >&2; exit 1; }
+done
 out=$("$work/prefix/bin/dbpool" --version)
 case "$out" in
 "dbpool $version "*) ;;
