@@ -44,7 +44,13 @@ ls "$work"/*.deb
 
 echo "deb-check: lintian"
 changes=$(ls "$work"/*.changes)
-if ! lintian --fail-on error,warning --suppress-tags bad-distribution-in-changes-file "$changes"; then
+# Not about the packages: dbpool is not (yet) in the Debian archive, so there
+# is no ITP bug for the first changelog entry to close.
+lrc=0
+lintian --fail-on error,warning --suppress-tags initial-upload-closes-no-bugs --display-info \
+    "$changes" >"$work/lintian.log" 2>&1 || lrc=$?
+grep -v 'running with root privileges' "$work/lintian.log" || true
+if [ $lrc -ne 0 ]; then
     echo "deb-check: lintian found errors or warnings" >&2
     exit 1
 fi
