@@ -13,6 +13,7 @@
 #   make dist-check     make dist, then configure and build the tarball offline (scripts/dist-check.sh)
 #   make consumer-check tests/consumer built with add_subdirectory (library only), and with
 #                       find_package / pkg-config against an install in a temp prefix
+#   make deb-check      Debian packages (debian/) built, lintian-checked, consumer built against them
 #   make clean
 # Variables: WERROR=ON|OFF (default ON), BUILD_TYPE (default RelWithDebInfo),
 #            JOBS (default: number of CPUs), CMAKE_ARGS (extra configure arguments).
@@ -30,7 +31,7 @@ configure = cmake -S . -B $(1) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DDBPOOL_WERROR=
             -DDBPOOL_SANITIZE=$(2) $(CMAKE_ARGS)
 
 .PHONY: all build deps build-asan build-tsan build-release test test-asan test-tsan demo clean \
-        dist dist-check consumer-check
+        dist dist-check consumer-check deb-check
 
 # The version, read from the one place it is written (include/dbpool.h).
 VERSION    := $(shell sed -n 's/^\#define DBPOOL_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9][0-9]*\)$$/\2/p' \
@@ -105,6 +106,10 @@ dist-check:
 
 consumer-check:
 	JOBS=$(JOBS) bash scripts/consumer-check.sh
+
+# Not in .ci/run (installing debhelper + lintian takes minutes): .ci/deb runs it.
+deb-check:
+	bash scripts/deb-check.sh
 
 # ---- issue #6: valgrind and fuzzing ----------------------------------------
 VALGRIND     ?= valgrind -q --error-exitcode=1 --leak-check=full --num-callers=30
