@@ -94,6 +94,16 @@ int conninfo_redacted(const char *conninfo, char **out);
  */
 const char *resolve_conninfo(const char *cmd, const char *arg, char **shown);
 
+/*
+ * The command line that reproduces a run, for reports: "dbpool drill -O 10s
+ * 'host=db password=********'", each argument shell-quoted when needed. A
+ * conninfo is shown in its dbpool_pg_redact() form; a --set value only if
+ * neither its name nor its value could hold a secret; anything else that
+ * could hold one as '(not shown)'. argv[0] is the command name. Cut with
+ * "..." if it does not fit.
+ */
+void command_shown(int argc, char **argv, char *buf, size_t len);
+
 /* ---- output files ---------------------------------------------------------------- */
 
 /*

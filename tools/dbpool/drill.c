@@ -47,6 +47,7 @@ struct dclient {
     lat_hist err_lat; /* failed requests: how long it took to fail */
     _Atomic uint64_t ok;
     _Atomic uint64_t err[DE_NKINDS];
+    _Atomic uint64_t missed; /* paced sends skipped: the client was still busy */
     struct drill *d;
     uint64_t rng;
     pthread_t th;
@@ -331,8 +332,19 @@ static void *dclient_main(void *arg)
                 if (atomic_load_explicit(&d->stop, memory_order_relaxed))
                     break;
             }
-            /* a slow request does not cause a burst afterwards */
-            next = (now - next > period) ? now + period : next + period;
+            /* A slow request does not cause a burst afterwards: the sends that
+             * fell due meanwhile are skipped, and counted, so the report shows
+             * the load that was offered but could not be sent. */
+            if (now - next > period) {
+                uint64_t skipped = (uint64_t)((now - next) / period);
+                atomic_store_explicit(
+                    &c->missed,
+                    atomic_load_explicit(&c->missed, memory_order_relaxed) + skipped,
+                    memory_order_relaxed);
+                next = now + period;
+            } else {
+                next += period;
+            }
         }
         int64_t t0 = now_ns();
         dbpool_lease lease;
@@ -377,7 +389,7 @@ static void *dclient_main(void *arg)
 /* ---- sampling ---------------------------------------------------------------- */
 
 struct dtotals {
-    uint64_t ok, err[DE_NKINDS];
+    uint64_t ok, missed, err[DE_NKINDS];
     lat_snap ok_lat, err_lat;
 };
 
@@ -387,6 +399,7 @@ static void dtotals_take(struct drill *d, struct dtotals *t)
     for (int i = 0; i < d->clients; i++) {
         struct dclient *c = d->cl[i];
         t->ok += atomic_load_explicit(&c->ok, memory_order_relaxed);
+        t->missed += atomic_load_explicit(&c->missed, memory_order_relaxed);
         for (int k = 0; k < DE_NKINDS; k++)
             t->err[k] += atomic_load_explicit(&c->err[k], memory_order_relaxed);
         lh_add_to(&t->ok_lat, &c->ok_lat);
@@ -537,6 +550,23 @@ static int parse_args(struct drill *d, int argc, char **argv)
 
 /* ---- findings ------------------------------------------------------------------ */
 
+/* "dbpool 0.1.0, libpq 15.18, PostgreSQL 15.18 (...)" for the report: the
+ * server's version from a connection of the (ready) pool. */
+static void server_version(dbpool *pool, char *buf, size_t len)
+{
+    dbpool_lease lease;
+    const char *sv = NULL;
+    int pq = PQlibVersion();
+    int got = dbpool_checkout(pool, 2000, &lease) == 0;
+
+    if (got)
+        sv = PQparameterStatus(dbpool_pg_conn(&lease), "server_version");
+    snprintf(buf, len, "dbpool %s, libpq %d.%d, PostgreSQL %s", dbpool_version(), pq / 10000,
+             pq % 10000, sv ? sv : "(unknown)");
+    if (got)
+        (void)dbpool_checkin(&lease);
+}
+
 static void describe_options(const struct drill *d, char *buf, size_t len)
 {
     static const char *const bt[] = {"rand_exp", "exp", "rand", "stop"};
@@ -630,6 +660,10 @@ static void print_summary(const drill_report *r, const char *output)
     if (r->rate > 0)
         printf("               offered %.0f requests/s\n", r->rate);
     printf("  before       %.1f tps\n", r->tps_before);
+    if (r->missed_total)
+        printf("  not sent     %llu requests were due but not sent on time (%llu from the outage "
+               "on): the clients were still busy with earlier ones\n",
+               (unsigned long long)r->missed_total, (unsigned long long)r->missed_outage);
     printf("  outage       %.1f s .. %.1f s: %llu requests failed:", r->outage_start, r->outage_end,
            (unsigned long long)r->failed_outage);
     for (int k = 0; k < DE_NKINDS; k++)
@@ -683,6 +717,16 @@ static void print_json(const drill_report *r, const char *output)
     json_str(stdout, r->pool_options);
     printf(",\n  \"report\": ");
     json_str(stdout, output);
+    printf(",\n  \"command\": ");
+    json_str(stdout, r->command);
+    printf(",\n  \"started\": ");
+    json_str(stdout, r->date);
+    printf(",\n  \"ended\": ");
+    json_str(stdout, r->end_date);
+    printf(",\n  \"versions\": ");
+    json_str(stdout, r->versions);
+    printf(",\n  \"not_sent\": %llu,\n  \"not_sent_outage\": %llu",
+           (unsigned long long)r->missed_total, (unsigned long long)r->missed_outage);
 #define T(x) ((x) < 0 ? -1.0 : (x))
     printf(
         ",\n  \"outage_start_s\": %.3f,\n  \"outage_end_s\": %.3f,\n"
@@ -711,7 +755,8 @@ static void print_json(const drill_report *r, const char *output)
                s->ok_per_s);
         for (int k = 0; k < DE_NKINDS; k++)
             printf("%s\"%s\": %.1f", k ? ", " : "", drill_err_names[k], s->err_per_s[k]);
-        printf("}, \"ok_p50_ms\": %.4f, \"ok_p99_ms\": %.4f, \"fail_max_ms\": %.3f, "
+        printf("}, \"not_sent_per_s\": %.1f", s->missed_per_s);
+        printf(", \"ok_p50_ms\": %.4f, \"ok_p99_ms\": %.4f, \"fail_max_ms\": %.3f, "
                "\"state\": \"%s\", \"idle\": %d, \"busy\": %d, \"connecting\": %d, "
                "\"backoff\": %d, \"waiting\": %d}%s\n",
                s->ok_p50_ms, s->ok_p99_ms, s->err_max_ms, dbpool_state_name(s->state), s->idle,
@@ -830,6 +875,8 @@ int cmd_drill(int argc, char **argv)
         goto out;
 
     /* fill in the report's set-up */
+    command_shown(argc, argv, rep.command, sizeof(rep.command));
+    server_version(d->pool, rep.versions, sizeof(rep.versions));
     local_timestamp(rep.date, sizeof(rep.date));
     rep.database = d->shown;
     snprintf(rep.target, sizeof(rep.target), "%s:%d", d->target_host, d->target_port);
@@ -906,6 +953,9 @@ int cmd_drill(int argc, char **argv)
         s->t = (double)(i + 1) * dt;
         s->phase = phase;
         s->ok_per_s = (double)(cur->ok - prev->ok) / dt;
+        s->missed_per_s = (double)(cur->missed - prev->missed) / dt;
+        if (phase != PH_BEFORE)
+            rep.missed_outage += cur->missed - prev->missed;
         uint64_t nerr = 0;
         for (int k = 0; k < DE_NKINDS; k++) {
             s->err_per_s[k] = (double)(cur->err[k] - prev->err[k]) / dt;
@@ -975,6 +1025,8 @@ stop:
 
     dtotals_take(d, cur);
     rep.ok_total = cur->ok;
+    rep.missed_total = cur->missed;
+    local_timestamp(rep.end_date, sizeof(rep.end_date));
     for (int k = 0; k < DE_NKINDS; k++)
         rep.failed_total += cur->err[k];
     pthread_mutex_lock(&d->ev_mu);

@@ -298,6 +298,66 @@ int apply_pool_option(const char *cmd, dbpool_config *cfg, char *nv)
     return rc;
 }
 
+/* Append s to buf (at *n), single-quoted for a shell when it needs it. */
+static void append_shell(char *buf, size_t len, size_t *n, const char *s)
+{
+    int plain = *s != '\0';
+    for (const char *c = s; *c; c++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:=@,+-%", *c))
+            plain = 0;
+    if (*n + 1 < len && *n)
+        buf[(*n)++] = ' ';
+    if (!plain && *n + 1 < len)
+        buf[(*n)++] = '\'';
+    for (const char *c = s; *c && *n + 5 < len; c++) {
+        if (*c == '\'' && !plain) {
+            memcpy(buf + *n, "'\\''", 4);
+            *n += 4;
+        } else {
+            buf[(*n)++] = *c;
+        }
+    }
+    if (!plain && *n + 1 < len)
+        buf[(*n)++] = '\'';
+    buf[*n] = '\0';
+}
+
+void command_shown(int argc, char **argv, char *buf, size_t len)
+{
+    size_t n = 0;
+
+    if (len == 0)
+        return;
+    buf[0] = '\0';
+    append_shell(buf, len, &n, "dbpool");
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        char *red = NULL;
+        int set_value = i > 0 && strcmp(argv[i - 1], "--set") == 0;
+        if (strncmp(a, "--set=", 6) == 0) {
+            set_value = 1;
+            append_shell(buf, len, &n, "--set");
+            a += 6;
+        }
+        if (set_value) {
+            const char *eq = strchr(a, '=');
+            char *name = eq ? strndup(a, (size_t)(eq - a)) : NULL;
+            int ok = name && !arg_may_hold_secret(name) && !arg_may_hold_secret(eq + 1);
+            free(name);
+            append_shell(buf, len, &n, ok ? a : "(not shown)");
+        } else if (!arg_may_hold_secret(a)) {
+            append_shell(buf, len, &n, a);
+        } else if (conninfo_redacted(a, &red) == 0 && *red) {
+            append_shell(buf, len, &n, red);
+        } else {
+            append_shell(buf, len, &n, "(not shown)");
+        }
+        free(red);
+    }
+    if (n + 6 >= len && len > 4)
+        memcpy(buf + len - 4, "...", 4);
+}
+
 int64_t now_ns(void)
 {
     struct timespec ts;
