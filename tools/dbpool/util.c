@@ -204,8 +204,12 @@ static char *env_shown(void)
             if (strcmp(o->keyword, keys[k]) != 0 || !o->val || !*o->val)
                 continue;
             n += (size_t)snprintf(buf + n, cap - n, "%s%s=", n ? " " : "", o->keyword);
-            for (const char *c = o->val; *c && n + 3 < cap; c++)
-                buf[n++] = (*c == ' ' || (unsigned char)*c < 0x20) ? '_' : *c;
+            for (const char *c = o->val; *c && n + 3 < cap; c++) {
+                char ch = *c;
+                if (ch == ' ' || (unsigned char)ch < 0x20)
+                    ch = '_'; /* one word per value in the display */
+                buf[n++] = ch;
+            }
             buf[n] = '\0';
         }
     snprintf(buf + n, cap - n, "%s(libpq defaults and PG* environment)", n ? " " : "");
