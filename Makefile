@@ -9,6 +9,8 @@
 #   make valgrind       the unit tests under valgrind memcheck (plain build in build/)
 #   make fuzz           the libFuzzer targets (clang, build-fuzz/), each run for
 #                       FUZZ_SECONDS (default 30) on a copy of its seed corpus
+#   make bench          every benchmark against its baselines, ratios printed
+#                       (bench/compare.sh; DATABASE_URL, SUITES, DURATION, REPS)
 #   make dist           dbpool-VERSION.tar.gz of the committed tree (git archive HEAD) in DIST_DIR
 #   make dist-check     make dist, then configure and build the tarball offline (scripts/dist-check.sh)
 #   make consumer-check tests/consumer built with add_subdirectory (library only), and with
@@ -30,7 +32,7 @@ DEMO       ?= build/examples/demo
 configure = cmake -S . -B $(1) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DDBPOOL_WERROR=$(WERROR) \
             -DDBPOOL_SANITIZE=$(2) $(CMAKE_ARGS)
 
-.PHONY: all build deps build-asan build-tsan build-release test test-asan test-tsan demo clean \
+.PHONY: all build deps build-asan build-tsan build-release test test-asan test-tsan demo bench clean \
         dist dist-check consumer-check deb-check
 
 # The version, read from the one place it is written (include/dbpool.h).
@@ -157,3 +159,7 @@ fuzz: deps
 	    fi; \
 	    echo "fuzz $$t: $$(sed -n 's/^stat::number_of_executed_units: *//p' build-fuzz/$$t.log) executions, no crash"; \
 	done
+
+# Benchmarks report numbers; they are not tests (nothing here fails on speed).
+bench: build
+	BUILD_DIR=$(CURDIR)/build bash bench/compare.sh

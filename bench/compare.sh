@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
-# compare.sh - SELECT 1 throughput: dbpool bench (through the pool) vs
-# dbpool bench --direct (one libpq connection per client, no pool) vs
-# pgbench through PgBouncer (transaction mode), with 16 clients and 8 server
-# connections, and the ratios between them.
+# compare.sh - every benchmark of the pool against its baselines, each
+# measured in one run on one server, printing the ratios (`make bench`):
+#
+#   select1   SELECT 1 throughput: dbpool bench (through the pool) vs dbpool
+#             bench --direct (one libpq connection per client, no pool) vs
+#             pgbench through PgBouncer (transaction mode), 16 clients on 8
+#             server connections
+#   handover  strict vs bounded vs unfair hand-over (bench/handover.sh)
+#   recovery  outage drills (dbpool drill, refuse and black-hole): first
+#             success after the return, connect attempts while down, log lines
+#   registry  the registry at the connect-rate limit (bench/registry_bench.c)
+#             vs pgbench -C; uniform and Zipf tenant mixes; open connections
+#             vs live backends over time; cold tenant with 10,000 idle tenants
 #
 #   bash bench/compare.sh                 start a throwaway PostgreSQL, run, stop it
 #   DATABASE_URL=... bash bench/compare.sh   use that database instead
+#   SUITES="handover recovery" bash bench/compare.sh   only those
 #
 # Environment (all optional):
+#   SUITES="select1 handover recovery registry"
 #   DURATION=15      seconds per run            REPS=3    runs per setup (median reported)
 #   CLIENTS=16       client threads / pgbench clients
 #   CONNS=8          server connections (pool size, PgBouncer default_pool_size)
@@ -29,6 +40,8 @@ CONNS=${CONNS:-8}
 PGBENCH_JOBS=${PGBENCH_JOBS:-2}
 BUILD_DIR=${BUILD_DIR:-$repo/build}
 DBPOOL=${DBPOOL:-$BUILD_DIR/bin/dbpool}
+SUITES=${SUITES:-select1 handover recovery registry}
+want() { [[ " $SUITES " == *" $1 "* ]]; }
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 for tool in pgbench pgbouncer psql; do
@@ -38,6 +51,9 @@ if [ ! -x "$DBPOOL" ]; then
     echo "compare.sh: building the dbpool CLI in $BUILD_DIR" >&2
     cmake -S "$repo" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
     cmake --build "$BUILD_DIR" -j "$(nproc)" --target dbpool_cli >/dev/null
+fi
+if want registry && [ ! -x "$BUILD_DIR/bench/registry_bench" ]; then
+    cmake --build "$BUILD_DIR" -j "$(nproc)" --target bench_registry_bench >/dev/null
 fi
 [ -x "$DBPOOL" ] || die "no dbpool CLI at $DBPOOL"
 
@@ -84,6 +100,10 @@ max_conn=$(psql "$conninfo" -XAtc "SHOW max_connections")
 [ "$max_conn" -ge $((CLIENTS + CONNS + 5)) ] ||
     die "max_connections=$max_conn is too low for $CLIENTS direct clients"
 
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+select1_suite() {
 # ---- PgBouncer (transaction mode), as an unprivileged user ------------------
 pick_port() {
     local port
@@ -139,9 +159,6 @@ for _ in $(seq 1 100); do
 done
 psql "$bouncer_ci" -XAtc "SELECT 1" >/dev/null || die "cannot query through PgBouncer"
 
-echo 'SELECT 1;' >"$work/select1.sql"
-chmod 644 "$work/select1.sql"
-
 # ---- runs ---------------------------------------------------------------------
 dbpool_tps() { # args: bench options...
     "$DBPOOL" bench -T "$DURATION" -P 0 --json "$@" "$conninfo" |
@@ -195,12 +212,10 @@ for rep in $(seq 1 "$REPS"); do
     done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 declare -A med
 for n in "${names[@]}"; do
     med[$n]=$(echo "${results[$n]}" | median)
 done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 # Median over rounds of the ratio within each round: runs of one round are
 # close in time, so this cancels slow changes in other load on the machine.
 paired() {
@@ -242,3 +257,91 @@ for n in "${names[@]}"; do
     echo "${cmd[$n]}"
 done
 echo '```'
+}
+
+# ---- the other suites ----------------------------------------------------------
+recovery_suite() {
+    echo
+    echo "## Recovery after an outage (dbpool drill, pool of 4, 8 clients, 1000 req/s)"
+    echo
+    echo "| mode | first success after the return | 90% throughput after | connect attempts/s while down | pool log lines | failing checkouts p99 |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    local mode
+    for mode in refuse blackhole; do
+        (cd "$work" && "$DBPOOL" drill -m "$mode" -B 2s -O 5s -A 3s --json "$conninfo" >"$work/drill.json" 2>"$work/drill.err") ||
+            die "dbpool drill -m $mode failed: $(tail -n 3 "$work/drill.err")"
+        jq -r --arg mode "$mode" --argjson logs "$(grep -c '^  \[pool' "$work/drill.err" || true)" '
+            .outage_start_s as $s | .outage_end_s as $e | ($e - $s) as $len |
+            ([.events[] | select(.type == "connect_failed" and .t >= $s and .t < $e)] | length) as $att |
+            "| \($mode) | \(((.first_ok_after_s - .outage_end_s) * 1000) | floor) ms | \(((.full_tps_s - .outage_end_s) * 1000) | floor) ms | \($att / $len * 10 | floor / 10) | \($logs) | \(.fail_ms.p99 * 1000 | floor) us |"
+        ' "$work/drill.json"
+    done
+    echo
+    echo "Targets: first success <= 150 ms, 90% throughput <= 500 ms, <= 10 attempts/s, <= 3 log lines per outage, p99 < 1 ms."
+    echo "Command: \`dbpool drill -m refuse|blackhole -B 2s -O 5s -A 3s --json \$DB\` (attempts = connect_failed events"
+    echo "inside the outage; full_tps_s is the drill's 90%-of-before mark; the drill's time grid is 250 ms)."
+}
+
+registry_suite() {
+    local rb="$BUILD_DIR/bench/registry_bench" secs=$DURATION tmpl="$conninfo dbname=%s"
+    echo
+    echo "## Registry at the connect-rate limit (200 tenant databases, cap 20, 32 threads)"
+    echo
+    # pgbench -C: a new connection per transaction, the server's connect rate
+    local pgc
+    pgc=$(pgbench -n -C -M simple -f "$work/select1.sql" -c 32 -j 2 -T "$secs" "$conninfo" 2>/dev/null |
+        sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
+    # uniform mix, with the live backends of the tenant databases sampled
+    stdbuf -oL "$rb" --parts c --dbs 200 --cap 20 --threads 32 --seconds "$secs" --zipf 0 --no-baseline "$tmpl" \
+        >"$work/rb_uniform.txt" 2>&1 &
+    local rb_pid=$! samples=""
+    while kill -0 "$rb_pid" 2>/dev/null; do
+        # from the end of the setup (the first second, the warm-up, is left out below)
+        grep -q 'queries/s' "$work/rb_uniform.txt" 2>/dev/null && break
+        grep -q '^setup:' "$work/rb_uniform.txt" 2>/dev/null || { sleep 0.2; continue; }
+        samples="$samples $(psql "$conninfo" -XAtc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()" 2>/dev/null || true)"
+        sleep 0.5
+    done
+    wait "$rb_pid" || die "registry_bench (uniform) failed: $(tail -n 3 "$work/rb_uniform.txt")"
+    # the Zipf mix with the bench's own defaults (cap 50, 16 threads): a hot set that fits
+    "$rb" --parts c --dbs 200 --cap 50 --threads 16 --seconds "$secs" --zipf 1.1 --no-baseline "$tmpl" \
+        >"$work/rb_zipf.txt" 2>&1 || die "registry_bench (zipf) failed"
+    "$rb" --parts ab --tenants 10000 --cold 10 "$tmpl" >"$work/rb_cold.txt" 2>&1 || die "registry_bench (cold) failed"
+    local uni zipf
+    uni=$(sed -n 's/^ *\([0-9.]*\) queries\/s.*/\1/p' "$work/rb_uniform.txt" | head -n 1)
+    zipf=$(sed -n 's/^ *\([0-9.]*\) queries\/s.*/\1/p' "$work/rb_zipf.txt" | head -n 1)
+    echo "| setup | queries/s | ratio to pgbench -C | target |"
+    echo "|---|---:|---:|---:|"
+    printf '| pgbench -C -c 32 -j 2 (SELECT 1, new connection each) | %.0f | 1.00 | |\n' "$pgc"
+    printf '| registry, uniform over 200 | %.0f | %s | >= 0.9 |\n' "$uni" "$(ratio "$uni" "$pgc")"
+    printf '| registry, Zipf(1.1) over 200, cap 50, 16 threads | %.0f | %s | >= 5 |\n' "$zipf" "$(ratio "$zipf" "$pgc")"
+    echo
+    local tail_samples
+    tail_samples=$(echo "$samples" | xargs -n 1 2>/dev/null | sed -n '3,$p' | { grep -v '^$' || true; } | sort -g | xargs)
+    [ -n "$tail_samples" ] || tail_samples="-" 
+    echo "Client backends (connecting or connected) during the uniform run (every 0.5 s after the warm-up;"
+    echo "cap 20): min $(echo "$tail_samples" | awk '{print $1}'), median $(echo "$tail_samples" | median),"
+    echo "max $(echo "$tail_samples" | awk '{print $NF}'); the registry's own count: $(grep -o 'open connections max [0-9]*' "$work/rb_uniform.txt" || true)."
+    echo "Backends below the cap are connects in progress and closes: at the connect-rate limit each"
+    echo "query needs a new session (200 tenants, cap 20), as in pgbench -C."
+    echo
+    echo "Cold tenant (bench/registry_bench --parts ab --tenants 10000):"
+    echo
+    echo '```'
+    sed -n '/^summary/,$p' "$work/rb_cold.txt"
+    echo '```'
+    echo
+    echo "Commands: \`pgbench -n -C -M simple -f select1.sql -c 32 -j 2 -T $secs\`,"
+    echo "\`registry_bench --parts c --dbs 200 --cap 20 --threads 32 --seconds $secs --zipf 0 --no-baseline \"\$DB dbname=%s\"\`,"
+    echo "the same with \`--cap 50 --threads 16 --zipf 1.1\`."
+}
+
+echo 'SELECT 1;' >"$work/select1.sql"
+chmod 644 "$work/select1.sql"
+want select1 && select1_suite
+if want handover; then
+    DATABASE_URL=$conninfo DBPOOL=$DBPOOL bash "$here/handover.sh"
+fi
+want recovery && recovery_suite
+want registry && registry_suite
+exit 0

@@ -212,6 +212,11 @@ static void *client_main(void *arg)
 struct totals {
     uint64_t ok, err[E_NKINDS], errors;
     lat_snap *lat, *queue;
+    /* fairness between the clients: a pool that lets some callers barge can
+     * starve others while the total looks fine */
+    uint64_t min_ok; /* fewest successful transactions of one client */
+    int starved;     /* clients with none */
+    double jain;     /* Jain's index over per-client counts: 1 = all equal */
 };
 
 static void totals_take(struct bench *b, struct totals *t)
@@ -221,14 +226,26 @@ static void totals_take(struct bench *b, struct totals *t)
     memset(t->err, 0, sizeof(t->err));
     memset(t->lat, 0, sizeof(*t->lat));
     memset(t->queue, 0, sizeof(*t->queue));
+    t->min_ok = UINT64_MAX;
+    t->starved = 0;
+    double sum = 0, sum_sq = 0;
     for (int i = 0; i < b->clients; i++) {
         struct client *c = b->cl[i];
-        t->ok += atomic_load_explicit(&c->ok, memory_order_relaxed);
+        uint64_t ok = atomic_load_explicit(&c->ok, memory_order_relaxed);
+        t->ok += ok;
+        if (ok < t->min_ok)
+            t->min_ok = ok;
+        t->starved += ok == 0;
+        sum += (double)ok;
+        sum_sq += (double)ok * (double)ok;
         for (int k = 0; k < E_NKINDS; k++)
             t->err[k] += atomic_load_explicit(&c->err[k], memory_order_relaxed);
         lh_add_to(t->lat, &c->lat);
         lh_add_to(t->queue, &c->queue);
     }
+    if (b->clients == 0)
+        t->min_ok = 0;
+    t->jain = sum_sq > 0 ? sum * sum / ((double)b->clients * sum_sq) : 0;
     for (int k = 0; k < E_NKINDS; k++)
         t->errors += t->err[k];
 }
@@ -313,6 +330,8 @@ static void report_text(struct bench *b, struct totals *t, double secs, const db
     text_hist("latency (ms)", t->lat);
     if (!b->direct)
         text_hist("queue (ms)", t->queue);
+    printf("fairness        Jain %.3f, fewest per client %llu, clients with none %d\n", t->jain,
+           (unsigned long long)t->min_ok, t->starved);
     printf("errors         ");
     for (int k = 0; k < E_NKINDS; k++)
         if (!b->direct || k >= E_SQL)
@@ -358,6 +377,9 @@ static void report_json(struct bench *b, struct totals *t, double secs, const db
         json_hist("queue_ms", t->queue);
         printf(",\n");
     }
+    printf("  \"fairness\": {\"jain\": %.4f, \"min_client_transactions\": %llu, "
+           "\"starved_clients\": %d},\n",
+           t->jain, (unsigned long long)t->min_ok, t->starved);
     printf("  \"errors\": {");
     for (int k = 0; k < E_NKINDS; k++)
         printf("%s\"%s\": %llu", k ? ", " : "", err_names[k], (unsigned long long)t->err[k]);
