@@ -80,10 +80,13 @@ LD_LIBRARY_PATH="$libdir" "$root/usr/bin/dbpool" --version
 if [ $install -eq 1 ]; then
     echo "deb-check: apt-get install the packages, the consumer against the system"
     DEBIAN_FRONTEND=noninteractive apt-get install -y "$work"/*.deb </dev/null >&2
+    # shellcheck disable=SC2046
     cc -std=c11 -Wall -Wextra -Werror -o "$work/consumer-sys" "$repo/tests/consumer/consumer.c" \
         $(pkg-config --cflags --libs dbpool)
     "$work/consumer-sys"
     dbpool --version
-    man -w dbpool.1 dbpool.3 >/dev/null 2>&1 || [ -e /usr/share/man/man3/dbpool.3.gz ]
+    for page in /usr/share/man/man1/dbpool.1.gz /usr/share/man/man3/dbpool.3.gz; do
+        [ -e "$page" ] || { echo "deb-check: $page not installed" >&2; exit 1; }
+    done
 fi
 echo "deb-check: ok"
