@@ -70,9 +70,12 @@ done
 cc -std=c11 -Wall -Wextra -Werror -o "$work/consumer-pc" "$repo/tests/consumer/consumer.c" \
     $(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --cflags --libs dbpool)
 LD_LIBRARY_PATH="$libdir" "$work/consumer-pc"
-cmake -S "$repo/tests/consumer" -B "$work/cm" -DCMAKE_PREFIX_PATH="$root/usr" >"$work/cm.log" 2>&1 &&
-    cmake --build "$work/cm" >>"$work/cm.log" 2>&1 ||
-    { cat "$work/cm.log"; echo "deb-check: find_package against the packages failed" >&2; exit 1; }
+if ! { cmake -S "$repo/tests/consumer" -B "$work/cm" -DCMAKE_PREFIX_PATH="$root/usr" &&
+        cmake --build "$work/cm"; } >"$work/cm.log" 2>&1; then
+    cat "$work/cm.log"
+    echo "deb-check: find_package against the packages failed" >&2
+    exit 1
+fi
 "$work/cm/consumer"
 "$work/cm/consumer_static"
 LD_LIBRARY_PATH="$libdir" "$root/usr/bin/dbpool" --version
