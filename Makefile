@@ -11,6 +11,11 @@
 #                       FUZZ_SECONDS (default 30) on a copy of its seed corpus
 #   make bench          every benchmark against its baselines, ratios printed
 #                       (bench/compare.sh; DATABASE_URL, SUITES, DURATION, REPS)
+#   make dist           dbpool-VERSION.tar.gz of the committed tree (git archive HEAD) in DIST_DIR
+#   make dist-check     make dist, then configure and build the tarball offline (scripts/dist-check.sh)
+#   make consumer-check tests/consumer built with add_subdirectory (library only), and with
+#                       find_package / pkg-config against an install in a temp prefix
+#   make deb-check      Debian packages (debian/) built, lintian-checked, consumer built against them
 #   make clean
 # Variables: WERROR=ON|OFF (default ON), BUILD_TYPE (default RelWithDebInfo),
 #            JOBS (default: number of CPUs), CMAKE_ARGS (extra configure arguments).
@@ -27,7 +32,13 @@ DEMO       ?= build/examples/demo
 configure = cmake -S . -B $(1) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DDBPOOL_WERROR=$(WERROR) \
             -DDBPOOL_SANITIZE=$(2) $(CMAKE_ARGS)
 
-.PHONY: all build deps build-asan build-tsan build-release test test-asan test-tsan demo bench clean
+.PHONY: all build deps build-asan build-tsan build-release test test-asan test-tsan demo bench clean \
+        dist dist-check consumer-check deb-check
+
+# The version, read from the one place it is written (include/dbpool.h).
+VERSION    := $(shell sed -n 's/^\#define DBPOOL_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9][0-9]*\)$$/\2/p' \
+                  include/dbpool.h | paste -sd.)
+DIST_DIR   ?= .
 
 all: build
 
@@ -81,6 +92,26 @@ demo: build
 
 clean:
 	rm -rf build build-asan build-tsan build-release build-fuzz
+
+# The source tarball: what is committed at HEAD (uncommitted changes are not
+# in it; a note says so), under dbpool-VERSION/. Nothing in the build
+# downloads anything, so it builds offline (make dist-check proves it).
+dist:
+	@case "$(VERSION)" in [0-9]*.[0-9]*.[0-9]*) ;; *) echo "make dist: no version in include/dbpool.h" >&2; exit 1;; esac
+	@if [ -n "$$(git status --porcelain --untracked-files=no)" ]; then \
+	    echo "make dist: note: uncommitted changes are not in the tarball (it is HEAD)" >&2; fi
+	git archive --format=tar.gz --prefix=dbpool-$(VERSION)/ -o $(DIST_DIR)/dbpool-$(VERSION).tar.gz HEAD
+	@echo "make dist: $(DIST_DIR)/dbpool-$(VERSION).tar.gz"
+
+dist-check:
+	bash scripts/dist-check.sh
+
+consumer-check:
+	JOBS=$(JOBS) bash scripts/consumer-check.sh
+
+# Not in .ci/run (installing debhelper + lintian takes minutes): .ci/deb runs it.
+deb-check:
+	bash scripts/deb-check.sh
 
 # ---- issue #6: valgrind and fuzzing ----------------------------------------
 VALGRIND     ?= valgrind -q --error-exitcode=1 --leak-check=full --num-callers=30

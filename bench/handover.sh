@@ -73,11 +73,11 @@ if command -v perf >/dev/null && perf stat -e context-switches -x, -o "$work/per
     use_perf=1
 fi
 
-UNFAIR=3600000 # one hour: barging never stops
+UNFAIR=1h # barging never stops
 declare -A args=(
     [A_strict]="-w select1 -c 16 -p 8 --set barge_window=0"
     [A_bounded]="-w select1 -c 16 -p 8"
-    [A_window5]="-w select1 -c 16 -p 8 --set barge_window=5"
+    [A_window5]="-w select1 -c 16 -p 8 --set barge_window=5ms"
     [A_unfair]="-w select1 -c 16 -p 8 --set barge_window=$UNFAIR"
     [A_pool16]="-w select1 -c 16 -p 16"
     [A_direct8]="-w select1 --direct -c 8"

@@ -40,10 +40,25 @@
 extern "C" {
 #endif
 
+/*
+ * The version, in one place: these three numbers. CMake reads them from here
+ * (project version, library file name, pkg-config and CMake package files,
+ * `make dist`), and everything else is derived from them. docs/versioning.md
+ * says what a change of each number (and of the SONAME) means.
+ */
 #define DBPOOL_VERSION_MAJOR 0
 #define DBPOOL_VERSION_MINOR 1
 #define DBPOOL_VERSION_PATCH 0
-#define DBPOOL_VERSION_STRING "0.1.0"
+
+#define DBPOOL_STRINGIFY_(x) #x
+#define DBPOOL_XSTRINGIFY_(x) DBPOOL_STRINGIFY_(x)
+/* "MAJOR.MINOR.PATCH" of the headers the application is compiled with. */
+#define DBPOOL_VERSION_STRING                                                                      \
+    DBPOOL_XSTRINGIFY_(DBPOOL_VERSION_MAJOR)                                                       \
+    "." DBPOOL_XSTRINGIFY_(DBPOOL_VERSION_MINOR) "." DBPOOL_XSTRINGIFY_(DBPOOL_VERSION_PATCH)
+/* One number for #if comparisons: 0.1.0 is 100, 1.2.3 is 10203. */
+#define DBPOOL_VERSION_NUM                                                                         \
+    (DBPOOL_VERSION_MAJOR * 10000 + DBPOOL_VERSION_MINOR * 100 + DBPOOL_VERSION_PATCH)
 
 #if defined(DBPOOL_BUILDING) && defined(__GNUC__)
 #define DBPOOL_API __attribute__((visibility("default")))
@@ -85,6 +100,14 @@ enum {
     DBPOOL_EFORKED = -16          /* the pool was opened in the parent before fork():
                                      unusable in the child (see docs/fork.md) */
 };
+
+/*
+ * The version of the library that is running, "MAJOR.MINOR.PATCH": with a
+ * shared library it can differ from DBPOOL_VERSION_STRING, which is the
+ * version of the headers the caller was compiled with. A static string.
+ * Thread-safe.
+ */
+DBPOOL_API const char *dbpool_version(void);
 
 /* Short constant name of an error code ("connection not available ..."). Never NULL. */
 DBPOOL_API const char *dbpool_strerror(int code);

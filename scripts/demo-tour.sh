@@ -28,7 +28,7 @@ step "2. SELECT 1, 8 clients on 8 connections: through the pool, then --direct"
 "$cli" bench -c 8 -T 5s -P 0 --direct "$conninfo" | tail -n 6
 
 step "3. overload burst: 32 clients, 2 connections, each query 20 ms, queue_target 10ms"
-"$cli" bench -c 32 -p 2 -T 4s -P 0 -w sleep:20 --timeout 2000 \
+"$cli" bench -c 32 -p 2 -T 4s -P 0 -w sleep:20 --timeout 2s \
     --set queue_target=10ms --set queue_interval=100ms "$conninfo" | tail -n 14 || true
 
 step "4. outage drill: 5 s healthy, the database refuses for 5 s, 8 s after"

@@ -15,9 +15,10 @@ if ! installed build-essential && ! { installed gcc && installed make; }; then
     missing+=(build-essential)
 fi
 # clang + its sanitizer/libFuzzer runtimes (libclang-rt-dev): `make fuzz`;
-# clang-tidy / clang-format: the style checks.
+# clang-tidy / clang-format: the style checks; jq: the tests check every
+# --json output of the CLI with it.
 for pkg in cmake pkg-config libpq-dev libcmocka-dev pgbouncer valgrind \
-           clang libclang-rt-dev clang-tidy clang-format; do
+           clang libclang-rt-dev clang-tidy clang-format jq; do
     installed "$pkg" || missing+=("$pkg")
 done
 # The server (initdb/pg_ctl in /usr/lib/postgresql/*/bin), from any postgresql-NN.

@@ -4,7 +4,9 @@
  * through its relay, and must keep every option: the password, and host/port
  * of the relay, come after a long value); the password never appears in what
  * the CLI prints or writes; bench --metrics writes the file, replacing what
- * was there. The malformed command lines are in cli_secrets.sh / cli_args.sh. */
+ * was there; every --json output is valid JSON; with no conninfo the PG*
+ * variables and a service file are used (as psql does). The malformed
+ * command lines are in cli_secrets.sh / cli_args.sh. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -224,6 +226,122 @@ static void test_drill_long_conninfo(void **state)
     result_free(&r);
 }
 
+/* stdout of the last run_cli() (dir/stdout) is one valid JSON value: checked
+ * by jq (scripts/deps.sh installs it), else python3's json module. */
+static void assert_json(const char *what)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd),
+             "if command -v jq >/dev/null 2>&1; then jq empty '%s/stdout'; "
+             "else python3 -m json.tool '%s/stdout' >/dev/null; fi",
+             dir, dir);
+    if (system(cmd) != 0)
+        fail_msg("%s: --json output is not valid JSON (see %s/stdout)", what, dir);
+}
+
+/* Every --json output parses: check, bench (pool and --direct), drill. The
+ * drill also shows that a bare --set duration is seconds (connect_timeout=4). */
+static void test_json_outputs(void **state)
+{
+    (void)state;
+    const char *check[] = {NULL, "check", "-n", "2", "--json", long_ci, NULL};
+    const char *bench[] = {NULL, "bench", "-T", "0.3", "-c", "2", "-P", "0", "--json", long_ci, NULL};
+    const char *direct[] = {NULL, "bench", "--direct", "-T", "0.3", "-c", "2",
+                            "-P", "0",     "--json",   long_ci, NULL};
+    char path[128];
+    snprintf(path, sizeof(path), "%s/drill-json.html", dir);
+    /* 2 clients offered 400/s of 20 ms queries: most sends cannot go on time */
+    const char *drill[] = {NULL, "drill", "-B", "0.3", "-O", "0.2", "-A", "1", "-i", "0.05",
+                           "-c", "2", "-r", "400", "-w", "sleep:20", "--set", "connect_timeout=4",
+                           "--set", "backoff_max=0.2s", "-o", path, "--json", long_ci, NULL};
+    const char **runs[] = {check, bench, direct, drill};
+    const char *names[] = {"check --json", "bench --json", "bench --direct --json", "drill --json"};
+
+    for (size_t i = 0; i < 4; i++) {
+        struct result r = run_cli(90000, runs[i]);
+        if (i == 3 && r.rc == 1)
+            r.rc = 0; /* the drill ran; recovery within -A is not the point */
+        assert_ok_run(names[i], &r, 0);
+        assert_json(names[i]);
+        if (i == 3) {
+            assert_non_null(strstr(r.out, "connect_timeout=4000ms"));
+            assert_non_null(strstr(r.out, "\"versions\": \"dbpool "));
+            assert_non_null(strstr(r.out, "\"command\": \"dbpool drill "));
+            char cmd[256];
+            snprintf(cmd, sizeof(cmd), "jq -e '.not_sent > 0 and .started != \"\" and "
+                                       ".ended != \"\"' '%s/stdout' >/dev/null", dir);
+            if (system(cmd) != 0)
+                fail_msg("drill --json: no not_sent count, or no wall-clock times:\n%.3000s", r.out);
+            char *html = slurp(path);
+            assert_non_null(strstr(html, "Run again with <code>dbpool drill -B 0.3"));
+            assert_non_null(strstr(html, "not sent on time"));
+            assert_no_secret("report", html);
+            free(html);
+        }
+        result_free(&r);
+    }
+    /* a check that cannot connect still prints one JSON object */
+    const char *down[] = {NULL, "check", "-t", "2", "--no-pool", "--json",
+                          "host=127.0.0.1 port=1", NULL};
+    struct result r = run_cli(30000, down);
+    assert_ok_run("check --json, nothing listening", &r, 1);
+    assert_json("check --json, nothing listening");
+    result_free(&r);
+}
+
+/* No conninfo and no $DATABASE_URL: libpq's defaults, as psql does - the PG*
+ * variables, and a service from a service file (PGSERVICEFILE + PGSERVICE),
+ * for check and for the drill (whose relay needs the service's host). */
+static void test_pg_environment(void **state)
+{
+    (void)state;
+    char port[16], svc[128], path[128];
+    snprintf(port, sizeof(port), "%d", srv.port);
+    snprintf(svc, sizeof(svc), "%s/pg_service.conf", dir);
+    snprintf(path, sizeof(path), "%s/drill-svc.html", dir);
+    FILE *f = fopen(svc, "w");
+    assert_non_null(f);
+    fprintf(f, "[dbpool_it]\nhost=127.0.0.1\nport=%d\nuser=app\ndbname=postgres\n", srv.port);
+    assert_int_equal(fclose(f), 0);
+
+    unsetenv("DATABASE_URL");
+    setenv("PGPASSWORD", APP_PW, 1);
+    setenv("PGHOST", "127.0.0.1", 1);
+    setenv("PGPORT", port, 1);
+    setenv("PGUSER", "app", 1);
+    setenv("PGDATABASE", "postgres", 1);
+    const char *check[] = {NULL, "check", "-n", "2", NULL};
+    struct result r = run_cli(60000, check);
+    assert_ok_run("check with PG* variables", &r, 0);
+    assert_non_null(strstr(r.out, "(libpq defaults and PG* environment)"));
+    assert_non_null(strstr(r.out, "as app, database postgres"));
+    result_free(&r);
+
+    unsetenv("PGHOST");
+    unsetenv("PGPORT");
+    unsetenv("PGUSER");
+    unsetenv("PGDATABASE");
+    setenv("PGSERVICEFILE", svc, 1);
+    setenv("PGSERVICE", "dbpool_it", 1);
+    r = run_cli(60000, check);
+    assert_ok_run("check with PGSERVICE", &r, 0);
+    assert_non_null(strstr(r.out, "service=dbpool_it"));
+    assert_non_null(strstr(r.out, "as app, database postgres"));
+    result_free(&r);
+
+    const char *drill[] = {NULL, "drill", "-B", "0.3", "-O", "0.2", "-A", "1", "-i", "0.05",
+                           "-c", "2", "-r", "200", "--set", "backoff_max=0.2s", "-o", path, NULL};
+    r = run_cli(90000, drill);
+    if (r.rc != 0 && r.rc != 1)
+        fail_msg("drill with PGSERVICE: exit %d\nstderr: %.2000s", r.rc, r.err);
+    assert_non_null(strstr(r.err, "-> 127.0.0.1:"));
+    assert_null(strstr(r.err, "cannot connect"));
+    result_free(&r);
+    unsetenv("PGSERVICEFILE");
+    unsetenv("PGSERVICE");
+    unsetenv("PGPASSWORD");
+}
+
 /* ---- set-up ---------------------------------------------------------------------- */
 
 static int group_setup(void **state)
@@ -295,6 +413,8 @@ int main(void)
         cmocka_unit_test(test_check_long_conninfo),
         cmocka_unit_test(test_bench_metrics),
         cmocka_unit_test(test_drill_long_conninfo),
+        cmocka_unit_test(test_json_outputs),
+        cmocka_unit_test(test_pg_environment),
     };
     return cmocka_run_group_tests_name("it_cli", tests, group_setup, group_teardown);
 }

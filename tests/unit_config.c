@@ -626,6 +626,21 @@ static void test_strerror(void **state)
     assert_string_equal(dbpool_strerror(INT_MAX), "unknown error");
 }
 
+/* One version: the header's numbers, the string derived from them, what the
+ * library reports and what CMake read from the header all agree. */
+static void test_version(void **state)
+{
+    (void)state;
+    char want[32];
+    snprintf(want, sizeof(want), "%d.%d.%d", DBPOOL_VERSION_MAJOR, DBPOOL_VERSION_MINOR,
+             DBPOOL_VERSION_PATCH);
+    assert_string_equal(DBPOOL_VERSION_STRING, want);
+    assert_string_equal(dbpool_version(), want);
+    assert_string_equal(DBPOOL_PROJECT_VERSION, want);
+    assert_int_equal(DBPOOL_VERSION_NUM, DBPOOL_VERSION_MAJOR * 10000 + DBPOOL_VERSION_MINOR * 100 +
+                                             DBPOOL_VERSION_PATCH);
+}
+
 static void test_state_name(void **state)
 {
     (void)state;
@@ -1007,6 +1022,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_version),
         cmocka_unit_test(test_docs_list_every_option),
         cmocka_unit_test(test_set_int),
         cmocka_unit_test(test_set_min_size),

@@ -80,8 +80,7 @@ static void usage(FILE *f)
                "options:\n"
                "  -c, --clients N       client threads (default 8)\n"
                "  -p, --pool-size N     connections in the pool (default: --clients)\n"
-               "  -T, --duration D      how long to run: 10, 10s, 500ms, 2m (default 10s;\n"
-               "                        a bare number is seconds)\n"
+               "  -T, --duration D      how long to run: 10, 10s, 500ms, 2m (default 10s)\n"
                "  -w, --workload W      what each transaction runs (default select1):\n"
                "                          select1        SELECT 1\n"
                "                          sleep:<ms>     SELECT pg_sleep(<ms>/1000)\n"
@@ -94,14 +93,14 @@ static void usage(FILE *f)
                "      --direct          no pool: one libpq connection per client thread\n"
                "  -P, --progress D      progress line every D (default 1s; 0 = none). On a\n"
                "                        terminal it updates in place, otherwise one line each\n"
-               "      --timeout D       checkout timeout (default: the pool's, 15s; bare = ms)\n"
+               "      --timeout D       checkout timeout (default: the pool's, 15s)\n"
                "      --set NAME=VALUE  set any pool option (see dbpool.h), repeatable,\n"
                "                        e.g. --set lifo=true --set queue_target=20ms\n"
                "      --json            final report as JSON on stdout\n"
                "      --metrics FILE    write the pool's Prometheus metrics to FILE at the end\n"
                "  -h, --help            this text\n"
                "\n"
-               "The database is the conninfo argument or $DATABASE_URL.\n"
+               DATABASE_HELP DURATION_HELP
                "Latency is measured from the start of the checkout to the end of the\n"
                "check-in; queue time is the time spent in dbpool_checkout(). Transactions\n"
                "still running when the time is up are not counted.\n"
@@ -475,7 +474,7 @@ static int parse_args(struct bench *b, int argc, char **argv)
             b->pool_size = (int)v;
             break;
         case 'T':
-            if (parse_duration_ms(optarg, 1000, &b->duration_ms) != 0 || b->duration_ms < 1)
+            if (parse_duration_ms(optarg, &b->duration_ms) != 0 || b->duration_ms < 1)
                 return usage_error(CMD, "--duration wants a duration like 10s, got %s",
                                    arg_shown(optarg, sa, sizeof(sa)));
             break;
@@ -496,12 +495,12 @@ static int parse_args(struct bench *b, int argc, char **argv)
             b->direct = 1;
             break;
         case 'P':
-            if (parse_duration_ms(optarg, 1000, &b->progress_ms) != 0)
+            if (parse_duration_ms(optarg, &b->progress_ms) != 0)
                 return usage_error(CMD, "--progress wants a duration like 1s, got %s",
                                    arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 't':
-            if (parse_duration_ms(optarg, 1, &b->timeout_ms) != 0)
+            if (parse_duration_ms(optarg, &b->timeout_ms) != 0)
                 return usage_error(CMD, "--timeout wants a duration like 500ms, got %s",
                                    arg_shown(optarg, sa, sizeof(sa)));
             break;

@@ -743,6 +743,9 @@ void drill_write_html(FILE *f, const drill_report *r)
         fputs("</code>, ", f);
     fprintf(f, "deadline %.0f ms per request (checkout + query), pool of %d</p>\n", r->deadline_ms,
             r->pool_size);
+    fputs("<p class=\"meta\">Run again with <code>", f);
+    esc(f, r->command);
+    fputs("</code></p>\n", f);
 
     fputs("<div class=\"cards\">\n", f);
     for (int i = 0; i < 4; i++) {
@@ -807,8 +810,23 @@ void drill_write_html(FILE *f, const drill_report *r)
     if (!r->failed_outage)
         fputs("<tr><td>none</td></tr>\n", f);
     fputs("</table>\n", f);
+    if (r->missed_total)
+        fprintf(f,
+                "<p>%llu requests (%llu from the outage on) were due but <b>not sent on time</b>: "
+                "the clients were still busy with earlier requests, so the offered rate was not "
+                "reached. They are not counted as failures above.</p>\n",
+                (unsigned long long)r->missed_total, (unsigned long long)r->missed_outage);
 
     fputs("<h2>Set-up</h2>\n<table>\n", f);
+    fputs("<tr><th>command</th><td><code>", f);
+    esc(f, r->command);
+    fputs("</code></td></tr>\n<tr><th>wall clock</th><td>", f);
+    esc(f, r->date);
+    fputs(" to ", f);
+    esc(f, r->end_date);
+    fputs("</td></tr>\n<tr><th>versions</th><td>", f);
+    esc(f, r->versions);
+    fputs("</td></tr>\n", f);
     fprintf(f,
             "<tr><th>phases</th><td>before %g s, outage %g s, after %g s; one sample every "
             "%g ms</td></tr>\n",

@@ -22,13 +22,12 @@ static void usage(FILE *f)
                "\n"
                "options:\n"
                "  -n, --count N      round trips to time (default 10)\n"
-               "  -t, --timeout D    give up connecting / waiting after D (default 10s;\n"
-               "                     a bare number is seconds)\n"
+               "  -t, --timeout D    give up connecting / waiting after D (default 10s)\n"
                "      --no-pool      skip the pool step\n"
                "      --json         report as JSON on stdout\n"
                "  -h, --help         this text\n"
                "\n"
-               "The database is the conninfo argument or $DATABASE_URL.\n"
+               DATABASE_HELP DURATION_HELP
                "Exit status: 0 everything worked, 1 something failed, 2 bad command line.\n");
 }
 
@@ -348,7 +347,7 @@ int cmd_check(int argc, char **argv)
                                    arg_shown(optarg, sa, sizeof(sa)));
             break;
         case 't':
-            if (parse_duration_ms(optarg, 1000, &k.timeout_ms) != 0 || k.timeout_ms < 1)
+            if (parse_duration_ms(optarg, &k.timeout_ms) != 0 || k.timeout_ms < 1)
                 return usage_error(CMD, "--timeout wants a duration like 5s, got %s",
                                    arg_shown(optarg, sa, sizeof(sa)));
             break;

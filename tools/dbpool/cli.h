@@ -32,10 +32,19 @@ void fail_msg(const char *cmd, const char *fmt, ...) __attribute__((format(print
 
 /* A decimal integer in [lo, hi]. Returns 0 or -1. */
 int parse_int_range(const char *s, long lo, long hi, long *out);
-/* A duration: "250ms", "10s", "2m", "1h"; a bare number is in `bare_unit_ms`
- * (1000 for options given in seconds, 1 for options given in ms). Fractions
- * are allowed ("1.5s"). Returns 0 or -1. */
-int parse_duration_ms(const char *s, int64_t bare_unit_ms, int64_t *out_ms);
+/* A duration: "250ms", "10s", "2m" (or "2min"), "1h", fractions allowed
+ * ("1.5s"); a bare number is seconds, in every option of every command and in
+ * --set (DURATION_HELP says so in each --help). Returns 0 or -1. */
+int parse_duration_ms(const char *s, int64_t *out_ms);
+/* Where the database comes from, for every --help. */
+#define DATABASE_HELP                                                                              \
+    "The database is the conninfo argument (a libpq conninfo string or URI),\n"                   \
+    "else $DATABASE_URL, else libpq's defaults: PGHOST, PGPORT, PGUSER,\n"                        \
+    "PGDATABASE, PGSERVICE (pg_service.conf) and the other PG* variables, as\n"                   \
+    "psql and pgbench use them.\n"
+#define DURATION_HELP                                                                              \
+    "Durations: 500ms, 10s, 1.5s, 2m, 1h; a bare number is seconds, in every\n"                     \
+    "option and in --set (connect_timeout=5 is 5 s).\n"
 
 /*
  * Handle a getopt_long() failure for command `cmd` and return EXIT_USAGE.
@@ -77,12 +86,23 @@ const char *arg_shown(const char *arg, char *buf, size_t len);
 int conninfo_redacted(const char *conninfo, char **out);
 
 /*
- * The conninfo to use: the positional argument if given, else $DATABASE_URL.
- * Checks that it parses (without printing it). On error prints a message and
- * returns NULL. *shown receives the password-free form for display, malloc'd
- * (free() it; NULL on error).
+ * The conninfo to use: the positional argument if given, else $DATABASE_URL,
+ * else "" (libpq's defaults: PG* environment variables, a service file, as
+ * psql and pgbench do). Checks that it parses (without printing it). On error
+ * prints a message and returns NULL. *shown receives the password-free form
+ * for display, malloc'd (free() it; NULL on error).
  */
 const char *resolve_conninfo(const char *cmd, const char *arg, char **shown);
+
+/*
+ * The command line that reproduces a run, for reports: "dbpool drill -O 10s
+ * 'host=db password=********'", each argument shell-quoted when needed. A
+ * conninfo is shown in its dbpool_pg_redact() form; a --set value only if
+ * neither its name nor its value could hold a secret; anything else that
+ * could hold one as '(not shown)'. argv[0] is the command name. Cut with
+ * "..." if it does not fit.
+ */
+void command_shown(int argc, char **argv, char *buf, size_t len);
 
 /* ---- output files ---------------------------------------------------------------- */
 

@@ -47,6 +47,7 @@ struct dclient {
     lat_hist err_lat; /* failed requests: how long it took to fail */
     _Atomic uint64_t ok;
     _Atomic uint64_t err[DE_NKINDS];
+    _Atomic uint64_t missed; /* paced sends skipped: the client was still busy */
     struct drill *d;
     uint64_t rng;
     pthread_t th;
@@ -106,12 +107,12 @@ static void usage(FILE *f)
                "                        (default 1000; 0 = as fast as possible)\n"
                "  -w, --workload W      select1 (default), sleep:<ms>, rw[:<read %%>], @FILE\n"
                "                        (as for dbpool bench)\n"
-               "  -d, --deadline D      budget per request, checkout + query (default 2s;\n"
-               "                        bare = ms). Also the checkout timeout.\n"
+               "  -d, --deadline D      budget per request, checkout + query (default 2s).\n"
+               "                        Also the checkout timeout.\n"
                "  -B, --before D        healthy load before the outage (default 5s)\n"
                "  -O, --outage D        how long the database is away (default 10s)\n"
                "  -A, --after D         load after it is back (default 15s)\n"
-               "  -i, --interval D      timeline resolution (default 250ms; bare = ms)\n"
+               "  -i, --interval D      timeline resolution (default 250ms)\n"
                "  -o, --output FILE     report file (default dbpool-drill.html); a name\n"
                "                        ending in .svg writes one SVG image instead of HTML\n"
                "      --set NAME=VALUE  set a pool option (see dbpool.h), repeatable. The\n"
@@ -121,9 +122,9 @@ static void usage(FILE *f)
                "      --json            summary and timeline as JSON on stdout\n"
                "  -h, --help            this text\n"
                "\n"
-               "The database is the conninfo argument or $DATABASE_URL; it must be a TCP\n"
-               "address (host name or IP), since the relay forwards TCP.\n"
-               "Durations: 10s, 500ms, 2m; a bare number is seconds unless said otherwise.\n"
+               DATABASE_HELP
+               "It must be a TCP address (host name or IP), since the relay forwards TCP.\n"
+               DURATION_HELP
                "Exit status: 0 the pool recovered, 1 it did not (or the drill could not\n"
                "start), 2 bad command line.\n");
 }
@@ -172,6 +173,29 @@ static int resolve_target(struct drill *d)
         else if (strcmp(o->keyword, "port") == 0)
             port = o->val;
     }
+    /* Not in the conninfo: where libpq would go. A service (service=, or
+     * PGSERVICE) is resolved by libpq only when connecting, so start a
+     * connect just to read its effective options (PQconninfo), then drop it. */
+    PGconn *probe = NULL;
+    PQconninfoOption *eff = NULL;
+    const char *service = getenv("PGSERVICE");
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, "service") == 0 && o->val && *o->val)
+            service = o->val;
+    if (!host && !hostaddr && service && *service) {
+        probe = PQconnectStart(d->conninfo);
+        eff = probe ? PQconninfo(probe) : NULL;
+        for (PQconninfoOption *o = eff; o && o->keyword; o++) {
+            if (!o->val || !*o->val)
+                continue;
+            if (strcmp(o->keyword, "host") == 0)
+                host = o->val;
+            else if (strcmp(o->keyword, "hostaddr") == 0)
+                hostaddr = o->val;
+            else if (strcmp(o->keyword, "port") == 0 && !port)
+                port = o->val;
+        }
+    }
     if (!host && !hostaddr)
         host = getenv("PGHOST");
     if (!port)
@@ -179,6 +203,8 @@ static int resolve_target(struct drill *d)
     const char *h = hostaddr ? hostaddr : host;
     if (!h || !*h || h[0] == '/' || h[0] == '@') {
         PQconninfoFree(opts);
+        PQconninfoFree(eff);
+        PQfinish(probe);
         return usage_error(CMD, "the drill needs a TCP address (host=name or IP); "
                                 "a unix socket cannot go through the relay");
     }
@@ -194,11 +220,16 @@ static int resolve_target(struct drill *d)
         size_t pl = strcspn(port, ",");
         snprintf(first, sizeof(first), "%.*s", (int)(pl < 15 ? pl : 15), port);
         if (pl && parse_int_range(first, 1, 65535, &pv) != 0) {
+            int rc = usage_error(CMD, "bad port '%s'", first);
             PQconninfoFree(opts);
-            return usage_error(CMD, "bad port '%s'", port);
+            PQconninfoFree(eff);
+            PQfinish(probe);
+            return rc;
         }
     }
     d->target_port = (int)pv;
+    PQconninfoFree(eff); /* host and port are copied */
+    PQfinish(probe);
 
     /* every pair as key='value' with escapes (at most twice the value), plus
      * host and port of the relay: a long option must not be cut off */
@@ -301,8 +332,19 @@ static void *dclient_main(void *arg)
                 if (atomic_load_explicit(&d->stop, memory_order_relaxed))
                     break;
             }
-            /* a slow request does not cause a burst afterwards */
-            next = (now - next > period) ? now + period : next + period;
+            /* A slow request does not cause a burst afterwards: the sends that
+             * fell due meanwhile are skipped, and counted, so the report shows
+             * the load that was offered but could not be sent. */
+            if (now - next > period) {
+                uint64_t skipped = (uint64_t)((now - next) / period);
+                atomic_store_explicit(
+                    &c->missed,
+                    atomic_load_explicit(&c->missed, memory_order_relaxed) + skipped,
+                    memory_order_relaxed);
+                next = now + period;
+            } else {
+                next += period;
+            }
         }
         int64_t t0 = now_ns();
         dbpool_lease lease;
@@ -347,7 +389,7 @@ static void *dclient_main(void *arg)
 /* ---- sampling ---------------------------------------------------------------- */
 
 struct dtotals {
-    uint64_t ok, err[DE_NKINDS];
+    uint64_t ok, missed, err[DE_NKINDS];
     lat_snap ok_lat, err_lat;
 };
 
@@ -357,6 +399,7 @@ static void dtotals_take(struct drill *d, struct dtotals *t)
     for (int i = 0; i < d->clients; i++) {
         struct dclient *c = d->cl[i];
         t->ok += atomic_load_explicit(&c->ok, memory_order_relaxed);
+        t->missed += atomic_load_explicit(&c->missed, memory_order_relaxed);
         for (int k = 0; k < DE_NKINDS; k++)
             t->err[k] += atomic_load_explicit(&c->err[k], memory_order_relaxed);
         lh_add_to(&t->ok_lat, &c->ok_lat);
@@ -446,7 +489,7 @@ static int parse_args(struct drill *d, int argc, char **argv)
             wspec = optarg;
             break;
         case 'd':
-            if (parse_duration_ms(optarg, 1, &d->deadline_ms) != 0 || d->deadline_ms < 1)
+            if (parse_duration_ms(optarg, &d->deadline_ms) != 0 || d->deadline_ms < 1)
                 return usage_error(CMD, "--deadline wants a duration like 2s, got %s",
                                    arg_shown(optarg, sa, sizeof(sa)));
             break;
@@ -454,7 +497,7 @@ static int parse_args(struct drill *d, int argc, char **argv)
         case 'O':
         case 'A': {
             int64_t *dst = c == 'B' ? &d->before_ms : c == 'O' ? &d->outage_ms : &d->after_ms;
-            if (parse_duration_ms(optarg, 1000, dst) != 0 || *dst > 3600000)
+            if (parse_duration_ms(optarg, dst) != 0 || *dst > 3600000)
                 return usage_error(CMD, "--%s wants a duration up to 1h, got %s",
                                    c == 'B'   ? "before"
                                    : c == 'O' ? "outage"
@@ -463,7 +506,7 @@ static int parse_args(struct drill *d, int argc, char **argv)
             break;
         }
         case 'i':
-            if (parse_duration_ms(optarg, 1, &d->interval_ms) != 0 || d->interval_ms < 10 ||
+            if (parse_duration_ms(optarg, &d->interval_ms) != 0 || d->interval_ms < 10 ||
                 d->interval_ms > 60000)
                 return usage_error(CMD, "--interval wants 10ms..60s, got %s",
                                    arg_shown(optarg, sa, sizeof(sa)));
@@ -506,6 +549,23 @@ static int parse_args(struct drill *d, int argc, char **argv)
 }
 
 /* ---- findings ------------------------------------------------------------------ */
+
+/* "dbpool 0.1.0, libpq 15.18, PostgreSQL 15.18 (...)" for the report: the
+ * server's version from a connection of the (ready) pool. */
+static void server_version(dbpool *pool, char *buf, size_t len)
+{
+    dbpool_lease lease;
+    const char *sv = NULL;
+    int pq = PQlibVersion();
+    int got = dbpool_checkout(pool, 2000, &lease) == 0;
+
+    if (got)
+        sv = PQparameterStatus(dbpool_pg_conn(&lease), "server_version");
+    snprintf(buf, len, "dbpool %s, libpq %d.%d, PostgreSQL %s", dbpool_version(), pq / 10000,
+             pq % 10000, sv ? sv : "(unknown)");
+    if (got)
+        (void)dbpool_checkin(&lease);
+}
 
 static void describe_options(const struct drill *d, char *buf, size_t len)
 {
@@ -600,6 +660,10 @@ static void print_summary(const drill_report *r, const char *output)
     if (r->rate > 0)
         printf("               offered %.0f requests/s\n", r->rate);
     printf("  before       %.1f tps\n", r->tps_before);
+    if (r->missed_total)
+        printf("  not sent     %llu requests were due but not sent on time (%llu from the outage "
+               "on): the clients were still busy with earlier ones\n",
+               (unsigned long long)r->missed_total, (unsigned long long)r->missed_outage);
     printf("  outage       %.1f s .. %.1f s: %llu requests failed:", r->outage_start, r->outage_end,
            (unsigned long long)r->failed_outage);
     for (int k = 0; k < DE_NKINDS; k++)
@@ -653,6 +717,16 @@ static void print_json(const drill_report *r, const char *output)
     json_str(stdout, r->pool_options);
     printf(",\n  \"report\": ");
     json_str(stdout, output);
+    printf(",\n  \"command\": ");
+    json_str(stdout, r->command);
+    printf(",\n  \"started\": ");
+    json_str(stdout, r->date);
+    printf(",\n  \"ended\": ");
+    json_str(stdout, r->end_date);
+    printf(",\n  \"versions\": ");
+    json_str(stdout, r->versions);
+    printf(",\n  \"not_sent\": %llu,\n  \"not_sent_outage\": %llu",
+           (unsigned long long)r->missed_total, (unsigned long long)r->missed_outage);
 #define T(x) ((x) < 0 ? -1.0 : (x))
     printf(
         ",\n  \"outage_start_s\": %.3f,\n  \"outage_end_s\": %.3f,\n"
@@ -681,7 +755,8 @@ static void print_json(const drill_report *r, const char *output)
                s->ok_per_s);
         for (int k = 0; k < DE_NKINDS; k++)
             printf("%s\"%s\": %.1f", k ? ", " : "", drill_err_names[k], s->err_per_s[k]);
-        printf("}, \"ok_p50_ms\": %.4f, \"ok_p99_ms\": %.4f, \"fail_max_ms\": %.3f, "
+        printf("}, \"not_sent_per_s\": %.1f", s->missed_per_s);
+        printf(", \"ok_p50_ms\": %.4f, \"ok_p99_ms\": %.4f, \"fail_max_ms\": %.3f, "
                "\"state\": \"%s\", \"idle\": %d, \"busy\": %d, \"connecting\": %d, "
                "\"backoff\": %d, \"waiting\": %d}%s\n",
                s->ok_p50_ms, s->ok_p99_ms, s->err_max_ms, dbpool_state_name(s->state), s->idle,
@@ -800,6 +875,8 @@ int cmd_drill(int argc, char **argv)
         goto out;
 
     /* fill in the report's set-up */
+    command_shown(argc, argv, rep.command, sizeof(rep.command));
+    server_version(d->pool, rep.versions, sizeof(rep.versions));
     local_timestamp(rep.date, sizeof(rep.date));
     rep.database = d->shown;
     snprintf(rep.target, sizeof(rep.target), "%s:%d", d->target_host, d->target_port);
@@ -876,6 +953,9 @@ int cmd_drill(int argc, char **argv)
         s->t = (double)(i + 1) * dt;
         s->phase = phase;
         s->ok_per_s = (double)(cur->ok - prev->ok) / dt;
+        s->missed_per_s = (double)(cur->missed - prev->missed) / dt;
+        if (phase != PH_BEFORE)
+            rep.missed_outage += cur->missed - prev->missed;
         uint64_t nerr = 0;
         for (int k = 0; k < DE_NKINDS; k++) {
             s->err_per_s[k] = (double)(cur->err[k] - prev->err[k]) / dt;
@@ -945,6 +1025,8 @@ stop:
 
     dtotals_take(d, cur);
     rep.ok_total = cur->ok;
+    rep.missed_total = cur->missed;
+    local_timestamp(rep.end_date, sizeof(rep.end_date));
     for (int k = 0; k < DE_NKINDS; k++)
         rep.failed_total += cur->err[k];
     pthread_mutex_lock(&d->ev_mu);

@@ -31,6 +31,7 @@ typedef struct drill_sample {
     double t; /* end of the interval, seconds since the load started */
     int phase;
     double ok_per_s;
+    double missed_per_s; /* requests due but not sent on time (paced load, clients busy) */
     double err_per_s[DE_NKINDS];
     double ok_p50_ms, ok_p99_ms, ok_max_ms;
     double err_p50_ms, err_max_ms; /* how long failing requests took */
@@ -46,7 +47,10 @@ typedef struct drill_event {
 
 typedef struct drill_report {
     /* set-up */
-    char date[64];
+    char date[64];        /* wall clock when the load started */
+    char end_date[64];    /* ... and when it ended */
+    char command[4096];   /* the command line that reproduces it, secrets redacted */
+    char versions[200];   /* dbpool, libpq and server versions */
     const char *database; /* password-free (dbpool_pg_redact), owned by the caller */
     char target[300];     /* host:port the relay forwarded to */
     const char *mode;     /* "refuse" or "blackhole" */
@@ -73,6 +77,7 @@ typedef struct drill_report {
     double full_tps_at;    /* first interval after the end at >= 90% of before */
     double tps_before, tps_after;
     uint64_t ok_total, failed_total, failed_outage;
+    uint64_t missed_total, missed_outage; /* not sent on time (paced load) */
     uint64_t failed_by_kind[DE_NKINDS];
     double fail_p50_ms, fail_p99_ms, fail_max_ms; /* failed requests during the outage */
     double fail_max_before_down_ms;               /* slowest failure before the pool went DOWN */

@@ -22,9 +22,9 @@ static void help(FILE *f)
         fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n"
                "`dbpool <command> --help` describes a command's options.\n"
-               "The database is a libpq conninfo string or URI given as an argument,\n"
-               "or $DATABASE_URL. Passwords are never printed.\n"
-               "Exit codes: 0 success, 1 failure, 2 bad command line.\n");
+               DATABASE_HELP DURATION_HELP "Passwords are never printed.\n"
+               "Exit codes: 0 success, 1 failure, 2 bad command line.\n"
+               "`dbpool --version` (-V) prints the version.\n");
 }
 
 int main(int argc, char **argv)
@@ -51,7 +51,9 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("dbpool %s (libpq %d)\n", DBPOOL_VERSION_STRING, PQlibVersion());
+        /* the CLI links the library statically: one version, and libpq's */
+        int pq = PQlibVersion();
+        printf("dbpool %s (libpq %d.%d)\n", dbpool_version(), pq / 10000, pq % 10000);
         return EXIT_OK;
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

@@ -53,7 +53,7 @@ int parse_int_range(const char *s, long lo, long hi, long *out)
     return 0;
 }
 
-int parse_duration_ms(const char *s, int64_t bare_unit_ms, int64_t *out_ms)
+int parse_duration_ms(const char *s, int64_t *out_ms)
 {
     char *end;
     double v, mul;
@@ -64,12 +64,10 @@ int parse_duration_ms(const char *s, int64_t bare_unit_ms, int64_t *out_ms)
     v = strtod(s, &end);
     if (errno || !isfinite(v) || v < 0)
         return -1;
-    if (*end == '\0')
-        mul = (double)bare_unit_ms;
+    if (*end == '\0' || strcmp(end, "s") == 0)
+        mul = 1000; /* a bare number is seconds, in every option */
     else if (strcmp(end, "ms") == 0)
         mul = 1;
-    else if (strcmp(end, "s") == 0)
-        mul = 1000;
     else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
         mul = 60000;
     else if (strcmp(end, "h") == 0)
@@ -181,14 +179,56 @@ int conninfo_redacted(const char *conninfo, char **out)
     return DBPOOL_ENOMEM;
 }
 
+/* What libpq will use when the conninfo is empty: its defaults with the PG*
+ * environment variables and a PGSERVICE entry of the service file applied
+ * (PQconndefaults). Malloc'd "service=... host=... port=... (libpq defaults
+ * and PG* environment)"; never a password. */
+static char *env_shown(void)
+{
+    static const char *const keys[] = {"service", "host", "hostaddr", "port", "dbname", "user"};
+    PQconninfoOption *defs = PQconndefaults();
+    size_t cap = 64;
+    char *buf;
+
+    for (PQconninfoOption *o = defs; o && o->keyword; o++)
+        if (o->val)
+            cap += strlen(o->keyword) + 2 * strlen(o->val) + 4;
+    if (!(buf = malloc(cap))) {
+        PQconninfoFree(defs);
+        return NULL;
+    }
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+        for (PQconninfoOption *o = defs; o && o->keyword; o++) {
+            if (strcmp(o->keyword, keys[k]) != 0 || !o->val || !*o->val)
+                continue;
+            n += (size_t)snprintf(buf + n, cap - n, "%s%s=", n ? " " : "", o->keyword);
+            for (const char *c = o->val; *c && n + 3 < cap; c++) {
+                char ch = *c;
+                if (ch == ' ' || (unsigned char)ch < 0x20)
+                    ch = '_'; /* one word per value in the display */
+                buf[n++] = ch;
+            }
+            buf[n] = '\0';
+        }
+    snprintf(buf + n, cap - n, "%s(libpq defaults and PG* environment)", n ? " " : "");
+    PQconninfoFree(defs);
+    return buf;
+}
+
 const char *resolve_conninfo(const char *cmd, const char *arg, char **shown)
 {
     const char *ci = arg ? arg : getenv("DATABASE_URL");
 
     *shown = NULL;
     if (!ci || !*ci) {
-        usage_error(cmd, "no database given: pass a conninfo string or URI, or set DATABASE_URL");
-        return NULL;
+        /* as psql and pgbench: libpq's defaults, PG* variables, service file */
+        if (!(*shown = env_shown())) {
+            fail_msg(cmd, "out of memory");
+            return NULL;
+        }
+        return "";
     }
     int rc = conninfo_redacted(ci, shown);
     if (rc == DBPOOL_ENOMEM) {
@@ -201,6 +241,18 @@ const char *resolve_conninfo(const char *cmd, const char *arg, char **shown)
         return NULL;
     }
     return ci;
+}
+
+/* Is `name` a duration option of dbpool_config? Asked of the library itself
+ * (the option table lives there): a duration takes "1ms" and refuses "1x";
+ * integers, booleans and enums refuse "1ms", strings take "1x". */
+static int is_duration_option(const char *name)
+{
+    dbpool_config scratch;
+
+    dbpool_config_init(&scratch);
+    return dbpool_config_set(&scratch, name, "1ms") == 0 &&
+           dbpool_config_set(&scratch, name, "1x") != 0;
 }
 
 int apply_pool_option(const char *cmd, dbpool_config *cfg, char *nv)
@@ -217,11 +269,21 @@ int apply_pool_option(const char *cmd, dbpool_config *cfg, char *nv)
      * could be (part of) a conninfo put here by mistake, as in
      * `--set 'lifo=true host=db password=...'`. */
     int secret = arg_may_hold_secret(name) || arg_may_hold_secret(value);
+    int64_t ms;
     int rc;
     if (strcmp(name, "name") == 0 && (secret || strpbrk(value, " \t\n"))) {
         /* the pool name goes into every log line and metrics label */
         rc = usage_error(cmd, "--set name: not used: a pool name cannot contain spaces, '=', "
                               "'@' or '://' (it goes into log lines and metrics labels)");
+    } else if (!secret && is_duration_option(name) && parse_duration_ms(value, &ms) == 0) {
+        /* one duration syntax in every option: what -T takes (fractions; a
+         * bare number is seconds, where dbpool_config_set() reads ms) */
+        char msv[32];
+        snprintf(msv, sizeof(msv), "%lldms", (long long)ms);
+        rc = dbpool_config_set(cfg, name, msv) == 0
+                 ? 0
+                 : usage_error(cmd, "--set %s: %s", arg_shown(name, shown, sizeof(shown)),
+                               dbpool_last_error());
     } else if (dbpool_config_set(cfg, name, value) == 0) {
         rc = 0; /* it keeps pointers to string values: `nv` lives in argv */
     } else if (arg_may_hold_secret(name)) {
@@ -238,6 +300,66 @@ int apply_pool_option(const char *cmd, dbpool_config *cfg, char *nv)
     }
     *eq = '=';
     return rc;
+}
+
+/* Append s to buf (at *n), single-quoted for a shell when it needs it. */
+static void append_shell(char *buf, size_t len, size_t *n, const char *s)
+{
+    int plain = *s != '\0';
+    for (const char *c = s; *c; c++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:=@,+-%", *c))
+            plain = 0;
+    if (*n + 1 < len && *n)
+        buf[(*n)++] = ' ';
+    if (!plain && *n + 1 < len)
+        buf[(*n)++] = '\'';
+    for (const char *c = s; *c && *n + 5 < len; c++) {
+        if (*c == '\'' && !plain) {
+            memcpy(buf + *n, "'\\''", 4);
+            *n += 4;
+        } else {
+            buf[(*n)++] = *c;
+        }
+    }
+    if (!plain && *n + 1 < len)
+        buf[(*n)++] = '\'';
+    buf[*n] = '\0';
+}
+
+void command_shown(int argc, char **argv, char *buf, size_t len)
+{
+    size_t n = 0;
+
+    if (len == 0)
+        return;
+    buf[0] = '\0';
+    append_shell(buf, len, &n, "dbpool");
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        char *red = NULL;
+        int set_value = i > 0 && strcmp(argv[i - 1], "--set") == 0;
+        if (strncmp(a, "--set=", 6) == 0) {
+            set_value = 1;
+            append_shell(buf, len, &n, "--set");
+            a += 6;
+        }
+        if (set_value) {
+            const char *eq = strchr(a, '=');
+            char *name = eq ? strndup(a, (size_t)(eq - a)) : NULL;
+            int ok = name && !arg_may_hold_secret(name) && !arg_may_hold_secret(eq + 1);
+            free(name);
+            append_shell(buf, len, &n, ok ? a : "(not shown)");
+        } else if (!arg_may_hold_secret(a)) {
+            append_shell(buf, len, &n, a);
+        } else if (conninfo_redacted(a, &red) == 0 && *red) {
+            append_shell(buf, len, &n, red);
+        } else {
+            append_shell(buf, len, &n, "(not shown)");
+        }
+        free(red);
+    }
+    if (n + 6 >= len && len > 4)
+        memcpy(buf + len - 4, "...", 4);
 }
 
 int64_t now_ns(void)
