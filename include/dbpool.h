@@ -82,8 +82,12 @@ enum {
     DBPOOL_EUNKNOWN = -15,        /* a statement was sent but whether it ran is unknown
                                      (statement timeout without the server's
                                      answer; PostgreSQL layer) */
-    DBPOOL_EFORKED = -16          /* the pool was opened in the parent before fork():
+    DBPOOL_EFORKED = -16,         /* the pool was opened in the parent before fork():
                                      unusable in the child (see docs/fork.md) */
+    DBPOOL_ENOOWNER = -17,        /* sandbox mode: no owner for the calling thread
+                                     (dbpool_sandbox.h) */
+    DBPOOL_ETXENDED = -18         /* sandbox mode: the code under test ended the
+                                     sandbox's transaction (raw COMMIT/ROLLBACK) */
 };
 
 /* Short constant name of an error code ("connection not available ..."). Never NULL. */
