@@ -18,6 +18,7 @@
 
 #include "dbpool.h"
 #include "dbpool_pg.h"
+#include "dbpool_registry.h"
 #include "dbpool_sandbox.h"
 #include "itpool.h"
 #include "pgserver.h"
@@ -613,6 +614,83 @@ static void test_sandbox_misuse(void **state)
     assert_int_equal(itp_close(plain), 0);
 }
 
+/* ---- a registry's tenant pool ------------------------------------------------ */
+
+static int resolve_tenant(void *arg, const char *tenant, char *conninfo, size_t len,
+                          dbpool_config *cfg)
+{
+    (void)arg;
+    (void)cfg;
+    snprintf(conninfo, len, "%s application_name=sbx_tenant_%s", srv.conninfo, tenant);
+    return 0;
+}
+
+struct tenant_arg {
+    dbpool_registry *reg;
+    int rc;
+    int64_t seen;
+};
+
+/* A test of its own on the tenant's pool, checking out through the registry. */
+static void *tenant_test(void *arg)
+{
+    struct tenant_arg *a = arg;
+    dbpool *p;
+    dbpool_owner *own;
+    dbpool_lease l;
+
+    if ((a->rc = dbpool_registry_get(a->reg, "acme", &p)) != 0)
+        return NULL;
+    if ((a->rc = dbpool_sandbox_checkout(p, DBPOOL_DEFAULT_TIMEOUT, &own)) == 0) {
+        a->rc = insert_key(p, 61);
+        if (a->rc == 0 &&
+            (a->rc = dbpool_registry_checkout(a->reg, "acme", DBPOOL_DEFAULT_TIMEOUT, &l)) == 0) {
+            PGresult *r = PQexec(dbpool_pg_conn(&l), "SELECT count(*) FROM sbx_items");
+            a->seen = PQresultStatus(r) == PGRES_TUPLES_OK ? atoll(PQgetvalue(r, 0, 0)) : -1;
+            PQclear(r);
+            a->rc = dbpool_checkin(&l);
+        }
+        int crc = dbpool_sandbox_checkin(own);
+        if (a->rc == 0)
+            a->rc = crc;
+    }
+    dbpool_registry_put(a->reg, p);
+    return NULL;
+}
+
+static void test_sandbox_registry_tenant(void **state)
+{
+    (void)state;
+    dbpool_registry_config rc;
+    dbpool_registry *reg;
+    dbpool *p;
+    struct tenant_arg a[4];
+    pthread_t t[4];
+
+    dbpool_registry_config_init(&rc);
+    rc.resolve = resolve_tenant;
+    rc.tenant.checkout_timeout = 30000;
+    assert_int_equal(dbpool_registry_open(&reg, &rc), 0);
+    /* pinned for the whole suite: a reclaimed tenant pool would take its
+     * sandbox with it */
+    assert_int_equal(dbpool_registry_get(reg, "acme", &p), 0);
+    assert_int_equal(dbpool_sandbox_enable(p, NULL), 0);
+    for (int i = 0; i < 4; i++) {
+        a[i] = (struct tenant_arg){reg, -999, -1};
+        t[i] = itp_thr_start(tenant_test, &a[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(itp_thr_join(t[i], JOIN_MS), 0);
+    for (int i = 0; i < 4; i++) {
+        if (a[i].rc != 0)
+            fail_msg("tenant test %d: %d", i, a[i].rc);
+        assert_int_equal(a[i].seen, 1); /* its own row only */
+    }
+    assert_int_equal(committed_rows(), 0);
+    dbpool_registry_put(reg, p);
+    assert_int_equal(dbpool_registry_close(reg), 0);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -642,6 +720,7 @@ int main(void)
         cmocka_unit_test(test_sandbox_nested_transactions),
         cmocka_unit_test(test_sandbox_raw_commit_caught),
         cmocka_unit_test(test_sandbox_misuse),
+        cmocka_unit_test(test_sandbox_registry_tenant),
     };
     return cmocka_run_group_tests_name("it_sandbox", tests, group_setup, group_teardown);
 }

@@ -311,16 +311,19 @@ int sandbox_checkout(struct sandbox *sb, int64_t timeout_ms, dbpool_lease *l)
 int sandbox_checkin(dbpool_lease *l, struct dbpool_owner *o, int discard)
 {
     struct dbpool_slot *s = l->slot;
-    struct sandbox *sb = o->sb;
     char msg[320] = "";
     int res = SBX_OK;
 
     /* as a real check-in: moving gen on makes every copy of the lease stale,
-     * and only the holder can win */
+     * and only the holder can win. Until then `o` may be another owner's, or
+     * freed (a stale copy): it is not touched before. */
     uint64_t gen = l->gen;
     if (!atomic_compare_exchange_strong_explicit(&s->gen, &gen, l->gen + 1, memory_order_acq_rel,
                                                  memory_order_relaxed))
         return set_error(DBPOOL_ESTALE, "lease already checked in (double check-in?)");
+    /* our lease was live, so the slot's owner is the one we hold it from,
+     * and it cannot be freed while we hold it */
+    struct sandbox *sb = o->sb;
     dbpool_lease cur = {s, l->gen + 1}; /* still ours until we let go below */
     if (discard)
         res = SBX_BROKEN;
