@@ -41,8 +41,8 @@ static int account_create(dbpool *pool, const char *name, int balance)
     dbpool_pg_params p = {.n = 2, .values = v};
 
     snprintf(b, sizeof(b), "%d", balance);
-    return dbpool_pg_query(pool, "INSERT INTO sbx_example_accounts VALUES ($1, $2::int)", &p,
-                           NULL, NULL);
+    return dbpool_pg_query(pool, "INSERT INTO sbx_example_accounts VALUES ($1, $2::int)", &p, NULL,
+                           NULL);
 }
 
 /* -1 if there is no such account or the query failed. */
@@ -53,8 +53,8 @@ static int account_balance(dbpool *pool, const char *name)
     dbpool_pg_result r;
     int bal = -1;
 
-    if (dbpool_pg_query(pool, "SELECT balance FROM sbx_example_accounts WHERE name = $1", &p,
-                        NULL, &r) == 0 &&
+    if (dbpool_pg_query(pool, "SELECT balance FROM sbx_example_accounts WHERE name = $1", &p, NULL,
+                        &r) == 0 &&
         PQntuples(r.res) == 1)
         bal = atoi(PQgetvalue(r.res, 0, 0));
     dbpool_pg_result_clear(&r);
@@ -119,8 +119,8 @@ struct tctx {
 #define CHECK(ctx, cond)                                                                           \
     do {                                                                                           \
         if (!(cond) && !(ctx)->failure[0])                                                         \
-            snprintf((ctx)->failure, sizeof((ctx)->failure), "%s:%d: %s (%s)", __FILE__,         \
-                     __LINE__, #cond, dbpool_last_error());                                        \
+            snprintf((ctx)->failure, sizeof((ctx)->failure), "%s:%d: %s (%s)", __FILE__, __LINE__, \
+                     #cond, dbpool_last_error());                                                  \
     } while (0)
 
 static void *run_case(void *arg)
@@ -221,10 +221,8 @@ static const struct {
     const char *name;
     void (*fn)(struct tctx *);
 } cases[] = {
-    {"starts_empty", case_starts_empty},
-    {"create", case_create},
-    {"transfer", case_transfer},
-    {"overdraft_rolls_back", case_overdraft_rolls_back},
+    {"starts_empty", case_starts_empty}, {"create", case_create},
+    {"transfer", case_transfer},         {"overdraft_rolls_back", case_overdraft_rolls_back},
     {"workers", case_workers},
 };
 

@@ -123,8 +123,7 @@ static void *conc_test(void *arg)
         }
     int64_t n = q_int(c->pool, "SELECT count(*) FROM sbx_items", &rc);
     if (rc == 0 && n != NKEYS) {
-        snprintf(c->why[a->i], 256, "saw %lld rows, expected only its own %d", (long long)n,
-                 NKEYS);
+        snprintf(c->why[a->i], 256, "saw %lld rows, expected only its own %d", (long long)n, NKEYS);
         atomic_fetch_add(&c->failures, 1);
     }
     if ((rc = dbpool_sandbox_checkin(own)) != 0) {
@@ -434,9 +433,8 @@ static void *holder_thread(void *arg)
     struct holder *h = arg;
     dbpool_lease l;
 
-    h->checkout_rc = gate_wait(&h->allowed)
-                         ? dbpool_checkout(h->pool, DBPOOL_DEFAULT_TIMEOUT, &l)
-                         : -999;
+    h->checkout_rc =
+        gate_wait(&h->allowed) ? dbpool_checkout(h->pool, DBPOOL_DEFAULT_TIMEOUT, &l) : -999;
     gate_open(&h->holding);
     if (h->checkout_rc != 0)
         return NULL;
@@ -594,8 +592,7 @@ static void test_sandbox_misuse(void **state)
 
     fast_config(&cfg, 2);
     dbpool *plain = itp_open(&srv, "sbx_plain", &cfg);
-    assert_int_equal(dbpool_sandbox_checkout(plain, DBPOOL_DEFAULT_TIMEOUT, &own),
-                     DBPOOL_EINVAL);
+    assert_int_equal(dbpool_sandbox_checkout(plain, DBPOOL_DEFAULT_TIMEOUT, &own), DBPOOL_EINVAL);
     assert_int_equal(dbpool_sandbox_enable(NULL, NULL), DBPOOL_EINVAL);
     dbpool *p = open_sandbox("sbx_misuse", 2, -1);
     assert_int_equal(dbpool_sandbox_enable(p, NULL), DBPOOL_EINVAL); /* twice */

@@ -407,8 +407,9 @@ int sandbox_enable(struct dbpool *p, const struct sandbox_ops *ops,
     struct sandbox *none = NULL;
     if (!atomic_compare_exchange_strong(&p->sandbox, &none, sb)) {
         sandbox_free(sb);
-        return set_error(DBPOOL_EINVAL, "dbpool_sandbox_enable: pool \"%s\" is already in "
-                                        "sandbox mode",
+        return set_error(DBPOOL_EINVAL,
+                         "dbpool_sandbox_enable: pool \"%s\" is already in "
+                         "sandbox mode",
                          p->cfg.name);
     }
     return 0;
@@ -454,8 +455,9 @@ int dbpool_sandbox_checkout(dbpool *p, int64_t timeout_ms, dbpool_owner **owner)
     int mine = own_owner(sb, pthread_self()) != NULL;
     pthread_mutex_unlock(&sb->mu);
     if (mine)
-        return set_error(DBPOOL_EINVAL, "dbpool_sandbox_checkout: this thread already owns a "
-                                        "connection of pool \"%s\"",
+        return set_error(DBPOOL_EINVAL,
+                         "dbpool_sandbox_checkout: this thread already owns a "
+                         "connection of pool \"%s\"",
                          p->cfg.name);
     return owner_new(sb, timeout_ms, owner);
 }
