@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -184,11 +185,17 @@ static void *depositor(void *arg)
     struct deposit *d = arg;
     struct transfer t = {"bank", "alice", 10};
 
+    struct timespec until;
+    int e = 0;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30; /* bounded: a test that forgets to allow us fails */
     pthread_mutex_lock(&d->mu);
-    while (!d->allowed)
-        pthread_cond_wait(&d->cv, &d->mu); /* the test allows us right after the start */
+    while (!d->allowed && e == 0)
+        e = pthread_cond_timedwait(&d->cv, &d->mu, &until);
+    int allowed = d->allowed;
     pthread_mutex_unlock(&d->mu);
-    if (account_transfer(db, t.from, t.to, t.amount) != 0)
+    if (!allowed || account_transfer(db, t.from, t.to, t.amount) != 0)
         d->failed = 1;
     return NULL;
 }

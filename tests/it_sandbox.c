@@ -606,7 +606,16 @@ static void test_sandbox_misuse(void **state)
     assert_int_equal(dbpool_checkin(&l), 0);
     assert_int_equal(dbpool_checkin(&copy), DBPOOL_ESTALE);
     assert_null(dbpool_pg_conn(&copy));
+    /* a discarded lease: the owner's connection is unusable from then on */
+    assert_int_equal(dbpool_checkout(p, DBPOOL_DEFAULT_TIMEOUT, &l), 0);
+    assert_int_equal(dbpool_discard(&l), 0);
+    assert_int_equal(dbpool_checkout(p, DBPOOL_DEFAULT_TIMEOUT, &l), DBPOOL_ECONNLOST);
     assert_int_equal(dbpool_sandbox_checkin(own), 0);
+    assert_true(itp_wait_stats(p, pred_idle, 2, 10000)); /* closed and replaced */
+    assert_int_equal(dbpool_sandbox_allow(NULL, pthread_self()), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_sandbox_checkin(NULL), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_sandbox_lease(NULL, 0, &l), DBPOOL_EINVAL);
+    assert_int_equal(dbpool_sandbox_mode_set(p, (dbpool_sandbox_mode)7, NULL), DBPOOL_EINVAL);
     assert_int_equal(itp_close(p), 0);
     assert_int_equal(itp_close(plain), 0);
 }

@@ -468,6 +468,8 @@ int dbpool_sandbox_checkin(dbpool_owner *o)
 
     if (!o)
         return set_error(DBPOOL_EINVAL, "dbpool_sandbox_checkin: NULL owner");
+    if (pool_forked(o->sb->pool)) /* no ROLLBACK on the parent's socket */
+        return DBPOOL_EFORKED;
     sb = o->sb;
     pthread_mutex_lock(&sb->mu);
     if (o->ended) {
@@ -506,6 +508,8 @@ int dbpool_sandbox_allow(dbpool_owner *o, pthread_t thread)
 
     if (!o)
         return set_error(DBPOOL_EINVAL, "dbpool_sandbox_allow: NULL owner");
+    if (pool_forked(o->sb->pool))
+        return DBPOOL_EFORKED;
     sb = o->sb;
     pthread_mutex_lock(&sb->mu);
     if (o->ended) {
@@ -567,6 +571,8 @@ int dbpool_sandbox_lease(dbpool_owner *o, int64_t timeout_ms, dbpool_lease *leas
     clear_error();
     if (!o || !lease)
         return set_error(DBPOOL_EINVAL, "dbpool_sandbox_lease: NULL argument");
+    if (pool_forked(o->sb->pool))
+        return DBPOOL_EFORKED;
     if (timeout_ms < 0 && timeout_ms != DBPOOL_DEFAULT_TIMEOUT)
         return set_error(DBPOOL_EINVAL, "dbpool_sandbox_lease: negative timeout %lld",
                          (long long)timeout_ms);
