@@ -420,6 +420,49 @@ static void test_sandbox_ownership_timeout(void **state)
     assert_int_equal(itp_close(p), 0);
 }
 
+/* An owner abandoned past its ownership_timeout (a thread that never checks
+ * its owner in) does not keep the pool's only connection: the next thread
+ * that asks the sandbox for one gets it back. */
+struct newcomer {
+    dbpool *pool;
+    int rc, end_rc;
+};
+
+static void *newcomer_thread(void *arg)
+{
+    struct newcomer *n = arg;
+    dbpool_owner *own;
+
+    n->rc = dbpool_sandbox_checkout(n->pool, 10000, &own);
+    if (n->rc == 0)
+        n->end_rc = dbpool_sandbox_checkin(own);
+    return NULL;
+}
+
+static void test_sandbox_ownership_timeout_abandoned(void **state)
+{
+    (void)state;
+    dbpool *p = open_sandbox("sbx_abandon", 1, 200);
+    dbpool_owner *own;
+    dbpool_lease l;
+    struct newcomer n = {p, -999, -999};
+
+    assert_int_equal(dbpool_sandbox_checkout(p, DBPOOL_DEFAULT_TIMEOUT, &own), 0);
+    assert_int_equal(insert_key(p, 22), 0);
+    assert_true(itp_wait_stats(p, pred_hold_timeouts, 1, 10000));
+    /* size 1: the newcomer gets a connection only if the expired owner's
+     * comes back */
+    assert_int_equal(itp_thr_join(itp_thr_start(newcomer_thread, &n), JOIN_MS), 0);
+    assert_int_equal(n.rc, 0);
+    assert_int_equal(n.end_rc, 0);
+    /* the slow owner learns what happened; its handle is still safe */
+    assert_int_equal(dbpool_checkout(p, DBPOOL_DEFAULT_TIMEOUT, &l), DBPOOL_EEXPIRED);
+    assert_int_equal(dbpool_sandbox_checkin(own), DBPOOL_EEXPIRED);
+    assert_non_null(strstr(dbpool_last_error(), "ownership_timeout"));
+    assert_int_equal(committed_rows(), 0);
+    assert_int_equal(itp_close(p), 0);
+}
+
 /* ---- the owner ends while an allowed thread holds its connection ------------- */
 
 struct holder {
@@ -722,6 +765,7 @@ int main(void)
         cmocka_unit_test(test_sandbox_shared_mode),
         cmocka_unit_test(test_sandbox_auto_mode),
         cmocka_unit_test(test_sandbox_ownership_timeout),
+        cmocka_unit_test(test_sandbox_ownership_timeout_abandoned),
         cmocka_unit_test(test_sandbox_owner_ends_while_held),
         cmocka_unit_test(test_sandbox_nested_transactions),
         cmocka_unit_test(test_sandbox_raw_commit_caught),

@@ -43,6 +43,9 @@ struct dbpool_owner {
     struct owait *head, *tail;
     int ended;    /* dbpool_sandbox_checkin called (while held: the holder
                      releases the connection at its check-in) */
+    int reaped;   /* past ownership_timeout and abandoned: the connection
+                     went back to the pool; the handle waits for its
+                     dbpool_sandbox_checkin (or the pool's end) */
     int broken;   /* discarded or lost: closed at the end */
     int tx_ended; /* raw COMMIT/ROLLBACK seen */
 };
@@ -117,6 +120,54 @@ static void unlink_owner(struct sandbox *sb, struct dbpool_owner *o)
         }
 }
 
+/*
+ * ownership_timeout's second half. An owner past its timeout whose
+ * connection nobody holds may have been abandoned (a thread that exited
+ * without checking it in: C has no process monitors): give the connection
+ * back (discarded: its lease expired) instead of losing it for good. The
+ * handle stays valid, so a slow test's later dbpool_sandbox_checkin() is
+ * still safe. Owners of the calling thread are left to it (it gets
+ * DBPOOL_EEXPIRED). Runs on a thread that asks the sandbox for a connection;
+ * unlocked.
+ */
+static void reap_expired(struct sandbox *sb)
+{
+    struct dbpool_owner *o;
+
+    for (;;) {
+        pthread_mutex_lock(&sb->mu);
+        for (o = sb->owners; o; o = o->next)
+            if (!o->ended && !o->held && !pthread_equal(o->thread, pthread_self()) &&
+                atomic_load_explicit(&o->lease.slot->expired, memory_order_acquire))
+                break;
+        if (o) {
+            o->ended = 1;
+            o->reaped = 1;
+            o->nallowed = 0;
+            if (sb->shared == o) {
+                sb->shared = NULL;
+                sb->mode = DBPOOL_SANDBOX_MANUAL;
+            }
+        }
+        pthread_mutex_unlock(&sb->mu);
+        if (!o)
+            return;
+        dbpool_lease real = {o->lease.slot, o->gen};
+        atomic_store_explicit(&o->lease.slot->sbx, NULL, memory_order_release);
+        (void)dbpool_discard(&real); /* EEXPIRED: that is the point */
+        clear_error();
+    }
+}
+
+/* Did the calling thread own an owner that was reaped? Locked. */
+static int reaped_own(struct sandbox *sb)
+{
+    for (struct dbpool_owner *o = sb->owners; o; o = o->next)
+        if (o->reaped && pthread_equal(o->thread, pthread_self()))
+            return 1;
+    return 0;
+}
+
 /* Check a connection out of the real pool and open the owner's
  * transaction. Unlocked. */
 static int owner_new(struct sandbox *sb, int64_t timeout_ms, struct dbpool_owner **out)
@@ -127,6 +178,7 @@ static int owner_new(struct sandbox *sb, int64_t timeout_ms, struct dbpool_owner
     *out = NULL;
     if (!o)
         return set_error(DBPOOL_ENOMEM, "dbpool_sandbox_checkout: out of memory");
+    reap_expired(sb);
     if ((rc = pool_checkout_direct(sb->pool, timeout_ms, &o->lease)) != 0) {
         mem_free(o);
         return rc;
@@ -293,6 +345,7 @@ int sandbox_checkout(struct sandbox *sb, int64_t timeout_ms, dbpool_lease *l)
     if (timeout_ms < 0 && timeout_ms != DBPOOL_DEFAULT_TIMEOUT)
         return set_error(DBPOOL_EINVAL, "dbpool_checkout: negative timeout %lld",
                          (long long)timeout_ms);
+    reap_expired(sb);
     pthread_mutex_lock(&sb->mu);
     o = lookup(sb, pthread_self());
     if (!o && sb->mode == DBPOOL_SANDBOX_AUTO) {
@@ -302,7 +355,14 @@ int sandbox_checkout(struct sandbox *sb, int64_t timeout_ms, dbpool_lease *l)
         pthread_mutex_lock(&sb->mu);
     }
     if (!o) {
+        int reaped = reaped_own(sb);
         pthread_mutex_unlock(&sb->mu);
+        if (reaped)
+            return set_error(DBPOOL_EEXPIRED,
+                             "sandbox: the owner held its connection longer than "
+                             "ownership_timeout (%lld ms) and it went back to the pool; end "
+                             "the owner",
+                             (long long)sb->ownership_timeout);
         return no_owner(sb);
     }
     return owner_lease(sb, o, timeout_ms, l);
@@ -419,6 +479,14 @@ void sandbox_free(struct sandbox *sb)
 {
     if (!sb)
         return;
+    /* only reaped owners can be left (each other one holds a lease, and the
+     * pool is freed after its last lease): handles never checked in */
+    while (sb->owners) {
+        struct dbpool_owner *o = sb->owners;
+        sb->owners = o->next;
+        mem_free(o->allowed);
+        mem_free(o);
+    }
     pthread_condattr_destroy(&sb->condattr);
     pthread_mutex_destroy(&sb->mu);
     mem_free(sb);
@@ -472,6 +540,18 @@ int dbpool_sandbox_checkin(dbpool_owner *o)
         return DBPOOL_EFORKED;
     sb = o->sb;
     pthread_mutex_lock(&sb->mu);
+    if (o->reaped) {
+        unlink_owner(sb, o);
+        pthread_mutex_unlock(&sb->mu);
+        int64_t limit = sb->ownership_timeout;
+        mem_free(o->allowed);
+        mem_free(o);
+        return set_error(DBPOOL_EEXPIRED,
+                         "sandbox: the owner held its connection longer than "
+                         "ownership_timeout (%lld ms); the connection was discarded and "
+                         "returned to the pool meanwhile",
+                         (long long)limit);
+    }
     if (o->ended) {
         pthread_mutex_unlock(&sb->mu);
         return set_error(DBPOOL_ESTALE, "dbpool_sandbox_checkin: the owner has already ended");
