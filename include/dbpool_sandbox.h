@@ -63,8 +63,10 @@ typedef struct dbpool_sandbox_config {
     int64_t ownership_timeout; /* 120000 ms  an owner holding its connection longer
                                   has its running query cancelled; its later
                                   checkouts fail with DBPOOL_EEXPIRED and its
-                                  connection is discarded at the owner's check-in
-                                  (replaces hold_timeout for owners). 0 = never */
+                                  connection is discarded at the owner's check-in,
+                                  or earlier, when nobody holds it, at another
+                                  thread's sandbox checkout (an abandoned owner).
+                                  Replaces hold_timeout for owners. 0 = never */
 } dbpool_sandbox_config;
 
 /* Fill `cfg` with the defaults above. */
