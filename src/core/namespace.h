@@ -95,5 +95,6 @@
 #define sandbox_checkout dbpool__sandbox_checkout
 #define sandbox_enable dbpool__sandbox_enable
 #define sandbox_free dbpool__sandbox_free
+#define sandbox_queued dbpool__sandbox_queued
 
 #endif

@@ -475,6 +475,21 @@ int sandbox_enable(struct dbpool *p, const struct sandbox_ops *ops,
     return 0;
 }
 
+int sandbox_queued(struct dbpool *p)
+{
+    struct sandbox *sb = atomic_load_explicit(&p->sandbox, memory_order_acquire);
+    int n = 0;
+
+    if (!sb)
+        return 0;
+    pthread_mutex_lock(&sb->mu);
+    for (struct dbpool_owner *o = sb->owners; o; o = o->next)
+        for (struct owait *w = o->head; w; w = w->next)
+            n++;
+    pthread_mutex_unlock(&sb->mu);
+    return n;
+}
+
 void sandbox_free(struct sandbox *sb)
 {
     if (!sb)

@@ -39,6 +39,8 @@ int sandbox_enable(struct dbpool *p, const struct sandbox_ops *ops,
 int sandbox_checkout(struct sandbox *sb, int64_t timeout_ms, dbpool_lease *l);
 /* dbpool_checkin()/dbpool_discard() of a lease whose slot an owner holds. */
 int sandbox_checkin(dbpool_lease *l, struct dbpool_owner *o, int discard);
+/* Callers queued for owners' connections, all owners together (tests). */
+int sandbox_queued(struct dbpool *p);
 /* Freed with the pool (no owner is left then: each holds a lease). */
 void sandbox_free(struct sandbox *sb);
 
