@@ -353,7 +353,8 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_open(dbpool **out, const dbpool_driver *d
 
 /*
  * Check a connection out. Waits at most timeout_ms (DBPOOL_DEFAULT_TIMEOUT =
- * the pool's checkout_timeout; 0 = do not wait). Waiters are served strictly
+ * the pool's checkout_timeout; 0 = do not wait). On a pool in sandbox mode
+ * the lease is on the caller's owner's connection (dbpool_sandbox.h). Waiters are served strictly
  * in arrival order, each handed a connection directly by the thread that
  * checks one in.
  * Returns 0 and fills *lease, or:
