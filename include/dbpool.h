@@ -97,8 +97,12 @@ enum {
     DBPOOL_EUNKNOWN = -15,        /* a statement was sent but whether it ran is unknown
                                      (statement timeout without the server's
                                      answer; PostgreSQL layer) */
-    DBPOOL_EFORKED = -16          /* the pool was opened in the parent before fork():
+    DBPOOL_EFORKED = -16,         /* the pool was opened in the parent before fork():
                                      unusable in the child (see docs/fork.md) */
+    DBPOOL_ENOOWNER = -17,        /* sandbox mode: no owner for the calling thread
+                                     (dbpool_sandbox.h) */
+    DBPOOL_ETXENDED = -18         /* sandbox mode: the code under test ended the
+                                     sandbox's transaction (raw COMMIT/ROLLBACK) */
 };
 
 /*
@@ -375,7 +379,8 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_open(dbpool **out, const dbpool_driver *d
 
 /*
  * Check a connection out. Waits at most timeout_ms (DBPOOL_DEFAULT_TIMEOUT =
- * the pool's checkout_timeout; 0 = do not wait). Waiters are served strictly
+ * the pool's checkout_timeout; 0 = do not wait). On a pool in sandbox mode
+ * the lease is on the caller's owner's connection (dbpool_sandbox.h). Waiters are served strictly
  * in arrival order, each handed a connection directly by the thread that
  * checks one in.
  * Returns 0 and fills *lease, or:

@@ -282,6 +282,9 @@ typedef struct dbpool_pg_timings {
  * BEGIN or BEGIN itself was lost (nothing executed; at most `size` times), and
  * up to max_retries times when 40001/40P01 was reported by a helper call in
  * fn (or by COMMIT), with a short random sleep in between.
+ * On a pool in sandbox mode (dbpool_sandbox.h) the lease is inside the test's
+ * transaction: fn runs in a SAVEPOINT, released if it returns 0, rolled back
+ * to otherwise (isolation, read_only and retries do not apply).
  */
 DBPOOL_API int dbpool_pg_transaction(dbpool *pool, dbpool_pg_tx_cb fn, void *arg,
                                      const dbpool_pg_tx_opts *opts, dbpool_pg_timings *timings);

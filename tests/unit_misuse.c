@@ -112,6 +112,8 @@ static void test_null_errors_and_config(void **state)
         DBPOOL_ECOMMIT_UNKNOWN,
         DBPOOL_EUNKNOWN,
         DBPOOL_EFORKED,
+        DBPOOL_ENOOWNER,
+        DBPOOL_ETXENDED,
         1,
         -99,
         INT_MIN,

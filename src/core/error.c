@@ -46,6 +46,10 @@ const char *dbpool_strerror(int code)
         return "outcome unknown: the statement may or may not have run";
     case DBPOOL_EFORKED:
         return "pool inherited across fork(): open a new one in this process";
+    case DBPOOL_ENOOWNER:
+        return "sandbox: no owner for this thread";
+    case DBPOOL_ETXENDED:
+        return "sandbox: the code under test ended the sandbox's transaction";
     default:
         return "unknown error";
     }

@@ -88,5 +88,13 @@
 #define mem_calloc dbpool__mem_calloc
 #define mem_free dbpool__mem_free
 #define mem_strdup dbpool__mem_strdup
+#define pg_pool_is_pg dbpool__pg_pool_is_pg
+#define pool_checkout_direct dbpool__pool_checkout_direct
+#define pool_lease_hold dbpool__pool_lease_hold
+#define sandbox_checkin dbpool__sandbox_checkin
+#define sandbox_checkout dbpool__sandbox_checkout
+#define sandbox_enable dbpool__sandbox_enable
+#define sandbox_free dbpool__sandbox_free
+#define sandbox_queued dbpool__sandbox_queued
 
 #endif

@@ -14,6 +14,7 @@
 #include "error.h"
 #include "log.h"
 #include "manager.h"
+#include "ownership.h"
 #include "workers.h"
 
 /* ---- per-state lists ---------------------------------------------------- */
@@ -74,6 +75,7 @@ void pool_free(struct dbpool *p)
     mem_free(p->slots);
     mem_free(p->hists);
     mem_free(p->events);
+    sandbox_free(atomic_load(&p->sandbox));
     mem_free(p);
 }
 
@@ -97,6 +99,7 @@ int pool_birth_locked(struct dbpool *p)
         s->state = i < p->min_size ? SLOT_PENDING : SLOT_DORMANT;
         atomic_init(&s->gen, 1);
         atomic_init(&s->expired, 0);
+        atomic_init(&s->sbx, NULL);
         backoff_init(&s->backoff, p->cfg.backoff_type, p->cfg.backoff_min, p->cfg.backoff_max,
                      p->rng + (uint64_t)i * 0x2545F4914F6CDD1DULL);
         list_push_tail(&p->lists[s->state], &s->link);
@@ -168,6 +171,7 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const
     p->budget = budget;
     p->budget_owner = owner;
     atomic_init(&p->active, 0);
+    atomic_init(&p->sandbox, NULL);
     if (cfg->event_cb && !(p->events = mem_calloc(EVENT_RING, sizeof(*p->events)))) {
         pool_free(p);
         return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
@@ -626,6 +630,30 @@ static int checkin(dbpool_lease *l, int discard);
  */
 int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
 {
+    struct sandbox *sb = p ? atomic_load_explicit(&p->sandbox, memory_order_acquire) : NULL;
+
+    if (sb && lease && !pool_forked(p)) {
+        lease->slot = NULL;
+        lease->gen = 0;
+        return sandbox_checkout(sb, timeout_ms, lease); /* the caller's owner's connection */
+    }
+    return pool_checkout_direct(p, timeout_ms, lease);
+}
+
+void pool_lease_hold(const dbpool_lease *l, int64_t timeout_ms)
+{
+    struct dbpool *p = l->slot->pool;
+
+    pthread_mutex_lock(&p->mu);
+    int64_t hold = timeout_ms ? deadline_add(clock_ms(), timeout_ms) : 0;
+    l->slot->hold_deadline = hold;
+    pthread_mutex_unlock(&p->mu);
+    if (hold)
+        manager_poke_before(&p->mc, hold);
+}
+
+int pool_checkout_direct(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
+{
     void *caller = __builtin_return_address(0);
     int64_t t0_us = clock_us(), left = timeout_ms;
 
@@ -671,9 +699,13 @@ int dbpool_lease_check(const dbpool_lease *l)
     if (!lease_live(l))
         return set_error(DBPOOL_ESTALE, "lease already checked in");
     struct dbpool *p = l->slot->pool;
-    if (atomic_load_explicit(&l->slot->expired, memory_order_acquire))
+    if (atomic_load_explicit(&l->slot->expired, memory_order_acquire)) {
+        if (atomic_load_explicit(&l->slot->sbx, memory_order_acquire))
+            return set_error(DBPOOL_EEXPIRED, "sandbox: the owner held its connection longer "
+                                              "than ownership_timeout");
         return set_error(DBPOOL_EEXPIRED, "lease held longer than hold_timeout (%lld ms)",
                          (long long)p->cfg.hold_timeout);
+    }
     return 0;
 }
 
@@ -717,6 +749,9 @@ static int checkin(dbpool_lease *l, int discard)
     p = s->pool;
     if (pool_forked(p)) /* no ROLLBACK on the parent's socket */
         return DBPOOL_EFORKED;
+    struct dbpool_owner *o = atomic_load_explicit(&s->sbx, memory_order_acquire);
+    if (o)
+        return sandbox_checkin(l, o, discard); /* back to the owner, not the pool */
 
     /* Claim the slot: moving gen on makes every copy of this lease stale at
      * once, so a second check-in can never touch the next holder's conn. Only

@@ -28,6 +28,8 @@
  *   pool->mu            the pool (pool.c, slot.c); driver calls never run
  *                       under it, except the non-blocking cancel_target
  *     registry->mu      budget_acquire/release, called under pool->mu
+ *   sandbox->mu         a leaf of its own (ownership.c): never taken under
+ *                       pool->mu, and nothing is called into under it
  *       W.mu            the worker queue (workers_submit under pool->mu)
  *
  * Waits: dbpool_close waits, without pool->mu, in manager_detach for the
@@ -109,6 +111,9 @@ struct dbpool_slot {
     int leak_reported;        /* BUSY: leak_threshold already reported */
     unsigned long owner;      /* BUSY: thread that checked it out (for leak reports) */
     void *caller;             /* BUSY: return address of dbpool_checkout's caller */
+    /* BUSY: the sandbox owner holding this connection (src/core/ownership.c);
+     * its callers' leases are checked in to the owner, not to the pool */
+    _Atomic(struct dbpool_owner *) sbx;
     struct dbpool_slot *todo; /* manager's work list, valid only while it runs */
     int todo_op;
 };
@@ -191,6 +196,9 @@ struct dbpool {
     unsigned fork_gen; /* manager_fork_gen() at open: differs in a child */
     long owner_pid;    /* the process that opened it (messages) */
 
+    /* sandbox mode (dbpool_sandbox_enable): set once, freed with the pool */
+    _Atomic(struct sandbox *) sandbox;
+
     /* the pool's manager client: serviced only when due or poked, so
      * thousands of idle tenant pools cost nothing per wakeup */
     struct mclient mc;
@@ -271,6 +279,11 @@ void pool_free(struct dbpool *p);
  * runs when the connection closes, so the state never outlives the session.
  * NULL if the lease is not live. Lease holder only; no lock. */
 void **pool_lease_user(const dbpool_lease *l, void (*free_fn)(void *));
+
+/* dbpool_checkout() without the sandbox's lookup: a real lease. */
+int pool_checkout_direct(struct dbpool *p, int64_t timeout_ms, dbpool_lease *lease);
+/* Replace a live lease's hold deadline: timeout_ms from now (0 = none). */
+void pool_lease_hold(const dbpool_lease *l, int64_t timeout_ms);
 
 /* slot.c: the pool's manager client. Manager thread, pool mutex NOT held.
  * Returns the pool's next due time. */

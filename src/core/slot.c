@@ -480,10 +480,16 @@ static void check_holds(struct dbpool *p, int64_t now)
         if (s->hold_deadline && !atomic_load(&s->expired) && s->hold_deadline <= now) {
             atomic_store(&s->expired, 1);
             p->n_hold_timeouts++;
-            plog(p, DBPOOL_LOG_WARNING,
-                 "connection held for %lld ms (hold_timeout %lld ms): "
-                 "cancelling its query; it is discarded at check-in",
-                 (long long)(now - s->checkout_at), (long long)p->cfg.hold_timeout);
+            if (atomic_load(&s->sbx)) /* a sandbox owner's (src/core/ownership.c) */
+                plog(p, DBPOOL_LOG_WARNING,
+                     "sandbox owner held its connection for %lld ms, past ownership_timeout: "
+                     "cancelling its query; it is discarded at the owner's check-in",
+                     (long long)(now - s->checkout_at));
+            else
+                plog(p, DBPOOL_LOG_WARNING,
+                     "connection held for %lld ms (hold_timeout %lld ms): "
+                     "cancelling its query; it is discarded at check-in",
+                     (long long)(now - s->checkout_at), (long long)p->cfg.hold_timeout);
             pool_event_locked(p, DBPOOL_EV_HOLD_TIMEOUT, now - s->checkout_at, now, "");
             submit_cancel(p, s);
         }

@@ -582,6 +582,11 @@ nomem:
     return set_error(DBPOOL_ENOMEM, "out of memory");
 }
 
+int pg_pool_is_pg(const struct dbpool *p)
+{
+    return is_pg_driver(p->drv);
+}
+
 PGconn *dbpool_pg_conn(const dbpool_lease *lease)
 {
     PGconn *pg = dbpool_lease_conn(lease);

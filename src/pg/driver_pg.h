@@ -7,10 +7,14 @@
 #include "dbpool_pg.h"
 
 struct budget_ops;
+struct dbpool;
 
 /* dbpool_pg_open() with a connection budget. */
 int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
             const struct budget_ops *budget, void *owner);
+
+/* Was the pool opened by dbpool_pg_open() (or the registry)? */
+int pg_pool_is_pg(const struct dbpool *p);
 
 /* "host:port" of a connection: the worker lane for its cancel requests. */
 void pg_cancel_target(PGconn *pg, char *buf, size_t len);

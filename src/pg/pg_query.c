@@ -834,7 +834,8 @@ static int give_back(dbpool_lease *l)
 
     snprintf(keep, sizeof(keep), "%s", dbpool_last_error());
     int rc = pg && PQstatus(pg) != CONNECTION_OK ? dbpool_discard(l) : dbpool_checkin(l);
-    set_error_msg("%s", keep);
+    if (rc != DBPOOL_ETXENDED) /* the sandbox's news is the caller's business */
+        set_error_msg("%s", keep);
     return rc;
 }
 
@@ -876,6 +877,8 @@ static int pool_exec(dbpool *pool, int cached, const char *sql, const dbpool_pg_
         int crc = give_back(&l);
         if (rc == 0 && crc == DBPOOL_EEXPIRED)
             clear_error(); /* the answer is complete; only the connection is lost */
+        if (rc == 0 && crc == DBPOOL_ETXENDED)
+            rc = crc; /* sandbox: the statement ended the test's transaction */
         if (out)
             queue_us += out->queue_us;
         if (rc != DBPOOL_ECONNLOST || sent)
@@ -1226,6 +1229,18 @@ int dbpool_pg_transaction(dbpool *pool, dbpool_pg_tx_cb fn, void *arg,
         if (timings && dbpool_lease_info_get(&l, &li) == 0) {
             timings->queue_us = li.queue_us;
             timings->idle_ms = li.idle_ms;
+        }
+        PGconn *pg = dbpool_pg_conn(&l);
+        if (pg && PQtransactionStatus(pg) == PQTRANS_INTRANS) {
+            /* A sandbox's lease (a pool's own connections come back idle):
+             * the transaction is a savepoint in the test's transaction. */
+            rc = tx_nested(&l, fn, arg, &o);
+            if (lease_gone(&l, pg))
+                return rc;
+            int crc = give_back(&l);
+            if (timings)
+                timings->attempts = 1;
+            return rc == 0 && crc == DBPOOL_ETXENDED ? crc : rc;
         }
         rc = tx_top(&l, fn, arg, &o, &ti);
         if (!ti.gone)
