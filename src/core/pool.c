@@ -255,8 +255,8 @@ static void lease_start(struct dbpool *p, struct dbpool_slot *s, int64_t now)
 
 /* The caller got slot s: record who, and the checkout's queue time. Locked.
  * now_us is t0_us on the fast path: one clock read per checkout. */
-static void lease_owner(struct dbpool *p, struct dbpool_slot *s, unsigned long owner,
-                        void *caller, int64_t t0_us, int64_t now_us)
+static void lease_owner(struct dbpool *p, struct dbpool_slot *s, unsigned long owner, void *caller,
+                        int64_t t0_us, int64_t now_us)
 {
     s->owner = owner;
     s->caller = caller;
@@ -458,7 +458,6 @@ static void abs_deadline_us(int64_t deadline_us, struct timespec *ts)
     ts->tv_sec = (time_t)(deadline_us / 1000000);
     ts->tv_nsec = (long)(deadline_us % 1000000) * 1000L;
 }
-
 
 /* ---- the steps every checkout takes, blocking or not (pool mutex held) ---- */
 
@@ -769,8 +768,6 @@ int64_t pool_async_service_locked(struct dbpool *p, int64_t now)
     p->async_due = due;
     return due;
 }
-
-
 
 /*
  * A connection that sat idle past alive_check is checked before it is handed

@@ -31,10 +31,10 @@ struct waiter {
     pthread_cond_t cond;         /* WAITER_THREAD: the caller sleeps on it */
     enum waiter_kind kind;
     /* WAITER_ASYNC only: */
-    int64_t deadline;            /* ms; INT64_MAX = none */
-    int64_t t0_us;               /* when the checkout began (queue-time stats) */
-    unsigned long owner;         /* submitting thread and code address, */
-    void *caller;                /*   for leak reports */
+    int64_t deadline;    /* ms; INT64_MAX = none */
+    int64_t t0_us;       /* when the checkout began (queue-time stats) */
+    unsigned long owner; /* submitting thread and code address, */
+    void *caller;        /*   for leak reports */
 };
 
 /* Waiters, oldest first (n: how many). */
