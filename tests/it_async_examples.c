@@ -49,6 +49,7 @@ static int run_example(const char *clients, const char *rounds, char *out, size_
     assert_int_equal(
         posix_spawn_file_actions_addopen(&fa, 1, path, O_WRONLY | O_CREAT | O_TRUNC, 0600), 0);
     assert_int_equal(posix_spawn_file_actions_adddup2(&fa, 1, 2), 0);
+    int64_t t0 = pgt_now_ms();
     assert_int_equal(posix_spawn(&c.pid, example, &fa, NULL, (char *const *)argv, environ), 0);
     posix_spawn_file_actions_destroy(&fa);
     if (!pgt_wait_for(child_exited, &c, 120000)) {
@@ -61,7 +62,7 @@ static int run_example(const char *clients, const char *rounds, char *out, size_
     out[n] = '\0';
     if (f)
         fclose(f);
-    print_message("%s", out);
+    print_message("(%lld ms) %s", (long long)(pgt_now_ms() - t0), out);
     return WIFEXITED(c.status) ? WEXITSTATUS(c.status) : -1;
 }
 
