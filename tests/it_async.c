@@ -619,6 +619,33 @@ static void test_async_callbacks_on_loop_thread(void **state)
     assert_int_equal(itp_close(p), 0);
 }
 
+/* A connection the server closed while it idled is found dead on the loop
+ * thread before the callback (alive_check), replaced, and the request waits
+ * for the replacement: the callback only ever sees a working connection. */
+static void test_async_dead_idle_connection_replaced(void **state)
+{
+    (void)state;
+    dbpool_config cfg = quiet_config(1);
+    cfg.alive_check = 1;
+    dbpool *p = open_connected("as_dead", &cfg);
+    dbpool_cq *cq = new_cq();
+    struct rec r;
+
+    memset(&r, 0, sizeof r);
+    assert_true(itp_wait_backends(&srv, "as_dead", 1, 5000));
+    uint64_t disconnects = itp_stats(p).disconnects;
+    assert_int_equal(pgt_terminate(&srv, "as_dead"), 1);
+    assert_true(itp_wait_backends(&srv, "as_dead", 0, 5000));
+    submit(p, cq, 30000, &r, NULL);
+    assert_true(run_all(cq, &r, 1, 20000));
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.status, 0);
+    assert_true(r.query_ok);
+    assert_true(itp_stats(p).disconnects > disconnects);
+    assert_int_equal(dbpool_cq_free(cq), 0);
+    assert_int_equal(itp_close(p), 0);
+}
+
 /* Bad input gets an error code and a message, never a crash. */
 static void test_async_misuse(void **state)
 {
@@ -682,6 +709,7 @@ int main(void)
         cmocka_unit_test(test_async_cancel),
         cmocka_unit_test(test_async_codel_drops),
         cmocka_unit_test(test_async_callbacks_on_loop_thread),
+        cmocka_unit_test(test_async_dead_idle_connection_replaced),
         cmocka_unit_test(test_async_close_with_pending),
         cmocka_unit_test(test_async_fail_fast_while_down),
     };
