@@ -140,6 +140,7 @@ static dbpool_config quiet_config(int size)
     cfg.queue_target = 10000; /* no CoDel drop unless a test wants it */
     cfg.queue_interval = 20000;
     cfg.checkout_timeout = 30000;
+    cfg.idle_interval = 600000; /* no idle ping takes a connection the test counts */
     cfg.log_level = DBPOOL_LOG_NONE;
     return cfg;
 }
