@@ -4,7 +4,7 @@
  * an async request at the head of the queue (barge_window); timeouts,
  * cancellation, CoDel drops, fail-fast while DOWN (through the fault relay),
  * close with requests pending; callbacks only on the thread that runs the
- * completion queue; misuse. */
+ * completion queue; callbacks that submit and cancel; pause; misuse. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -647,6 +647,137 @@ static void test_async_dead_idle_connection_replaced(void **state)
     assert_int_equal(itp_close(p), 0);
 }
 
+/* Callbacks may submit and cancel on their own queue; one dbpool_cq_run()
+ * runs at most `max`, and never what became ready during the call, so the
+ * fd stays readable for the rest. */
+struct chain {
+    dbpool *p;
+    dbpool_cq *cq;
+    int hops;              /* callbacks seen */
+    int target;            /* resubmit until this many */
+    int cancel_rc;         /* what cancelling `victim` from a callback returned */
+    int self_cancel_rc;    /* what cancelling its own handle returned */
+    dbpool_request victim; /* a pending request to cancel from a callback */
+    dbpool_request self;
+};
+
+static void on_chain(void *arg, int status, dbpool_lease lease)
+{
+    struct chain *c = arg;
+    assert_int_equal(status, 0);
+    c->hops++;
+    c->self_cancel_rc = dbpool_checkout_cancel(&c->self); /* too late: it runs */
+    if (c->victim.req) {
+        c->cancel_rc = dbpool_checkout_cancel(&c->victim);
+        c->victim.req = NULL;
+    }
+    assert_int_equal(dbpool_checkin(&lease), 0);
+    if (c->hops < c->target)
+        assert_int_equal(dbpool_checkout_async(c->p, c->cq, 30000, on_chain, c, &c->self), 0);
+}
+
+static void test_async_reentrant_callbacks(void **state)
+{
+    (void)state;
+    dbpool_config cfg = quiet_config(2);
+    dbpool *p = open_connected("as_reenter", &cfg);
+    assert_true(itp_wait_stats(p, idle_is, 2, 10000));
+    dbpool_cq *cq = new_cq();
+    struct chain c;
+    struct rec victim, r[3];
+    dbpool_lease hold[2];
+
+    /* a chain that resubmits from its callback: one run, one hop */
+    memset(&c, 0, sizeof c);
+    c.p = p;
+    c.cq = cq;
+    c.target = 5;
+    assert_int_equal(dbpool_checkout_async(p, cq, 30000, on_chain, &c, &c.self), 0);
+    for (int i = 1; i <= c.target; i++) {
+        assert_true(cq_readable(cq));
+        assert_int_equal(dbpool_cq_run(cq, 0), 1);
+        assert_int_equal(c.hops, i);
+        assert_int_equal(c.self_cancel_rc, DBPOOL_ESTALE);
+    }
+    assert_false(cq_readable(cq));
+
+    /* a callback cancels a request still pending behind it */
+    memset(&victim, 0, sizeof victim);
+    assert_int_equal(dbpool_checkout(p, 1000, &hold[0]), 0);
+    assert_int_equal(dbpool_checkout(p, 1000, &hold[1]), 0);
+    c.target = c.hops + 1;
+    assert_int_equal(dbpool_checkout_async(p, cq, 30000, on_chain, &c, &c.self), 0);
+    submit(p, cq, 30000, &victim, &c.victim);
+    assert_int_equal(itp_stats(p).waiting, 2);
+    assert_int_equal(dbpool_checkin(&hold[0]), 0); /* to the chain */
+    struct pollfd pfd = {dbpool_cq_fd(cq), POLLIN, 0};
+    assert_int_equal(poll(&pfd, 1, 10000), 1);
+    assert_int_equal(dbpool_cq_run(cq, 0), 1);
+    assert_int_equal(c.cancel_rc, 0);
+    assert_int_equal(itp_stats(p).waiting, 0);
+    assert_int_equal(dbpool_checkin(&hold[1]), 0);
+    assert_int_equal(dbpool_cq_run(cq, 0), 0);
+    assert_int_equal(victim.calls, 0);
+
+    /* max: three ready, run one at a time; the fd stays readable between */
+    memset(r, 0, sizeof r);
+    assert_true(itp_wait_stats(p, idle_is, 2, 5000));
+    for (int i = 0; i < 3; i++)
+        submit(p, cq, 0, &r[i], NULL); /* two get a connection, one EBUSY */
+    assert_int_equal(dbpool_cq_run(cq, 1), 1);
+    assert_true(cq_readable(cq));
+    assert_int_equal(dbpool_cq_run(cq, 1), 1);
+    assert_true(cq_readable(cq));
+    assert_int_equal(dbpool_cq_run(cq, 5), 1);
+    assert_false(cq_readable(cq));
+    int ok = 0, busy = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(r[i].calls, 1);
+        ok += r[i].status == 0;
+        busy += r[i].status == DBPOOL_EBUSY;
+    }
+    assert_int_equal(ok, 2);
+    assert_int_equal(busy, 1);
+    assert_int_equal(dbpool_cq_free(cq), 0);
+    assert_int_equal(itp_close(p), 0);
+}
+
+/* A paused pool hands nothing to async requests either (even with a
+ * connection idle); resume serves them. DBPOOL_DEFAULT_TIMEOUT is the
+ * pool's checkout_timeout. */
+static void test_async_pause_and_default_timeout(void **state)
+{
+    (void)state;
+    pgt_sched_reset();
+    dbpool_config cfg = quiet_config(1);
+    cfg.checkout_timeout = 250;
+    dbpool *p = open_connected("as_pause", &cfg);
+    dbpool_cq *cq = new_cq();
+    struct rec r[2];
+
+    memset(r, 0, sizeof r);
+    assert_int_equal(dbpool_pause(p), 0);
+    submit(p, cq, 30000, &r[0], NULL);
+    assert_false(cq_readable(cq));
+    assert_int_equal(itp_stats(p).waiting, 1);
+    assert_int_equal(dbpool_resume(p), 0);
+    assert_true(run_all(cq, &r[0], 1, 10000));
+    assert_int_equal(r[0].status, 0);
+    assert_true(r[0].query_ok);
+
+    dbpool_lease hold;
+    assert_int_equal(dbpool_checkout(p, 1000, &hold), 0);
+    int64_t t0 = pgt_now_ms();
+    submit(p, cq, DBPOOL_DEFAULT_TIMEOUT, &r[1], NULL);
+    assert_true(run_all(cq, &r[1], 1, 10000));
+    assert_int_equal(r[1].status, DBPOOL_ETIMEDOUT);
+    assert_true(r[1].at - t0 >= 250);
+    assert_true(r[1].at - t0 <= 250 + slack());
+    assert_int_equal(dbpool_checkin(&hold), 0);
+    assert_int_equal(dbpool_cq_free(cq), 0);
+    assert_int_equal(itp_close(p), 0);
+}
+
 /* Bad input gets an error code and a message, never a crash. */
 static void test_async_misuse(void **state)
 {
@@ -711,6 +842,8 @@ int main(void)
         cmocka_unit_test(test_async_codel_drops),
         cmocka_unit_test(test_async_callbacks_on_loop_thread),
         cmocka_unit_test(test_async_dead_idle_connection_replaced),
+        cmocka_unit_test(test_async_reentrant_callbacks),
+        cmocka_unit_test(test_async_pause_and_default_timeout),
         cmocka_unit_test(test_async_close_with_pending),
         cmocka_unit_test(test_async_fail_fast_while_down),
     };
