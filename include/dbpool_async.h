@@ -91,8 +91,8 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_cq_new(dbpool_cq **out);
  * Free a completion queue. NULL is a no-op returning 0. Returns DBPOOL_EBUSY
  * and frees nothing while any request submitted on it has not finished
  * (pending in a pool, or completed with its callback not yet run): cancel
- * them, or close their pools and run the queue, first. Not from a callback
- * of this queue.
+ * them, or close their pools and run the queue, first. From a callback of
+ * this queue it returns DBPOOL_EBUSY too.
  */
 DBPOOL_API int dbpool_cq_free(dbpool_cq *cq);
 

@@ -778,6 +778,17 @@ static void test_async_pause_and_default_timeout(void **state)
     assert_int_equal(itp_close(p), 0);
 }
 
+static dbpool_cq *self_free_cq;
+static int self_free_rc;
+
+static void on_free_own_queue(void *arg, int status, dbpool_lease lease)
+{
+    (void)arg;
+    self_free_rc = dbpool_cq_free(self_free_cq);
+    if (status == 0)
+        assert_int_equal(dbpool_checkin(&lease), 0);
+}
+
 /* Bad input gets an error code and a message, never a crash. */
 static void test_async_misuse(void **state)
 {
@@ -801,6 +812,14 @@ static void test_async_misuse(void **state)
     assert_non_null(strstr(dbpool_last_error(), "negative timeout"));
     assert_int_equal(dbpool_cq_run(cq, 0), 0);
     assert_int_equal(r.calls, 0);
+    /* freeing the queue from one of its own callbacks is refused */
+    self_free_cq = cq;
+    self_free_rc = 1;
+    assert_int_equal(dbpool_checkout_async(p, cq, 1000, on_free_own_queue, NULL, NULL), 0);
+    struct pollfd pfd = {dbpool_cq_fd(cq), POLLIN, 0};
+    assert_int_equal(poll(&pfd, 1, 10000), 1);
+    assert_int_equal(dbpool_cq_run(cq, 0), 1);
+    assert_int_equal(self_free_rc, DBPOOL_EBUSY);
     assert_int_equal(dbpool_cq_free(cq), 0);
     assert_int_equal(itp_close(p), 0);
 }

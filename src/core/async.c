@@ -47,6 +47,7 @@ struct dbpool_cq {
     struct list_head ready; /* DONE requests, in completion order */
     struct list_head spare; /* FREE requests, for reuse */
     int outstanding;        /* submitted and not finished */
+    int running;            /* dbpool_cq_run() depth (the owner's thread only) */
 };
 
 static struct dbpool_async_req *req_of_waiter(struct waiter *w)
@@ -88,6 +89,8 @@ int dbpool_cq_free(dbpool_cq *cq)
 
     if (!cq)
         return 0;
+    if (cq->running) /* we would free the queue under dbpool_cq_run's feet */
+        return set_error(DBPOOL_EBUSY, "dbpool_cq_free called from a callback of its queue");
     pthread_mutex_lock(&cq->mu);
     int busy = cq->outstanding;
     pthread_mutex_unlock(&cq->mu);
@@ -306,6 +309,7 @@ int dbpool_cq_run(dbpool_cq *cq, int max)
     pthread_mutex_unlock(&cq->mu);
     if (max > 0 && max < budget)
         budget = max;
+    cq->running++;
     while (budget-- > 0) {
         pthread_mutex_lock(&cq->mu);
         struct list_node *n = list_pop(&cq->ready);
@@ -316,6 +320,7 @@ int dbpool_cq_run(dbpool_cq *cq, int max)
             break; /* a callback cancelled what was ready */
         ran += deliver(cq, list_entry(n, struct dbpool_async_req, link));
     }
+    cq->running--;
     return ran;
 }
 
