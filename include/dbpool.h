@@ -426,7 +426,9 @@ DBPOOL_API int dbpool_lease_check(const dbpool_lease *lease);
  * Close the pool. Never blocks on the network and never frees a connection a
  * caller holds:
  *   - callers waiting in dbpool_checkout get DBPOOL_ECLOSED (close waits
- *     until they have left);
+ *     until they have left); pending async requests (dbpool_async.h) are
+ *     completed with DBPOOL_ECLOSED, their callbacks run from the
+ *     application's dbpool_cq_run(), and the memory stays until they have;
  *   - idle and connecting connections are closed now;
  *   - leases still out stay usable; each connection is closed at its check-in,
  *     and the last check-in releases the pool's memory.

@@ -6,13 +6,14 @@
  * No database: a stub driver that connects at once, plus dbpool_pg_open() and
  * a registry on a conninfo pointing at a closed port (127.0.0.1:1), which
  * never connects but runs the libpq driver's allocations on the manager
- * thread. */
+ * thread. The non-blocking checkout is cycled the same way. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include <time.h>
 
 #include "dbpool.h"
+#include "dbpool_async.h"
 #include "stub_driver.h"
 #include "dbpool_pg.h"
 #include "dbpool_registry.h"
@@ -472,6 +474,111 @@ static void test_stub_hold_timeout(void **state)
     run_stub(&c2);
 }
 
+/* ---- the non-blocking checkout (dbpool_async.h) -------------------------- */
+
+struct async_rec {
+    int calls, status;
+};
+
+static void on_async(void *arg, int status, dbpool_lease lease)
+{
+    struct async_rec *r = arg;
+    r->calls++;
+    r->status = status;
+    if (status == 0 && dbpool_checkin(&lease) != 0)
+        r->status = 99;
+}
+
+/* Run the queue until r's callback ran, at most WAIT_MS. */
+static void async_await(dbpool_cq *cq, const struct async_rec *r)
+{
+    struct pollfd pfd = {dbpool_cq_fd(cq), POLLIN, 0};
+    int64_t deadline = now_ms() + WAIT_MS;
+
+    while (r->calls == 0 && now_ms() < deadline)
+        if (poll(&pfd, 1, 50) > 0)
+            assert_true(dbpool_cq_run(cq, 0) >= 0);
+}
+
+/*
+ * cq_new, open, one async checkout held past the pool's close, with
+ * allocation n failing: a clean ENOMEM where one is due, the callback exactly
+ * once otherwise, and nothing leaked.
+ */
+static int async_cycle(long n, int persist)
+{
+    const char *what = persist ? "async, failures from N on" : "async, one failure";
+    dbpool_config cfg;
+    dbpool_cq *cq = NULL;
+    dbpool *p = NULL;
+    struct async_rec r[2];
+
+    memset(r, 0, sizeof r);
+    dbpool_config_init(&cfg);
+    cfg.size = 1;
+    cfg.log_cb = on_log;
+    install(n, persist);
+    int rc = dbpool_cq_new(&cq);
+    if (rc != 0) {
+        assert_enomem(what, n, rc);
+        assert_null(cq);
+        uninstall(what, n);
+        return 1;
+    }
+    rc = dbpool_open(&p, &stub_driver, &ctl, &cfg);
+    if (rc != 0) {
+        assert_enomem(what, n, rc);
+    } else {
+        /* the first is served (or fails), the second waits behind it and
+         * is completed by the close */
+        for (int i = 0; i < 2; i++) {
+            rc = dbpool_checkout_async(p, cq, 2000, on_async, &r[i], NULL);
+            if (rc != 0) {
+                assert_enomem(what, n, rc);
+                r[i].calls = -1; /* never called */
+            }
+        }
+        if (r[0].calls == 0)
+            async_await(cq, &r[0]);
+        /* EBUSY: r[0]'s check-in handed the connection to r[1], whose
+         * callback has not run yet (it checks the lease in below) */
+        rc = dbpool_close(p);
+        if (rc != 0 && rc != DBPOOL_EBUSY)
+            fail_msg("%s, fail at %ld: close = %d (%s)", what, n, rc, dbpool_last_error());
+        while (dbpool_cq_run(cq, 0) > 0)
+            ;
+        for (int i = 0; i < 2; i++) {
+            if (r[i].calls == -1)
+                continue;
+            if (r[i].calls != 1)
+                fail_msg("%s, fail at %ld: request %d called %d times", what, n, i, r[i].calls);
+            int st = r[i].status;
+            if (st != 0 && st != DBPOOL_ENOMEM && st != DBPOOL_ETIMEDOUT &&
+                st != DBPOOL_EUNAVAILABLE && st != DBPOOL_ECLOSED)
+                fail_msg("%s, fail at %ld: request %d ended with %d", what, n, i, st);
+        }
+    }
+    assert_int_equal(dbpool_cq_free(cq), 0);
+    uninstall(what, n);
+    return atomic_load(&n_failed) > 0;
+}
+
+static void test_async(void **state)
+{
+    (void)state;
+    for (int persist = 0; persist <= 1; persist++) {
+        long n;
+        for (n = 1; n <= MAX_ALLOCS; n++)
+            if (!async_cycle(n, persist))
+                break;
+        if (n > MAX_ALLOCS)
+            fail_msg("async: still allocating after %d allocations", MAX_ALLOCS);
+        assert_true(n > 1);
+        print_message("async%s: %ld allocation(s) failed in turn, all clean\n",
+                      persist ? ", persistent" : "", n - 1);
+    }
+}
+
 /*
  * The helper thread is detached and may still be running a cancel job when
  * the last dbpool_close() returns; it then frees the job with the library's
@@ -532,6 +639,7 @@ int main(void)
         cmocka_unit_test(test_stub_on_demand),
         cmocka_unit_test(test_stub_events),
         cmocka_unit_test(test_stub_hold_timeout),
+        cmocka_unit_test(test_async),
         cmocka_unit_test(test_allocator_quiet_after_close),
         cmocka_unit_test(test_pg_closed_port),
         cmocka_unit_test(test_registry),

@@ -10,6 +10,7 @@
 #define DBPOOL_NAMESPACE_H
 
 #define alloc_set dbpool__alloc_set
+#define async_complete_locked dbpool__async_complete_locked
 #define backoff_init dbpool__backoff_init
 #define backoff_next dbpool__backoff_next
 #define backoff_reset dbpool__backoff_reset
@@ -46,7 +47,9 @@
 #define pg_set_msg dbpool__pg_set_msg
 #define plog dbpool__plog
 #define pool_abandon dbpool__pool_abandon
+#define pool_async_service_locked dbpool__pool_async_service_locked
 #define pool_birth_locked dbpool__pool_birth_locked
+#define pool_checkin dbpool__pool_checkin
 #define pool_close dbpool__pool_close
 #define pool_deliver_events dbpool__pool_deliver_events
 #define pool_event_locked dbpool__pool_event_locked
@@ -59,7 +62,10 @@
 #define pool_open_conns dbpool__pool_open_conns
 #define pool_release_locked dbpool__pool_release_locked
 #define pool_signal_dropped dbpool__pool_signal_dropped
+#define pool_submit_async_locked dbpool__pool_submit_async_locked
 #define pool_update_state_locked dbpool__pool_update_state_locked
+#define pool_wait_message dbpool__pool_wait_message
+#define pool_withdraw_locked dbpool__pool_withdraw_locked
 #define rng_range dbpool__rng_range
 #define set_error_msg dbpool__set_error_msg
 #define slot_disconnect dbpool__slot_disconnect

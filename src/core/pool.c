@@ -145,6 +145,7 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const
     for (int i = 0; i < SLOT_NSTATES; i++)
         list_init(&p->lists[i]);
     wq_init(&p->waiters);
+    p->async_due = INT64_MAX;
     p->cfg = *cfg;
     p->cfg.name = mem_strdup(cfg->name ? cfg->name : "default");
     p->cfg.after_connect = mem_strdup(cfg->after_connect);
@@ -256,9 +257,33 @@ static void lease_start(struct dbpool *p, struct dbpool_slot *s, int64_t now)
     p->n_checkouts++;
 }
 
-static void signal_waiter(struct waiter *w)
+/* The caller got slot s: record who, and the checkout's queue time. Locked.
+ * now_us is t0_us on the fast path: one clock read per checkout. */
+static void lease_owner(struct dbpool *p, struct dbpool_slot *s, unsigned long owner, void *caller,
+                        int64_t t0_us, int64_t now_us)
 {
-    pthread_cond_signal(&w->cond);
+    s->owner = owner;
+    s->caller = caller;
+    s->checkout_us = now_us;
+    s->queue_us = now_us - t0_us;
+    hist_add(&p->hists->queue, s->queue_us);
+}
+
+/* w left the queue with its status set: a thread wakes up on its condvar
+ * (under the mutex: w lives on its stack); an async request is completed
+ * here, since nobody else will look at it. Locked. */
+static void wake_waiter(struct dbpool *p, struct waiter *w)
+{
+    if (w->kind == WAITER_THREAD) {
+        pthread_cond_signal(&w->cond);
+        return;
+    }
+    if (w->status == 0) {
+        lease_owner(p, w->slot, w->owner, w->caller, w->t0_us, clock_us());
+        if (w->slot->hold_deadline)
+            manager_poke_before(&p->mc, w->slot->hold_deadline);
+    }
+    async_complete_locked(p, w);
 }
 
 void pool_signal_dropped(struct dbpool *p, struct waiter *dropped)
@@ -267,7 +292,7 @@ void pool_signal_dropped(struct dbpool *p, struct waiter *dropped)
         struct waiter *next = dropped->dropped_next;
         p->n_drops++;
         pool_event_locked(p, DBPOOL_EV_DROPPED, dropped->waited, clock_ms(), "");
-        signal_waiter(dropped); /* status and waited were set by the queue */
+        wake_waiter(p, dropped); /* status and waited were set by the queue */
         dropped = next;
     }
 }
@@ -289,7 +314,7 @@ void pool_release_locked(struct dbpool *p, struct dbpool_slot *s, int64_t now)
         lease_start(p, s, now);
         w->slot = s;
         w->status = 0;
-        signal_waiter(w); /* under the mutex: w lives on the waiter's stack */
+        wake_waiter(p, w);
     } else {
         s->last_checkin = now; /* before the move: it keeps oldest_idle right */
         slot_move(p, s, SLOT_IDLE);
@@ -303,13 +328,17 @@ void pool_release_locked(struct dbpool *p, struct dbpool_slot *s, int64_t now)
  * and taking it saves a wake-up and a sleep (two context switches) per
  * transaction. Once the window is over, hand-over is strict FIFO again (as
  * Go's sync.Mutex switches to starvation mode), so nobody waits more than
- * the window longer than under strict hand-over. Locked.
+ * the window longer than under strict hand-over.
+ * An async waiter never wakes by itself to take a connection left idle at
+ * the end of its window, so with an async request at the head hand-over is
+ * strict (docs/pool.md, "Hand-over"). Locked.
  */
 static int barge_allowed(const struct dbpool *p, int64_t now_us)
 {
     const struct waiter *h = wq_first(&p->waiters);
 
-    return h && now_us - h->sent_us < deadline_ms_to_us(p->cfg.barge_window);
+    return h && h->kind == WAITER_THREAD &&
+           now_us - h->sent_us < deadline_ms_to_us(p->cfg.barge_window);
 }
 
 /* Hand idle connections to waiters, oldest first (CoDel may drop some on the
@@ -334,7 +363,8 @@ void pool_fail_waiters_locked(struct dbpool *p, int code, const char *msg)
     while ((w = wq_first(&p->waiters)) != NULL) {
         wq_remove(&p->waiters, w);
         w->status = code;
-        signal_waiter(w);
+        w->waited = clock_ms() - w->sent;
+        wake_waiter(p, w);
     }
 }
 
@@ -433,16 +463,102 @@ static void abs_deadline_us(int64_t deadline_us, struct timespec *ts)
     ts->tv_nsec = (long)(deadline_us % 1000000) * 1000L;
 }
 
-/* The caller got slot s: record who, and the checkout's queue time. Locked.
- * now_us is t0_us on the fast path: one clock read per checkout. */
-static void lease_owner(struct dbpool *p, struct dbpool_slot *s, void *caller, int64_t t0_us,
-                        int64_t now_us)
+/* ---- the steps every checkout takes, blocking or not (pool mutex held) ---- */
+
+/* Fail at once when closed, DOWN or STOPPED; else take an idle connection
+ * if the barge rule lets this caller have one. 0 with *out the slot (lease
+ * started) or NULL (nothing for us: wait or give up), or the error. */
+static int admit_locked(struct dbpool *p, int64_t t0_us, struct dbpool_slot **out)
 {
-    s->owner = (unsigned long)pthread_self();
-    s->caller = caller;
-    s->checkout_us = now_us;
-    s->queue_us = now_us - t0_us;
-    hist_add(&p->hists->queue, s->queue_us);
+    struct dbpool_slot *s = NULL;
+    int64_t now = t0_us / 1000;
+
+    *out = NULL;
+    if (p->closing)
+        return set_error(DBPOOL_ECLOSED, "pool \"%s\" is closed", p->cfg.name);
+    if (p->state == DBPOOL_STATE_DOWN || p->state == DBPOOL_STATE_STOPPED)
+        return unavailable(p);
+    if (!p->paused) {
+        /* a connection idles while callers wait only inside the barge window;
+         * past it (or with an async waiter at the head), the waiters come first */
+        if (p->waiters.n > 0 && !barge_allowed(p, t0_us))
+            serve_waiters_locked(p, now);
+        s = p->cfg.lifo ? slot_last(p, SLOT_IDLE) : slot_first(p, SLOT_IDLE);
+    }
+    if (s)
+        lease_start(p, s, now);
+    *out = s;
+    return 0;
+}
+
+/* Nothing idle: may the caller wait? 0, or DBPOOL_EBUSY (queue=false or
+ * timeout 0; an on-demand pool starts opening one connection so that a
+ * retry may succeed), or DBPOOL_ENOMEM. */
+static int may_wait_locked(struct dbpool *p, int64_t timeout_ms)
+{
+    int rc;
+
+    if (!p->slots && (rc = pool_birth_locked(p)) != 0)
+        return rc;
+    if (p->cfg.queue && timeout_ms != 0)
+        return 0;
+    if (p->lists[SLOT_DORMANT].n > 0 && p->lists[SLOT_PENDING].n == 0 &&
+        p->lists[SLOT_CONNECTING].n == 0) {
+        slot_move(p, slot_first(p, SLOT_DORMANT), SLOT_PENDING);
+        manager_poke(&p->mc); /* under the mutex: a closed pool may be freed */
+    }
+    return set_error(DBPOOL_EBUSY, "pool \"%s\": no connection idle and %s", p->cfg.name,
+                     p->cfg.queue ? "timeout is 0" : "queue=false");
+}
+
+enum { POKE_NONE = 0, POKE_POLL, POKE_NOW };
+
+/* Queue w (sent, sent_us, kind set). Returns POKE_NOW when a dormant slot
+ * must be opened for it, POKE_POLL when it is the only waiter (the queue
+ * poll must run on time from now on), else POKE_NONE. */
+static int enqueue_locked(struct dbpool *p, struct waiter *w)
+{
+    w->status = 1;
+    wq_push(&p->waiters, w);
+    codel_mark_busy(&p->codel);
+    /* open a dormant connection for each waiter not already covered by one
+     * being opened */
+    int opening = p->lists[SLOT_PENDING].n + p->lists[SLOT_CONNECTING].n + p->lists[SLOT_BACKOFF].n;
+    if (p->lists[SLOT_DORMANT].n > 0 && opening < p->waiters.n) {
+        slot_move(p, slot_first(p, SLOT_DORMANT), SLOT_PENDING);
+        return POKE_NOW;
+    }
+    return p->waiters.n == 1 ? POKE_POLL : POKE_NONE;
+}
+
+void pool_wait_message(const struct dbpool *p, int code, int64_t waited, char *buf, size_t len)
+{
+    switch (code) {
+    case DBPOOL_ETIMEDOUT:
+        snprintf(buf, len, "pool \"%s\": deadline reached while in queue (waited %lld ms)",
+                 p->cfg.name, (long long)waited);
+        break;
+    case DBPOOL_EDROPPED:
+        snprintf(buf, len,
+                 "connection not available and request was dropped from queue after %lld ms. "
+                 "This means requests are coming in and your connection pool cannot serve "
+                 "them fast enough. You can address this by: 1. ensuring your database is "
+                 "available and that you can connect to it; 2. tracking down slow queries; "
+                 "3. increasing the pool size; 4. allowing requests to wait longer by "
+                 "increasing queue_target and queue_interval",
+                 (long long)waited);
+        break;
+    case DBPOOL_EUNAVAILABLE:
+        snprintf(buf, len, "pool \"%s\" is %s: %s", p->cfg.name, dbpool_state_name(p->state),
+                 p->last_error[0] ? p->last_error : "no usable connection");
+        break;
+    case DBPOOL_ECLOSED:
+        snprintf(buf, len, "pool \"%s\" was closed while waiting", p->cfg.name);
+        break;
+    default:
+        snprintf(buf, len, "checkout failed: %s", dbpool_strerror(code));
+        break;
+    }
 }
 
 /* One checkout attempt (dbpool_checkout below). *check: the connection sat
@@ -453,7 +569,7 @@ static int checkout(struct dbpool *p, int64_t timeout_ms, dbpool_lease *lease, v
     struct dbpool_slot *s;
     struct waiter w;
     int64_t now;
-    int rc, poll_now = 0;
+    int rc;
 
     if (lease) {
         lease->slot = NULL;
@@ -471,26 +587,12 @@ static int checkout(struct dbpool *p, int64_t timeout_ms, dbpool_lease *lease, v
     pthread_mutex_lock(&p->mu);
     if (timeout_ms == DBPOOL_DEFAULT_TIMEOUT)
         timeout_ms = p->cfg.checkout_timeout;
-    if (p->closing) {
-        pthread_mutex_unlock(&p->mu);
-        return set_error(DBPOOL_ECLOSED, "pool \"%s\" is closed", p->cfg.name);
-    }
-    if (p->state == DBPOOL_STATE_DOWN || p->state == DBPOOL_STATE_STOPPED) {
-        rc = unavailable(p);
+    if ((rc = admit_locked(p, t0_us, &s)) != 0) {
         pthread_mutex_unlock(&p->mu);
         return rc;
     }
-    s = NULL;
-    if (!p->paused) {
-        /* a connection idles while callers wait only inside the barge window;
-         * past it, the waiters come first */
-        if (p->waiters.n > 0 && !barge_allowed(p, t0_us))
-            serve_waiters_locked(p, now);
-        s = p->cfg.lifo ? slot_last(p, SLOT_IDLE) : slot_first(p, SLOT_IDLE);
-    }
     if (s) {
-        lease_start(p, s, now);
-        lease_owner(p, s, caller, t0_us, t0_us);
+        lease_owner(p, s, (unsigned long)pthread_self(), caller, t0_us, t0_us);
         lease->slot = s;
         lease->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
         int64_t hold = s->hold_deadline;
@@ -500,48 +602,26 @@ static int checkout(struct dbpool *p, int64_t timeout_ms, dbpool_lease *lease, v
             manager_poke_before(&p->mc, hold);
         return 0;
     }
-    if (!p->slots && (rc = pool_birth_locked(p)) != 0) {
+    if ((rc = may_wait_locked(p, timeout_ms)) != 0) {
         pthread_mutex_unlock(&p->mu);
         return rc;
     }
-    if (!p->cfg.queue || timeout_ms == 0) {
-        /* on-demand pool: start opening one so the next try may succeed */
-        int wake = p->lists[SLOT_DORMANT].n > 0 && p->lists[SLOT_PENDING].n == 0 &&
-                   p->lists[SLOT_CONNECTING].n == 0;
-        if (wake)
-            slot_move(p, slot_first(p, SLOT_DORMANT), SLOT_PENDING);
-        pthread_mutex_unlock(&p->mu);
-        if (wake)
-            manager_poke(&p->mc);
-        return set_error(DBPOOL_EBUSY, "pool \"%s\": no connection idle and %s", p->cfg.name,
-                         p->cfg.queue ? "timeout is 0" : "queue=false");
-    }
 
     memset(&w, 0, sizeof(w));
+    w.kind = WAITER_THREAD;
     w.sent = now;
     w.sent_us = t0_us;
-    w.status = 1;
     pthread_cond_init(&w.cond, &p->condattr);
-    wq_push(&p->waiters, &w);
-    codel_mark_busy(&p->codel);
-    int first = p->waiters.n == 1;
-    /* open a dormant connection for each waiter not already covered by one
-     * being opened */
-    int opening = p->lists[SLOT_PENDING].n + p->lists[SLOT_CONNECTING].n + p->lists[SLOT_BACKOFF].n;
-    if (p->lists[SLOT_DORMANT].n > 0 && opening < p->waiters.n) {
-        slot_move(p, slot_first(p, SLOT_DORMANT), SLOT_PENDING);
-        first = 1; /* wake the manager below */
-        poll_now = 1;
-    }
+    int poke = enqueue_locked(p, &w);
     int64_t poll_at = p->codel.poll_at;
     int64_t deadline = deadline_add(now, timeout_ms); /* INT64_MAX: no limit */
     struct timespec ts;
     abs_deadline(deadline, &ts);
     p->in_wait++;
-    if (first) {
+    if (poke != POKE_NONE) {
         /* the queue poll must run on time from now on */
         pthread_mutex_unlock(&p->mu);
-        if (poll_now)
+        if (poke == POKE_NOW)
             manager_poke(&p->mc);
         else
             manager_poke_before(&p->mc, poll_at);
@@ -572,6 +652,7 @@ static int checkout(struct dbpool *p, int64_t timeout_ms, dbpool_lease *lease, v
         if (e == ETIMEDOUT && w.status == 1) {
             wq_remove(&p->waiters, &w);
             w.status = DBPOOL_ETIMEDOUT;
+            w.waited = clock_ms() - now;
             p->n_timeouts++;
         }
     }
@@ -580,7 +661,7 @@ static int checkout(struct dbpool *p, int64_t timeout_ms, dbpool_lease *lease, v
         pthread_cond_signal(&p->drained); /* dbpool_close() may free the pool now */
     if (w.status == 0) {
         s = w.slot;
-        lease_owner(p, s, caller, t0_us, clock_us());
+        lease_owner(p, s, (unsigned long)pthread_self(), caller, t0_us, clock_us());
         lease->slot = s;
         lease->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
         int64_t hold = s->hold_deadline;
@@ -590,36 +671,107 @@ static int checkout(struct dbpool *p, int64_t timeout_ms, dbpool_lease *lease, v
         return 0;
     }
     rc = w.status;
-    switch (rc) {
-    case DBPOOL_ETIMEDOUT:
-        set_error(rc, "pool \"%s\": deadline reached while in queue (waited %lld ms)", p->cfg.name,
-                  (long long)(clock_ms() - now));
-        break;
-    case DBPOOL_EDROPPED:
-        set_error(rc,
-                  "connection not available and request was dropped from queue after %lld ms. "
-                  "This means requests are coming in and your connection pool cannot serve "
-                  "them fast enough. You can address this by: 1. ensuring your database is "
-                  "available and that you can connect to it; 2. tracking down slow queries; "
-                  "3. increasing the pool size; 4. allowing requests to wait longer by "
-                  "increasing queue_target and queue_interval",
-                  (long long)w.waited);
-        break;
-    case DBPOOL_EUNAVAILABLE:
-        unavailable(p);
-        break;
-    case DBPOOL_ECLOSED:
-        set_error(rc, "pool \"%s\" was closed while waiting", p->cfg.name);
-        break;
-    default:
-        set_error(rc, "checkout failed: %s", dbpool_strerror(rc));
-        break;
+    {
+        char msg[512];
+        pool_wait_message(p, rc, rc == DBPOOL_EDROPPED ? w.waited : clock_ms() - now, msg,
+                          sizeof(msg));
+        set_error_msg("%s", msg);
     }
     pthread_mutex_unlock(&p->mu);
     return rc;
 }
 
-static int checkin(dbpool_lease *l, int discard);
+/* ---- async requests' side of the queue (async.c holds the requests) ------ */
+
+void pool_submit_async_locked(struct dbpool *p, struct waiter *w, int64_t timeout_ms, char *msg,
+                              size_t msglen)
+{
+    struct dbpool_slot *s;
+    int rc;
+
+    if (timeout_ms == DBPOOL_DEFAULT_TIMEOUT)
+        timeout_ms = p->cfg.checkout_timeout;
+    w->kind = WAITER_ASYNC;
+    w->sent_us = clock_us();
+    w->sent = w->sent_us / 1000;
+    /* the same rule as the blocking fast path: serve waiters first when the
+     * head is past its window (or async), take an idle connection otherwise */
+    if ((rc = admit_locked(p, w->sent_us, &s)) == 0 && s) {
+        w->slot = s;
+        w->status = 0;
+        lease_owner(p, s, w->owner, w->caller, w->t0_us, w->sent_us);
+        if (s->hold_deadline)
+            manager_poke_before(&p->mc, s->hold_deadline);
+        return;
+    }
+    if (rc == 0)
+        rc = may_wait_locked(p, timeout_ms);
+    if (rc != 0) {
+        w->status = rc;
+        snprintf(msg, msglen, "%s", dbpool_last_error());
+        return;
+    }
+    int poke = enqueue_locked(p, w);
+    w->deadline = deadline_add(w->sent, timeout_ms);
+    if (w->deadline < p->async_due)
+        p->async_due = w->deadline;
+    /* no thread waits for this deadline: the manager expires it */
+    if (poke == POKE_NOW)
+        manager_poke(&p->mc);
+    else
+        manager_poke_before(&p->mc, poke == POKE_POLL && p->codel.poll_at < p->async_due
+                                        ? p->codel.poll_at
+                                        : p->async_due);
+}
+
+void pool_withdraw_locked(struct dbpool *p, struct waiter *w)
+{
+    wq_remove(&p->waiters, w);
+    /* the waiter behind may be async and never wakes by itself */
+    struct waiter *h = wq_first(&p->waiters);
+    if (h && h->kind == WAITER_ASYNC)
+        serve_waiters_locked(p, clock_ms());
+}
+
+/*
+ * Async waiters have no thread to time them out: the manager does, at the
+ * earliest deadline (p->async_due). As for a blocking waiter, a request
+ * never times out next to an idle connection (one idling in a barge window
+ * is handed out first). An async head is also served here if a connection
+ * idles next to it, so that no path can leave it waiting for a wake-up that
+ * never comes.
+ */
+int64_t pool_async_service_locked(struct dbpool *p, int64_t now)
+{
+    struct waiter *w, *next, *h = wq_first(&p->waiters);
+
+    if (!h) {
+        p->async_due = INT64_MAX;
+        return INT64_MAX;
+    }
+    if ((h->kind == WAITER_ASYNC && slot_first(p, SLOT_IDLE)) || now >= p->async_due)
+        serve_waiters_locked(p, now);
+    if (now < p->async_due)
+        return p->async_due;
+    int64_t due = INT64_MAX;
+    for (w = wq_first(&p->waiters); w; w = next) {
+        next = wq_next(&p->waiters, w);
+        if (w->kind != WAITER_ASYNC)
+            continue;
+        if (w->deadline > now) {
+            if (w->deadline < due)
+                due = w->deadline;
+            continue;
+        }
+        wq_remove(&p->waiters, w);
+        w->status = DBPOOL_ETIMEDOUT;
+        w->waited = now - w->sent;
+        p->n_timeouts++;
+        wake_waiter(p, w);
+    }
+    p->async_due = due;
+    return due;
+}
 
 /*
  * A connection that sat idle past alive_check is checked before it is handed
@@ -662,7 +814,7 @@ int pool_checkout_direct(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
         int rc = checkout(p, left, lease, caller, t0_us, &check);
         if (rc != 0 || !check || p->drv->alive(p->ctx, lease->slot->conn))
             return rc;
-        checkin(lease, 2); /* dead: closed and replaced, not an error */
+        pool_checkin(lease, 2); /* dead: closed and replaced, not an error */
         if (timeout_ms == DBPOOL_DEFAULT_TIMEOUT)
             timeout_ms = p->cfg.checkout_timeout; /* fixed at open: no lock needed */
         int64_t spent = (clock_us() - t0_us) / 1000;
@@ -737,7 +889,7 @@ int dbpool_lease_info_get(const dbpool_lease *l, dbpool_lease_info *out)
 
 /* ---- check-in ----------------------------------------------------------- */
 
-static int checkin(dbpool_lease *l, int discard)
+int pool_checkin(dbpool_lease *l, int discard)
 {
     struct dbpool_slot *s;
     struct dbpool *p;
@@ -843,12 +995,12 @@ static int checkin(dbpool_lease *l, int discard)
 
 int dbpool_checkin(dbpool_lease *lease)
 {
-    return checkin(lease, 0);
+    return pool_checkin(lease, 0);
 }
 
 int dbpool_discard(dbpool_lease *lease)
 {
-    return checkin(lease, 1);
+    return pool_checkin(lease, 1);
 }
 
 /* ---- control ------------------------------------------------------------ */

@@ -31,6 +31,8 @@
  *   sandbox->mu         a leaf of its own (ownership.c): never taken under
  *                       pool->mu, and nothing is called into under it
  *       W.mu            the worker queue (workers_submit under pool->mu)
+ *     cq->mu            a completion queue (async.c): requests are posted
+ *                       to it under pool->mu
  *
  * Waits: dbpool_close waits, without pool->mu, in manager_detach for the
  * pool's service to finish, then on pool->drained (pool->mu) for callers
@@ -132,6 +134,9 @@ struct dbpool {
     struct list_head lists[SLOT_NSTATES];
 
     struct wqueue waiters;
+    int64_t async_due; /* no async waiter's deadline is earlier (it may be
+                          stale-early after one left: the manager then
+                          rescans); INT64_MAX = none */
     struct codel codel;
     struct idle_tick idle;
     pthread_condattr_t condattr; /* CLOCK_MONOTONIC for waiters' condvars */
@@ -252,6 +257,33 @@ void slot_move(struct dbpool *p, struct dbpool_slot *s, enum slot_state to);
 void pool_release_locked(struct dbpool *p, struct dbpool_slot *s, int64_t now);
 /* Recompute the pool state after a slot transition; logs changes. Locked. */
 void pool_update_state_locked(struct dbpool *p, int64_t now);
+/* Non-blocking checkout for an async request (async.c). w is a
+ * WAITER_ASYNC with t0_us, owner and caller set. Applies the rules of
+ * dbpool_checkout without waiting: on an error that ends the checkout at
+ * once (closed, DOWN, queue=false, no memory) w->status is that code and the
+ * message is in msg; otherwise w->status is 0 (handed an idle connection,
+ * lease started) or 1 (queued; the manager expires it at its deadline).
+ * Pool mutex held. */
+void pool_submit_async_locked(struct dbpool *p, struct waiter *w, int64_t timeout_ms, char *msg,
+                              size_t msglen);
+/* Take w (async, still queued) out of the queue (cancel). Locked. */
+void pool_withdraw_locked(struct dbpool *p, struct waiter *w);
+/* The message of a checkout that ended with `code` after waiting `waited`
+ * ms (the text dbpool_last_error() shows). Locked. */
+void pool_wait_message(const struct dbpool *p, int code, int64_t waited, char *buf, size_t len);
+/* Manager: expire async waiters past their deadline (none while a
+ * connection idles: it is handed out instead), and make sure an async
+ * waiter at the head is never left next to an idle connection. Locked.
+ * Returns the earliest async deadline still pending (INT64_MAX: none). */
+int64_t pool_async_service_locked(struct dbpool *p, int64_t now);
+/* The lease check-in of dbpool_checkin (mode 0), dbpool_discard (1), or of a
+ * connection found dead at checkout (2). */
+int pool_checkin(dbpool_lease *l, int mode);
+
+/* async.c: a WAITER_ASYNC left the queue with w->status set (0 with w->slot
+ * leased, or an error): post its completion. Pool mutex held. */
+void async_complete_locked(struct dbpool *p, struct waiter *w);
+
 /* Wake and fail every waiter with `code` (close). Locked. */
 void pool_fail_waiters_locked(struct dbpool *p, int code, const char *msg);
 /* Signal waiters that the CoDel rule dropped. Locked. */

@@ -12,7 +12,14 @@
 
 struct dbpool_slot;
 
-/* A caller waiting for a connection. Lives on the caller's stack. */
+/* Who is waiting: a thread blocked in dbpool_checkout (woken through its
+ * condvar; it times out by itself), or an asynchronous request (async.c:
+ * completed by posting to its completion queue; the manager expires its
+ * deadline, since no thread is there to time out). */
+enum waiter_kind { WAITER_THREAD = 0, WAITER_ASYNC };
+
+/* A caller waiting for a connection. Lives on the caller's stack (a thread)
+ * or in its request (async). */
 struct waiter {
     struct list_node link;       /* in the queue */
     struct waiter *dropped_next; /* chain of waiters a call dropped */
@@ -21,7 +28,13 @@ struct waiter {
     int status;                  /* 1 waiting; 0 handed a slot; <0 DBPOOL_E* */
     int64_t waited;              /* ms waited when dropped (for the message) */
     struct dbpool_slot *slot;    /* set when handed a connection */
-    pthread_cond_t cond;         /* the caller sleeps on its own condvar */
+    pthread_cond_t cond;         /* WAITER_THREAD: the caller sleeps on it */
+    enum waiter_kind kind;
+    /* WAITER_ASYNC only: */
+    int64_t deadline;    /* ms; INT64_MAX = none */
+    int64_t t0_us;       /* when the checkout began (queue-time stats) */
+    unsigned long owner; /* submitting thread and code address, */
+    void *caller;        /*   for leak reports */
 };
 
 /* Waiters, oldest first (n: how many). */

@@ -1,6 +1,6 @@
 /* slot.c - connection life cycle, run as the pool's manager client: connects
  * (after a name lookup on a worker thread), pings, backoff, recycling, hold
- * timeouts, the idle tick and the queue poll. */
+ * timeouts, the idle tick, the queue poll and async requests' deadlines. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -594,8 +594,10 @@ static int64_t next_due_locked(struct dbpool *p, int64_t now)
      * can make one idle at any time without telling us) */
     if (pool_open_conns(p))
         due = p->idle.next;
-    if (p->waiters.n)
+    if (p->waiters.n) {
         due = min64(due, p->codel.poll_at);
+        due = min64(due, p->async_due); /* async requests' deadlines */
+    }
     if (p->lists[SLOT_PENDING].n && !p->budget_denied && !p->resolving)
         due = now;
     if (p->cfg.idle_timeout && slot_first(p, SLOT_IDLE))
@@ -647,6 +649,7 @@ int64_t slot_service(struct mclient *c, int64_t now)
     recycle_expired(p, &todo, now);
     ping_idle(p, &todo, now);
     poll_queue(p, now);
+    pool_async_service_locked(p, now); /* async deadlines (pool.c) */
     pthread_mutex_unlock(&p->mu);
 
     while ((s = todo) != NULL) {

@@ -1,0 +1,180 @@
+/* unit_async.c - the non-blocking checkout under churn, on the stub driver
+ * (no database, so hand-overs are as fast and as racy as they get; run it
+ * under TSan): blocking threads and one loop thread share a small pool while
+ * the loop submits thousands of requests and cancels some at random points of
+ * their life. Every request must end exactly once: its callback ran, or its
+ * cancel returned 0, never both, never neither. Then a close with requests
+ * pending completes each of them once with DBPOOL_ECLOSED. */
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "dbpool.h"
+#include "dbpool_async.h"
+#include "stub_driver.h"
+
+enum { THREADS = 3, PER_THREAD = 10000, REQUESTS = 20000, IN_FLIGHT = 64, CLOSING = 50 };
+
+struct rec {
+    int calls, cancelled, status;
+    dbpool_request h;
+};
+
+static pthread_t loop_thread;
+static struct rec recs[REQUESTS + CLOSING];
+static int finished; /* requests whose callback ran or whose cancel succeeded */
+static int wrong_thread;
+static int too_late; /* cancels that found the callback already run */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_checkout(void *arg, int status, dbpool_lease lease)
+{
+    struct rec *r = arg;
+
+    if (!pthread_equal(pthread_self(), loop_thread))
+        wrong_thread++;
+    r->calls++;
+    r->status = status;
+    finished++;
+    if (status == 0)
+        assert_int_equal(dbpool_checkin(&lease), 0);
+}
+
+struct worker {
+    dbpool *p;
+    int fails;
+};
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    for (int i = 0; i < PER_THREAD; i++) {
+        dbpool_lease l;
+        int rc = dbpool_checkout(w->p, 10000, &l);
+        if (rc != 0 || dbpool_checkin(&l) != 0)
+            w->fails++;
+    }
+    return NULL;
+}
+
+/* Cancel request i; the outcome must match what we know of it. */
+static void try_cancel(int i)
+{
+    struct rec *r = &recs[i];
+    if (r->cancelled)
+        return;
+    int rc = dbpool_checkout_cancel(&r->h);
+    if (rc == 0) {
+        assert_int_equal(r->calls, 0);
+        r->cancelled = 1;
+        finished++;
+    } else {
+        assert_int_equal(rc, DBPOOL_ESTALE);
+        assert_int_equal(r->calls, 1); /* too late only once it ran */
+        too_late++;
+    }
+}
+
+static void run_ready(dbpool_cq *cq, int wait_ms)
+{
+    struct pollfd pfd = {dbpool_cq_fd(cq), POLLIN, 0};
+    if (poll(&pfd, 1, wait_ms) == 1)
+        assert_true(dbpool_cq_run(cq, 0) >= 0);
+}
+
+static void test_async_churn(void **state)
+{
+    (void)state;
+    dbpool_config cfg;
+    dbpool *p = NULL;
+    dbpool_cq *cq = NULL;
+    struct worker w[THREADS];
+    pthread_t t[THREADS];
+    unsigned seed = 12345;
+
+    loop_thread = pthread_self();
+    dbpool_config_init(&cfg);
+    cfg.size = 4;
+    cfg.queue_target = 10000; /* churn, not overload: no CoDel drops */
+    cfg.queue_interval = 20000;
+    cfg.idle_interval = 600000;
+    cfg.log_level = DBPOOL_LOG_NONE;
+    assert_int_equal(dbpool_open(&p, &stub_driver, NULL, &cfg), 0);
+    assert_int_equal(dbpool_cq_new(&cq), 0);
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (struct worker){p, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
+    }
+
+    int64_t deadline = now_ms() + 50000;
+    int submitted = 0;
+    while ((submitted < REQUESTS || finished < REQUESTS) && now_ms() < deadline) {
+        while (submitted < REQUESTS && submitted - finished < IN_FLIGHT) {
+            struct rec *r = &recs[submitted];
+            assert_int_equal(dbpool_checkout_async(p, cq, 10000, on_checkout, r, &r->h), 0);
+            submitted++;
+            /* cancel one in five, at a random age: pending, completed but
+             * not run, or already run */
+            if (rand_r(&seed) % 5 == 0)
+                try_cancel(submitted - 1 - (int)(rand_r(&seed) % (submitted < 8 ? submitted : 8)));
+        }
+        run_ready(cq, 10);
+    }
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    assert_int_equal(finished, REQUESTS);
+    int ran = 0, cancelled = 0;
+    for (int i = 0; i < REQUESTS; i++) {
+        assert_int_equal(recs[i].calls + recs[i].cancelled, 1);
+        if (recs[i].calls)
+            assert_int_equal(recs[i].status, 0);
+        ran += recs[i].calls;
+        cancelled += recs[i].cancelled;
+    }
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(w[i].fails, 0);
+    assert_int_equal(wrong_thread, 0);
+    print_message("%d callbacks, %d cancelled, %d cancels too late\n", ran, cancelled, too_late);
+    assert_true(cancelled > 0);
+    assert_true(too_late > 0);
+
+    /* close with requests pending (every connection held) */
+    dbpool_lease held[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(dbpool_checkout(p, 5000, &held[i]), 0);
+    for (int i = REQUESTS; i < REQUESTS + CLOSING; i++)
+        assert_int_equal(dbpool_checkout_async(p, cq, 10000, on_checkout, &recs[i], &recs[i].h), 0);
+    assert_int_equal(dbpool_close(p), DBPOOL_EBUSY);
+    assert_int_equal(dbpool_cq_run(cq, 0), CLOSING);
+    for (int i = REQUESTS; i < REQUESTS + CLOSING; i++) {
+        assert_int_equal(recs[i].calls, 1);
+        assert_int_equal(recs[i].status, DBPOOL_ECLOSED);
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(dbpool_checkin(&held[i]), 0);
+    assert_int_equal(dbpool_cq_free(cq), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_async_churn),
+    };
+    return cmocka_run_group_tests_name("unit_async", tests, NULL, NULL);
+}
