@@ -82,12 +82,19 @@ enum {
     DBPOOL_EUNKNOWN = -15,        /* a statement was sent but whether it ran is unknown
                                      (statement timeout without the server's
                                      answer; PostgreSQL layer) */
-    DBPOOL_EFORKED = -16          /* the pool was opened in the parent before fork():
+    DBPOOL_EFORKED = -16,         /* the pool was opened in the parent before fork():
                                      unusable in the child (see docs/fork.md) */
+    DBPOOL_EQUEUEFULL = -17       /* max_waiting callers already wait: not queued */
 };
 
-/* Short constant name of an error code ("connection not available ..."). Never NULL. */
+/* A sentence describing an error code ("database unavailable"). Never NULL;
+ * "unknown error" for a value that is not a code. Static storage. */
 DBPOOL_API const char *dbpool_strerror(int code);
+
+/* The constant's name of an error code ("DBPOOL_EUNAVAILABLE", "DBPOOL_OK"),
+ * for logs and metrics labels. Never NULL; "unknown" for a value that is not
+ * a code. Static storage. */
+DBPOOL_API const char *dbpool_errname(int code);
 
 /* Detailed message of the calling thread's last failed dbpool call ("" if none).
  * Valid until the next dbpool call on this thread. Thread-local. */
@@ -216,6 +223,10 @@ typedef struct dbpool_config {
                                                          trip (the server may have closed it:
                                                          idle_session_timeout, a restart) and
                                                          replace a dead one; 0 = never      */
+    int max_waiting;                  /* 0 (unlimited) callers allowed to wait in the queue; a
+                                                         checkout that would be one more
+                                                         fails at once with
+                                                         DBPOOL_EQUEUEFULL                   */
 } dbpool_config;
 
 /* Fill `cfg` with the defaults above. */
@@ -356,6 +367,7 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_open(dbpool **out, const dbpool_driver *d
  *   DBPOOL_ETIMEDOUT    deadline reached while in queue
  *   DBPOOL_EDROPPED     dropped by the queue's overload rule (see docs)
  *   DBPOOL_EBUSY        queue=false (or timeout 0) and no connection idle
+ *   DBPOOL_EQUEUEFULL   max_waiting callers already wait: fails at once
  *   DBPOOL_EUNAVAILABLE the pool is DOWN (the database is unreachable: fails at
  *                       once with the cached reason) or STOPPED (backoff stop)
  *   DBPOOL_ECLOSED      the pool is closing
@@ -435,6 +447,38 @@ DBPOOL_API int dbpool_restart(dbpool *pool);
  */
 DBPOOL_API int dbpool_pause(dbpool *pool);
 DBPOOL_API int dbpool_resume(dbpool *pool);
+
+/*
+ * Wait until at least n connections are open (connected: idle, checked out
+ * or being pinged), opening dormant ones if n is above min_size. n = 0 means
+ * min_size (with min_size 0 that returns at once). Like psycopg_pool's
+ * wait(); fails at once, as a checkout does, when connecting fails (HikariCP's
+ * default initializationFailTimeout): call it after dbpool_open() to refuse to
+ * start against a database that is not there.
+ * Waits at most timeout_ms (0 = check only; DBPOOL_NO_LIMIT = no limit).
+ * Returns 0, or:
+ *   DBPOOL_EUNAVAILABLE the pool is DOWN (the latest connects failed) or
+ *                       STOPPED; dbpool_last_error() has the connect error
+ *   DBPOOL_ETIMEDOUT    fewer than n open at the deadline (the message says
+ *                       how many, and the last connect error if any)
+ *   DBPOOL_ECLOSED      the pool is closing (also when closed while waiting)
+ *   DBPOOL_EINVAL       NULL pool, n < 0 or above size, negative timeout
+ * Thread-safe; any number of threads may wait.
+ */
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_wait_ready(dbpool *pool, int n, int64_t timeout_ms);
+
+/*
+ * Change size and min_size of an open pool (the same ranges as the options;
+ * min_size -1 = size). Growing adds dormant slots and opens connections up
+ * to min_size at once; shrinking closes idle connections (and forgets slots
+ * that are not connected) now, and closes connections still checked out at
+ * their check-in (they are never taken from their holder). A min_size
+ * lowered without shrinking closes nothing by itself: idle_timeout does.
+ * An idle_limit left at 0 follows the new size. Returns 0, DBPOOL_EINVAL
+ * (out of range; the pool is unchanged), DBPOOL_ENOMEM, DBPOOL_ECLOSED.
+ * Thread-safe.
+ */
+DBPOOL_API int dbpool_resize(dbpool *pool, int size, int min_size);
 
 /* ------------------------------------------------------------------------ */
 /* State and counters                                                        */

@@ -11,6 +11,7 @@
 #include "error.h"
 
 #define MAX_SIZE 10000
+#define MAX_WAITING 1000000
 #define MAX_MS (INT64_C(1000) * 3600 * 24 * 365) /* one year */
 
 /* dbpool_config_init is below the table. */
@@ -121,6 +122,7 @@ static const struct opt opts[] = {
     OPT(log_level,        O_LEVEL,   DBPOOL_LOG_WARNING, DBPOOL_LOG_DEBUG, DBPOOL_LOG_NONE),
     OPT(leak_threshold,   O_MS,      0,     0, MAX_MS),
     OPT(alive_check,      O_MS,      500,   0, MAX_MS),     /* HikariCP's aliveBypassWindowMs */
+    OPT(max_waiting,      O_INT,     0,     0, MAX_WAITING), /* psycopg_pool's max_waiting */
 };
 /* clang-format on */
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))

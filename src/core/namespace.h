@@ -57,6 +57,7 @@
 #define pool_lease_user dbpool__pool_lease_user
 #define pool_open dbpool__pool_open
 #define pool_open_conns dbpool__pool_open_conns
+#define pool_ready_wake_locked dbpool__pool_ready_wake_locked
 #define pool_release_locked dbpool__pool_release_locked
 #define pool_signal_dropped dbpool__pool_signal_dropped
 #define pool_update_state_locked dbpool__pool_update_state_locked

@@ -222,6 +222,7 @@ static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t no
     if (s == p->probe)
         p->probe = NULL;
     pool_event_locked(p, DBPOOL_EV_CONNECTED, 0, now, "");
+    pool_ready_wake_locked(p);
     pool_release_locked(p, s, now);
     pool_update_state_locked(p, now);
     probe_update_locked(p, now); /* the others connect now, spread */
@@ -354,7 +355,7 @@ static void run_op(struct dbpool *p, struct dbpool_slot *s, int op, void *resolv
                                : DBPOOL_IO_DONE;
         progress(p, s, r, fd, err, now);
         break;
-    case OP_CLOSE: /* the slot is DORMANT already; the manager still owns conn */
+    case OP_CLOSE: /* the slot is DORMANT or RETIRED already; the manager still owns conn */
         slot_disconnect(p, s);
         break;
     case OP_FAIL:
@@ -518,6 +519,31 @@ static void close_idle(struct dbpool *p, struct dbpool_slot **todo, int64_t now)
     }
 }
 
+/* dbpool_resize shrank the pool and some slots were busy connecting or
+ * pinging then: retire them now that they settled (idle ones are closed in
+ * this pass; checked-out ones are retired at their check-in instead). */
+static void retire_settled(struct dbpool *p, struct dbpool_slot **todo, int64_t now)
+{
+    static const enum slot_state order[] = {SLOT_DORMANT, SLOT_STOPPED, SLOT_BACKOFF, SLOT_PENDING,
+                                            SLOT_IDLE};
+    struct dbpool_slot *s;
+
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]) && p->to_retire > 0; i++) {
+        while (p->to_retire > 0 && (s = slot_first(p, order[i])) != NULL) {
+            if (s == p->probe)
+                p->probe = NULL;
+            slot_move(p, s, SLOT_RETIRED);
+            p->to_retire--;
+            if (order[i] == SLOT_IDLE) {
+                p->n_disconnects++;
+                pool_event_locked(p, DBPOOL_EV_DISCONNECTED, 0, now,
+                                  "pool resized (dbpool_resize)");
+                todo_push(todo, s, OP_CLOSE);
+            }
+        }
+    }
+}
+
 /* max_lifetime and dbpool_reconnect(): recycle idle connections due. */
 static void recycle_expired(struct dbpool *p, struct dbpool_slot **todo, int64_t now)
 {
@@ -628,6 +654,7 @@ int64_t slot_service(struct mclient *c, int64_t now)
     expire_timers(p, &todo, now);
     start_connects(p, &todo, now, &resolved);
     check_holds(p, now);
+    retire_settled(p, &todo, now);
     close_idle(p, &todo, now);
     recycle_expired(p, &todo, now);
     ping_idle(p, &todo, now);
