@@ -209,7 +209,8 @@ typedef struct dbpool_config {
                                                          jitter); 0 = never                  */
     int64_t hold_timeout;             /* 15000 ms     cancel + discard a lease held longer;
                                                          0 = off                             */
-    int64_t reset_timeout;            /* 5000 ms      time allowed for check-in's ROLLBACK   */
+    int64_t reset_timeout;            /* 5000 ms      time allowed for check-in's ROLLBACK
+                                                         and reset_query                     */
     const char *after_connect;        /* NULL         SQL run on every new connection before
                                                          it joins the pool                   */
     dbpool_log_cb log_cb;             /* NULL         NULL = stderr                           */
@@ -227,6 +228,13 @@ typedef struct dbpool_config {
                                                          checkout that would be one more
                                                          fails at once with
                                                          DBPOOL_EQUEUEFULL                   */
+    const char *reset_query;          /* NULL         PostgreSQL: SQL run at every check-in
+                                                         (after any ROLLBACK) within
+                                                         reset_timeout, e.g. "DISCARD ALL";
+                                                         a failure discards the connection.
+                                                         after_connect runs again after it  */
+    int max_uses;                     /* 0 (unlimited) close a connection after this many
+                                                         leases (at its check-in)            */
 } dbpool_config;
 
 /* Fill `cfg` with the defaults above. */
@@ -281,7 +289,8 @@ typedef struct dbpool_driver {
     int (*ping_start)(void *ctx, void *conn, int *fd, char *err, size_t errlen);
     int (*ping_poll)(void *ctx, void *conn, int *fd, char *err, size_t errlen);
     /* At check-in: make the connection reusable (e.g. roll back an open
-     * transaction) within timeout_ms. 0 = keep, nonzero = discard. */
+     * transaction, run a reset query) within timeout_ms. 0 = keep, 1 = kept
+     * after a rollback (counted in rollbacks), negative = discard. */
     int (*reset)(void *ctx, void *conn, int64_t timeout_ms, char *err, size_t errlen);
     /* Prepare a cancel token while the connection is owned by the pool
      * (after connect). May return NULL if cancel is not supported. */

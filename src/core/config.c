@@ -12,6 +12,7 @@
 
 #define MAX_SIZE 10000
 #define MAX_WAITING 1000000
+#define MAX_USES 1000000000
 #define MAX_MS (INT64_C(1000) * 3600 * 24 * 365) /* one year */
 
 /* dbpool_config_init is below the table. */
@@ -123,6 +124,8 @@ static const struct opt opts[] = {
     OPT(leak_threshold,   O_MS,      0,     0, MAX_MS),
     OPT(alive_check,      O_MS,      500,   0, MAX_MS),     /* HikariCP's aliveBypassWindowMs */
     OPT(max_waiting,      O_INT,     0,     0, MAX_WAITING), /* psycopg_pool's max_waiting */
+    OPT(reset_query,      O_STR,     0,     0, 0),          /* PgBouncer's server_reset_query */
+    OPT(max_uses,         O_INT,     0,     0, MAX_USES),   /* node-postgres' maxUses */
 };
 /* clang-format on */
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))

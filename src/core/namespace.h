@@ -37,6 +37,7 @@
 #define manager_unwatch dbpool__manager_unwatch
 #define manager_watch dbpool__manager_watch
 #define pg_cancel_target dbpool__pg_cancel_target
+#define pg_conn_resets dbpool__pg_conn_resets
 #define pg_needs_lookup dbpool__pg_needs_lookup
 #define pg_one_line dbpool__pg_one_line
 #define pg_open dbpool__pg_open
@@ -54,6 +55,7 @@
 #define pool_forked dbpool__pool_forked
 #define pool_free dbpool__pool_free
 #define pool_last_out_locked dbpool__pool_last_out_locked
+#define pool_lease_doom dbpool__pool_lease_doom
 #define pool_lease_user dbpool__pool_lease_user
 #define pool_open dbpool__pool_open
 #define pool_open_conns dbpool__pool_open_conns

@@ -99,6 +99,7 @@ static int add_chunk(struct dbpool *p, int n, enum slot_state st)
         s->state = st;
         atomic_init(&s->gen, 1);
         atomic_init(&s->expired, 0);
+        atomic_init(&s->doomed, NULL);
         backoff_init(&s->backoff, p->cfg.backoff_type, p->cfg.backoff_min, p->cfg.backoff_max,
                      p->rng + k * 0x2545F4914F6CDD1DULL);
         list_push_tail(&p->lists[s->state], &s->link);
@@ -178,6 +179,7 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const
     p->cfg = *cfg;
     p->cfg.name = mem_strdup(cfg->name ? cfg->name : "default");
     p->cfg.after_connect = mem_strdup(cfg->after_connect);
+    p->cfg.reset_query = NULL; /* the driver keeps its own copy */
     if (!p->cfg.name || (cfg->after_connect && !p->cfg.after_connect)) {
         mem_free((char *)p->cfg.name);
         mem_free((char *)p->cfg.after_connect);
@@ -282,6 +284,8 @@ static void lease_start(struct dbpool *p, struct dbpool_slot *s, int64_t now)
     s->checkout_at = now;
     s->idle_ms = now - s->last_checkin;
     atomic_store_explicit(&s->expired, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->doomed, NULL, memory_order_relaxed);
+    s->uses++;
     s->leak_reported = 0;
     if (p->budget)
         atomic_fetch_add_explicit(&p->active, 1, memory_order_relaxed);
@@ -731,6 +735,26 @@ int dbpool_lease_check(const dbpool_lease *l)
     return 0;
 }
 
+static void reconnect_locked(struct dbpool *p);
+
+void pool_lease_doom(const dbpool_lease *l, const char *reason, int all)
+{
+    if (!lease_live(l))
+        return;
+    struct dbpool_slot *s = l->slot;
+    struct dbpool *p = s->pool;
+    atomic_store_explicit(&s->doomed, reason, memory_order_relaxed);
+    if (!all)
+        return;
+    pthread_mutex_lock(&p->mu);
+    if (!p->closing && s->epoch == p->epoch) {
+        plog(p, DBPOOL_LOG_WARNING, "%s: recycling every connection", reason);
+        reconnect_locked(p);
+        manager_poke(&p->mc);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
 void **pool_lease_user(const dbpool_lease *l, void (*free_fn)(void *))
 {
     if (!lease_live(l))
@@ -782,10 +806,14 @@ static int checkin(dbpool_lease *l, int discard)
     if (p->budget)
         atomic_fetch_sub_explicit(&p->active, 1, memory_order_relaxed);
 
-    /* The caller still owns the connection: reset it without the lock. */
+    /* The caller still owns the connection: reset it without the lock,
+     * unless it is closed anyway. */
     int expired = atomic_load_explicit(&s->expired, memory_order_acquire);
+    const char *doomed = atomic_load_explicit(&s->doomed, memory_order_relaxed);
+    int worn = p->cfg.max_uses && s->uses >= p->cfg.max_uses; /* fixed at open; s->uses
+                                                                 is the holder's */
     int rolled_back = 0, broken = 0;
-    if (!discard && !expired && p->drv->reset) {
+    if (!discard && !expired && !doomed && !worn && p->drv->reset) {
         int r = p->drv->reset(p->ctx, s->conn, p->cfg.reset_timeout, err, sizeof(err));
         if (r < 0)
             broken = 1;
@@ -811,7 +839,8 @@ static int checkin(dbpool_lease *l, int discard)
         p->to_retire--;
         retire = 1;
     }
-    if (!discard && !broken && !expired && !closing && !recycle && !evicted && !retire) {
+    if (!discard && !broken && !expired && !closing && !recycle && !evicted && !retire && !doomed &&
+        !worn) {
         if (!p->paused && barge_allowed(p, now_us)) {
             s->last_checkin = now; /* before the move: it keeps oldest_idle right */
             slot_move(p, s, SLOT_IDLE);
@@ -833,9 +862,11 @@ static int checkin(dbpool_lease *l, int discard)
                       : expired      ? "held past hold_timeout"
                       : discard == 2 ? "closed by the server while idle (found at checkout)"
                       : discard      ? "discarded by the caller"
+                      : doomed       ? doomed
                       : closing      ? "pool closed"
                       : evicted      ? "evicted for another pool (cap)"
                       : retire       ? "pool resized (dbpool_resize)"
+                      : worn         ? "max_uses reached"
                                      : "recycled (max_lifetime or dbpool_reconnect)");
     pthread_mutex_unlock(&p->mu);
 
@@ -963,6 +994,14 @@ int dbpool_reconnect(dbpool *p)
     int rc = lock_open(p, "dbpool_reconnect");
     if (rc != 0)
         return rc;
+    reconnect_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    manager_poke(&p->mc);
+    return 0;
+}
+
+static void reconnect_locked(struct dbpool *p)
+{
     /* Busy connections see the new epoch at check-in; idle ones expire at a
      * random point within one idle interval so they do not all reconnect at
      * once. */
@@ -972,9 +1011,6 @@ int dbpool_reconnect(dbpool *p)
     for (size_t i = 0; i < sizeof(open_states) / sizeof(open_states[0]); i++)
         for (struct dbpool_slot *s = slot_first(p, open_states[i]); s; s = slot_next(p, s))
             s->expires_at = now + rng_range(&p->rng, 0, p->cfg.idle_interval);
-    pthread_mutex_unlock(&p->mu);
-    manager_poke(&p->mc);
-    return 0;
 }
 
 int dbpool_restart(dbpool *p)

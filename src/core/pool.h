@@ -114,6 +114,9 @@ struct dbpool_slot {
     void *caller;             /* BUSY: return address of dbpool_checkout's caller */
     struct dbpool_slot *todo; /* manager's work list, valid only while it runs */
     int todo_op;
+    int uses;                   /* leases since it connected (max_uses) */
+    const char *_Atomic doomed; /* BUSY: discard at check-in, for this reason
+                                   (pool_lease_doom); NULL = no */
 };
 
 struct dbpool {
@@ -298,6 +301,13 @@ void pool_free(struct dbpool *p);
  * runs when the connection closes, so the state never outlives the session.
  * NULL if the lease is not live. Lease holder only; no lock. */
 void **pool_lease_user(const dbpool_lease *l, void (*free_fn)(void *));
+/* Close the connection of a live lease at its check-in instead of keeping
+ * it (the PostgreSQL layer: a server that became read-only, SQLSTATE
+ * 25006). `reason` (static storage) goes into the disconnect event. With
+ * `all`, every connection opened before now is recycled as by
+ * dbpool_reconnect() (once per epoch: a connection opened after that
+ * reconnect does not start another), with a warning. Lease holder only. */
+void pool_lease_doom(const dbpool_lease *l, const char *reason, int all);
 
 /* slot.c: the pool's manager client. Manager thread, pool mutex NOT held.
  * Returns the pool's next due time. */

@@ -211,6 +211,7 @@ static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t no
     p->fail_streak = 0;
     p->starting_up = 0;
     s->broken = 0;
+    s->uses = 0;
     s->epoch = p->epoch;
     s->expires_at = 0;
     if (p->cfg.max_lifetime) {

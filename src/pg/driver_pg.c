@@ -1,5 +1,6 @@
 /* driver_pg.c - the PostgreSQL driver on libpq: non-blocking connect,
- * after_connect, ping, check-in reset (ROLLBACK), cancel, fork abandon. */
+ * after_connect, ping, check-in reset (ROLLBACK, reset_query), cancel, fork
+ * abandon. */
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -24,6 +25,7 @@ struct pg_ctx {
      * registry's idle tenant costs a few hundred bytes, not libpq's ~2 KiB */
     const char **keys, **vals;
     char *after_connect;
+    char *reset_query;    /* run at check-in; NULL = none */
     const char *password; /* points into the block; scrubbed from messages */
     /* the pool's log settings, for server notices (see pg_notice) */
     char *name;
@@ -40,7 +42,14 @@ struct pg_conn {
     int failed;        /* a result of the running command was an error */
     char failure[256]; /* its message: the result and the end of the command
                           may arrive in different reads */
+    uint64_t resets;   /* reset_query runs so far: the query layer forgets its
+                          statement cache when this moves (pg_conn_resets) */
 };
+
+uint64_t pg_conn_resets(const void *conn)
+{
+    return ((const struct pg_conn *)conn)->resets;
+}
 
 /* ---- async command step (after_connect, ping) --------------------------- */
 
@@ -264,16 +273,46 @@ static int pg_ping_poll(void *vctx, void *conn, int *fd, char *err, size_t errle
     return command_step(conn, fd, err, errlen, ctx->password);
 }
 
+/* Run one command at check-in, blocking up to the deadline (the caller's
+ * thread owns the connection). 0, or -1 with a message naming `what`. */
+static int reset_cmd(struct pg_ctx *ctx, struct pg_conn *c, const char *sql, const char *what,
+                     int64_t deadline, char *err, size_t errlen)
+{
+    int fd = -1;
+    int r = command_start(c, sql, &fd, err, errlen, ctx->password);
+    while (r == DBPOOL_IO_READ || r == DBPOOL_IO_WRITE) {
+        int64_t left = deadline - clock_ms();
+        if (left <= 0) {
+            snprintf(err, errlen, "%s at check-in timed out (reset_timeout)", what);
+            return -1;
+        }
+        struct pollfd pfd = {.fd = fd, .events = r == DBPOOL_IO_READ ? POLLIN : POLLOUT};
+        if (poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left) < 0)
+            continue;
+        r = command_step(c, &fd, err, errlen, ctx->password);
+    }
+    if (r != DBPOOL_IO_DONE || PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        char tmp[256];
+        snprintf(tmp, sizeof(tmp), "%s", *err ? err : "failed");
+        snprintf(err, errlen, "%s at check-in failed: %s", what, tmp);
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * Check-in: idle -> keep; in a (failed) transaction -> ROLLBACK within the
  * timeout (1 = rolled back); a running query, unread results or a broken
- * connection -> discard (-1).
+ * connection -> discard (-1). Then reset_query, if set, and after_connect
+ * again (a DISCARD ALL undoes its SETs), within the same timeout; a failure
+ * discards. All on the checking-in thread, like the ROLLBACK.
  */
 static int pg_reset(void *vctx, void *conn, int64_t timeout_ms, char *err, size_t errlen)
 {
     struct pg_ctx *ctx = vctx;
     struct pg_conn *c = conn;
     PGnotify *n;
+    int rolled_back = 0;
 
     if (PQstatus(c->pg) != CONNECTION_OK) {
         snprintf(err, errlen, "connection is broken");
@@ -285,9 +324,12 @@ static int pg_reset(void *vctx, void *conn, int64_t timeout_ms, char *err, size_
     case PQTRANS_IDLE:
         if (PQisnonblocking(c->pg))
             PQsetnonblocking(c->pg, 0);
-        return 0;
+        if (!ctx->reset_query)
+            return 0;
+        break;
     case PQTRANS_INTRANS:
     case PQTRANS_INERROR:
+        rolled_back = 1;
         break;
     case PQTRANS_ACTIVE:
         snprintf(err, errlen, "checked in with a query running or results unread");
@@ -298,25 +340,21 @@ static int pg_reset(void *vctx, void *conn, int64_t timeout_ms, char *err, size_
     }
 
     int64_t deadline = deadline_add(clock_ms(), timeout_ms);
-    int fd = -1;
-    int r = command_start(c, "ROLLBACK", &fd, err, errlen, ctx->password);
-    while (r == DBPOOL_IO_READ || r == DBPOOL_IO_WRITE) {
-        int64_t left = deadline - clock_ms();
-        if (left <= 0) {
-            snprintf(err, errlen, "ROLLBACK at check-in timed out");
-            return -1;
-        }
-        struct pollfd pfd = {.fd = fd, .events = r == DBPOOL_IO_READ ? POLLIN : POLLOUT};
-        if (poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left) < 0)
-            continue;
-        r = command_step(c, &fd, err, errlen, ctx->password);
-    }
-    if (r != DBPOOL_IO_DONE || PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
-        if (!*err)
-            snprintf(err, errlen, "ROLLBACK at check-in failed");
+    if (rolled_back && reset_cmd(ctx, c, "ROLLBACK", "ROLLBACK", deadline, err, errlen) != 0)
         return -1;
+    if (ctx->reset_query) {
+        if (reset_cmd(ctx, c, ctx->reset_query, "reset_query", deadline, err, errlen) != 0)
+            return -1;
+        c->resets++; /* before after_connect: the statements are gone either way */
+        if (ctx->after_connect &&
+            reset_cmd(ctx, c, ctx->after_connect, "after_connect (after reset_query)", deadline,
+                      err, errlen) != 0)
+            return -1;
+        /* notifications that arrived meanwhile belong to the old session */
+        while ((n = PQnotifies(c->pg)) != NULL)
+            PQfreemem(n);
     }
-    return 1;
+    return rolled_back;
 }
 
 /* A cancel token remembers its server, so that cancels to one server share
@@ -432,6 +470,7 @@ static void pg_ctx_free(void *vctx)
         return;
     mem_free(ctx->keys); /* the block */
     mem_free(ctx->after_connect);
+    mem_free(ctx->reset_query);
     mem_free(ctx->name);
     mem_free(ctx);
 }
@@ -530,6 +569,8 @@ int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
     if (!(ctx->name = mem_strdup(cfg->name ? cfg->name : "default")))
         goto nomem;
     if (cfg->after_connect && !(ctx->after_connect = mem_strdup(cfg->after_connect)))
+        goto nomem;
+    if (cfg->reset_query && *cfg->reset_query && !(ctx->reset_query = mem_strdup(cfg->reset_query)))
         goto nomem;
     /* PGHOST applies when the conninfo names no host (libpq reads it too) */
     const char *host = getenv("PGHOST"), *hostaddr = getenv("PGHOSTADDR");

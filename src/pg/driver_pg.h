@@ -12,6 +12,11 @@ struct budget_ops;
 int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
             const struct budget_ops *budget, void *owner);
 
+/* How many times reset_query ran on this driver connection (a lease's
+ * slot->conn): when it moves, the session's prepared statements are gone.
+ * Lease holder only. */
+uint64_t pg_conn_resets(const void *conn);
+
 /* "host:port" of a connection: the worker lane for its cancel requests. */
 void pg_cancel_target(PGconn *pg, char *buf, size_t len);
 
