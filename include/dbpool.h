@@ -168,6 +168,42 @@ typedef struct dbpool_event {
 typedef void (*dbpool_event_cb)(void *arg, const dbpool_event *ev);
 
 /*
+ * Hooks: user code run around a connection's life, for what SQL alone cannot
+ * do (credentials that expire, client-side setup of a PGconn). They may
+ * block: the first two run on worker threads (jobs of the pool's own, so a
+ * slow hook delays neither the manager thread nor another pool), checkin_cb
+ * on the thread checking in. They must not call back into the same pool
+ * (no checkout, close, resize; dbpool_stats_get is fine).
+ */
+
+/* Credentials for the next connects, filled by a before_connect_cb. An empty
+ * field keeps what the connection string says. */
+typedef struct dbpool_credentials {
+    char user[128];
+    char password[4096]; /* e.g. a cloud IAM token or a Vault lease's password */
+    char err[256];       /* why, when the callback fails */
+} dbpool_credentials;
+
+/* Before a round of connects (PostgreSQL pools; one call serves the connects
+ * that start together, the next round calls it again): fill cred (zeroed on
+ * entry) and return 0, or return nonzero to fail these connects (with
+ * cred->err; they back off as failed connects do). Worker thread. The
+ * password never appears in the library's messages. */
+typedef int (*dbpool_before_connect_cb)(void *arg, dbpool_credentials *cred);
+
+/* After a connection is established (and after_connect SQL ran), before it
+ * joins the pool: conn is the driver's handle (PGconn * for PostgreSQL),
+ * blocking mode, yours until you return. Return 0, or nonzero (message in
+ * err) to fail the connect. Worker thread; connect_timeout does not cover
+ * it (a C function cannot be interrupted): bound your own waits. */
+typedef int (*dbpool_after_connect_cb)(void *arg, void *conn, char *err, size_t errlen);
+
+/* At check-in of a connection the pool keeps, after its reset (ROLLBACK,
+ * reset_query): conn is clean and still the caller's. Return 0 to keep it,
+ * nonzero to discard it. Runs on the checking-in thread, like the reset. */
+typedef int (*dbpool_checkin_cb)(void *arg, void *conn);
+
+/*
  * Pool options. Fill with dbpool_config_init(), then set fields directly or by
  * name with dbpool_config_set()/dbpool_config_parse(). Strings are copied by
  * dbpool_open(); the config may be reused or freed afterwards.
@@ -235,6 +271,10 @@ typedef struct dbpool_config {
                                                          after_connect runs again after it  */
     int max_uses;                     /* 0 (unlimited) close a connection after this many
                                                          leases (at its check-in)            */
+    dbpool_before_connect_cb before_connect_cb; /* NULL  see the hooks above           */
+    dbpool_after_connect_cb after_connect_cb;   /* NULL                                */
+    dbpool_checkin_cb checkin_cb;               /* NULL                                */
+    void *hook_arg;                             /* NULL  passed to the three hooks     */
 } dbpool_config;
 
 /* Fill `cfg` with the defaults above. */

@@ -43,7 +43,9 @@
 #define pg_open dbpool__pg_open
 #define pg_parse_conninfo dbpool__pg_parse_conninfo
 #define pg_resolve dbpool__pg_resolve
+#define pg_resolved_credentials dbpool__pg_resolved_credentials
 #define pg_resolved_free dbpool__pg_resolved_free
+#define pg_resolved_plain dbpool__pg_resolved_plain
 #define pg_set_msg dbpool__pg_set_msg
 #define plog dbpool__plog
 #define pool_abandon dbpool__pool_abandon

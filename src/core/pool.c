@@ -820,6 +820,11 @@ static int checkin(dbpool_lease *l, int discard)
         else if (r > 0)
             rolled_back = 1;
     }
+    if (!discard && !expired && !doomed && !worn && !broken && p->cfg.checkin_cb &&
+        p->cfg.checkin_cb(p->cfg.hook_arg, p->drv->native ? p->drv->native(s->conn) : s->conn)) {
+        broken = 1;
+        snprintf(err, sizeof(err), "checkin_cb asked to discard it");
+    }
 
     pthread_mutex_lock(&p->mu);
     int64_t now_us = clock_us(), now = now_us / 1000;
@@ -953,8 +958,8 @@ int pool_close(struct dbpool *p)
     for (struct slot_chunk *c = p->slots; c; c = c->next) {
         for (int i = 0; i < c->n; i++) {
             struct dbpool_slot *s = &c->s[i];
-            if (s->state == SLOT_BUSY)
-                continue;
+            if (s->state == SLOT_BUSY || s->hooking)
+                continue; /* closed at check-in / when its hook returns */
             slot_disconnect(p, s);
             slot_move(p, s, SLOT_STOPPED);
         }

@@ -115,6 +115,8 @@ struct dbpool_slot {
     struct dbpool_slot *todo; /* manager's work list, valid only while it runs */
     int todo_op;
     int uses;                   /* leases since it connected (max_uses) */
+    int hooking;                /* CONNECTING: after_connect_cb runs on a worker,
+                                   which owns the connection until it is done */
     const char *_Atomic doomed; /* BUSY: discard at check-in, for this reason
                                    (pool_lease_doom); NULL = no */
 };

@@ -286,6 +286,84 @@ static void ping_failed_locked(struct dbpool *p, struct dbpool_slot *s, const ch
     pool_update_state_locked(p, now);
 }
 
+/* ---- after_connect_cb, on a worker ---------------------------------------- */
+
+/*
+ * The user's after-connect hook may block, so it runs on a worker (an
+ * anonymous lane: hooks of one pool run in parallel and never queue behind
+ * another pool's). Meanwhile the slot stays CONNECTING with `hooking` set:
+ * the job owns its connection, so the manager's connect timer and
+ * dbpool_close leave it alone; the job holds a pool reference (p->jobs) and,
+ * when the hook returns, finishes the connect (or fails it, or closes it if
+ * the pool was closed meanwhile).
+ */
+struct hook_job {
+    struct dbpool *p;
+    struct dbpool_slot *s;
+    int rc;
+    char err[256];
+};
+
+static void hook_run(void *arg)
+{
+    struct hook_job *j = arg;
+    struct dbpool *p = j->p;
+    void *conn = p->drv->native ? p->drv->native(j->s->conn) : j->s->conn;
+
+    j->rc = p->cfg.after_connect_cb(p->cfg.hook_arg, conn, j->err, sizeof(j->err));
+}
+
+static void hook_done(void *arg)
+{
+    struct hook_job *j = arg;
+    struct dbpool *p = j->p;
+    struct dbpool_slot *s = j->s;
+    int64_t now = clock_ms();
+
+    pthread_mutex_lock(&p->mu);
+    p->jobs--;
+    s->hooking = 0;
+    if (p->closing || j->rc != 0)
+        slot_disconnect(p, s); /* ours: under the mutex, as dbpool_close does */
+    if (p->closing) {
+        slot_move(p, s, SLOT_STOPPED);
+    } else if (j->rc == 0) {
+        connected_locked(p, s, now);
+    } else {
+        char err[300];
+        snprintf(err, sizeof(err), "after_connect_cb failed: %s",
+                 j->err[0] ? j->err : "(no message)");
+        connect_failed_locked(p, s, err, 0, now);
+    }
+    if (!p->closing)
+        manager_poke(&p->mc); /* under the mutex: p is alive */
+    int last = pool_last_out_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    mem_free(j);
+    if (last)
+        manager_release(&p->mc);
+}
+
+/* Pool mutex held. 0 if the hook was started; else the connect fails. */
+static int start_hook(struct dbpool *p, struct dbpool_slot *s)
+{
+    struct hook_job *j = mem_calloc(1, sizeof(*j));
+
+    if (!j)
+        return -1;
+    j->p = p;
+    j->s = s;
+    s->hooking = 1;
+    p->jobs++;
+    if (workers_submit(NULL, hook_run, j, hook_done) != 0) {
+        s->hooking = 0;
+        p->jobs--;
+        mem_free(j);
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * Apply the result `r` of a driver step on a CONNECTING or PINGING slot.
  * Called without the pool mutex; the manager owns the slot.
@@ -314,7 +392,14 @@ static void progress(struct dbpool *p, struct dbpool_slot *s, int r, int fd, con
 
     pthread_mutex_lock(&p->mu);
     if (st == SLOT_CONNECTING) {
-        if (r == DBPOOL_IO_DONE)
+        if (r == DBPOOL_IO_DONE && p->cfg.after_connect_cb) {
+            if (start_hook(p, s) != 0) {
+                pthread_mutex_unlock(&p->mu);
+                slot_disconnect(p, s);
+                pthread_mutex_lock(&p->mu);
+                connect_failed_locked(p, s, "after_connect_cb: cannot start a worker", 0, now);
+            }
+        } else if (r == DBPOOL_IO_DONE)
             connected_locked(p, s, now);
         else
             connect_failed_locked(p, s, err && *err ? err : "connect failed", not_yet, now);
@@ -410,7 +495,7 @@ static void expire_timers(struct dbpool *p, struct dbpool_slot **todo, int64_t n
             slot_move(p, s, SLOT_PENDING);
     }
     for (s = slot_first(p, SLOT_CONNECTING); s; s = slot_next(p, s))
-        if (s->timer_at <= now)
+        if (s->timer_at <= now && !s->hooking)
             todo_push(todo, s, OP_FAIL);
     for (s = slot_first(p, SLOT_PINGING); s; s = slot_next(p, s))
         if (s->timer_at <= now)
@@ -620,7 +705,8 @@ static int64_t next_due_locked(struct dbpool *p, int64_t now)
             due = min64(due, s->timer_at);
     }
     for (s = slot_first(p, SLOT_CONNECTING); s; s = slot_next(p, s))
-        due = min64(due, s->timer_at);
+        if (!s->hooking)
+            due = min64(due, s->timer_at);
     for (s = slot_first(p, SLOT_PINGING); s; s = slot_next(p, s))
         due = min64(due, s->timer_at);
     for (s = slot_first(p, SLOT_BUSY); s; s = slot_next(p, s)) {

@@ -25,7 +25,10 @@ struct pg_ctx {
      * registry's idle tenant costs a few hundred bytes, not libpq's ~2 KiB */
     const char **keys, **vals;
     char *after_connect;
-    char *reset_query;    /* run at check-in; NULL = none */
+    char *reset_query; /* run at check-in; NULL = none */
+    int lookup;        /* some host entry is a name: look it up first */
+    dbpool_before_connect_cb before_connect;
+    void *hook_arg;
     const char *password; /* points into the block; scrubbed from messages */
     /* the pool's log settings, for server notices (see pg_notice) */
     char *name;
@@ -205,12 +208,45 @@ static int pg_connect_start(void *vctx, void **conn, int *fd, char *err, size_t 
     return start_with(ctx, ctx->keys, ctx->vals, conn, fd, err, errlen);
 }
 
-/* Worker thread: look the host names up (the pool's driver has this only
- * when some host entry is a name). */
+/* Worker thread, before a round of connects: fetch credentials from the
+ * before_connect_cb (it may block: an IAM or Vault call), and look the host
+ * names up. The pool's driver has this step only when it needs one of
+ * them. */
 static void *pg_resolve_cb(void *vctx, char *err, size_t errlen)
 {
     struct pg_ctx *ctx = vctx;
-    return pg_resolve(ctx->keys, ctx->vals, err, errlen);
+    dbpool_credentials *cred = NULL;
+    struct pg_resolved *r;
+
+    if (ctx->before_connect) {
+        if (!(cred = mem_calloc(1, sizeof(*cred)))) {
+            snprintf(err, errlen, "out of memory");
+            return NULL;
+        }
+        if (ctx->before_connect(ctx->hook_arg, cred) != 0) {
+            cred->err[sizeof(cred->err) - 1] = '\0';
+            snprintf(err, errlen, "before_connect_cb failed: %s",
+                     cred->err[0] ? cred->err : "(no message)");
+            memset(cred, 0, sizeof(*cred));
+            mem_free(cred);
+            return NULL;
+        }
+        cred->user[sizeof(cred->user) - 1] = cred->password[sizeof(cred->password) - 1] = '\0';
+    }
+    r = ctx->lookup ? pg_resolve(ctx->keys, ctx->vals, err, errlen)
+                    : pg_resolved_plain(ctx->keys, ctx->vals);
+    if (!r && !ctx->lookup)
+        snprintf(err, errlen, "out of memory");
+    if (r && cred && pg_resolved_credentials(r, cred->user, cred->password) != 0) {
+        pg_resolved_free(r);
+        r = NULL;
+        snprintf(err, errlen, "out of memory");
+    }
+    if (cred) {
+        memset(cred, 0, sizeof(*cred)); /* the password lives on only in r */
+        mem_free(cred);
+    }
+    return r;
 }
 
 static int pg_connect_resolved(void *vctx, void *resolved, void **conn, int *fd, char *err,
@@ -580,7 +616,10 @@ int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
         else if (!strcmp(ctx->keys[i], "hostaddr"))
             hostaddr = ctx->vals[i];
     }
-    const dbpool_driver *drv = pg_needs_lookup(host, hostaddr) ? &pg_driver_lookup : &pg_driver;
+    ctx->lookup = pg_needs_lookup(host, hostaddr);
+    ctx->before_connect = cfg->before_connect_cb;
+    ctx->hook_arg = cfg->hook_arg;
+    const dbpool_driver *drv = ctx->lookup || ctx->before_connect ? &pg_driver_lookup : &pg_driver;
     if ((rc = pool_open(out, drv, ctx, cfg, budget, owner)) != 0)
         pg_ctx_free(ctx);
     return rc;
