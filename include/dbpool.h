@@ -227,7 +227,7 @@ typedef struct dbpool_config {
                                                          it, hand-over is strict FIFO. 0 =
                                                          always strict FIFO                  */
     int64_t queue_target;             /* 50 ms        CoDel target wait                      */
-    int64_t queue_interval;           /* 1000 ms      CoDel interval                         */
+    int64_t queue_interval;           /* 2000 ms      CoDel interval (DBConnection's since 2.8) */
     int64_t checkout_timeout;         /* 15000 ms     default deadline of a checkout         */
     int64_t idle_interval;            /* 1000 ms      idle ping tick                         */
     int idle_limit;                   /* 0 (= size)   max pings per tick                     */

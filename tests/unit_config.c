@@ -114,7 +114,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.queue, 1);
     assert_int_equal(cfg.lifo, 0);
     assert_int_equal(cfg.queue_target, 50);
-    assert_int_equal(cfg.queue_interval, 1000);
+    assert_int_equal(cfg.queue_interval, 2000);
     assert_int_equal(cfg.checkout_timeout, 15000);
     assert_int_equal(cfg.idle_interval, 1000);
     assert_int_equal(cfg.idle_limit, 0);
@@ -494,7 +494,7 @@ static void test_parse(void **state)
     assert_int_equal(cfg.queue, 0);
     assert_int_equal(cfg.idle_limit, 2);
     /* untouched */
-    assert_int_equal(cfg.queue_interval, 1000);
+    assert_int_equal(cfg.queue_interval, 2000);
     assert_string_equal(cfg.name, "default");
 }
 

@@ -106,7 +106,7 @@ static const struct opt opts[] = {
     OPT(lifo,             O_BOOL,    0,     0, 1),
     OPT(barge_window,     O_MS,      2,     0, MAX_MS),
     OPT(queue_target,     O_MS,      50,    1, MAX_MS),
-    OPT(queue_interval,   O_MS,      1000,  1, MAX_MS),
+    OPT(queue_interval,   O_MS,      2000,  1, MAX_MS),     /* DBConnection >= 2.8.0 */
     OPT(checkout_timeout, O_MS,      15000, 0, MAX_MS),
     OPT(idle_interval,    O_MS,      1000,  1, MAX_MS),
     OPT(idle_limit,       O_INT,     0,     0, MAX_SIZE),
