@@ -569,6 +569,10 @@ typedef struct dbpool_stats {
     dbpool_histogram hold_time;  /* checkout to check-in */
     int64_t state_since_ms;      /* monotonic ms of the last state change */
     char last_error[256];        /* last connect error, password-free ("" if none) */
+    int min_size;                /* configured min_size (resolved: -1 gives size) */
+    int64_t oldest_wait_ms;      /* how long the oldest caller in the queue has
+                                    waited so far (PgBouncer's maxwait); 0 if none */
+    dbpool_histogram connect_time; /* successful connects: start to ready */
 } dbpool_stats;
 
 /* Snapshot of the pool's state and counters. Returns 0 or DBPOOL_EINVAL. */
@@ -579,7 +583,8 @@ DBPOOL_API const char *dbpool_pool_name(const dbpool *pool);
 
 /*
  * Render the stats of npools pools in the Prometheus text exposition format
- * (one label pool="name" per series) into buf. *needed (if not NULL) gets the
+ * (one label pool="name" per series; latencies as histograms with the same
+ * buckets in every process, so they aggregate; docs/metrics.md) into buf. *needed (if not NULL) gets the
  * size required including the NUL. Returns 0; DBPOOL_ENOMEM if buflen is too
  * small (buf holds a truncated, NUL-terminated prefix); DBPOOL_EINVAL.
  */

@@ -16,8 +16,9 @@ if ! installed build-essential && ! { installed gcc && installed make; }; then
 fi
 # clang + its sanitizer/libFuzzer runtimes (libclang-rt-dev): `make fuzz`;
 # clang-tidy / clang-format: the style checks.
+# prometheus: its promtool checks the metrics page (CTest it_metrics).
 for pkg in cmake pkg-config libpq-dev libcmocka-dev pgbouncer valgrind \
-           clang libclang-rt-dev clang-tidy clang-format; do
+           clang libclang-rt-dev clang-tidy clang-format prometheus; do
     installed "$pkg" || missing+=("$pkg")
 done
 # The server (initdb/pg_ctl in /usr/lib/postgresql/*/bin), from any postgresql-NN.

@@ -21,6 +21,7 @@
 #define config_option dbpool__config_option
 #define config_validate dbpool__config_validate
 #define hist_add dbpool__hist_add
+#define hist_count_below_pow2 dbpool__hist_count_below_pow2
 #define hist_quantile dbpool__hist_quantile
 #define hist_summary dbpool__hist_summary
 #define idle_advance dbpool__idle_advance
@@ -56,6 +57,7 @@
 #define pool_fail_waiters_locked dbpool__pool_fail_waiters_locked
 #define pool_forked dbpool__pool_forked
 #define pool_free dbpool__pool_free
+#define pool_hists_copy dbpool__pool_hists_copy
 #define pool_last_out_locked dbpool__pool_last_out_locked
 #define pool_lease_doom dbpool__pool_lease_doom
 #define pool_lease_user dbpool__pool_lease_user

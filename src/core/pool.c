@@ -1287,6 +1287,19 @@ void pool_deliver_events(struct dbpool *p)
     } while (n == 16);
 }
 
+int pool_hists_copy(dbpool *p, struct hist *queue, struct hist *hold, struct hist *connect)
+{
+    pthread_mutex_lock(&p->mu);
+    int rc = p->hists ? 0 : -1;
+    if (p->hists) {
+        *queue = p->hists->queue;
+        *hold = p->hists->hold;
+        *connect = p->hists->connect;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
 int dbpool_stats_get(dbpool *p, dbpool_stats *st)
 {
     if (!p || !st)
@@ -1321,6 +1334,11 @@ int dbpool_stats_get(dbpool *p, dbpool_stats *st)
     }
     st->state_since_ms = p->state_since;
     memcpy(st->last_error, p->last_error, sizeof(st->last_error));
+    st->min_size = p->min_size;
+    const struct waiter *w = wq_first(&p->waiters);
+    st->oldest_wait_ms = w ? clock_ms() - w->sent : 0;
+    if (p->hists)
+        hist_summary(&p->hists->connect, &st->connect_time);
     pthread_mutex_unlock(&p->mu);
     return 0;
 }

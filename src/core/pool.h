@@ -115,6 +115,7 @@ struct dbpool_slot {
     struct dbpool_slot *todo; /* manager's work list, valid only while it runs */
     int todo_op;
     int uses;                   /* leases since it connected (max_uses) */
+    int64_t connect_start;      /* CONNECTING: when the connect began (ms) */
     int hooking;                /* CONNECTING: after_connect_cb runs on a worker,
                                    which owns the connection until it is done */
     const char *_Atomic doomed; /* BUSY: discard at check-in, for this reason
@@ -222,7 +223,7 @@ struct pool_event {
 };
 
 struct pool_hists {
-    struct hist queue, hold;
+    struct hist queue, hold, connect;
 };
 
 struct slot_chunk {

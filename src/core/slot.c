@@ -208,6 +208,8 @@ static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t no
 {
     backoff_reset(&s->backoff);
     p->n_connects++;
+    if (p->hists && s->connect_start)
+        hist_add(&p->hists->connect, (now - s->connect_start) * 1000);
     p->fail_streak = 0;
     p->starting_up = 0;
     s->broken = 0;
@@ -544,6 +546,7 @@ static void start_connects(struct dbpool *p, struct dbpool_slot **todo, int64_t 
             break;
         }
         slot_move(p, s, SLOT_CONNECTING);
+        s->connect_start = now;
         s->timer_at = deadline_add(now, p->cfg.connect_timeout);
         todo_push(todo, s, OP_CONNECT);
     }
