@@ -101,8 +101,9 @@ enum {
                                      unusable in the child (see docs/fork.md) */
     DBPOOL_ENOOWNER = -17,        /* sandbox mode: no owner for the calling thread
                                      (dbpool_sandbox.h) */
-    DBPOOL_ETXENDED = -18         /* sandbox mode: the code under test ended the
+    DBPOOL_ETXENDED = -18,        /* sandbox mode: the code under test ended the
                                      sandbox's transaction (raw COMMIT/ROLLBACK) */
+    DBPOOL_EQUEUEFULL = -19       /* max_waiting callers already wait: not queued */
 };
 
 /*
@@ -113,8 +114,14 @@ enum {
  */
 DBPOOL_API const char *dbpool_version(void);
 
-/* Short constant name of an error code ("connection not available ..."). Never NULL. */
+/* A sentence describing an error code ("database unavailable"). Never NULL;
+ * "unknown error" for a value that is not a code. Static storage. */
 DBPOOL_API const char *dbpool_strerror(int code);
+
+/* The constant's name of an error code ("DBPOOL_EUNAVAILABLE", "DBPOOL_OK"),
+ * for logs and metrics labels. Never NULL; "unknown" for a value that is not
+ * a code. Static storage. */
+DBPOOL_API const char *dbpool_errname(int code);
 
 /* Detailed message of the calling thread's last failed dbpool call ("" if none).
  * Valid until the next dbpool call on this thread. Thread-local. */
@@ -188,6 +195,42 @@ typedef struct dbpool_event {
 typedef void (*dbpool_event_cb)(void *arg, const dbpool_event *ev);
 
 /*
+ * Hooks: user code run around a connection's life, for what SQL alone cannot
+ * do (credentials that expire, client-side setup of a PGconn). They may
+ * block: the first two run on worker threads (jobs of the pool's own, so a
+ * slow hook delays neither the manager thread nor another pool), checkin_cb
+ * on the thread checking in. They must not call back into the same pool
+ * (no checkout, close, resize; dbpool_stats_get is fine).
+ */
+
+/* Credentials for the next connects, filled by a before_connect_cb. An empty
+ * field keeps what the connection string says. */
+typedef struct dbpool_credentials {
+    char user[128];
+    char password[4096]; /* e.g. a cloud IAM token or a Vault lease's password */
+    char err[256];       /* why, when the callback fails */
+} dbpool_credentials;
+
+/* Before a round of connects (PostgreSQL pools; one call serves the connects
+ * that start together, the next round calls it again): fill cred (zeroed on
+ * entry) and return 0, or return nonzero to fail these connects (with
+ * cred->err; they back off as failed connects do). Worker thread. The
+ * password never appears in the library's messages. */
+typedef int (*dbpool_before_connect_cb)(void *arg, dbpool_credentials *cred);
+
+/* After a connection is established (and after_connect SQL ran), before it
+ * joins the pool: conn is the driver's handle (PGconn * for PostgreSQL),
+ * blocking mode, yours until you return. Return 0, or nonzero (message in
+ * err) to fail the connect. Worker thread; connect_timeout does not cover
+ * it (a C function cannot be interrupted): bound your own waits. */
+typedef int (*dbpool_after_connect_cb)(void *arg, void *conn, char *err, size_t errlen);
+
+/* At check-in of a connection the pool keeps, after its reset (ROLLBACK,
+ * reset_query): conn is clean and still the caller's. Return 0 to keep it,
+ * nonzero to discard it. Runs on the checking-in thread, like the reset. */
+typedef int (*dbpool_checkin_cb)(void *arg, void *conn);
+
+/*
  * Pool options. Fill with dbpool_config_init(), then set fields directly or by
  * name with dbpool_config_set()/dbpool_config_parse(). Strings are copied by
  * dbpool_open(); the config may be reused or freed afterwards.
@@ -211,7 +254,7 @@ typedef struct dbpool_config {
                                                          it, hand-over is strict FIFO. 0 =
                                                          always strict FIFO                  */
     int64_t queue_target;             /* 50 ms        CoDel target wait                      */
-    int64_t queue_interval;           /* 1000 ms      CoDel interval                         */
+    int64_t queue_interval;           /* 2000 ms      CoDel interval (DBConnection's since 2.8) */
     int64_t checkout_timeout;         /* 15000 ms     default deadline of a checkout         */
     int64_t idle_interval;            /* 1000 ms      idle ping tick                         */
     int idle_limit;                   /* 0 (= size)   max pings per tick                     */
@@ -229,7 +272,8 @@ typedef struct dbpool_config {
                                                          jitter); 0 = never                  */
     int64_t hold_timeout;             /* 15000 ms     cancel + discard a lease held longer;
                                                          0 = off                             */
-    int64_t reset_timeout;            /* 5000 ms      time allowed for check-in's ROLLBACK   */
+    int64_t reset_timeout;            /* 5000 ms      time allowed for check-in's ROLLBACK
+                                                         and reset_query                     */
     const char *after_connect;        /* NULL         SQL run on every new connection before
                                                          it joins the pool                   */
     dbpool_log_cb log_cb;             /* NULL         NULL = stderr                           */
@@ -243,6 +287,21 @@ typedef struct dbpool_config {
                                                          trip (the server may have closed it:
                                                          idle_session_timeout, a restart) and
                                                          replace a dead one; 0 = never      */
+    int max_waiting;                  /* 0 (unlimited) callers allowed to wait in the queue; a
+                                                         checkout that would be one more
+                                                         fails at once with
+                                                         DBPOOL_EQUEUEFULL                   */
+    const char *reset_query;          /* NULL         PostgreSQL: SQL run at every check-in
+                                                         (after any ROLLBACK) within
+                                                         reset_timeout, e.g. "DISCARD ALL";
+                                                         a failure discards the connection.
+                                                         after_connect runs again after it  */
+    int max_uses;                     /* 0 (unlimited) close a connection after this many
+                                                         leases (at its check-in)            */
+    dbpool_before_connect_cb before_connect_cb; /* NULL  see the hooks above           */
+    dbpool_after_connect_cb after_connect_cb;   /* NULL                                */
+    dbpool_checkin_cb checkin_cb;               /* NULL                                */
+    void *hook_arg;                             /* NULL  passed to the three hooks     */
 } dbpool_config;
 
 /* Fill `cfg` with the defaults above. */
@@ -300,7 +359,8 @@ typedef struct dbpool_driver {
     int (*ping_start)(void *ctx, void *conn, int *fd, char *err, size_t errlen);
     int (*ping_poll)(void *ctx, void *conn, int *fd, char *err, size_t errlen);
     /* At check-in: make the connection reusable (e.g. roll back an open
-     * transaction) within timeout_ms. 0 = keep, nonzero = discard. */
+     * transaction, run a reset query) within timeout_ms. 0 = keep, 1 = kept
+     * after a rollback (counted in rollbacks), negative = discard. */
     int (*reset)(void *ctx, void *conn, int64_t timeout_ms, char *err, size_t errlen);
     /* Prepare a cancel token while the connection is owned by the pool
      * (after connect). May return NULL if cancel is not supported. */
@@ -387,6 +447,7 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_open(dbpool **out, const dbpool_driver *d
  *   DBPOOL_ETIMEDOUT    deadline reached while in queue
  *   DBPOOL_EDROPPED     dropped by the queue's overload rule (see docs)
  *   DBPOOL_EBUSY        queue=false (or timeout 0) and no connection idle
+ *   DBPOOL_EQUEUEFULL   max_waiting callers already wait: fails at once
  *   DBPOOL_EUNAVAILABLE the pool is DOWN (the database is unreachable: fails at
  *                       once with the cached reason) or STOPPED (backoff stop)
  *   DBPOOL_ECLOSED      the pool is closing
@@ -469,6 +530,38 @@ DBPOOL_API int dbpool_restart(dbpool *pool);
 DBPOOL_API int dbpool_pause(dbpool *pool);
 DBPOOL_API int dbpool_resume(dbpool *pool);
 
+/*
+ * Wait until at least n connections are open (connected: idle, checked out
+ * or being pinged), opening dormant ones if n is above min_size. n = 0 means
+ * min_size (with min_size 0 that returns at once). Like psycopg_pool's
+ * wait(); fails at once, as a checkout does, when connecting fails (HikariCP's
+ * default initializationFailTimeout): call it after dbpool_open() to refuse to
+ * start against a database that is not there.
+ * Waits at most timeout_ms (0 = check only; DBPOOL_NO_LIMIT = no limit).
+ * Returns 0, or:
+ *   DBPOOL_EUNAVAILABLE the pool is DOWN (the latest connects failed) or
+ *                       STOPPED; dbpool_last_error() has the connect error
+ *   DBPOOL_ETIMEDOUT    fewer than n open at the deadline (the message says
+ *                       how many, and the last connect error if any)
+ *   DBPOOL_ECLOSED      the pool is closing (also when closed while waiting)
+ *   DBPOOL_EINVAL       NULL pool, n < 0 or above size, negative timeout
+ * Thread-safe; any number of threads may wait.
+ */
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_wait_ready(dbpool *pool, int n, int64_t timeout_ms);
+
+/*
+ * Change size and min_size of an open pool (the same ranges as the options;
+ * min_size -1 = size). Growing adds dormant slots and opens connections up
+ * to min_size at once; shrinking closes idle connections (and forgets slots
+ * that are not connected) now, and closes connections still checked out at
+ * their check-in (they are never taken from their holder). A min_size
+ * lowered without shrinking closes nothing by itself: idle_timeout does.
+ * An idle_limit left at 0 follows the new size. Returns 0, DBPOOL_EINVAL
+ * (out of range; the pool is unchanged), DBPOOL_ENOMEM, DBPOOL_ECLOSED.
+ * Thread-safe.
+ */
+DBPOOL_API int dbpool_resize(dbpool *pool, int size, int min_size);
+
 /* ------------------------------------------------------------------------ */
 /* State and counters                                                        */
 /* ------------------------------------------------------------------------ */
@@ -509,6 +602,10 @@ typedef struct dbpool_stats {
     dbpool_histogram hold_time;  /* checkout to check-in */
     int64_t state_since_ms;      /* monotonic ms of the last state change */
     char last_error[256];        /* last connect error, password-free ("" if none) */
+    int min_size;                /* configured min_size (resolved: -1 gives size) */
+    int64_t oldest_wait_ms;      /* how long the oldest caller in the queue has
+                                    waited so far (PgBouncer's maxwait); 0 if none */
+    dbpool_histogram connect_time; /* successful connects: start to ready */
 } dbpool_stats;
 
 /* Snapshot of the pool's state and counters. Returns 0 or DBPOOL_EINVAL. */
@@ -519,7 +616,8 @@ DBPOOL_API const char *dbpool_pool_name(const dbpool *pool);
 
 /*
  * Render the stats of npools pools in the Prometheus text exposition format
- * (one label pool="name" per series) into buf. *needed (if not NULL) gets the
+ * (one label pool="name" per series; latencies as histograms with the same
+ * buckets in every process, so they aggregate; docs/metrics.md) into buf. *needed (if not NULL) gets the
  * size required including the NUL. Returns 0; DBPOOL_ENOMEM if buflen is too
  * small (buf holds a truncated, NUL-terminated prefix); DBPOOL_EINVAL.
  */

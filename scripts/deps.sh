@@ -16,9 +16,10 @@ if ! installed build-essential && ! { installed gcc && installed make; }; then
 fi
 # clang + its sanitizer/libFuzzer runtimes (libclang-rt-dev): `make fuzz`;
 # clang-tidy / clang-format: the style checks; jq: the tests check every
-# --json output of the CLI with it.
+# --json output of the CLI with it; prometheus: its promtool checks the
+# metrics page (CTest it_metrics).
 for pkg in cmake pkg-config libpq-dev libcmocka-dev pgbouncer valgrind \
-           clang libclang-rt-dev clang-tidy clang-format jq; do
+           clang libclang-rt-dev clang-tidy clang-format jq prometheus; do
     installed "$pkg" || missing+=("$pkg")
 done
 # The server (initdb/pg_ctl in /usr/lib/postgresql/*/bin), from any postgresql-NN.

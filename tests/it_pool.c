@@ -711,7 +711,7 @@ static void test_config_defaults(void **state)
     assert_int_equal(cfg.queue, 1);
     assert_int_equal(cfg.lifo, 0);
     assert_int_equal(cfg.queue_target, 50);
-    assert_int_equal(cfg.queue_interval, 1000);
+    assert_int_equal(cfg.queue_interval, 2000);
     assert_int_equal(cfg.checkout_timeout, 15000);
     assert_int_equal(cfg.idle_interval, 1000);
     assert_int_equal(cfg.idle_limit, 0);
@@ -780,7 +780,7 @@ static void test_invalid_options(void **state)
     assert_int_equal(cfg.size, 4);
     assert_int_equal(cfg.queue_target, 20);
     assert_int_equal(cfg.idle_interval, 1000);
-    assert_int_equal(cfg.queue_interval, 1000); /* untouched */
+    assert_int_equal(cfg.queue_interval, 2000); /* untouched */
     assert_int_equal(dbpool_config_parse(&cfg, "size=3,hold_timeout=0"), 0);
     assert_int_equal(cfg.size, 3);
     assert_int_equal(cfg.hold_timeout, 0);

@@ -152,7 +152,9 @@ static void test_async_churn(void **state)
     assert_int_equal(wrong_thread, 0);
     print_message("%d callbacks, %d cancelled, %d cancels too late\n", ran, cancelled, too_late);
     assert_true(cancelled > 0);
-    assert_true(too_late > 0);
+    /* too_late (a cancel after the completion was posted) depends on the
+     * scheduling of the run: reported, not asserted (it was 0 in one run
+     * out of a few on a loaded machine) */
 
     /* close with requests pending (every connection held) */
     dbpool_lease held[4];

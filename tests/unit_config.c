@@ -114,7 +114,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.queue, 1);
     assert_int_equal(cfg.lifo, 0);
     assert_int_equal(cfg.queue_target, 50);
-    assert_int_equal(cfg.queue_interval, 1000);
+    assert_int_equal(cfg.queue_interval, 2000);
     assert_int_equal(cfg.checkout_timeout, 15000);
     assert_int_equal(cfg.idle_interval, 1000);
     assert_int_equal(cfg.idle_limit, 0);
@@ -494,7 +494,7 @@ static void test_parse(void **state)
     assert_int_equal(cfg.queue, 0);
     assert_int_equal(cfg.idle_limit, 2);
     /* untouched */
-    assert_int_equal(cfg.queue_interval, 1000);
+    assert_int_equal(cfg.queue_interval, 2000);
     assert_string_equal(cfg.name, "default");
 }
 
@@ -605,10 +605,10 @@ static void test_parse_null_args(void **state)
 
 static void test_strerror(void **state)
 {
-    const char *names[19];
+    const char *names[20];
 
     (void)state;
-    for (int code = 0; code >= DBPOOL_ETXENDED; code--) {
+    for (int code = 0; code >= DBPOOL_EQUEUEFULL; code--) {
         const char *s = dbpool_strerror(code);
         assert_non_null(s);
         assert_true(s[0] != '\0');
@@ -620,7 +620,7 @@ static void test_strerror(void **state)
                 fail_msg("codes %d and %d share the name \"%s\"", other, code, s);
     }
     assert_string_equal(dbpool_strerror(1), "unknown error");
-    assert_string_equal(dbpool_strerror(DBPOOL_ETXENDED - 1), "unknown error");
+    assert_string_equal(dbpool_strerror(DBPOOL_EQUEUEFULL - 1), "unknown error");
     assert_string_equal(dbpool_strerror(-1000), "unknown error");
     assert_string_equal(dbpool_strerror(INT_MIN), "unknown error");
     assert_string_equal(dbpool_strerror(INT_MAX), "unknown error");

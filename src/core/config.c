@@ -11,6 +11,8 @@
 #include "error.h"
 
 #define MAX_SIZE 10000
+#define MAX_WAITING 1000000
+#define MAX_USES 1000000000
 #define MAX_MS (INT64_C(1000) * 3600 * 24 * 365) /* one year */
 
 /* dbpool_config_init is below the table. */
@@ -104,7 +106,7 @@ static const struct opt opts[] = {
     OPT(lifo,             O_BOOL,    0,     0, 1),
     OPT(barge_window,     O_MS,      2,     0, MAX_MS),
     OPT(queue_target,     O_MS,      50,    1, MAX_MS),
-    OPT(queue_interval,   O_MS,      1000,  1, MAX_MS),
+    OPT(queue_interval,   O_MS,      2000,  1, MAX_MS),     /* DBConnection >= 2.8.0 */
     OPT(checkout_timeout, O_MS,      15000, 0, MAX_MS),
     OPT(idle_interval,    O_MS,      1000,  1, MAX_MS),
     OPT(idle_limit,       O_INT,     0,     0, MAX_SIZE),
@@ -121,6 +123,9 @@ static const struct opt opts[] = {
     OPT(log_level,        O_LEVEL,   DBPOOL_LOG_WARNING, DBPOOL_LOG_DEBUG, DBPOOL_LOG_NONE),
     OPT(leak_threshold,   O_MS,      0,     0, MAX_MS),
     OPT(alive_check,      O_MS,      500,   0, MAX_MS),     /* HikariCP's aliveBypassWindowMs */
+    OPT(max_waiting,      O_INT,     0,     0, MAX_WAITING), /* psycopg_pool's max_waiting */
+    OPT(reset_query,      O_STR,     0,     0, 0),          /* PgBouncer's server_reset_query */
+    OPT(max_uses,         O_INT,     0,     0, MAX_USES),   /* node-postgres' maxUses */
 };
 /* clang-format on */
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))

@@ -50,9 +50,43 @@ const char *dbpool_strerror(int code)
         return "sandbox: no owner for this thread";
     case DBPOOL_ETXENDED:
         return "sandbox: the code under test ended the sandbox's transaction";
+    case DBPOOL_EQUEUEFULL:
+        return "too many callers waiting (max_waiting): not queued";
     default:
         return "unknown error";
     }
+}
+
+const char *dbpool_errname(int code)
+{
+#define NAME(c)                                                                                    \
+    case c:                                                                                        \
+        return #c
+    switch (code) {
+        NAME(DBPOOL_OK);
+        NAME(DBPOOL_EINVAL);
+        NAME(DBPOOL_ENOMEM);
+        NAME(DBPOOL_ETIMEDOUT);
+        NAME(DBPOOL_EDROPPED);
+        NAME(DBPOOL_EBUSY);
+        NAME(DBPOOL_ESTALE);
+        NAME(DBPOOL_ECLOSED);
+        NAME(DBPOOL_EUNAVAILABLE);
+        NAME(DBPOOL_ECONNECT);
+        NAME(DBPOOL_EEXPIRED);
+        NAME(DBPOOL_ESYSTEM);
+        NAME(DBPOOL_EQUERY);
+        NAME(DBPOOL_ECONNLOST);
+        NAME(DBPOOL_ECOMMIT_UNKNOWN);
+        NAME(DBPOOL_EUNKNOWN);
+        NAME(DBPOOL_EFORKED);
+        NAME(DBPOOL_ENOOWNER);
+        NAME(DBPOOL_ETXENDED);
+        NAME(DBPOOL_EQUEUEFULL);
+    default:
+        return "unknown";
+    }
+#undef NAME
 }
 
 const char *dbpool_last_error(void)

@@ -22,6 +22,7 @@
 #define config_option dbpool__config_option
 #define config_validate dbpool__config_validate
 #define hist_add dbpool__hist_add
+#define hist_count_below_pow2 dbpool__hist_count_below_pow2
 #define hist_quantile dbpool__hist_quantile
 #define hist_summary dbpool__hist_summary
 #define idle_advance dbpool__idle_advance
@@ -38,12 +39,15 @@
 #define manager_unwatch dbpool__manager_unwatch
 #define manager_watch dbpool__manager_watch
 #define pg_cancel_target dbpool__pg_cancel_target
+#define pg_conn_resets dbpool__pg_conn_resets
 #define pg_needs_lookup dbpool__pg_needs_lookup
 #define pg_one_line dbpool__pg_one_line
 #define pg_open dbpool__pg_open
 #define pg_parse_conninfo dbpool__pg_parse_conninfo
 #define pg_resolve dbpool__pg_resolve
+#define pg_resolved_credentials dbpool__pg_resolved_credentials
 #define pg_resolved_free dbpool__pg_resolved_free
+#define pg_resolved_plain dbpool__pg_resolved_plain
 #define pg_set_msg dbpool__pg_set_msg
 #define plog dbpool__plog
 #define pool_abandon dbpool__pool_abandon
@@ -56,10 +60,13 @@
 #define pool_fail_waiters_locked dbpool__pool_fail_waiters_locked
 #define pool_forked dbpool__pool_forked
 #define pool_free dbpool__pool_free
+#define pool_hists_copy dbpool__pool_hists_copy
 #define pool_last_out_locked dbpool__pool_last_out_locked
+#define pool_lease_doom dbpool__pool_lease_doom
 #define pool_lease_user dbpool__pool_lease_user
 #define pool_open dbpool__pool_open
 #define pool_open_conns dbpool__pool_open_conns
+#define pool_ready_wake_locked dbpool__pool_ready_wake_locked
 #define pool_release_locked dbpool__pool_release_locked
 #define pool_signal_dropped dbpool__pool_signal_dropped
 #define pool_submit_async_locked dbpool__pool_submit_async_locked

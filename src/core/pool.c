@@ -59,6 +59,8 @@ void slot_move(struct dbpool *p, struct dbpool_slot *s, enum slot_state to)
 
 /* ---- open --------------------------------------------------------------- */
 
+static void free_chunks(struct dbpool *p);
+
 void pool_free(struct dbpool *p)
 {
     if (!p)
@@ -69,41 +71,73 @@ void pool_free(struct dbpool *p)
         p->drv->ctx_free(p->ctx);
     pthread_condattr_destroy(&p->condattr);
     pthread_cond_destroy(&p->drained);
+    pthread_cond_destroy(&p->ready);
     pthread_mutex_destroy(&p->mu);
     mem_free((char *)p->cfg.name);
     mem_free((char *)p->cfg.after_connect);
-    mem_free(p->slots);
+    free_chunks(p);
     mem_free(p->hists);
     mem_free(p->events);
     sandbox_free(atomic_load(&p->sandbox));
     mem_free(p);
 }
 
-int pool_birth_locked(struct dbpool *p)
+/* Add a chunk of n slots, all in state st, after the ones there are.
+ * Locked (or before the pool is shared). 0 or -1 (out of memory). */
+static int add_chunk(struct dbpool *p, int n, enum slot_state st)
 {
-    p->slots = mem_calloc((size_t)p->cfg.size, sizeof(*p->slots));
-    p->hists = mem_calloc(1, sizeof(*p->hists));
-    if (!p->slots || !p->hists) {
-        mem_free(p->slots);
-        mem_free(p->hists);
-        p->slots = NULL;
-        p->hists = NULL;
-        return set_error(DBPOOL_ENOMEM, "pool \"%s\": out of memory", p->cfg.name);
-    }
-    for (int i = 0; i < p->cfg.size; i++) {
-        struct dbpool_slot *s = &p->slots[i];
+    struct slot_chunk *c = mem_calloc(1, sizeof(*c) + (size_t)n * sizeof(c->s[0]));
+
+    if (!c)
+        return -1;
+    c->n = n;
+    for (int i = 0; i < n; i++) {
+        struct dbpool_slot *s = &c->s[i];
+        uint64_t k = (uint64_t)(p->nslots + i);
         s->pool = p;
         s->watch.fd = -1;
         s->watch.client = &p->mc;
         s->watch.cb = slot_io;
-        s->state = i < p->min_size ? SLOT_PENDING : SLOT_DORMANT;
+        s->state = st;
         atomic_init(&s->gen, 1);
         atomic_init(&s->expired, 0);
         atomic_init(&s->sbx, NULL);
+        atomic_init(&s->doomed, NULL);
         backoff_init(&s->backoff, p->cfg.backoff_type, p->cfg.backoff_min, p->cfg.backoff_max,
-                     p->rng + (uint64_t)i * 0x2545F4914F6CDD1DULL);
+                     p->rng + k * 0x2545F4914F6CDD1DULL);
         list_push_tail(&p->lists[s->state], &s->link);
     }
+    /* appended, so slot order (and pool_close's walk) is creation order */
+    struct slot_chunk **tail = &p->slots;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = c;
+    p->nslots += n;
+    return 0;
+}
+
+static void free_chunks(struct dbpool *p)
+{
+    struct slot_chunk *c, *next;
+
+    for (c = p->slots; c; c = next) {
+        next = c->next;
+        mem_free(c);
+    }
+    p->slots = NULL;
+}
+
+int pool_birth_locked(struct dbpool *p)
+{
+    p->hists = mem_calloc(1, sizeof(*p->hists));
+    if (!p->hists || add_chunk(p, p->cfg.size, SLOT_DORMANT) != 0) {
+        mem_free(p->hists);
+        p->hists = NULL;
+        return set_error(DBPOOL_ENOMEM, "pool \"%s\": out of memory", p->cfg.name);
+    }
+    /* the first min_size connect now */
+    for (int i = 0; i < p->min_size; i++)
+        slot_move(p, slot_first(p, SLOT_DORMANT), SLOT_PENDING);
     return 0;
 }
 
@@ -149,12 +183,14 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const
     p->cfg = *cfg;
     p->cfg.name = mem_strdup(cfg->name ? cfg->name : "default");
     p->cfg.after_connect = mem_strdup(cfg->after_connect);
+    p->cfg.reset_query = NULL; /* the driver keeps its own copy */
     if (!p->cfg.name || (cfg->after_connect && !p->cfg.after_connect)) {
         mem_free((char *)p->cfg.name);
         mem_free((char *)p->cfg.after_connect);
         mem_free(p);
         return set_error(DBPOOL_ENOMEM, "dbpool_open: out of memory");
     }
+    p->idle_limit_auto = p->cfg.idle_limit == 0;
     if (p->cfg.idle_limit == 0)
         p->cfg.idle_limit = p->cfg.size;
     p->min_size = p->cfg.min_size < 0 ? p->cfg.size : p->cfg.min_size;
@@ -162,7 +198,8 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const
     atomic_init(&p->oldest_idle, INT64_MAX);
     if (pthread_mutex_init(&p->mu, NULL) != 0 || pthread_condattr_init(&p->condattr) != 0 ||
         pthread_condattr_setclock(&p->condattr, CLOCK_MONOTONIC) != 0 ||
-        pthread_cond_init(&p->drained, NULL) != 0) {
+        pthread_cond_init(&p->drained, NULL) != 0 ||
+        pthread_cond_init(&p->ready, &p->condattr) != 0) {
         mem_free((char *)p->cfg.name);
         mem_free((char *)p->cfg.after_connect);
         mem_free(p);
@@ -219,14 +256,16 @@ int pool_forked(const struct dbpool *p)
 
 void pool_abandon(struct dbpool *p)
 {
-    for (int i = 0; p->slots && i < p->cfg.size; i++) {
-        struct dbpool_slot *s = &p->slots[i];
-        if (s->cancel_token && p->drv->cancel_free)
-            p->drv->cancel_free(s->cancel_token); /* memory only */
-        if (s->user && s->user_free)
-            s->user_free(s->user); /* memory only */
-        if (s->conn && p->drv->abandon)
-            p->drv->abandon(p->ctx, s->conn);
+    for (struct slot_chunk *c = p->slots; c; c = c->next) {
+        for (int i = 0; i < c->n; i++) {
+            struct dbpool_slot *s = &c->s[i];
+            if (s->cancel_token && p->drv->cancel_free)
+                p->drv->cancel_free(s->cancel_token); /* memory only */
+            if (s->user && s->user_free)
+                s->user_free(s->user); /* memory only */
+            if (s->conn && p->drv->abandon)
+                p->drv->abandon(p->ctx, s->conn);
+        }
     }
     /* the mutexes may be "held" by parent threads: never touched, and the
      * memory goes without destroying them */
@@ -236,7 +275,7 @@ void pool_abandon(struct dbpool *p)
         p->drv->ctx_free(p->ctx);
     mem_free((char *)p->cfg.name);
     mem_free((char *)p->cfg.after_connect);
-    mem_free(p->slots);
+    free_chunks(p);
     mem_free(p->hists);
     mem_free(p->events);
     mem_free(p);
@@ -250,6 +289,8 @@ static void lease_start(struct dbpool *p, struct dbpool_slot *s, int64_t now)
     s->checkout_at = now;
     s->idle_ms = now - s->last_checkin;
     atomic_store_explicit(&s->expired, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->doomed, NULL, memory_order_relaxed);
+    s->uses++;
     s->leak_reported = 0;
     if (p->budget)
         atomic_fetch_add_explicit(&p->active, 1, memory_order_relaxed);
@@ -366,6 +407,13 @@ void pool_fail_waiters_locked(struct dbpool *p, int code, const char *msg)
         w->waited = clock_ms() - w->sent;
         wake_waiter(p, w);
     }
+    pool_ready_wake_locked(p); /* dbpool_wait_ready fails the same way */
+}
+
+void pool_ready_wake_locked(struct dbpool *p)
+{
+    if (p->ready_waiters)
+        pthread_cond_broadcast(&p->ready);
 }
 
 /* ---- health ------------------------------------------------------------- */
@@ -407,7 +455,7 @@ void pool_update_state_locked(struct dbpool *p, int64_t now)
     else if (usable > 0)
         st = DBPOOL_STATE_UP;
     else if (p->lists[SLOT_STOPPED].n > 0 &&
-             p->lists[SLOT_STOPPED].n + p->lists[SLOT_DORMANT].n == p->cfg.size)
+             p->lists[SLOT_STOPPED].n + p->lists[SLOT_DORMANT].n == pool_live_slots(p))
         st = DBPOOL_STATE_STOPPED;
     else if (p->fail_streak > 0)
         st = DBPOOL_STATE_DOWN;
@@ -493,15 +541,24 @@ static int admit_locked(struct dbpool *p, int64_t t0_us, struct dbpool_slot **ou
 
 /* Nothing idle: may the caller wait? 0, or DBPOOL_EBUSY (queue=false or
  * timeout 0; an on-demand pool starts opening one connection so that a
- * retry may succeed), or DBPOOL_ENOMEM. */
+ * retry may succeed), DBPOOL_EQUEUEFULL (max_waiting callers, blocking and
+ * async, wait already), or DBPOOL_ENOMEM. */
 static int may_wait_locked(struct dbpool *p, int64_t timeout_ms)
 {
     int rc;
 
     if (!p->slots && (rc = pool_birth_locked(p)) != 0)
         return rc;
-    if (p->cfg.queue && timeout_ms != 0)
+    if (p->cfg.queue && timeout_ms != 0) {
+        if (p->cfg.max_waiting && p->waiters.n >= p->cfg.max_waiting)
+            /* shed load at the door: the caller can answer "busy" now
+             * instead of after its timeout (psycopg_pool's max_waiting) */
+            return set_error(DBPOOL_EQUEUEFULL,
+                             "pool \"%s\": %d callers already wait for a connection "
+                             "(max_waiting): not queued",
+                             p->cfg.name, p->cfg.max_waiting);
         return 0;
+    }
     if (p->lists[SLOT_DORMANT].n > 0 && p->lists[SLOT_PENDING].n == 0 &&
         p->lists[SLOT_CONNECTING].n == 0) {
         slot_move(p, slot_first(p, SLOT_DORMANT), SLOT_PENDING);
@@ -861,6 +918,26 @@ int dbpool_lease_check(const dbpool_lease *l)
     return 0;
 }
 
+static void reconnect_locked(struct dbpool *p);
+
+void pool_lease_doom(const dbpool_lease *l, const char *reason, int all)
+{
+    if (!lease_live(l))
+        return;
+    struct dbpool_slot *s = l->slot;
+    struct dbpool *p = s->pool;
+    atomic_store_explicit(&s->doomed, reason, memory_order_relaxed);
+    if (!all)
+        return;
+    pthread_mutex_lock(&p->mu);
+    if (!p->closing && s->epoch == p->epoch) {
+        plog(p, DBPOOL_LOG_WARNING, "%s: recycling every connection", reason);
+        reconnect_locked(p);
+        manager_poke(&p->mc);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
 void **pool_lease_user(const dbpool_lease *l, void (*free_fn)(void *))
 {
     if (!lease_live(l))
@@ -915,15 +992,24 @@ int pool_checkin(dbpool_lease *l, int discard)
     if (p->budget)
         atomic_fetch_sub_explicit(&p->active, 1, memory_order_relaxed);
 
-    /* The caller still owns the connection: reset it without the lock. */
+    /* The caller still owns the connection: reset it without the lock,
+     * unless it is closed anyway. */
     int expired = atomic_load_explicit(&s->expired, memory_order_acquire);
+    const char *doomed = atomic_load_explicit(&s->doomed, memory_order_relaxed);
+    int worn = p->cfg.max_uses && s->uses >= p->cfg.max_uses; /* fixed at open; s->uses
+                                                                 is the holder's */
     int rolled_back = 0, broken = 0;
-    if (!discard && !expired && p->drv->reset) {
+    if (!discard && !expired && !doomed && !worn && p->drv->reset) {
         int r = p->drv->reset(p->ctx, s->conn, p->cfg.reset_timeout, err, sizeof(err));
         if (r < 0)
             broken = 1;
         else if (r > 0)
             rolled_back = 1;
+    }
+    if (!discard && !expired && !doomed && !worn && !broken && p->cfg.checkin_cb &&
+        p->cfg.checkin_cb(p->cfg.hook_arg, p->drv->native ? p->drv->native(s->conn) : s->conn)) {
+        broken = 1;
+        snprintf(err, sizeof(err), "checkin_cb asked to discard it");
     }
 
     pthread_mutex_lock(&p->mu);
@@ -939,7 +1025,13 @@ int pool_checkin(dbpool_lease *l, int discard)
         atomic_fetch_sub(&p->evict_requests, 1);
         evicted = 1;
     }
-    if (!discard && !broken && !expired && !closing && !recycle && !evicted) {
+    int retire = 0; /* dbpool_resize shrank the pool while this was out */
+    if (!closing && !evicted && p->to_retire > 0) {
+        p->to_retire--;
+        retire = 1;
+    }
+    if (!discard && !broken && !expired && !closing && !recycle && !evicted && !retire && !doomed &&
+        !worn) {
         if (!p->paused && barge_allowed(p, now_us)) {
             s->last_checkin = now; /* before the move: it keeps oldest_idle right */
             slot_move(p, s, SLOT_IDLE);
@@ -961,8 +1053,11 @@ int pool_checkin(dbpool_lease *l, int discard)
                       : expired      ? "held past hold_timeout"
                       : discard == 2 ? "closed by the server while idle (found at checkout)"
                       : discard      ? "discarded by the caller"
+                      : doomed       ? doomed
                       : closing      ? "pool closed"
                       : evicted      ? "evicted for another pool (cap)"
+                      : retire       ? "pool resized (dbpool_resize)"
+                      : worn         ? "max_uses reached"
                                      : "recycled (max_lifetime or dbpool_reconnect)");
     pthread_mutex_unlock(&p->mu);
 
@@ -973,6 +1068,8 @@ int pool_checkin(dbpool_lease *l, int discard)
     if (p->closing) {
         slot_move(p, s, SLOT_STOPPED);
         last_of_closed = pool_last_out_locked(p);
+    } else if (retire) {
+        slot_move(p, s, SLOT_RETIRED);
     } else if (broken && p->cfg.backoff_type == DBPOOL_BACKOFF_STOP) {
         slot_move(p, s, SLOT_STOPPED);
     } else if (evicted) {
@@ -1044,12 +1141,14 @@ int pool_close(struct dbpool *p)
     /* Every slot not checked out belongs to us now (the manager is
      * detached). Closing a connection does not block (libpq: one Terminate
      * message on an idle socket). */
-    for (int i = 0; p->slots && i < p->cfg.size; i++) {
-        struct dbpool_slot *s = &p->slots[i];
-        if (s->state == SLOT_BUSY)
-            continue;
-        slot_disconnect(p, s);
-        slot_move(p, s, SLOT_STOPPED);
+    for (struct slot_chunk *c = p->slots; c; c = c->next) {
+        for (int i = 0; i < c->n; i++) {
+            struct dbpool_slot *s = &c->s[i];
+            if (s->state == SLOT_BUSY || s->hooking)
+                continue; /* closed at check-in / when its hook returns */
+            slot_disconnect(p, s);
+            slot_move(p, s, SLOT_STOPPED);
+        }
     }
     int busy = p->lists[SLOT_BUSY].n;
     p->torn_down = 1;
@@ -1086,6 +1185,14 @@ int dbpool_reconnect(dbpool *p)
     int rc = lock_open(p, "dbpool_reconnect");
     if (rc != 0)
         return rc;
+    reconnect_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    manager_poke(&p->mc);
+    return 0;
+}
+
+static void reconnect_locked(struct dbpool *p)
+{
     /* Busy connections see the new epoch at check-in; idle ones expire at a
      * random point within one idle interval so they do not all reconnect at
      * once. */
@@ -1095,9 +1202,6 @@ int dbpool_reconnect(dbpool *p)
     for (size_t i = 0; i < sizeof(open_states) / sizeof(open_states[0]); i++)
         for (struct dbpool_slot *s = slot_first(p, open_states[i]); s; s = slot_next(p, s))
             s->expires_at = now + rng_range(&p->rng, 0, p->cfg.idle_interval);
-    pthread_mutex_unlock(&p->mu);
-    manager_poke(&p->mc);
-    return 0;
 }
 
 int dbpool_restart(dbpool *p)
@@ -1142,6 +1246,183 @@ int dbpool_resume(dbpool *p)
         codel_mark_busy(&p->codel);
     serve_waiters_locked(p, now);
     pool_update_state_locked(p, now);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+/* Connected slots: what dbpool_wait_ready counts. Locked. */
+static int connected(const struct dbpool *p)
+{
+    return p->lists[SLOT_IDLE].n + p->lists[SLOT_BUSY].n + p->lists[SLOT_PINGING].n;
+}
+
+/* Open dormant slots until at least n are connected or on their way
+ * (connecting, or waiting for their backoff timer). Locked; 1 if the manager
+ * must be poked. */
+static int open_up_to_locked(struct dbpool *p, int n)
+{
+    int opening = connected(p) + p->lists[SLOT_CONNECTING].n + p->lists[SLOT_PENDING].n +
+                  p->lists[SLOT_BACKOFF].n;
+    int woke = 0;
+
+    for (; opening < n && p->lists[SLOT_DORMANT].n > 0; opening++, woke = 1)
+        slot_move(p, slot_first(p, SLOT_DORMANT), SLOT_PENDING);
+    return woke;
+}
+
+/*
+ * Wait for n connected slots. It shares the checkout's fail-fast rule: a
+ * DOWN pool (the latest connects failed, nothing usable) fails at once with
+ * its cached error rather than running out the timeout, so a service that
+ * checks readiness at start-up learns why now. A server answering "starting
+ * up" (57P03) is not DOWN: that is waited for.
+ */
+int dbpool_wait_ready(dbpool *p, int n, int64_t timeout_ms)
+{
+    int rc = lock_open(p, "dbpool_wait_ready");
+    if (rc != 0)
+        return rc;
+    if (n < 0 || n > p->cfg.size || timeout_ms < 0) {
+        int size = p->cfg.size;
+        pthread_mutex_unlock(&p->mu);
+        if (timeout_ms < 0)
+            return set_error(DBPOOL_EINVAL, "dbpool_wait_ready: negative timeout %lld",
+                             (long long)timeout_ms);
+        return set_error(DBPOOL_EINVAL, "dbpool_wait_ready: n = %d is outside 0..size (%d)", n,
+                         size);
+    }
+    if (n == 0)
+        n = p->min_size;
+    if (n > 0 && !p->slots && (rc = pool_birth_locked(p)) != 0) {
+        pthread_mutex_unlock(&p->mu);
+        return rc;
+    }
+    int64_t t0 = clock_ms(), deadline = deadline_add(t0, timeout_ms);
+    struct timespec ts;
+    abs_deadline(deadline, &ts);
+    if (open_up_to_locked(p, n))
+        manager_poke(&p->mc); /* under the mutex: p is open */
+    p->in_wait++;             /* dbpool_close waits for us to leave */
+    for (;;) {
+        int have = connected(p);
+        if (have >= n) {
+            rc = 0;
+            break;
+        }
+        if (p->closing) {
+            rc = set_error(DBPOOL_ECLOSED, "pool \"%s\" was closed while waiting", p->cfg.name);
+            break;
+        }
+        if (p->state == DBPOOL_STATE_DOWN || p->state == DBPOOL_STATE_STOPPED) {
+            rc = set_error(DBPOOL_EUNAVAILABLE, "pool \"%s\" is %s (%d of %d connections open): %s",
+                           p->cfg.name, dbpool_state_name(p->state), have, n,
+                           p->last_error[0] ? p->last_error : "no usable connection");
+            break;
+        }
+        int64_t now = clock_ms();
+        if (now >= deadline) {
+            rc = set_error(DBPOOL_ETIMEDOUT,
+                           "pool \"%s\": %d of %d connections open after %lld ms%s%s", p->cfg.name,
+                           have, n, (long long)(now - t0),
+                           p->last_error[0] ? "; last connect error: " : "", p->last_error);
+            break;
+        }
+        p->ready_waiters++;
+        if (deadline == INT64_MAX)
+            pthread_cond_wait(&p->ready, &p->mu);
+        else
+            pthread_cond_timedwait(&p->ready, &p->mu, &ts);
+        p->ready_waiters--;
+    }
+    if (--p->in_wait == 0 && p->closing)
+        pthread_cond_signal(&p->drained);
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+/* Shrink: retire `excess` slots, those without a connection first, then
+ * idle ones (closed here, under the mutex, as dbpool_close does: closing an
+ * idle connection does not block); what is left (checked out, connecting,
+ * pinging) is retired as it settles (to_retire). Locked. */
+static void shrink_locked(struct dbpool *p, int excess)
+{
+    static const enum slot_state order[] = {SLOT_DORMANT, SLOT_STOPPED, SLOT_BACKOFF, SLOT_PENDING,
+                                            SLOT_IDLE};
+    struct dbpool_slot *s;
+
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        /* newest idle first: the oldest have earned their pings */
+        while (excess > 0 && (s = order[i] == SLOT_IDLE ? slot_last(p, SLOT_IDLE)
+                                                        : slot_first(p, order[i])) != NULL) {
+            if (s == p->probe)
+                p->probe = NULL;
+            if (order[i] == SLOT_IDLE) {
+                slot_disconnect(p, s);
+                p->n_disconnects++;
+                pool_event_locked(p, DBPOOL_EV_DISCONNECTED, 0, clock_ms(),
+                                  "pool resized (dbpool_resize)");
+            }
+            slot_move(p, s, SLOT_RETIRED);
+            excess--;
+        }
+    }
+    p->to_retire += excess;
+}
+
+/* Grow by n slots: first cancel retirements still owed, then bring retired
+ * slots back, then add a chunk. Locked. 0 or DBPOOL_ENOMEM (nothing changed). */
+static int grow_locked(struct dbpool *p, int n)
+{
+    int cancel = n < p->to_retire ? n : p->to_retire;
+    int revive = n - cancel;
+    int fresh = revive - p->lists[SLOT_RETIRED].n;
+
+    if (fresh > 0 && add_chunk(p, fresh, SLOT_DORMANT) != 0)
+        return set_error(DBPOOL_ENOMEM, "dbpool_resize: out of memory");
+    p->to_retire -= cancel;
+    for (revive -= fresh > 0 ? fresh : 0; revive > 0; revive--) {
+        struct dbpool_slot *s = slot_first(p, SLOT_RETIRED);
+        backoff_reset(&s->backoff);
+        slot_move(p, s, SLOT_DORMANT);
+    }
+    return 0;
+}
+
+int dbpool_resize(dbpool *p, int size, int min_size)
+{
+    int rc = lock_open(p, "dbpool_resize");
+    if (rc != 0)
+        return rc;
+    /* the same rules as the options, checked by the same code */
+    dbpool_config c = p->cfg;
+    c.size = size;
+    c.min_size = min_size;
+    if (p->idle_limit_auto)
+        c.idle_limit = size;
+    if ((rc = config_validate(&c)) != 0) {
+        pthread_mutex_unlock(&p->mu);
+        return rc;
+    }
+    if (p->slots) {
+        int now_size = pool_live_slots(p) - p->to_retire;
+        if (size > now_size && (rc = grow_locked(p, size - now_size)) != 0) {
+            pthread_mutex_unlock(&p->mu);
+            return rc;
+        }
+        if (size < now_size)
+            shrink_locked(p, now_size - size);
+    }
+    p->cfg.size = size;
+    p->cfg.min_size = min_size;
+    if (p->idle_limit_auto)
+        p->cfg.idle_limit = size;
+    p->min_size = min_size < 0 ? size : min_size;
+    if (p->slots)
+        open_up_to_locked(p, p->min_size);
+    plog(p, DBPOOL_LOG_INFO, "resized to size %d, min_size %d%s", size, p->min_size,
+         p->to_retire ? " (connections still in use close at check-in)" : "");
+    pool_update_state_locked(p, clock_ms());
+    manager_poke(&p->mc);
     pthread_mutex_unlock(&p->mu);
     return 0;
 }
@@ -1192,6 +1473,19 @@ void pool_deliver_events(struct dbpool *p)
     } while (n == 16);
 }
 
+int pool_hists_copy(dbpool *p, struct hist *queue, struct hist *hold, struct hist *connect)
+{
+    pthread_mutex_lock(&p->mu);
+    int rc = p->hists ? 0 : -1;
+    if (p->hists) {
+        *queue = p->hists->queue;
+        *hold = p->hists->hold;
+        *connect = p->hists->connect;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
 int dbpool_stats_get(dbpool *p, dbpool_stats *st)
 {
     if (!p || !st)
@@ -1226,6 +1520,11 @@ int dbpool_stats_get(dbpool *p, dbpool_stats *st)
     }
     st->state_since_ms = p->state_since;
     memcpy(st->last_error, p->last_error, sizeof(st->last_error));
+    st->min_size = p->min_size;
+    const struct waiter *w = wq_first(&p->waiters);
+    st->oldest_wait_ms = w ? clock_ms() - w->sent : 0;
+    if (p->hists)
+        hist_summary(&p->hists->connect, &st->connect_time);
     pthread_mutex_unlock(&p->mu);
     return 0;
 }

@@ -55,6 +55,10 @@
  *
  * DORMANT --checkout finds nothing idle--> PENDING;  IDLE --idle_timeout or
  * eviction--> DORMANT (only above min_size, or when a registry's cap needs it).
+ * dbpool_resize shrinking: DORMANT, STOPPED, BACKOFF, PENDING, IDLE --> RETIRED
+ * at once; BUSY at its check-in and CONNECTING/PINGING once they settle
+ * (p->to_retire counts those still owed). Growing: RETIRED --> DORMANT, and
+ * new slots (another chunk) when no retired one is left.
  *
  * BUSY slots belong to the caller holding the lease; PENDING, CONNECTING,
  * PINGING, BACKOFF, STOPPED and DORMANT belong to the manager thread; IDLE
@@ -82,6 +86,7 @@ enum slot_state {
     SLOT_BACKOFF, /* waiting until timer_at to connect again */
     SLOT_STOPPED, /* backoff_type stop: waits for dbpool_restart */
     SLOT_DORMANT, /* not wanted now (above min_size): opened on demand */
+    SLOT_RETIRED, /* beyond the size (dbpool_resize shrank it): not part of the pool */
     SLOT_NSTATES
 };
 
@@ -118,6 +123,12 @@ struct dbpool_slot {
     _Atomic(struct dbpool_owner *) sbx;
     struct dbpool_slot *todo; /* manager's work list, valid only while it runs */
     int todo_op;
+    int uses;                   /* leases since it connected (max_uses) */
+    int64_t connect_start;      /* CONNECTING: when the connect began (ms) */
+    int hooking;                /* CONNECTING: after_connect_cb runs on a worker,
+                                   which owns the connection until it is done */
+    const char *_Atomic doomed; /* BUSY: discard at check-in, for this reason
+                                   (pool_lease_doom); NULL = no */
 };
 
 struct dbpool {
@@ -126,10 +137,20 @@ struct dbpool {
     const dbpool_driver *drv;
     void *ctx;
 
-    /* cfg.size slots, never moved or freed before the pool. Allocated at open
-     * when min_size > 0, else at the first checkout that needs a connection,
-     * so an unused pool (a registry's idle tenant) stays small. */
-    struct dbpool_slot *slots;
+    /* The slots, in chunks that are never moved or freed before the pool
+     * (leases and watchers point into them): the first, of cfg.size slots,
+     * is allocated at open when min_size > 0, else at the first checkout
+     * that needs a connection, so an unused pool (a registry's idle tenant)
+     * stays small; dbpool_resize adds a chunk when it grows past every slot
+     * there is. nslots counts all of them, RETIRED included. */
+    struct slot_chunk *slots;
+    int nslots;
+    int to_retire;        /* dbpool_resize shrank: close this many more slots'
+                             connections as they settle (check-in, connect) */
+    int idle_limit_auto;  /* cfg.idle_limit was 0: it follows the size */
+    pthread_cond_t ready; /* dbpool_wait_ready waiters: broadcast when a
+                             connection opens, the pool fails or closes */
+    int ready_waiters;
     struct pool_hists *hists; /* allocated with the slots */
     struct list_head lists[SLOT_NSTATES];
 
@@ -218,8 +239,23 @@ struct pool_event {
 };
 
 struct pool_hists {
-    struct hist queue, hold;
+    struct hist queue, hold, connect;
 };
+
+struct slot_chunk {
+    struct slot_chunk *next;
+    int n;
+    struct dbpool_slot s[];
+};
+
+/* Slots that are part of the pool (not RETIRED). Locked. */
+static inline int pool_live_slots(const struct dbpool *p)
+{
+    return p->nslots - p->lists[SLOT_RETIRED].n;
+}
+
+/* Wake dbpool_wait_ready callers to look again. Locked. */
+void pool_ready_wake_locked(struct dbpool *p);
 
 /* Allocate the slots (all DORMANT, or PENDING up to min_size). Locked or
  * before the pool is shared. 0 or DBPOOL_ENOMEM. */
@@ -311,6 +347,13 @@ void pool_free(struct dbpool *p);
  * runs when the connection closes, so the state never outlives the session.
  * NULL if the lease is not live. Lease holder only; no lock. */
 void **pool_lease_user(const dbpool_lease *l, void (*free_fn)(void *));
+/* Close the connection of a live lease at its check-in instead of keeping
+ * it (the PostgreSQL layer: a server that became read-only, SQLSTATE
+ * 25006). `reason` (static storage) goes into the disconnect event. With
+ * `all`, every connection opened before now is recycled as by
+ * dbpool_reconnect() (once per epoch: a connection opened after that
+ * reconnect does not start another), with a warning. Lease holder only. */
+void pool_lease_doom(const dbpool_lease *l, const char *reason, int all);
 
 /* dbpool_checkout() without the sandbox's lookup: a real lease. */
 int pool_checkout_direct(struct dbpool *p, int64_t timeout_ms, dbpool_lease *lease);

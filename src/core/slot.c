@@ -208,10 +208,13 @@ static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t no
 {
     backoff_reset(&s->backoff);
     p->n_connects++;
+    if (p->hists && s->connect_start)
+        hist_add(&p->hists->connect, (now - s->connect_start) * 1000);
     p->fail_streak = 0;
     p->starting_up = 0;
     p->at_limit = 0;
     s->broken = 0;
+    s->uses = 0;
     s->epoch = p->epoch;
     s->expires_at = 0;
     if (p->cfg.max_lifetime) {
@@ -223,6 +226,7 @@ static void connected_locked(struct dbpool *p, struct dbpool_slot *s, int64_t no
     if (s == p->probe)
         p->probe = NULL;
     pool_event_locked(p, DBPOOL_EV_CONNECTED, 0, now, "");
+    pool_ready_wake_locked(p);
     pool_release_locked(p, s, now);
     pool_update_state_locked(p, now);
     probe_update_locked(p, now); /* the others connect now, spread */
@@ -293,6 +297,84 @@ static void ping_failed_locked(struct dbpool *p, struct dbpool_slot *s, const ch
     pool_update_state_locked(p, now);
 }
 
+/* ---- after_connect_cb, on a worker ---------------------------------------- */
+
+/*
+ * The user's after-connect hook may block, so it runs on a worker (an
+ * anonymous lane: hooks of one pool run in parallel and never queue behind
+ * another pool's). Meanwhile the slot stays CONNECTING with `hooking` set:
+ * the job owns its connection, so the manager's connect timer and
+ * dbpool_close leave it alone; the job holds a pool reference (p->jobs) and,
+ * when the hook returns, finishes the connect (or fails it, or closes it if
+ * the pool was closed meanwhile).
+ */
+struct hook_job {
+    struct dbpool *p;
+    struct dbpool_slot *s;
+    int rc;
+    char err[256];
+};
+
+static void hook_run(void *arg)
+{
+    struct hook_job *j = arg;
+    struct dbpool *p = j->p;
+    void *conn = p->drv->native ? p->drv->native(j->s->conn) : j->s->conn;
+
+    j->rc = p->cfg.after_connect_cb(p->cfg.hook_arg, conn, j->err, sizeof(j->err));
+}
+
+static void hook_done(void *arg)
+{
+    struct hook_job *j = arg;
+    struct dbpool *p = j->p;
+    struct dbpool_slot *s = j->s;
+    int64_t now = clock_ms();
+
+    pthread_mutex_lock(&p->mu);
+    p->jobs--;
+    s->hooking = 0;
+    if (p->closing || j->rc != 0)
+        slot_disconnect(p, s); /* ours: under the mutex, as dbpool_close does */
+    if (p->closing) {
+        slot_move(p, s, SLOT_STOPPED);
+    } else if (j->rc == 0) {
+        connected_locked(p, s, now);
+    } else {
+        char err[300];
+        snprintf(err, sizeof(err), "after_connect_cb failed: %s",
+                 j->err[0] ? j->err : "(no message)");
+        connect_failed_locked(p, s, err, 0, now);
+    }
+    if (!p->closing)
+        manager_poke(&p->mc); /* under the mutex: p is alive */
+    int last = pool_last_out_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    mem_free(j);
+    if (last)
+        manager_release(&p->mc);
+}
+
+/* Pool mutex held. 0 if the hook was started; else the connect fails. */
+static int start_hook(struct dbpool *p, struct dbpool_slot *s)
+{
+    struct hook_job *j = mem_calloc(1, sizeof(*j));
+
+    if (!j)
+        return -1;
+    j->p = p;
+    j->s = s;
+    s->hooking = 1;
+    p->jobs++;
+    if (workers_submit(NULL, hook_run, j, hook_done) != 0) {
+        s->hooking = 0;
+        p->jobs--;
+        mem_free(j);
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * Apply the result `r` of a driver step on a CONNECTING or PINGING slot.
  * Called without the pool mutex; the manager owns the slot.
@@ -321,7 +403,14 @@ static void progress(struct dbpool *p, struct dbpool_slot *s, int r, int fd, con
 
     pthread_mutex_lock(&p->mu);
     if (st == SLOT_CONNECTING) {
-        if (r == DBPOOL_IO_DONE)
+        if (r == DBPOOL_IO_DONE && p->cfg.after_connect_cb) {
+            if (start_hook(p, s) != 0) {
+                pthread_mutex_unlock(&p->mu);
+                slot_disconnect(p, s);
+                pthread_mutex_lock(&p->mu);
+                connect_failed_locked(p, s, "after_connect_cb: cannot start a worker", 0, now);
+            }
+        } else if (r == DBPOOL_IO_DONE)
             connected_locked(p, s, now);
         else
             connect_failed_locked(p, s, err && *err ? err : "connect failed", why, now);
@@ -363,7 +452,7 @@ static void run_op(struct dbpool *p, struct dbpool_slot *s, int op, void *resolv
                                : DBPOOL_IO_DONE;
         progress(p, s, r, fd, err, now);
         break;
-    case OP_CLOSE: /* the slot is DORMANT already; the manager still owns conn */
+    case OP_CLOSE: /* the slot is DORMANT or RETIRED already; the manager still owns conn */
         slot_disconnect(p, s);
         break;
     case OP_FAIL:
@@ -417,7 +506,7 @@ static void expire_timers(struct dbpool *p, struct dbpool_slot **todo, int64_t n
             slot_move(p, s, SLOT_PENDING);
     }
     for (s = slot_first(p, SLOT_CONNECTING); s; s = slot_next(p, s))
-        if (s->timer_at <= now)
+        if (s->timer_at <= now && !s->hooking)
             todo_push(todo, s, OP_FAIL);
     for (s = slot_first(p, SLOT_PINGING); s; s = slot_next(p, s))
         if (s->timer_at <= now)
@@ -466,6 +555,7 @@ static void start_connects(struct dbpool *p, struct dbpool_slot **todo, int64_t 
             break;
         }
         slot_move(p, s, SLOT_CONNECTING);
+        s->connect_start = now;
         s->timer_at = deadline_add(now, p->cfg.connect_timeout);
         todo_push(todo, s, OP_CONNECT);
     }
@@ -530,6 +620,31 @@ static void close_idle(struct dbpool *p, struct dbpool_slot **todo, int64_t now)
         slot_move(p, s, SLOT_DORMANT);
         todo_push(todo, s, OP_CLOSE);
         open--;
+    }
+}
+
+/* dbpool_resize shrank the pool and some slots were busy connecting or
+ * pinging then: retire them now that they settled (idle ones are closed in
+ * this pass; checked-out ones are retired at their check-in instead). */
+static void retire_settled(struct dbpool *p, struct dbpool_slot **todo, int64_t now)
+{
+    static const enum slot_state order[] = {SLOT_DORMANT, SLOT_STOPPED, SLOT_BACKOFF, SLOT_PENDING,
+                                            SLOT_IDLE};
+    struct dbpool_slot *s;
+
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]) && p->to_retire > 0; i++) {
+        while (p->to_retire > 0 && (s = slot_first(p, order[i])) != NULL) {
+            if (s == p->probe)
+                p->probe = NULL;
+            slot_move(p, s, SLOT_RETIRED);
+            p->to_retire--;
+            if (order[i] == SLOT_IDLE) {
+                p->n_disconnects++;
+                pool_event_locked(p, DBPOOL_EV_DISCONNECTED, 0, now,
+                                  "pool resized (dbpool_resize)");
+                todo_push(todo, s, OP_CLOSE);
+            }
+        }
     }
 }
 
@@ -610,7 +725,8 @@ static int64_t next_due_locked(struct dbpool *p, int64_t now)
             due = min64(due, s->timer_at);
     }
     for (s = slot_first(p, SLOT_CONNECTING); s; s = slot_next(p, s))
-        due = min64(due, s->timer_at);
+        if (!s->hooking)
+            due = min64(due, s->timer_at);
     for (s = slot_first(p, SLOT_PINGING); s; s = slot_next(p, s))
         due = min64(due, s->timer_at);
     for (s = slot_first(p, SLOT_BUSY); s; s = slot_next(p, s)) {
@@ -645,6 +761,7 @@ int64_t slot_service(struct mclient *c, int64_t now)
     expire_timers(p, &todo, now);
     start_connects(p, &todo, now, &resolved);
     check_holds(p, now);
+    retire_settled(p, &todo, now);
     close_idle(p, &todo, now);
     recycle_expired(p, &todo, now);
     ping_idle(p, &todo, now);

@@ -59,6 +59,16 @@ int64_t hist_quantile(const struct hist *h, double q)
     return (int64_t)h->max_us;
 }
 
+uint64_t hist_count_below_pow2(const struct hist *h, int k)
+{
+    uint64_t n = 0;
+
+    /* below 2^k: buckets 0 .. 2k-1 (bucket 2k starts at 2^k) */
+    for (int b = 0; b < 2 * k && b < HIST_BUCKETS; b++)
+        n += h->b[b];
+    return n;
+}
+
 void hist_summary(const struct hist *h, dbpool_histogram *out)
 {
     out->count = h->n;
@@ -160,6 +170,30 @@ static void label(char *dst, size_t cap, const char *v)
     dst[j] = '\0';
 }
 
+/*
+ * One histogram of a pool: which = 0 queue, 1 hold, 2 connect. The buckets
+ * are powers of two of microseconds, 64 us to 2^24 us (16.8 s): edges of the
+ * pool's own log-scale buckets, so every count is exact (a bucket counts the
+ * values below its edge, at microsecond resolution), and the same in every
+ * process, so they add up across instances.
+ */
+#define PROM_K_MIN 6
+#define PROM_K_MAX 24
+static void emit_hist(struct out *o, const char *m, const char *name, dbpool *p, int which)
+{
+    struct hist h[3];
+
+    if (pool_hists_copy(p, &h[0], &h[1], &h[2]) != 0)
+        memset(h, 0, sizeof(h));
+    const struct hist *x = &h[which];
+    for (int k = PROM_K_MIN; k <= PROM_K_MAX; k++)
+        emit(o, "%s_bucket{pool=\"%s\",le=\"%.6f\"} %llu\n", m, name, (double)(1u << k) / 1e6,
+             (unsigned long long)hist_count_below_pow2(x, k));
+    emit(o, "%s_bucket{pool=\"%s\",le=\"+Inf\"} %llu\n", m, name, (unsigned long long)x->n);
+    emit(o, "%s_sum{pool=\"%s\"} %.6f\n", m, name, (double)x->sum_us / 1e6);
+    emit(o, "%s_count{pool=\"%s\"} %llu\n", m, name, (unsigned long long)x->n);
+}
+
 int dbpool_stats_prometheus(dbpool *const *pools, size_t npools, char *buf, size_t buflen,
                             size_t *needed)
 {
@@ -172,8 +206,12 @@ int dbpool_stats_prometheus(dbpool *const *pools, size_t npools, char *buf, size
     static const struct {
         const char *metric, *type, *help;
     } fams[] = {
-        {"dbpool_connections", "gauge", "Connections by state."},
+        {"dbpool_connections", "gauge", "Connections (slots) by state."},
+        {"dbpool_size", "gauge", "Configured size (most connections)."},
+        {"dbpool_min_size", "gauge", "Configured min_size (connections kept open)."},
         {"dbpool_waiting", "gauge", "Callers waiting in the checkout queue."},
+        {"dbpool_oldest_wait_seconds", "gauge",
+         "How long the oldest caller in the queue has waited so far (0 if none)."},
         {"dbpool_up", "gauge", "1 if the pool state is up."},
         {"dbpool_checkouts_total", "counter", "Successful checkouts."},
         {"dbpool_drops_total", "counter", "Checkouts dropped by the queue (CoDel)."},
@@ -184,9 +222,19 @@ int dbpool_stats_prometheus(dbpool *const *pools, size_t npools, char *buf, size
         {"dbpool_pings_total", "counter", "Idle pings that succeeded."},
         {"dbpool_ping_failures_total", "counter", "Idle pings that failed."},
         {"dbpool_hold_timeouts_total", "counter", "Leases that outlived hold_timeout."},
-        {"dbpool_queue_seconds", "summary", "Time spent waiting for a connection."},
-        {"dbpool_hold_seconds", "summary", "Time a connection was held by a caller."},
+        {"dbpool_rollbacks_total", "counter", "Check-ins that rolled back an open transaction."},
+        {"dbpool_queue_seconds", "histogram", "Time spent waiting for a connection."},
+        {"dbpool_hold_seconds", "histogram", "Time a connection was held by a caller."},
+        {"dbpool_connect_seconds", "histogram", "Time a successful connect took."},
     };
+    enum { F_HIST = 16 }; /* the histograms come last */
+    static const char *const states[] = {"idle",    "busy",    "connecting", "pinging",
+                                         "backoff", "stopped", "dormant"};
+    emit(&o,
+         "# HELP dbpool_build_info The dbpool library in use.\n"
+         "# TYPE dbpool_build_info gauge\n"
+         "dbpool_build_info{version=\"%s\"} 1\n",
+         DBPOOL_VERSION_STRING);
     for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
         emit(&o, "# HELP %s %s\n# TYPE %s %s\n", fams[f].metric, fams[f].help, fams[f].metric,
              fams[f].type);
@@ -195,46 +243,66 @@ int dbpool_stats_prometheus(dbpool *const *pools, size_t npools, char *buf, size
                 continue;
             label(name, sizeof(name), dbpool_pool_name(pools[i]));
             const char *m = fams[f].metric;
+            if (f == 0) {
+                const int v[] = {st.idle,    st.busy,    st.connecting, st.pinging,
+                                 st.backoff, st.stopped, st.dormant};
+                for (size_t k = 0; k < sizeof(v) / sizeof(v[0]); k++)
+                    emit(&o, "%s{pool=\"%s\",state=\"%s\"} %d\n", m, name, states[k], v[k]);
+                continue;
+            }
+            if (f >= F_HIST) {
+                emit_hist(&o, m, name, pools[i], (int)(f - F_HIST));
+                continue;
+            }
+            unsigned long long v = 0;
             switch (f) {
-            case 0:
-                emit(&o, "%s{pool=\"%s\",state=\"idle\"} %d\n", m, name, st.idle);
-                emit(&o, "%s{pool=\"%s\",state=\"busy\"} %d\n", m, name, st.busy);
-                emit(&o, "%s{pool=\"%s\",state=\"connecting\"} %d\n", m, name, st.connecting);
-                emit(&o, "%s{pool=\"%s\",state=\"pinging\"} %d\n", m, name, st.pinging);
-                emit(&o, "%s{pool=\"%s\",state=\"backoff\"} %d\n", m, name, st.backoff);
-                emit(&o, "%s{pool=\"%s\",state=\"stopped\"} %d\n", m, name, st.stopped);
-                break;
             case 1:
-                emit(&o, "%s{pool=\"%s\"} %d\n", m, name, st.waiting);
+                v = (unsigned long long)st.size;
                 break;
             case 2:
-                emit(&o, "%s{pool=\"%s\"} %d\n", m, name, st.state == DBPOOL_STATE_UP);
+                v = (unsigned long long)st.min_size;
                 break;
-#define C(i, field)                                                                                \
-    case i:                                                                                        \
-        emit(&o, "%s{pool=\"%s\"} %llu\n", m, name, (unsigned long long)st.field);                 \
-        break;
-                C(3, checkouts)
-                C(4, drops)
-                C(5, timeouts)
-                C(6, connects)
-                C(7, connect_failures)
-                C(8, disconnects)
-                C(9, pings)
-                C(10, ping_failures)
-                C(11, hold_timeouts)
-#undef C
+            case 3:
+                v = (unsigned long long)st.waiting;
+                break;
+            case 4:
+                emit(&o, "%s{pool=\"%s\"} %.3f\n", m, name, (double)st.oldest_wait_ms / 1e3);
+                continue;
+            case 5:
+                v = st.state == DBPOOL_STATE_UP;
+                break;
+            case 6:
+                v = st.checkouts;
+                break;
+            case 7:
+                v = st.drops;
+                break;
+            case 8:
+                v = st.timeouts;
+                break;
+            case 9:
+                v = st.connects;
+                break;
+            case 10:
+                v = st.connect_failures;
+                break;
+            case 11:
+                v = st.disconnects;
+                break;
             case 12:
-            case 13: {
-                const dbpool_histogram *h = f == 12 ? &st.queue_time : &st.hold_time;
-                emit(&o, "%s{pool=\"%s\",quantile=\"0.5\"} %.6f\n", m, name, h->p50_us / 1e6);
-                emit(&o, "%s{pool=\"%s\",quantile=\"0.9\"} %.6f\n", m, name, h->p90_us / 1e6);
-                emit(&o, "%s{pool=\"%s\",quantile=\"0.99\"} %.6f\n", m, name, h->p99_us / 1e6);
-                emit(&o, "%s_sum{pool=\"%s\"} %.6f\n", m, name, h->sum_us / 1e6);
-                emit(&o, "%s_count{pool=\"%s\"} %llu\n", m, name, (unsigned long long)h->count);
+                v = st.pings;
+                break;
+            case 13:
+                v = st.ping_failures;
+                break;
+            case 14:
+                v = st.hold_timeouts;
+                break;
+            case 15:
+                v = st.rollbacks;
                 break;
             }
-            }
+            emit(&o, "%s{pool=\"%s\"} %llu\n", m, name, v);
         }
     }
     if (needed)

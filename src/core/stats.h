@@ -23,5 +23,11 @@ void hist_add(struct hist *h, int64_t us);
 int64_t hist_quantile(const struct hist *h, double q);
 /* Fill the public summary. */
 void hist_summary(const struct hist *h, dbpool_histogram *out);
+/* Values below 2^k us (k < HIST_BUCKETS / 2): exact, a bucket edge. */
+uint64_t hist_count_below_pow2(const struct hist *h, int k);
+
+/* pool.c: copy a pool's histograms (queue, hold, connect) under its mutex.
+ * 0, or -1 before the pool had any (nothing recorded yet). */
+int pool_hists_copy(dbpool *p, struct hist *queue, struct hist *hold, struct hist *connect);
 
 #endif

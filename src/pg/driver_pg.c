@@ -1,5 +1,6 @@
 /* driver_pg.c - the PostgreSQL driver on libpq: non-blocking connect,
- * after_connect, ping, check-in reset (ROLLBACK), cancel, fork abandon. */
+ * after_connect, ping, check-in reset (ROLLBACK, reset_query), cancel, fork
+ * abandon. */
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -24,6 +25,10 @@ struct pg_ctx {
      * registry's idle tenant costs a few hundred bytes, not libpq's ~2 KiB */
     const char **keys, **vals;
     char *after_connect;
+    char *reset_query; /* run at check-in; NULL = none */
+    int lookup;        /* some host entry is a name: look it up first */
+    dbpool_before_connect_cb before_connect;
+    void *hook_arg;
     const char *password; /* points into the block; scrubbed from messages */
     /* the pool's log settings, for server notices (see pg_notice) */
     char *name;
@@ -40,7 +45,14 @@ struct pg_conn {
     int failed;        /* a result of the running command was an error */
     char failure[256]; /* its message: the result and the end of the command
                           may arrive in different reads */
+    uint64_t resets;   /* reset_query runs so far: the query layer forgets its
+                          statement cache when this moves (pg_conn_resets) */
 };
+
+uint64_t pg_conn_resets(const void *conn)
+{
+    return ((const struct pg_conn *)conn)->resets;
+}
 
 /* ---- async command step (after_connect, ping) --------------------------- */
 
@@ -228,12 +240,45 @@ static int pg_connect_start(void *vctx, void **conn, int *fd, char *err, size_t 
     return start_with(ctx, ctx->keys, ctx->vals, conn, fd, err, errlen);
 }
 
-/* Worker thread: look the host names up (the pool's driver has this only
- * when some host entry is a name). */
+/* Worker thread, before a round of connects: fetch credentials from the
+ * before_connect_cb (it may block: an IAM or Vault call), and look the host
+ * names up. The pool's driver has this step only when it needs one of
+ * them. */
 static void *pg_resolve_cb(void *vctx, char *err, size_t errlen)
 {
     struct pg_ctx *ctx = vctx;
-    return pg_resolve(ctx->keys, ctx->vals, err, errlen);
+    dbpool_credentials *cred = NULL;
+    struct pg_resolved *r;
+
+    if (ctx->before_connect) {
+        if (!(cred = mem_calloc(1, sizeof(*cred)))) {
+            snprintf(err, errlen, "out of memory");
+            return NULL;
+        }
+        if (ctx->before_connect(ctx->hook_arg, cred) != 0) {
+            cred->err[sizeof(cred->err) - 1] = '\0';
+            snprintf(err, errlen, "before_connect_cb failed: %s",
+                     cred->err[0] ? cred->err : "(no message)");
+            memset(cred, 0, sizeof(*cred));
+            mem_free(cred);
+            return NULL;
+        }
+        cred->user[sizeof(cred->user) - 1] = cred->password[sizeof(cred->password) - 1] = '\0';
+    }
+    r = ctx->lookup ? pg_resolve(ctx->keys, ctx->vals, err, errlen)
+                    : pg_resolved_plain(ctx->keys, ctx->vals);
+    if (!r && !ctx->lookup)
+        snprintf(err, errlen, "out of memory");
+    if (r && cred && pg_resolved_credentials(r, cred->user, cred->password) != 0) {
+        pg_resolved_free(r);
+        r = NULL;
+        snprintf(err, errlen, "out of memory");
+    }
+    if (cred) {
+        memset(cred, 0, sizeof(*cred)); /* the password lives on only in r */
+        mem_free(cred);
+    }
+    return r;
 }
 
 static int pg_connect_resolved(void *vctx, void *resolved, void **conn, int *fd, char *err,
@@ -298,16 +343,46 @@ static int pg_ping_poll(void *vctx, void *conn, int *fd, char *err, size_t errle
     return command_step(conn, fd, err, errlen, ctx->password);
 }
 
+/* Run one command at check-in, blocking up to the deadline (the caller's
+ * thread owns the connection). 0, or -1 with a message naming `what`. */
+static int reset_cmd(struct pg_ctx *ctx, struct pg_conn *c, const char *sql, const char *what,
+                     int64_t deadline, char *err, size_t errlen)
+{
+    int fd = -1;
+    int r = command_start(c, sql, &fd, err, errlen, ctx->password);
+    while (r == DBPOOL_IO_READ || r == DBPOOL_IO_WRITE) {
+        int64_t left = deadline - clock_ms();
+        if (left <= 0) {
+            snprintf(err, errlen, "%s at check-in timed out (reset_timeout)", what);
+            return -1;
+        }
+        struct pollfd pfd = {.fd = fd, .events = r == DBPOOL_IO_READ ? POLLIN : POLLOUT};
+        if (poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left) < 0)
+            continue;
+        r = command_step(c, &fd, err, errlen, ctx->password);
+    }
+    if (r != DBPOOL_IO_DONE || PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        char tmp[256];
+        snprintf(tmp, sizeof(tmp), "%s", *err ? err : "failed");
+        snprintf(err, errlen, "%s at check-in failed: %s", what, tmp);
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * Check-in: idle -> keep; in a (failed) transaction -> ROLLBACK within the
  * timeout (1 = rolled back); a running query, unread results or a broken
- * connection -> discard (-1).
+ * connection -> discard (-1). Then reset_query, if set, and after_connect
+ * again (a DISCARD ALL undoes its SETs), within the same timeout; a failure
+ * discards. All on the checking-in thread, like the ROLLBACK.
  */
 static int pg_reset(void *vctx, void *conn, int64_t timeout_ms, char *err, size_t errlen)
 {
     struct pg_ctx *ctx = vctx;
     struct pg_conn *c = conn;
     PGnotify *n;
+    int rolled_back = 0;
 
     if (PQstatus(c->pg) != CONNECTION_OK) {
         snprintf(err, errlen, "connection is broken");
@@ -319,9 +394,12 @@ static int pg_reset(void *vctx, void *conn, int64_t timeout_ms, char *err, size_
     case PQTRANS_IDLE:
         if (PQisnonblocking(c->pg))
             PQsetnonblocking(c->pg, 0);
-        return 0;
+        if (!ctx->reset_query)
+            return 0;
+        break;
     case PQTRANS_INTRANS:
     case PQTRANS_INERROR:
+        rolled_back = 1;
         break;
     case PQTRANS_ACTIVE:
         snprintf(err, errlen, "checked in with a query running or results unread");
@@ -332,25 +410,21 @@ static int pg_reset(void *vctx, void *conn, int64_t timeout_ms, char *err, size_
     }
 
     int64_t deadline = deadline_add(clock_ms(), timeout_ms);
-    int fd = -1;
-    int r = command_start(c, "ROLLBACK", &fd, err, errlen, ctx->password);
-    while (r == DBPOOL_IO_READ || r == DBPOOL_IO_WRITE) {
-        int64_t left = deadline - clock_ms();
-        if (left <= 0) {
-            snprintf(err, errlen, "ROLLBACK at check-in timed out");
-            return -1;
-        }
-        struct pollfd pfd = {.fd = fd, .events = r == DBPOOL_IO_READ ? POLLIN : POLLOUT};
-        if (poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left) < 0)
-            continue;
-        r = command_step(c, &fd, err, errlen, ctx->password);
-    }
-    if (r != DBPOOL_IO_DONE || PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
-        if (!*err)
-            snprintf(err, errlen, "ROLLBACK at check-in failed");
+    if (rolled_back && reset_cmd(ctx, c, "ROLLBACK", "ROLLBACK", deadline, err, errlen) != 0)
         return -1;
+    if (ctx->reset_query) {
+        if (reset_cmd(ctx, c, ctx->reset_query, "reset_query", deadline, err, errlen) != 0)
+            return -1;
+        c->resets++; /* before after_connect: the statements are gone either way */
+        if (ctx->after_connect &&
+            reset_cmd(ctx, c, ctx->after_connect, "after_connect (after reset_query)", deadline,
+                      err, errlen) != 0)
+            return -1;
+        /* notifications that arrived meanwhile belong to the old session */
+        while ((n = PQnotifies(c->pg)) != NULL)
+            PQfreemem(n);
     }
-    return 1;
+    return rolled_back;
 }
 
 /* A cancel token remembers its server, so that cancels to one server share
@@ -466,6 +540,7 @@ static void pg_ctx_free(void *vctx)
         return;
     mem_free(ctx->keys); /* the block */
     mem_free(ctx->after_connect);
+    mem_free(ctx->reset_query);
     mem_free(ctx->name);
     mem_free(ctx);
 }
@@ -565,6 +640,8 @@ int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
         goto nomem;
     if (cfg->after_connect && !(ctx->after_connect = mem_strdup(cfg->after_connect)))
         goto nomem;
+    if (cfg->reset_query && *cfg->reset_query && !(ctx->reset_query = mem_strdup(cfg->reset_query)))
+        goto nomem;
     /* PGHOST applies when the conninfo names no host (libpq reads it too) */
     const char *host = getenv("PGHOST"), *hostaddr = getenv("PGHOSTADDR");
     for (int i = 0; ctx->keys[i]; i++) {
@@ -573,7 +650,10 @@ int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
         else if (!strcmp(ctx->keys[i], "hostaddr"))
             hostaddr = ctx->vals[i];
     }
-    const dbpool_driver *drv = pg_needs_lookup(host, hostaddr) ? &pg_driver_lookup : &pg_driver;
+    ctx->lookup = pg_needs_lookup(host, hostaddr);
+    ctx->before_connect = cfg->before_connect_cb;
+    ctx->hook_arg = cfg->hook_arg;
+    const dbpool_driver *drv = ctx->lookup || ctx->before_connect ? &pg_driver_lookup : &pg_driver;
     if ((rc = pool_open(out, drv, ctx, cfg, budget, owner)) != 0)
         pg_ctx_free(ctx);
     return rc;

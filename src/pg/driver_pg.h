@@ -16,6 +16,11 @@ int pg_open(dbpool **out, const char *conninfo, const dbpool_config *cfg,
 /* Was the pool opened by dbpool_pg_open() (or the registry)? */
 int pg_pool_is_pg(const struct dbpool *p);
 
+/* How many times reset_query ran on this driver connection (a lease's
+ * slot->conn): when it moves, the session's prepared statements are gone.
+ * Lease holder only. */
+uint64_t pg_conn_resets(const void *conn);
+
 /* "host:port" of a connection: the worker lane for its cancel requests. */
 void pg_cancel_target(PGconn *pg, char *buf, size_t len);
 

@@ -43,7 +43,8 @@ struct pg_qstate {
     int depth;              /* savepoint nesting of dbpool_pg_transaction_lease */
     uint64_t retryable;     /* 40001/40P01 errors seen (transaction retries) */
     char last_sqlstate[6];
-    int64_t db_us; /* time spent in exchanges, ever (transaction timings) */
+    int64_t db_us;   /* time spent in exchanges, ever (transaction timings) */
+    uint64_t resets; /* pg_conn_resets() when the cache was last valid */
 };
 
 /* The connection closed (src/core/slot.c, slot_disconnect): sends nothing,
@@ -186,6 +187,25 @@ static void poison(PGconn *pg)
             break;
 }
 
+/*
+ * A 25006 (read_only_sql_transaction) came back. From a session the server
+ * made read-only -- a standby after a failover (in_hot_standby), a primary
+ * being demoted (default_transaction_read_only) -- it means the pool talks
+ * to the wrong server: 2, reconnect every connection. From a server that
+ * reports neither parameter (before PostgreSQL 14) we cannot tell it from
+ * the application's own READ ONLY transaction: 1, this connection only. From
+ * a read-write session (the application's BEGIN READ ONLY): 0, keep it.
+ */
+static int read_only_session(PGconn *pg)
+{
+    const char *hs = PQparameterStatus(pg, "in_hot_standby");
+    const char *ro = PQparameterStatus(pg, "default_transaction_read_only");
+
+    if ((hs && !strcmp(hs, "on")) || (ro && !strcmp(ro, "on")))
+        return 2;
+    return hs || ro ? 0 : 1;
+}
+
 /* ---- one exchange ---------------------------------------------------------------- */
 
 enum { K_PARAMS, K_PREPARED, K_PREPARE, K_SIMPLE };
@@ -212,6 +232,8 @@ struct call {
     int was_blocking; /* restore blocking mode at the end */
     int sent;         /* the caller's statement may have been executed */
     int discard;      /* the connection must not be reused */
+    int read_only;    /* a 25006 came back: read_only_session() */
+    const dbpool_lease *lease;
     int64_t db_us;
     int fail_rc;   /* XS_FAIL: the code to return (ECONNLOST unless misuse) */
     char msg[320]; /* detail of the last non-OK exchange */
@@ -536,6 +558,8 @@ static int exchange(struct call *c, int kind, const char *name, const char *sql,
             snprintf(c->qs->last_sqlstate, sizeof(c->qs->last_sqlstate), "%s", st);
             if (!strcmp(st, "40001") || !strcmp(st, "40P01"))
                 c->qs->retryable++;
+            if (!strcmp(st, "25006") && !c->read_only)
+                c->read_only = read_only_session(c->pg);
         }
     }
     return x;
@@ -752,6 +776,15 @@ static int call_init(struct call *c, dbpool_lease *l, const dbpool_pg_opts *o)
         *user = qs;
     }
     c->qs = *user;
+    c->lease = l;
+    /* a reset_query ran at a check-in since (DISCARD ALL): the server
+     * forgot every prepared statement, and nothing needs DEALLOCATE */
+    uint64_t resets = pg_conn_resets(l->slot->conn);
+    if (c->qs->resets != resets) {
+        stmtcache_clear(&c->qs->cache);
+        c->qs->cache.npending = 0;
+        c->qs->resets = resets;
+    }
     c->was_blocking = !PQisnonblocking(c->pg);
     return 0;
 }
@@ -766,6 +799,11 @@ static void restore_mode(struct call *c)
 
 static void call_end(struct call *c)
 {
+    if (c->read_only)
+        pool_lease_doom(c->lease,
+                        "read-only server (SQLSTATE 25006: a standby, or a primary being "
+                        "demoted); reconnecting",
+                        c->read_only == 2);
     if (c->discard)
         poison(c->pg); /* check-in will close it, whoever does it */
     restore_mode(c);

@@ -13,6 +13,9 @@
 #include "alloc.h"
 
 #define MAX_ENTRIES 64 /* host list entries after expansion */
+/* room in keys/vals beyond the pool's: host, hostaddr, port, user, password
+ * and the terminating NULL */
+#define EXTRA_KEYS 6
 
 int (*dbpool__pg_getaddrinfo)(const char *node, const char *service, const struct addrinfo *hints,
                               struct addrinfo **res) = getaddrinfo;
@@ -161,8 +164,8 @@ struct pg_resolved *pg_resolve(const char *const *keys, const char *const *vals,
         goto out;
     }
     r = mem_calloc(1, sizeof(*r));
-    if (!r || !(r->keys = mem_calloc((size_t)nkeys + 4, sizeof(char *))) ||
-        !(r->vals = mem_calloc((size_t)nkeys + 4, sizeof(char *)))) {
+    if (!r || !(r->keys = mem_calloc((size_t)nkeys + EXTRA_KEYS, sizeof(char *))) ||
+        !(r->vals = mem_calloc((size_t)nkeys + EXTRA_KEYS, sizeof(char *)))) {
         pg_resolved_free(r);
         r = NULL;
         snprintf(err, errlen, "out of memory");
@@ -194,10 +197,62 @@ out:
     return r;
 }
 
+struct pg_resolved *pg_resolved_plain(const char *const *keys, const char *const *vals)
+{
+    struct pg_resolved *r = mem_calloc(1, sizeof(*r));
+    int n = 0;
+
+    while (keys[n])
+        n++;
+    if (!r || !(r->keys = mem_calloc((size_t)n + EXTRA_KEYS, sizeof(char *))) ||
+        !(r->vals = mem_calloc((size_t)n + EXTRA_KEYS, sizeof(char *)))) {
+        pg_resolved_free(r);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        r->keys[i] = keys[i];
+        r->vals[i] = vals[i];
+    }
+    return r;
+}
+
+/* Set key to an owned value: replace its entry or append one. */
+static void set_key(struct pg_resolved *r, const char *key, const char *val)
+{
+    int i = 0;
+
+    while (r->keys[i] && strcmp(r->keys[i], key) != 0)
+        i++;
+    if (!r->keys[i]) {
+        r->keys[i] = key;
+        r->keys[i + 1] = r->vals[i + 1] = NULL;
+    }
+    r->vals[i] = val;
+}
+
+int pg_resolved_credentials(struct pg_resolved *r, const char *user, const char *password)
+{
+    if (user && *user) {
+        if (!(r->user = mem_strdup(user)))
+            return -1;
+        set_key(r, "user", r->user);
+    }
+    if (password && *password) {
+        if (!(r->password = mem_strdup(password)))
+            return -1;
+        set_key(r, "password", r->password);
+    }
+    return 0;
+}
+
 void pg_resolved_free(struct pg_resolved *r)
 {
     if (!r)
         return;
+    if (r->password)
+        memset(r->password, 0, strlen(r->password));
+    mem_free(r->user);
+    mem_free(r->password);
     mem_free(r->host);
     mem_free(r->hostaddr);
     mem_free(r->port);

@@ -14,6 +14,7 @@ struct addrinfo;
 struct pg_resolved {
     const char **keys, **vals;
     char *host, *hostaddr, *port;
+    char *user, *password; /* from a before_connect_cb; NULL = the pool's */
 };
 
 /* Does this host list need a lookup (some entry is a name, and no hostaddr)? */
@@ -24,6 +25,12 @@ int pg_needs_lookup(const char *host, const char *hostaddr);
 struct pg_resolved *pg_resolve(const char *const *keys, const char *const *vals, char *err,
                                size_t errlen);
 void pg_resolved_free(struct pg_resolved *r);
+/* The pool's keys/vals as they are (no lookup), to carry credentials. NULL
+ * if out of memory. */
+struct pg_resolved *pg_resolved_plain(const char *const *keys, const char *const *vals);
+/* Use this user and password (each if not empty) instead of the pool's.
+ * 0, or -1 if out of memory. */
+int pg_resolved_credentials(struct pg_resolved *r, const char *user, const char *password);
 
 /* The lookup function (getaddrinfo); tests replace it to make lookups slow. */
 extern int (*dbpool__pg_getaddrinfo)(const char *node, const char *service,

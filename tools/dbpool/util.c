@@ -465,17 +465,22 @@ int wait_pool_ready(const char *cmd, dbpool *pool, int64_t connect_timeout_ms, c
 {
     dbpool_stats st;
     int64_t until = now_ns() + (connect_timeout_ms + 5000) * 1000000;
+    int rc = DBPOOL_ETIMEDOUT;
 
-    while (now_ns() < until && !g_stop) {
-        if (dbpool_stats_get(pool, &st) != 0)
-            return -1;
-        if (st.idle >= st.size)
-            return 0;
-        if (st.state == DBPOOL_STATE_DOWN || st.state == DBPOOL_STATE_STOPPED) {
-            fail_msg(cmd, "cannot connect%s: %s", via, st.last_error);
-            return -1;
-        }
-        sleep_ms(10, &g_stop);
+    if (dbpool_stats_get(pool, &st) != 0)
+        return -1;
+    /* in slices, so that Ctrl-C is seen while waiting */
+    while (rc == DBPOOL_ETIMEDOUT && !g_stop) {
+        int64_t left_ms = (until - now_ns()) / 1000000;
+        if (left_ms <= 0)
+            break;
+        rc = dbpool_wait_ready(pool, st.size, left_ms < 100 ? left_ms : 100);
+    }
+    if (rc == 0)
+        return 0;
+    if (rc == DBPOOL_EUNAVAILABLE && dbpool_stats_get(pool, &st) == 0) {
+        fail_msg(cmd, "cannot connect%s: %s", via, st.last_error);
+        return -1;
     }
     if (dbpool_stats_get(pool, &st) == 0)
         fail_msg(cmd, "only %d of %d pool connections opened%s%s", st.idle, st.size,
