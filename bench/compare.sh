@@ -9,6 +9,8 @@
 #   handover  strict vs bounded vs unfair hand-over (bench/handover.sh)
 #   recovery  outage drills (dbpool drill, refuse and black-hole): first
 #             success after the return, connect attempts while down, log lines
+#   micro     the stub-driver checkout + check-in cycle against a naive mutex
+#             pool in the same process (bench/pool_micro.c; no database)
 #   registry  the registry at the connect-rate limit (bench/registry_bench.c)
 #             vs pgbench -C; uniform and Zipf tenant mixes; open connections
 #             vs live backends over time; cold tenant with 10,000 idle tenants
@@ -18,7 +20,7 @@
 #   SUITES="handover recovery" bash bench/compare.sh   only those
 #
 # Environment (all optional):
-#   SUITES="select1 handover recovery registry"
+#   SUITES="select1 handover recovery micro registry"
 #   DURATION=15      seconds per run            REPS=3    runs per setup (median reported)
 #   CLIENTS=16       client threads / pgbench clients
 #   CONNS=8          server connections (pool size, PgBouncer default_pool_size)
@@ -40,7 +42,7 @@ CONNS=${CONNS:-8}
 PGBENCH_JOBS=${PGBENCH_JOBS:-2}
 BUILD_DIR=${BUILD_DIR:-$repo/build}
 DBPOOL=${DBPOOL:-$BUILD_DIR/bin/dbpool}
-SUITES=${SUITES:-select1 handover recovery registry}
+SUITES=${SUITES:-select1 handover recovery micro registry}
 want() { [[ " $SUITES " == *" $1 "* ]]; }
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
@@ -54,6 +56,9 @@ if [ ! -x "$DBPOOL" ]; then
 fi
 if want registry && [ ! -x "$BUILD_DIR/bench/registry_bench" ]; then
     cmake --build "$BUILD_DIR" -j "$(nproc)" --target bench_registry_bench >/dev/null
+fi
+if want micro && [ ! -x "$BUILD_DIR/bench/pool_micro" ]; then
+    cmake --build "$BUILD_DIR" -j "$(nproc)" --target bench_pool_micro >/dev/null
 fi
 [ -x "$DBPOOL" ] || die "no dbpool CLI at $DBPOOL"
 
@@ -343,5 +348,15 @@ if want handover; then
     DATABASE_URL=$conninfo DBPOOL=$DBPOOL bash "$here/handover.sh"
 fi
 want recovery && recovery_suite
+if want micro; then
+    echo
+    echo "## Checkout + check-in with a stub driver (bench/pool_micro.c)"
+    echo
+    echo "Targets: 1 thread <= 100 ns (cpu); 8 threads on 1 connection within 2x of the naive pool."
+    echo
+    echo '```'
+    "$BUILD_DIR/bench/pool_micro" --time 500 --reps 5 --threads 1,8 --sizes 1
+    echo '```'
+fi
 want registry && registry_suite
 exit 0
