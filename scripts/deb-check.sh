@@ -37,6 +37,12 @@ mkdir -p "$work/src"
 git archive --format=tar HEAD | tar -x -C "$work/src"
 [ -d "$work/src/debian" ] || { echo "deb-check: no debian/ in HEAD" >&2; exit 1; }
 
+# debian/changelog names the version too: it must be the one in dbpool.h
+want=$(sed -n 's/^#define DBPOOL_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9][0-9]*\)$/\2/p' include/dbpool.h | paste -sd.)
+got=$(cd "$work/src" && dpkg-parsechangelog -S Version)
+[ "${got%-*}" = "$want" ] ||
+    { echo "deb-check: debian/changelog is at $got, include/dbpool.h at $want: add a changelog entry" >&2; exit 1; }
+
 echo "deb-check: dpkg-buildpackage -us -uc -b"
 (cd "$work/src" && dpkg-buildpackage -us -uc -b -j2) >"$work/build.log" 2>&1 ||
     { tail -n 80 "$work/build.log"; echo "deb-check: dpkg-buildpackage failed" >&2; exit 1; }
