@@ -105,7 +105,11 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_sandbox_checkout(dbpool *pool, int64_t ti
  *   DBPOOL_ETXENDED   the code under test ended the sandbox's transaction
  *                     (raw COMMIT/ROLLBACK) during the owner's life: what it
  *                     wrote before may have been committed for real.
- *   DBPOOL_EEXPIRED   ownership_timeout fired; the connection was discarded.
+ *   DBPOOL_EEXPIRED   ownership_timeout fired; the connection was discarded
+ *                     (now, or already by another thread's checkout if nobody
+ *                     held it: the handle is freed all the same).
+ *   DBPOOL_ESTALE     the owner had already ended while a caller held its
+ *                     connection (the handle is not freed twice).
  *   DBPOOL_EINVAL     NULL.
  */
 DBPOOL_API int dbpool_sandbox_checkin(dbpool_owner *owner);
