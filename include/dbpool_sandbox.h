@@ -108,8 +108,9 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_sandbox_checkout(dbpool *pool, int64_t ti
  *   DBPOOL_EEXPIRED   ownership_timeout fired; the connection was discarded
  *                     (now, or already by another thread's checkout if nobody
  *                     held it: the handle is freed all the same).
- *   DBPOOL_ESTALE     the owner had already ended while a caller held its
- *                     connection (the handle is not freed twice).
+ *   DBPOOL_ESTALE     called again after DBPOOL_EBUSY, while that caller still
+ *                     holds the connection (once it checks in, the handle is
+ *                     freed: never call this twice).
  *   DBPOOL_EINVAL     NULL.
  */
 DBPOOL_API int dbpool_sandbox_checkin(dbpool_owner *owner);
