@@ -105,7 +105,12 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_sandbox_checkout(dbpool *pool, int64_t ti
  *   DBPOOL_ETXENDED   the code under test ended the sandbox's transaction
  *                     (raw COMMIT/ROLLBACK) during the owner's life: what it
  *                     wrote before may have been committed for real.
- *   DBPOOL_EEXPIRED   ownership_timeout fired; the connection was discarded.
+ *   DBPOOL_EEXPIRED   ownership_timeout fired; the connection was discarded
+ *                     (now, or already by another thread's checkout if nobody
+ *                     held it: the handle is freed all the same).
+ *   DBPOOL_ESTALE     called again after DBPOOL_EBUSY, while that caller still
+ *                     holds the connection (once it checks in, the handle is
+ *                     freed: never call this twice).
  *   DBPOOL_EINVAL     NULL.
  */
 DBPOOL_API int dbpool_sandbox_checkin(dbpool_owner *owner);

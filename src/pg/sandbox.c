@@ -64,8 +64,9 @@ static int sbx_lease_end(dbpool_lease *l, int had_sp, char *msg, size_t len)
          * (COMMIT, then BEGIN again) */
         snprintf(msg, len,
                  "the code under test ended the sandbox's transaction (a raw COMMIT or "
-                 "ROLLBACK, then a new BEGIN): what it wrote before may have been committed "
-                 "for real; the sandbox began a new transaction");
+                 "ROLLBACK, then a new BEGIN): what the test wrote before it, and what this "
+                 "lease wrote after it, may have been committed for real; the sandbox began "
+                 "a new transaction");
         return restart(l, pg);
     case PQTRANS_INERROR:
         if (had_sp && cmd(l, "ROLLBACK TO SAVEPOINT " LEASE_SP) == 0 &&
@@ -79,8 +80,8 @@ static int sbx_lease_end(dbpool_lease *l, int had_sp, char *msg, size_t len)
     case PQTRANS_IDLE:
         snprintf(msg, len,
                  "the code under test ended the sandbox's transaction (a raw COMMIT or "
-                 "ROLLBACK): what it wrote before may have been committed for real; the "
-                 "sandbox began a new transaction");
+                 "ROLLBACK): what the test wrote before it, and what this lease wrote after "
+                 "it, may have been committed for real; the sandbox began a new transaction");
         return restart(l, pg);
     default: /* a query left running: the connection is not usable */
         return SBX_BROKEN;
