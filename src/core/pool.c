@@ -91,7 +91,7 @@ static int add_chunk(struct dbpool *p, int n, enum slot_state st)
     c->n = n;
     for (int i = 0; i < n; i++) {
         struct dbpool_slot *s = &c->s[i];
-        uint64_t k = (uint64_t)(p->nslots + i);
+        uint64_t k = (uint64_t)p->nslots + (uint64_t)i;
         s->pool = p;
         s->watch.fd = -1;
         s->watch.client = &p->mc;
