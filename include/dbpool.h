@@ -231,6 +231,42 @@ typedef int (*dbpool_after_connect_cb)(void *arg, void *conn, char *err, size_t 
 typedef int (*dbpool_checkin_cb)(void *arg, void *conn);
 
 /*
+ * Tracing: one callback for the moments a tracer (OpenTelemetry) wants,
+ * called on the caller's thread without any pool lock, only when set (an
+ * unset callback costs one NULL test). A *_START call returns a pointer of
+ * yours (a span), handed back in the matching *_END as `span`.
+ * OpenTelemetry's database conventions: pool_name is
+ * db.client.connection.pool.name; CHECKOUT_END's duration is
+ * db.client.connection.wait_time (rc DBPOOL_ETIMEDOUT counts as
+ * db.client.connection.timeouts), CHECKIN's is db.client.connection.use_time;
+ * QUERY_END's is db.client.operation.duration, statement is db.query.text,
+ * sqlstate db.response.status_code, dbpool_errname(rc) error.type.
+ */
+typedef enum {
+    DBPOOL_TRACE_CHECKOUT_START = 0, /* dbpool_checkout() called */
+    DBPOOL_TRACE_CHECKOUT_END,       /* it returns: rc, duration = the wait */
+    DBPOOL_TRACE_CHECKIN,            /* a lease came back: rc as dbpool_checkin's,
+                                        duration = how long it was held */
+    DBPOOL_TRACE_QUERY_START,        /* a query helper sends a statement */
+    DBPOOL_TRACE_QUERY_END           /* ... and has its outcome: rc, sqlstate */
+} dbpool_trace_type;
+
+typedef struct dbpool_trace {
+    dbpool_trace_type type;
+    const char *pool_name;
+    int rc;                /* *_END, CHECKIN: 0 or a DBPOOL_E* code */
+    int64_t at_us;         /* monotonic time of the event (CLOCK_MONOTONIC, us) */
+    int64_t duration_us;   /* *_END, CHECKIN; else 0 */
+    const char *statement; /* QUERY_*: the SQL as given (it may hold literals); else NULL */
+    const char *sqlstate;  /* QUERY_END: the server's SQLSTATE, "" if none; else NULL */
+    void *span;            /* *_END: what the *_START call returned; else NULL */
+} dbpool_trace;
+
+/* All pointers are valid during the call only. Must not block for long nor
+ * call into the same pool. The return value matters for *_START only. */
+typedef void *(*dbpool_trace_cb)(void *arg, const dbpool_trace *t);
+
+/*
  * Pool options. Fill with dbpool_config_init(), then set fields directly or by
  * name with dbpool_config_set()/dbpool_config_parse(). Strings are copied by
  * dbpool_open(); the config may be reused or freed afterwards.
@@ -302,6 +338,8 @@ typedef struct dbpool_config {
     dbpool_after_connect_cb after_connect_cb;   /* NULL                                */
     dbpool_checkin_cb checkin_cb;               /* NULL                                */
     void *hook_arg;                             /* NULL  passed to the three hooks     */
+    dbpool_trace_cb trace_cb;                   /* NULL  see dbpool_trace_cb           */
+    void *trace_arg;                            /* NULL                                */
 } dbpool_config;
 
 /* Fill `cfg` with the defaults above. */
@@ -598,13 +636,13 @@ typedef struct dbpool_stats {
     int waiting; /* callers in the queue */
     uint64_t checkouts, drops, timeouts, connects, connect_failures, disconnects, pings,
         ping_failures, hold_timeouts, rollbacks;
-    dbpool_histogram queue_time; /* checkout: time from the call to the lease */
-    dbpool_histogram hold_time;  /* checkout to check-in */
-    int64_t state_since_ms;      /* monotonic ms of the last state change */
-    char last_error[256];        /* last connect error, password-free ("" if none) */
-    int min_size;                /* configured min_size (resolved: -1 gives size) */
-    int64_t oldest_wait_ms;      /* how long the oldest caller in the queue has
-                                    waited so far (PgBouncer's maxwait); 0 if none */
+    dbpool_histogram queue_time;   /* checkout: time from the call to the lease */
+    dbpool_histogram hold_time;    /* checkout to check-in */
+    int64_t state_since_ms;        /* monotonic ms of the last state change */
+    char last_error[256];          /* last connect error, password-free ("" if none) */
+    int min_size;                  /* configured min_size (resolved: -1 gives size) */
+    int64_t oldest_wait_ms;        /* how long the oldest caller in the queue has
+                                      waited so far (PgBouncer's maxwait); 0 if none */
     dbpool_histogram connect_time; /* successful connects: start to ready */
 } dbpool_stats;
 
@@ -617,9 +655,10 @@ DBPOOL_API const char *dbpool_pool_name(const dbpool *pool);
 /*
  * Render the stats of npools pools in the Prometheus text exposition format
  * (one label pool="name" per series; latencies as histograms with the same
- * buckets in every process, so they aggregate; docs/metrics.md) into buf. *needed (if not NULL) gets the
- * size required including the NUL. Returns 0; DBPOOL_ENOMEM if buflen is too
- * small (buf holds a truncated, NUL-terminated prefix); DBPOOL_EINVAL.
+ * buckets in every process, so they aggregate; docs/metrics.md) into buf.
+ * *needed (if not NULL) gets the size required including the NUL. Returns 0;
+ * DBPOOL_ENOMEM if buflen is too small (buf holds a truncated, NUL-terminated
+ * prefix); DBPOOL_EINVAL.
  */
 DBPOOL_API int dbpool_stats_prometheus(dbpool *const *pools, size_t npools, char *buf,
                                        size_t buflen, size_t *needed);

@@ -4,8 +4,12 @@
  * leased ones at check-in, grow again past every slot there was),
  * max_waiting (a full queue refuses at once with DBPOOL_EQUEUEFULL) and
  * dbpool_errname. Every wait is bounded; nothing is timed. */
+#include <arpa/inet.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -117,6 +121,57 @@ static void test_wait_ready_bad_args(void **state)
     assert_int_equal(dbpool_wait_ready(p, -1, 0), DBPOOL_EINVAL);
     assert_int_equal(dbpool_wait_ready(p, 1, -5), DBPOOL_EINVAL);
     assert_int_equal(itp_close(p), 0);
+}
+
+/* A caller waiting in dbpool_wait_ready when the pool is closed gets
+ * DBPOOL_ECLOSED, and the close waits for it to leave. The "server" is a
+ * socket that listens and never answers, so the pool stays connecting. */
+struct ready_thr {
+    dbpool *p;
+    int rc;
+};
+
+static void *ready_main(void *arg)
+{
+    struct ready_thr *t = arg;
+    t->rc = dbpool_wait_ready(t->p, 1, 60000);
+    return NULL;
+}
+
+static int connecting_is(const dbpool_stats *st, int64_t n)
+{
+    return st->connecting == n;
+}
+
+static void test_wait_ready_closed_while_waiting(void **state)
+{
+    (void)state;
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(ls >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(ls, 8), 0);
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &alen), 0);
+
+    dbpool_config cfg;
+    dbpool_config_init(&cfg);
+    cfg.size = 1;
+    cfg.min_size = 0; /* wait_ready starts the connect: seeing it, we know it waits */
+    cfg.connect_timeout = 60000;
+    char ci[200];
+    snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=postgres dbname=postgres",
+             ntohs(a.sin_port));
+    dbpool *p = NULL;
+    assert_int_equal(dbpool_pg_open(&p, ci, &cfg), 0);
+    struct ready_thr t = {p, 1};
+    pthread_t th = itp_thr_start(ready_main, &t);
+    /* the connect appears in the same locked step that registers the waiter */
+    assert_true(itp_wait_stats(p, connecting_is, 1, 10000));
+    assert_int_equal(dbpool_close(p), 0);
+    assert_int_equal(itp_thr_join(th, 10000), 0);
+    assert_int_equal(t.rc, DBPOOL_ECLOSED);
+    close(ls);
 }
 
 /* ---- dbpool_resize ---------------------------------------------------------- */
@@ -360,6 +415,7 @@ int main(void)
         cmocka_unit_test_teardown(test_wait_ready_check_only, test_teardown),
         cmocka_unit_test_teardown(test_wait_ready_fails_with_reason, test_teardown),
         cmocka_unit_test_teardown(test_wait_ready_bad_args, test_teardown),
+        cmocka_unit_test_teardown(test_wait_ready_closed_while_waiting, test_teardown),
         cmocka_unit_test_teardown(test_resize_grow_shrink_grow, test_teardown),
         cmocka_unit_test_teardown(test_resize_grow_cancels_pending_shrink, test_teardown),
         cmocka_unit_test_teardown(test_resize_invalid, test_teardown),

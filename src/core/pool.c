@@ -93,7 +93,7 @@ static int add_chunk(struct dbpool *p, int n, enum slot_state st)
     c->n = n;
     for (int i = 0; i < n; i++) {
         struct dbpool_slot *s = &c->s[i];
-        uint64_t k = (uint64_t)(p->nslots + i);
+        uint64_t k = (uint64_t)p->nslots + (uint64_t)i;
         s->pool = p;
         s->watch.fd = -1;
         s->watch.client = &p->mc;
@@ -837,6 +837,30 @@ int64_t pool_async_service_locked(struct dbpool *p, int64_t now)
  * behind the caller's back and the checkout goes on with what is left of its
  * timeout: a raw lease is never handed out already dead when we could know.
  */
+static int checkout_traced(dbpool *p, int64_t timeout_ms, dbpool_lease *lease, void *caller,
+                           int64_t t0_us);
+
+/* What a trace event after the call needs: the pool may be gone by then (a
+ * checkout that failed with ECLOSED, the last check-in after close). */
+struct tracer {
+    dbpool_trace_cb cb;
+    void *arg;
+    char name[128];
+};
+
+static void tracer_init(struct tracer *tr, const struct dbpool *p)
+{
+    tr->cb = p->cfg.trace_cb;
+    tr->arg = p->cfg.trace_arg;
+    snprintf(tr->name, sizeof(tr->name), "%s", p->cfg.name);
+}
+
+static void *tracer_emit(const struct tracer *tr, dbpool_trace *t)
+{
+    t->pool_name = tr->name;
+    return tr->cb(tr->arg, t);
+}
+
 int dbpool_checkout(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
 {
     struct sandbox *sb = p ? atomic_load_explicit(&p->sandbox, memory_order_acquire) : NULL;
@@ -864,7 +888,29 @@ void pool_lease_hold(const dbpool_lease *l, int64_t timeout_ms)
 int pool_checkout_direct(dbpool *p, int64_t timeout_ms, dbpool_lease *lease)
 {
     void *caller = __builtin_return_address(0);
-    int64_t t0_us = clock_us(), left = timeout_ms;
+    int64_t t0_us = clock_us();
+    struct tracer tr;
+
+    if (!p || !p->cfg.trace_cb) /* tracing off: one test */
+        return checkout_traced(p, timeout_ms, lease, caller, t0_us);
+    tracer_init(&tr, p);
+    dbpool_trace t = {.type = DBPOOL_TRACE_CHECKOUT_START, .at_us = t0_us};
+    void *span = tracer_emit(&tr, &t);
+    int rc = checkout_traced(p, timeout_ms, lease, caller, t0_us);
+    int64_t now = clock_us();
+    t = (dbpool_trace){.type = DBPOOL_TRACE_CHECKOUT_END,
+                       .rc = rc,
+                       .at_us = now,
+                       .duration_us = now - t0_us,
+                       .span = span};
+    tracer_emit(&tr, &t);
+    return rc;
+}
+
+static int checkout_traced(dbpool *p, int64_t timeout_ms, dbpool_lease *lease, void *caller,
+                           int64_t t0_us)
+{
+    int64_t left = timeout_ms;
 
     for (;;) {
         int check = 0;
@@ -1090,14 +1136,35 @@ int pool_checkin(dbpool_lease *l, int discard)
     return 0;
 }
 
+/* Check-in, told to trace_cb with the hold time. The internal check-in of a
+ * dead connection found at checkout is not a check-in of the caller's. */
+static int checkin_traced(dbpool_lease *l, int discard)
+{
+    struct dbpool_slot *s = l ? l->slot : NULL;
+    struct dbpool *p = s ? s->pool : NULL;
+    struct tracer tr;
+    if (!p || !p->cfg.trace_cb || !lease_live(l))
+        return pool_checkin(l, discard);
+    /* written under the pool mutex before the lease was handed over; read
+     * before the check-in lets the slot (and perhaps the pool) go */
+    int64_t from = s->checkout_us;
+    tracer_init(&tr, p);
+    int rc = pool_checkin(l, discard);
+    int64_t now = clock_us();
+    dbpool_trace t = {
+        .type = DBPOOL_TRACE_CHECKIN, .rc = rc, .at_us = now, .duration_us = now - from};
+    tracer_emit(&tr, &t);
+    return rc;
+}
+
 int dbpool_checkin(dbpool_lease *lease)
 {
-    return pool_checkin(lease, 0);
+    return checkin_traced(lease, 0);
 }
 
 int dbpool_discard(dbpool_lease *lease)
 {
-    return pool_checkin(lease, 1);
+    return checkin_traced(lease, 1);
 }
 
 /* ---- control ------------------------------------------------------------ */

@@ -254,6 +254,14 @@ static inline int pool_live_slots(const struct dbpool *p)
     return p->nslots - p->lists[SLOT_RETIRED].n;
 }
 
+/* Report a trace event to trace_cb (the caller checked it is set); its
+ * return value. No lock held. */
+static inline void *pool_trace(const struct dbpool *p, dbpool_trace *t)
+{
+    t->pool_name = p->cfg.name;
+    return p->cfg.trace_cb(p->cfg.trace_arg, t);
+}
+
 /* Wake dbpool_wait_ready callers to look again. Locked. */
 void pool_ready_wake_locked(struct dbpool *p);
 

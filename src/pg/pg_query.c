@@ -835,8 +835,20 @@ static int lease_exec(dbpool_lease *l, int cached, const char *sql, const dbpool
     if ((rc = call_init(&c, l, o)) != 0)
         return rc;
     fill_lease_times(l, out);
+    /* tracing: the pool lives while its lease does */
+    const struct dbpool *pool = l->slot->pool;
+    void *span = NULL;
+    int64_t t0 = 0;
+    if (pool->cfg.trace_cb) {
+        t0 = now_us();
+        dbpool_trace t = {.type = DBPOOL_TRACE_QUERY_START, .at_us = t0, .statement = sql};
+        span = pool_trace(pool, &t);
+    }
     arm(&c, c.o.statement_timeout);
     int x = cached ? run_cached(&c, sql, p, &res) : exchange(&c, K_PARAMS, NULL, sql, p, 1, &res);
+    char sqlstate[6] = "";
+    if (pool->cfg.trace_cb)
+        snprintf(sqlstate, sizeof(sqlstate), "%s", res_field(res, PG_DIAG_SQLSTATE));
     rc = outcome(&c, x, res, out, "query");
     if (out)
         out->db_us = c.db_us;
@@ -858,6 +870,20 @@ static int lease_exec(dbpool_lease *l, int cached, const char *sql, const dbpool
                            "query: the lease outlived hold_timeout; the statement did not "
                            "complete (%s); the connection is discarded at check-in",
                            why);
+    }
+    if (pool->cfg.trace_cb) {
+        char keep[512]; /* the trace callback may call libpq, not dbpool; keep ours */
+        snprintf(keep, sizeof(keep), "%s", dbpool_last_error());
+        int64_t now = now_us();
+        dbpool_trace t = {.type = DBPOOL_TRACE_QUERY_END,
+                          .rc = rc,
+                          .at_us = now,
+                          .duration_us = now - t0,
+                          .statement = sql,
+                          .sqlstate = sqlstate,
+                          .span = span};
+        pool_trace(pool, &t);
+        set_error_msg("%s", keep);
     }
     return rc;
 }

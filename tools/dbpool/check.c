@@ -204,32 +204,28 @@ static void pool_step(struct check *k)
         snprintf(k->pool_error, sizeof(k->pool_error), "%s", dbpool_last_error());
         return;
     }
-    /* the first connect may be refused: the pool is then DOWN and fails fast,
-     * so poll its state until it is up or the time is over */
-    int64_t deadline = t0 + k->timeout_ms * 1000000;
-    for (;;) {
-        int64_t left_ms = (deadline - now_ns()) / 1000000;
-        int rc = dbpool_checkout(pool, left_ms > 0 ? left_ms : 0, &lease);
-        if (rc == 0) {
-            k->pool_ms = (double)(now_ns() - t0) / 1e6;
-            PGresult *r = PQexec(dbpool_pg_conn(&lease), "SELECT 1");
-            k->pool_ok = PQresultStatus(r) == PGRES_TUPLES_OK;
-            if (!k->pool_ok)
-                snprintf(k->pool_error, sizeof(k->pool_error), "SELECT 1 through the pool: %s",
-                         PQresultErrorMessage(r));
-            PQclear(r);
-            (void)dbpool_checkin(&lease);
-            break;
-        }
-        snprintf(k->pool_error, sizeof(k->pool_error), "%s", dbpool_last_error());
-        if (rc != DBPOOL_EUNAVAILABLE || now_ns() >= deadline)
-            break;
+    /* wait for its connection: a refused connect makes the pool DOWN, and
+     * dbpool_wait_ready says so at once with the connect error */
+    int rc = dbpool_wait_ready(pool, 1, k->timeout_ms);
+    if (rc == 0) {
+        int64_t left_ms = (t0 + k->timeout_ms * 1000000 - now_ns()) / 1000000;
+        rc = dbpool_checkout(pool, left_ms > 0 ? left_ms : 0, &lease);
+    }
+    if (rc == 0) {
+        k->pool_ms = (double)(now_ns() - t0) / 1e6;
+        PGresult *r = PQexec(dbpool_pg_conn(&lease), "SELECT 1");
+        k->pool_ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+        if (!k->pool_ok)
+            snprintf(k->pool_error, sizeof(k->pool_error), "SELECT 1 through the pool: %s",
+                     PQresultErrorMessage(r));
+        PQclear(r);
+        (void)dbpool_checkin(&lease);
+    } else {
         dbpool_stats st;
-        if (dbpool_stats_get(pool, &st) == 0 && st.state == DBPOOL_STATE_DOWN) {
+        if (rc == DBPOOL_EUNAVAILABLE && dbpool_stats_get(pool, &st) == 0 && st.last_error[0])
             snprintf(k->pool_error, sizeof(k->pool_error), "pool is down: %s", st.last_error);
-            break; /* it already failed once the same way as the direct connect */
-        }
-        sleep_ms(20, NULL);
+        else
+            snprintf(k->pool_error, sizeof(k->pool_error), "%s", dbpool_last_error());
     }
     chomp(k->pool_error);
     (void)dbpool_close(pool);
