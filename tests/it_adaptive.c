@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -141,6 +142,20 @@ static void test_adaptive_full_server_is_not_down(void **state)
     assert_int_equal(c.rc, 0);
     assert_true(itp_select1(&c.lease));
     assert_int_equal(dbpool_checkin(&c.lease), 0);
+
+    /* the cap is below max_connections and nobody wants more: the registry
+     * looks again once per adaptive_interval, it does not spin (a spinning
+     * manager burns a whole CPU: 1000 ms of CPU per second) */
+    assert_int_equal(dbpool_registry_stats_get(reg, &rs), 0);
+    assert_true(rs.cap < 10);
+    itp_sleep_ms(1200); /* past the adaptive_interval of the last change */
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+    itp_sleep_ms(1000);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    int64_t cpu_ms = (c1.tv_sec - c0.tv_sec) * 1000 + (c1.tv_nsec - c0.tv_nsec) / 1000000;
+    printf("# idle registry with a lowered cap: %" PRId64 " ms of CPU in 1 s\n", cpu_ms);
+    assert_true(cpu_ms < 300);
     assert_int_equal(dbpool_registry_close(reg), 0);
 }
 

@@ -251,13 +251,16 @@ static void adapt_locked(struct dbpool_registry *r, int64_t now)
 {
     if (!r->cfg.adaptive)
         return;
-    if (r->limit < r->cfg.max_connections && now >= r->next_increase &&
-        (r->queue.n > 0 || r->open >= r->limit)) {
-        r->limit++;
+    if (r->limit < r->cfg.max_connections && now >= r->next_increase) {
+        /* without demand the cap stays where it is (no creep back to the
+         * storm); either way, the next look is one interval away */
         r->next_increase = now + r->cfg.adaptive_interval;
-        struct tenant *qh = queue_head(r);
-        if (qh && qh->pool)
-            manager_poke(&qh->pool->mc); /* room for the queue's head */
+        if (r->queue.n > 0 || r->open >= r->limit) {
+            r->limit++;
+            struct tenant *qh = queue_head(r);
+            if (qh && qh->pool)
+                manager_poke(&qh->pool->mc); /* room for the queue's head */
+        }
     }
     /* give back what is over the cap: idle connections first */
     for (int over = r->open - r->evictions_asked - r->limit; over > 0; over--) {
