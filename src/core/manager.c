@@ -310,8 +310,11 @@ static void atfork_child(void)
     list_init(&mgr.detached);
     mgr.releases = NULL;
     mgr.outstanding = 0;
-    pthread_mutex_init(&mgr.mu, NULL);
-    pthread_mutex_init(&mgr.life, NULL);
+    /* this thread took them in atfork_prepare: it still holds them here.
+     * Unlock rather than re-init: a re-initialised mutex that a sanitizer
+     * still sees locked is "double locked" by the child's new manager */
+    pthread_mutex_unlock(&mgr.mu);
+    pthread_mutex_unlock(&mgr.life);
     pthread_cond_init(&mgr.idle, NULL);
 }
 

@@ -205,7 +205,7 @@ void workers_atfork_child(void)
 {
     /* the threads do not exist in the child; their jobs are not run and their
      * memory is not touched (it may be in any state) */
-    pthread_mutex_init(&W.mu, NULL);
+    pthread_mutex_unlock(&W.mu); /* taken by this thread in workers_atfork_prepare */
     pthread_cond_init(&W.cond, NULL);
     pthread_cond_init(&W.trimmed, NULL);
     list_init(&W.lanes);
