@@ -123,20 +123,6 @@ static int after_connect_failed(char *err, size_t errlen)
     return DBPOOL_IO_FAIL;
 }
 
-/*
- * Is this failed connect a 57P03 (cannot_connect_now) from a server that is
- * coming back? libpq gives a failed connect only as text, e.g. 'connection to
- * server at "db" (10.0.0.5), port 5432 failed: FATAL:  the database system is
- * starting up', so we look for the server's primary messages right after
- * libpq's "<severity>:  " separator, anywhere in the text (with several hosts
- * libpq lists every one it tried). Decided per message:
- *   starting up, not yet accepting connections (a standby before it is
- *   consistent), not accepting connections (hot_standby = off), in recovery
- *   mode (crash recovery): coming back -> wait (DBPOOL_IO_NOT_YET);
- *   shutting down: going away, maybe for good -> an ordinary failure (DOWN).
- * Limit: the server writes these in its lc_messages; a server that
- * translates them is not recognised, and its refusals count as failures.
- */
 /* The server's primary message, right after libpq's "<severity>:  ", anywhere
  * in the text. */
 static int says(const char *msg, const char *text)
@@ -170,6 +156,20 @@ static int server_full(const char *msg)
     return 0;
 }
 
+/*
+ * Is this failed connect a 57P03 (cannot_connect_now) from a server that is
+ * coming back? libpq gives a failed connect only as text, e.g. 'connection to
+ * server at "db" (10.0.0.5), port 5432 failed: FATAL:  the database system is
+ * starting up', so we look for the server's primary messages right after
+ * libpq's "<severity>:  " separator, anywhere in the text (with several hosts
+ * libpq lists every one it tried). Decided per message:
+ *   starting up, not yet accepting connections (a standby before it is
+ *   consistent), not accepting connections (hot_standby = off), in recovery
+ *   mode (crash recovery): coming back -> wait (DBPOOL_IO_NOT_YET);
+ *   shutting down: going away, maybe for good -> an ordinary failure (DOWN).
+ * Limit: the server writes these in its lc_messages; a server that
+ * translates them is not recognised, and its refusals count as failures.
+ */
 static int coming_back(const char *msg)
 {
     static const char *const texts[] = {
