@@ -537,6 +537,41 @@ static int terminate_app(const char *app)
     return pgt_query_int(&srv, sql) >= 0 ? 0 : -1;
 }
 
+/* A superuser session opened before the fault's moment (F_AUTH, F_TOOMANY),
+ * so the injection is one round trip: a fresh connection per statement took
+ * 600 ms on a loaded machine, and the in-flight pg_sleep(0.5) committed
+ * before the fault landed. */
+static PGconn *g_admin;
+
+static void admin_close(void);
+
+static int admin_open(void)
+{
+    admin_close(); /* a cell that failed may have left one */
+    g_admin = PQconnectdb(srv.conninfo);
+    return PQstatus(g_admin) == CONNECTION_OK ? 0 : -1;
+}
+
+static void admin_close(void)
+{
+    PQfinish(g_admin);
+    g_admin = NULL;
+}
+
+/* ALTER ROLE and end the pool's sessions, in one round trip */
+static int role_fault(struct cell *c, const char *alter)
+{
+    char sql[500];
+    snprintf(sql, sizeof sql,
+             "%s; SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+             "WHERE application_name = '%s'",
+             alter, c->app);
+    PGresult *r = g_admin ? PQexec(g_admin, sql) : NULL;
+    int ok = r && PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
 static int inject(struct cell *c)
 {
     switch (c->fault) {
@@ -552,14 +587,10 @@ static int inject(struct cell *c)
         if (relay_set_mode(g_relay, RELAY_REFUSE) != 0)
             return -1;
         return relay_reset_all(g_relay);
-    case F_AUTH:
-        if (pgt_exec(&srv, "ALTER ROLE app PASSWORD 'not_the_password'") != 0)
-            return -1;
-        return terminate_app(c->app); /* so reconnects meet the new password */
-    case F_TOOMANY:
-        if (pgt_exec(&srv, "ALTER ROLE app CONNECTION LIMIT 0") != 0)
-            return -1;
-        return terminate_app(c->app); /* reconnects get 53300 */
+    case F_AUTH: /* the sessions end so reconnects meet the new password */
+        return role_fault(c, "ALTER ROLE app PASSWORD 'not_the_password'");
+    case F_TOOMANY: /* reconnects get 53300 */
+        return role_fault(c, "ALTER ROLE app CONNECTION LIMIT 0");
     case F_STARTUP:
         /* restart as a standby without hot standby (hot_standby = off was
          * appended at setup): connections get 57P03 until promotion */
@@ -784,6 +815,8 @@ static void test_cell(void **state)
     if (c->nthr != NWORKERS)
         cell_fail(c, "pthread_create failed");
 
+    if ((c->fault == F_AUTH || c->fault == F_TOOMANY) && admin_open() != 0)
+        cell_fail(c, "no admin session: %s", PQerrorMessage(g_admin));
     /* line the fault up with the chosen moment */
     if (c->timing != T_IDLE) {
         if (!pgt_wait_for(workers_ready, c, 5000))
@@ -804,7 +837,9 @@ static void test_cell(void **state)
 
     int64_t t_inject = pgt_now_ms();
     c->fault_active = 1;
-    if (inject(c) != 0)
+    int irc = inject(c);
+    admin_close();
+    if (irc != 0)
         cell_fail(c, "could not inject the fault");
     int64_t inject_ms = pgt_now_ms() - t_inject;
     pthread_mutex_lock(&c->mu);
