@@ -63,6 +63,7 @@ static int same_config(const dbpool_config *a, const dbpool_config *b)
 {
 #define F(f) (a->f == b->f)
     return F(name) && F(size) && F(min_size) && F(idle_timeout) && F(queue) && F(lifo) &&
+           F(barge_window) && F(max_waiting) && F(max_uses) && F(reset_query) &&
            F(queue_target) && F(queue_interval) && F(checkout_timeout) && F(idle_interval) &&
            F(idle_limit) && F(ping_timeout) && F(connect_timeout) && F(backoff_type) &&
            F(backoff_min) && F(backoff_max) && F(max_lifetime) && F(hold_timeout) &&
@@ -73,7 +74,8 @@ static int same_config(const dbpool_config *a, const dbpool_config *b)
 
 static int is_string_option(const char *name)
 {
-    return !strcmp(name, "name") || !strcmp(name, "after_connect");
+    return !strcmp(name, "name") || !strcmp(name, "after_connect") ||
+           !strcmp(name, "reset_query");
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -99,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == 0)
         check_valid(&cfg);
     /* string options are refused by parse: name and after_connect stay */
-    CHECK(cfg.after_connect == NULL);
+    CHECK(cfg.after_connect == NULL && cfg.reset_query == NULL);
     CHECK(cfg.name != NULL && !strcmp(cfg.name, "default"));
 
     /* 2. name NUL value */
@@ -119,6 +121,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(cfg.name == value); /* not copied, as documented */
         if (!strcmp(name, "after_connect"))
             CHECK(cfg.after_connect == value);
+        if (!strcmp(name, "reset_query"))
+            CHECK(cfg.reset_query == value);
     }
 
     /* 3. parse("name=value") == set(name, value), when the pair can be
