@@ -6,7 +6,9 @@
  * One throwaway server for the whole file (group setup/teardown); tests that
  * stop it start it again, and the per-test teardown does so if they failed.
  * Every test uses its own application_name. Every wait is bounded. */
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -670,6 +672,13 @@ static void test_reconnect(void **state)
 
 /* A connection the server closed while it sat idle (idle_session_timeout) is
  * never handed out: the checkout checks it (alive_check) and replaces it. */
+/* The backend process `pid` has exited (its socket is closed with it). */
+static int backend_gone(void *arg)
+{
+    pid_t pid = (pid_t)(intptr_t)arg;
+    return kill(pid, 0) != 0 && errno == ESRCH;
+}
+
 static void test_alive_check_replaces_dead_idle(void **state)
 {
     (void)state;
@@ -681,19 +690,30 @@ static void test_alive_check_replaces_dead_idle(void **state)
     cfg.after_connect = "SET idle_session_timeout = 300";
     dbpool *p = itp_open(&srv, "lc_alive", &cfg);
     await_idle(p, 2, 5000);
+    dbpool_lease a, b;
+    pid_t pids[2];
+    /* the backends' pids, taken while the sessions are fresh */
+    assert_int_equal(dbpool_checkout(p, 5000, &a), 0);
+    assert_int_equal(dbpool_checkout(p, 5000, &b), 0);
+    pids[0] = PQbackendPID(dbpool_pg_conn(&a));
+    pids[1] = PQbackendPID(dbpool_pg_conn(&b));
+    assert_int_equal(dbpool_checkin(&a), 0);
+    assert_int_equal(dbpool_checkin(&b), 0);
     for (int round = 0; round < 5; round++) {
         /* the server ends both sessions (idle_session_timeout): wait until
-         * their backends are gone, so the test does not depend on how late
-         * a loaded server enforces the timeout */
+         * their backend processes have exited, which closes their sockets,
+         * so the test depends neither on how late a loaded server enforces
+         * the timeout nor on when the close reaches us (a backend leaves
+         * pg_stat_activity before its process exits) */
         assert_true(itp_wait_backends(&srv, "lc_alive", 0, 10000));
-        /* a backend leaves pg_stat_activity before its process has exited
-         * and its socket is closed: give the close time to reach us */
-        itp_sleep_ms(100);
-        dbpool_lease a, b;
+        for (int i = 0; i < 2; i++)
+            assert_true(pgt_wait_for(backend_gone, (void *)(intptr_t)pids[i], 10000));
         assert_int_equal(dbpool_checkout(p, 5000, &a), 0);
         assert_int_equal(dbpool_checkout(p, 5000, &b), 0);
         assert_true(itp_select1(&a));
         assert_true(itp_select1(&b));
+        pids[0] = PQbackendPID(dbpool_pg_conn(&a));
+        pids[1] = PQbackendPID(dbpool_pg_conn(&b));
         assert_int_equal(dbpool_checkin(&a), 0);
         assert_int_equal(dbpool_checkin(&b), 0);
     }
