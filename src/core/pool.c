@@ -1016,7 +1016,9 @@ int pool_checkin(dbpool_lease *l, int discard)
 {
     struct dbpool_slot *s;
     struct dbpool *p;
-    char err[256] = "";
+    char err[256]; /* set only where a discard says why */
+
+    err[0] = '\0';
 
     if (!l || !l->slot)
         return set_error(DBPOOL_EINVAL, "check-in of a NULL or empty lease");
@@ -1058,8 +1060,8 @@ int pool_checkin(dbpool_lease *l, int discard)
         snprintf(err, sizeof(err), "checkin_cb asked to discard it");
     }
 
+    int64_t now_us = clock_us(), now = now_us / 1000; /* read outside the lock: shorter hold */
     pthread_mutex_lock(&p->mu);
-    int64_t now_us = clock_us(), now = now_us / 1000;
     hist_add(&p->hists->hold, now_us - s->checkout_us);
     if (rolled_back)
         p->n_rollbacks++;
