@@ -852,13 +852,16 @@ int64_t pgt_query_int(const pgt_server *s, const char *sql)
     return query_int1(s, sql, NULL);
 }
 
+/* Without an application name, every client but the harness's own sessions
+ * (application_name pgt_harness): one the harness closed a moment ago may
+ * still be listed while its backend exits. */
 int pgt_terminate(const pgt_server *s, const char *appname)
 {
     /* pg_terminate_backend(pid, timeout) (PostgreSQL 14+) waits until each backend
      * is gone, so a test can count backends right after. */
     static const char sql_all[] =
         "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
-        "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
+        "WHERE backend_type = 'client backend' AND application_name <> 'pgt_harness'";
     static const char sql_app[] =
         "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
         "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
@@ -870,7 +873,7 @@ int pgt_count_backends(const pgt_server *s, const char *appname)
 {
     static const char sql_all[] = "SELECT count(*) FROM pg_stat_activity "
                                   "WHERE backend_type = 'client backend' "
-                                  "AND pid <> pg_backend_pid()";
+                                  "AND application_name <> 'pgt_harness'";
     static const char sql_app[] = "SELECT count(*) FROM pg_stat_activity "
                                   "WHERE backend_type = 'client backend' "
                                   "AND pid <> pg_backend_pid() AND application_name = $1";
