@@ -36,7 +36,8 @@ int pgt_exec(const pgt_server *s, const char *sql);
 /* Run a query returning one integer in row 0 col 0; -1 on any failure. */
 int64_t pgt_query_int(const pgt_server *s, const char *sql);
 /* Terminate every backend whose application_name = appname (NULL: all client
- * backends except the harness's own sessions); returns how many were terminated, -1 on failure. */
+ * backends but the harness's own sessions); returns how many were terminated,
+ * -1 on failure. */
 int pgt_terminate(const pgt_server *s, const char *appname);
 /* Number of client backends with this application_name (NULL: all but the
  * harness's own sessions). */
