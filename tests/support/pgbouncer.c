@@ -209,7 +209,7 @@ int pgb_start(pgb_server *b, const pgt_server *target, const char *pool_mode, in
 int pgb_start_conf(pgb_server *b, const pgt_server *target, const char *pool_mode, int pool_size,
                    const char *extra)
 {
-    char path[300], conf[4096], wild[128] = "";
+    char path[300], conf[16384], wild[128] = "";
 
     memset(b, 0, sizeof *b);
     if (access(bouncer_path(), X_OK) != 0) {

@@ -29,7 +29,8 @@ typedef struct pgb_server {
 int pgb_start(pgb_server *b, const pgt_server *target, const char *pool_mode, int pool_size);
 /* pgb_start, plus every other database of the target (the "*" entry, as the
  * client's user) and `extra` appended to the [pgbouncer] section (later
- * settings win: "max_client_conn = 100\nmax_db_connections = 3\n"). */
+ * settings win: "max_client_conn = 100\nmax_db_connections = 3\n"; it may
+ * open a "[databases]" section of its own, PgBouncer reads both). */
 int pgb_start_conf(pgb_server *b, const pgt_server *target, const char *pool_mode, int pool_size,
                    const char *extra);
 /* Stop with `sig` (SIGTERM: immediate shutdown, every client connection is
