@@ -62,35 +62,19 @@ if want micro && [ ! -x "$BUILD_DIR/bench/pool_micro" ]; then
 fi
 [ -x "$DBPOOL" ] || die "no dbpool CLI at $DBPOOL"
 
-work=$(mktemp -d /tmp/dbpool-compare-XXXXXX)
-chmod 711 "$work" # the server and PgBouncer run as another user below it
-pgdir="$work/pg"
+. "$here/lib.sh"
+bench_workdir compare
 bouncer_pid=""
-started_pg=0
-cleanup() {
+bench_at_exit 'stop_bouncer'
+stop_bouncer() {
     if [ -n "$bouncer_pid" ]; then
         kill "$bouncer_pid" 2>/dev/null || true
         for _ in $(seq 1 50); do kill -0 "$bouncer_pid" 2>/dev/null || break; sleep 0.1; done
     fi
-    if [ "$started_pg" = 1 ]; then
-        bash "$repo/scripts/pg-throwaway.sh" stop "$pgdir" || true
-    fi
-    rm -rf -- "$work"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
 
 # ---- the database ----------------------------------------------------------
-if [ -n "${DATABASE_URL:-}" ]; then
-    conninfo=$DATABASE_URL
-    echo "compare.sh: using DATABASE_URL" >&2
-elif [ -f "$repo/scripts/pg-throwaway.sh" ]; then
-    conninfo=$(bash "$repo/scripts/pg-throwaway.sh" start "$pgdir")
-    started_pg=1
-    echo "compare.sh: throwaway PostgreSQL: $conninfo" >&2
-else
-    die "scripts/pg-throwaway.sh is missing and DATABASE_URL is not set"
-fi
+bench_database compare.sh
 
 # Where the server is, as PgBouncer must reach it (TCP if we came by TCP).
 IFS='|' read -r db_user db_name db_host db_port sock_dirs < <(
@@ -100,7 +84,6 @@ IFS='|' read -r db_user db_name db_host db_port sock_dirs < <(
 if [ -z "$db_host" ]; then
     db_host=${sock_dirs%%,*}
 fi
-server_version=$(psql "$conninfo" -XAtc "SHOW server_version")
 max_conn=$(psql "$conninfo" -XAtc "SHOW max_connections")
 [ "$max_conn" -ge $((CLIENTS + CONNS + 5)) ] ||
     die "max_connections=$max_conn is too low for $CLIENTS direct clients"
