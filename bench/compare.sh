@@ -273,45 +273,49 @@ recovery_suite() {
 registry_suite() {
     local rb="$BUILD_DIR/bench/registry_bench" secs=$DURATION tmpl="$conninfo dbname=%s"
     echo
-    echo "## Registry at the connect-rate limit (200 tenant databases, cap 20, 32 threads)"
+    echo "## Registry at the connect-rate limit (issue 12 part 3; 200 tenant databases)"
     echo
-    # pgbench -C: a new connection per transaction, the server's connect rate
-    local pgc
-    pgc=$(pgbench -n -C -M simple -f "$work/select1.sql" -c 32 -j 2 -T "$secs" "$conninfo" 2>/dev/null |
-        sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
-    # uniform mix, with the live backends of the tenant databases sampled
-    stdbuf -oL "$rb" --parts c --dbs 200 --cap 20 --threads 32 --seconds "$secs" --zipf 0 --no-baseline "$tmpl" \
-        >"$work/rb_uniform.txt" 2>&1 &
-    local rb_pid=$! samples=""
-    while kill -0 "$rb_pid" 2>/dev/null; do
-        # from the end of the setup (the first second, the warm-up, is left out below)
-        grep -q 'queries/s' "$work/rb_uniform.txt" 2>/dev/null && break
-        grep -q '^setup:' "$work/rb_uniform.txt" 2>/dev/null || { sleep 0.2; continue; }
-        samples="$samples $(psql "$conninfo" -XAtc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()" 2>/dev/null || true)"
-        sleep 0.5
-    done
-    wait "$rb_pid" || die "registry_bench (uniform) failed: $(tail -n 3 "$work/rb_uniform.txt")"
+    # pgbench -C: a new connection per transaction, the server's connect rate;
+    # run before and after the registry's runs (drift shows as a difference)
+    pgbench_c() {
+        pgbench -n -C -M simple -f "$work/select1.sql" -c 32 -j 2 -T "$secs" "$conninfo" 2>/dev/null >"$work/pgc.txt"
+        sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$work/pgc.txt"
+    }
+    local pgc1 pgc2 pgc conn_ms
+    pgc1=$(pgbench_c)
+    conn_ms=$(sed -n 's/^average connection time = \([0-9.]*\) ms.*/\1/p' "$work/pgc.txt")
+    # uniform mix, cap 20, 32 threads: the registry's open count vs live
+    # backends every 100 ms (the bench samples both)
+    "$rb" --parts c --dbs 200 --cap 20 --threads 32 --seconds "$secs" --zipf 0 --no-baseline \
+        --series 100 "$tmpl" >"$work/rb_uniform.txt" 2>&1 ||
+        die "registry_bench (uniform) failed: $(tail -n 3 "$work/rb_uniform.txt")"
     # the Zipf mix with the bench's own defaults (cap 50, 16 threads): a hot set that fits
     "$rb" --parts c --dbs 200 --cap 50 --threads 16 --seconds "$secs" --zipf 1.1 --no-baseline "$tmpl" \
         >"$work/rb_zipf.txt" 2>&1 || die "registry_bench (zipf) failed"
+    pgc2=$(pgbench_c)
+    pgc=$(echo "$pgc1 $pgc2" | median)
     "$rb" --parts ab --tenants 10000 --cold 10 "$tmpl" >"$work/rb_cold.txt" 2>&1 || die "registry_bench (cold) failed"
-    local uni zipf
+    local uni zipf evs
     uni=$(sed -n 's/^ *\([0-9.]*\) queries\/s.*/\1/p' "$work/rb_uniform.txt" | head -n 1)
     zipf=$(sed -n 's/^ *\([0-9.]*\) queries\/s.*/\1/p' "$work/rb_zipf.txt" | head -n 1)
+    evs=$(sed -n 's/^ *evictions [0-9]* (\([0-9.]*\)\/s).*/\1/p' "$work/rb_uniform.txt" | head -n 1)
     echo "| setup | queries/s | ratio to pgbench -C | target |"
     echo "|---|---:|---:|---:|"
-    printf '| pgbench -C -c 32 -j 2 (SELECT 1, new connection each) | %.0f | 1.00 | |\n' "$pgc"
-    printf '| registry, uniform over 200 | %.0f | %s | >= 0.9 |\n' "$uni" "$(ratio "$uni" "$pgc")"
+    printf '| pgbench -C -c 32 -j 2 (SELECT 1, new connection each; before, after) | %.0f (%.0f, %.0f) | 1.00 | |\n' "$pgc" "$pgc1" "$pgc2"
+    printf '| registry, uniform over 200, cap 20, 32 threads | %.0f | %s | >= 0.9 |\n' "$uni" "$(ratio "$uni" "$pgc")"
     printf '| registry, Zipf(1.1) over 200, cap 50, 16 threads | %.0f | %s | >= 5 |\n' "$zipf" "$(ratio "$zipf" "$pgc")"
     echo
-    local tail_samples
-    tail_samples=$(echo "$samples" | xargs -n 1 2>/dev/null | sed -n '3,$p' | { grep -v '^$' || true; } | sort -g | xargs)
-    [ -n "$tail_samples" ] || tail_samples="-" 
-    echo "Client backends (connecting or connected) during the uniform run (every 0.5 s after the warm-up;"
-    echo "cap 20): min $(echo "$tail_samples" | awk '{print $1}'), median $(echo "$tail_samples" | median),"
-    echo "max $(echo "$tail_samples" | awk '{print $NF}'); the registry's own count: $(grep -o 'open connections max [0-9]*' "$work/rb_uniform.txt" || true)."
-    echo "Backends below the cap are connects in progress and closes: at the connect-rate limit each"
-    echo "query needs a new session (200 tenants, cap 20), as in pgbench -C."
+    echo "Cap slots in transit during the uniform run: the registry's open count (connections counted"
+    echo "against the cap, connecting ones included) minus the server's live client backends, every"
+    echo "100 ms. Connects in flight predicted by Little's law: ${evs:-?} connects/s x ${conn_ms:-?} ms"
+    echo "(pgbench -C's average connection time in the same run) = $(awk -v a="${evs:-0}" -v b="${conn_ms:-0}" 'BEGIN { printf "%.1f", a * b / 1000 }') slots."
+    echo
+    echo '```'
+    grep 'open - backends' "$work/rb_uniform.txt" | sed 's/^ *//'
+    echo "t_ms open backends gap waiting cap"
+    sed -n 's/^ *series *\([0-9]\)/\1/p' "$work/rb_uniform.txt" | tr -s ' ' | awk 'NR % 5 == 1' | head -n 40
+    echo '```'
+    echo "(every 5th sample shown; all are in the bench's output)"
     echo
     echo "Cold tenant (bench/registry_bench --parts ab --tenants 10000):"
     echo
@@ -319,9 +323,10 @@ registry_suite() {
     sed -n '/^summary/,$p' "$work/rb_cold.txt"
     echo '```'
     echo
-    echo "Commands: \`pgbench -n -C -M simple -f select1.sql -c 32 -j 2 -T $secs\`,"
-    echo "\`registry_bench --parts c --dbs 200 --cap 20 --threads 32 --seconds $secs --zipf 0 --no-baseline \"\$DB dbname=%s\"\`,"
-    echo "the same with \`--cap 50 --threads 16 --zipf 1.1\`."
+    echo "Commands: \`pgbench -n -C -M simple -f select1.sql -c 32 -j 2 -T $secs\` (before and after),"
+    echo "\`registry_bench --parts c --dbs 200 --cap 20 --threads 32 --seconds $secs --zipf 0 --no-baseline --series 100 \"\$DB dbname=%s\"\`,"
+    echo "the same with \`--cap 50 --threads 16 --zipf 1.1\` (no --series),"
+    echo "\`registry_bench --parts ab --tenants 10000 --cold 10 \"\$DB dbname=%s\"\`."
 }
 
 echo 'SELECT 1;' >"$work/select1.sql"

@@ -708,6 +708,38 @@ static void series_report(struct series *se)
     se->conn = NULL;
 }
 
+/* The tenant pools' own connect times (slot CONNECTING to ready: what the
+ * cap holds while a connect is in flight), and what Little's law predicts
+ * in transit from them: connects/s x mean connect time. */
+static void connect_time_report(dbpool_registry *reg, double connects_per_s)
+{
+    uint64_t n = 0;
+    int64_t sum = 0, p99 = 0;
+    char key[32];
+    for (int i = 0; i < opt.dbs; i++) {
+        dbpool *p;
+        dbpool_stats st;
+        snprintf(key, sizeof key, "z%03d", i);
+        if (dbpool_registry_get(reg, key, &p) != 0)
+            continue;
+        if (dbpool_stats_get(p, &st) == 0) {
+            n += st.connect_time.count;
+            sum += st.connect_time.sum_us;
+            if (st.connect_time.p99_us > p99)
+                p99 = st.connect_time.p99_us;
+        }
+        dbpool_registry_put(reg, p);
+    }
+    if (!n)
+        return;
+    double mean_ms = (double)sum / (double)n / 1000.0;
+    printf("    connects (start to ready, the tenant pools' own): %" PRIu64 ", mean %.2f ms, "
+           "worst pool's p99 %.2f ms; in transit by Little's law: %.0f/s x %.2f ms = %.1f "
+           "slots\n",
+           n, mean_ms, (double)p99 / 1000.0, connects_per_s, mean_ms,
+           connects_per_s * mean_ms / 1000.0);
+}
+
 struct zipf_result {
     double qps, p50_ms, p99_ms, max_ms;
     long ok, timeouts, drops, other;
@@ -796,6 +828,8 @@ static struct zipf_result part_c(int baseline)
                "%d (cap %d)\n",
                z.evictions, (double)z.evictions / secs, s1.tenants, z.max_open, opt.cap);
         series_report(&se);
+        if (opt.series_ms > 0)
+            connect_time_report(run.reg, (double)z.evictions / secs);
         if (dbpool_registry_close(run.reg) != 0)
             fprintf(stderr, "registry close: %s\n", dbpool_last_error());
     } else {
