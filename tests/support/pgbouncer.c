@@ -242,27 +242,31 @@ int pgb_start_conf(pgb_server *b, const pgt_server *target, const char *pool_mod
     snprintf(path, sizeof path, "%s/userlist.txt", b->dir);
     if (write_file(path, "\"postgres\" \"\"\n\"app\" \"\"\n") != 0)
         return -1;
-    snprintf(conf, sizeof conf,
-             "[databases]\n"
-             "postgres = host=127.0.0.1 port=%d dbname=postgres user=postgres\n"
-             "%s"
-             "[pgbouncer]\n"
-             "listen_addr = 127.0.0.1\n"
-             "listen_port = %d\n"
-             "unix_socket_dir =\n"
-             "auth_type = trust\n"
-             "auth_file = %s/userlist.txt\n"
-             "pool_mode = %s\n"
-             "default_pool_size = %d\n"
-             "max_client_conn = 200\n"
-             "server_login_retry = 1\n"
-             "logfile = %s/pgbouncer.log\n"
-             "pidfile = %s/pgbouncer.pid\n"
-             "admin_users = postgres\n"
-             "ignore_startup_parameters = extra_float_digits\n"
-             "%s",
-             target->port, wild, b->port, b->dir, pool_mode, pool_size, b->dir, b->dir,
-             extra ? extra : "");
+    int len = snprintf(conf, sizeof conf,
+                       "[databases]\n"
+                       "postgres = host=127.0.0.1 port=%d dbname=postgres user=postgres\n"
+                       "%s"
+                       "[pgbouncer]\n"
+                       "listen_addr = 127.0.0.1\n"
+                       "listen_port = %d\n"
+                       "unix_socket_dir =\n"
+                       "auth_type = trust\n"
+                       "auth_file = %s/userlist.txt\n"
+                       "pool_mode = %s\n"
+                       "default_pool_size = %d\n"
+                       "max_client_conn = 200\n"
+                       "server_login_retry = 1\n"
+                       "logfile = %s/pgbouncer.log\n"
+                       "pidfile = %s/pgbouncer.pid\n"
+                       "admin_users = postgres\n"
+                       "ignore_startup_parameters = extra_float_digits\n"
+                       "%s",
+                       target->port, wild, b->port, b->dir, pool_mode, pool_size, b->dir, b->dir,
+                       extra ? extra : "");
+    if (len < 0 || (size_t)len >= sizeof conf) {
+        fail("pgbouncer.ini longer than %zu bytes", sizeof conf);
+        return -1;
+    }
     snprintf(path, sizeof path, "%s/pgbouncer.ini", b->dir);
     if (write_file(path, conf) != 0)
         return -1;
