@@ -62,35 +62,19 @@ if want micro && [ ! -x "$BUILD_DIR/bench/pool_micro" ]; then
 fi
 [ -x "$DBPOOL" ] || die "no dbpool CLI at $DBPOOL"
 
-work=$(mktemp -d /tmp/dbpool-compare-XXXXXX)
-chmod 711 "$work" # the server and PgBouncer run as another user below it
-pgdir="$work/pg"
+. "$here/lib.sh"
+bench_workdir compare
 bouncer_pid=""
-started_pg=0
-cleanup() {
+bench_at_exit 'stop_bouncer'
+stop_bouncer() {
     if [ -n "$bouncer_pid" ]; then
         kill "$bouncer_pid" 2>/dev/null || true
         for _ in $(seq 1 50); do kill -0 "$bouncer_pid" 2>/dev/null || break; sleep 0.1; done
     fi
-    if [ "$started_pg" = 1 ]; then
-        bash "$repo/scripts/pg-throwaway.sh" stop "$pgdir" || true
-    fi
-    rm -rf -- "$work"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
 
 # ---- the database ----------------------------------------------------------
-if [ -n "${DATABASE_URL:-}" ]; then
-    conninfo=$DATABASE_URL
-    echo "compare.sh: using DATABASE_URL" >&2
-elif [ -f "$repo/scripts/pg-throwaway.sh" ]; then
-    conninfo=$(bash "$repo/scripts/pg-throwaway.sh" start "$pgdir")
-    started_pg=1
-    echo "compare.sh: throwaway PostgreSQL: $conninfo" >&2
-else
-    die "scripts/pg-throwaway.sh is missing and DATABASE_URL is not set"
-fi
+bench_database compare.sh
 
 # Where the server is, as PgBouncer must reach it (TCP if we came by TCP).
 IFS='|' read -r db_user db_name db_host db_port sock_dirs < <(
@@ -100,7 +84,6 @@ IFS='|' read -r db_user db_name db_host db_port sock_dirs < <(
 if [ -z "$db_host" ]; then
     db_host=${sock_dirs%%,*}
 fi
-server_version=$(psql "$conninfo" -XAtc "SHOW server_version")
 max_conn=$(psql "$conninfo" -XAtc "SHOW max_connections")
 [ "$max_conn" -ge $((CLIENTS + CONNS + 5)) ] ||
     die "max_connections=$max_conn is too low for $CLIENTS direct clients"
@@ -290,45 +273,58 @@ recovery_suite() {
 registry_suite() {
     local rb="$BUILD_DIR/bench/registry_bench" secs=$DURATION tmpl="$conninfo dbname=%s"
     echo
-    echo "## Registry at the connect-rate limit (200 tenant databases, cap 20, 32 threads)"
+    echo "## Registry at the connect-rate limit (issue 12 part 3; 200 tenant databases)"
     echo
-    # pgbench -C: a new connection per transaction, the server's connect rate
-    local pgc
-    pgc=$(pgbench -n -C -M simple -f "$work/select1.sql" -c 32 -j 2 -T "$secs" "$conninfo" 2>/dev/null |
-        sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
-    # uniform mix, with the live backends of the tenant databases sampled
-    stdbuf -oL "$rb" --parts c --dbs 200 --cap 20 --threads 32 --seconds "$secs" --zipf 0 --no-baseline "$tmpl" \
-        >"$work/rb_uniform.txt" 2>&1 &
-    local rb_pid=$! samples=""
-    while kill -0 "$rb_pid" 2>/dev/null; do
-        # from the end of the setup (the first second, the warm-up, is left out below)
-        grep -q 'queries/s' "$work/rb_uniform.txt" 2>/dev/null && break
-        grep -q '^setup:' "$work/rb_uniform.txt" 2>/dev/null || { sleep 0.2; continue; }
-        samples="$samples $(psql "$conninfo" -XAtc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()" 2>/dev/null || true)"
-        sleep 0.5
-    done
-    wait "$rb_pid" || die "registry_bench (uniform) failed: $(tail -n 3 "$work/rb_uniform.txt")"
+    # pgbench -C: a new connection per transaction, the server's connect rate;
+    # 32 clients on 2 threads (blocking connects, one per thread at a time)
+    # and on 32 (one per client), before and after the registry's runs (drift
+    # shows as a difference); the best of them is the baseline
+    pgbench_c() { # threads
+        pgbench -n -C -M simple -f "$work/select1.sql" -c 32 -j "$1" -T "$secs" "$conninfo" 2>/dev/null >"$work/pgc.txt"
+        sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$work/pgc.txt"
+    }
+    local pgc1 pgc2 pgc3 pgc4 pgc conn_ms conn_ms32
+    pgc1=$(pgbench_c 2)
+    conn_ms=$(sed -n 's/^average connection time = \([0-9.]*\) ms.*/\1/p' "$work/pgc.txt")
+    pgc3=$(pgbench_c 32)
+    conn_ms32=$(sed -n 's/^average connection time = \([0-9.]*\) ms.*/\1/p' "$work/pgc.txt")
+    # uniform mix, cap 20, 32 threads: the registry's open count vs live
+    # backends every 100 ms (the bench samples both)
+    "$rb" --parts c --dbs 200 --cap 20 --threads 32 --seconds "$secs" --zipf 0 --no-baseline \
+        --series 100 "$tmpl" >"$work/rb_uniform.txt" 2>&1 ||
+        die "registry_bench (uniform) failed: $(tail -n 3 "$work/rb_uniform.txt")"
     # the Zipf mix with the bench's own defaults (cap 50, 16 threads): a hot set that fits
     "$rb" --parts c --dbs 200 --cap 50 --threads 16 --seconds "$secs" --zipf 1.1 --no-baseline "$tmpl" \
         >"$work/rb_zipf.txt" 2>&1 || die "registry_bench (zipf) failed"
+    pgc2=$(pgbench_c 2)
+    pgc4=$(pgbench_c 32)
+    pgc=$(echo "$pgc1 $pgc2 $pgc3 $pgc4" | tr ' ' '\n' | sort -g | tail -n 1)
     "$rb" --parts ab --tenants 10000 --cold 10 "$tmpl" >"$work/rb_cold.txt" 2>&1 || die "registry_bench (cold) failed"
-    local uni zipf
+    local uni zipf evs
     uni=$(sed -n 's/^ *\([0-9.]*\) queries\/s.*/\1/p' "$work/rb_uniform.txt" | head -n 1)
     zipf=$(sed -n 's/^ *\([0-9.]*\) queries\/s.*/\1/p' "$work/rb_zipf.txt" | head -n 1)
+    evs=$(sed -n 's/^ *evictions [0-9]* (\([0-9.]*\)\/s).*/\1/p' "$work/rb_uniform.txt" | head -n 1)
     echo "| setup | queries/s | ratio to pgbench -C | target |"
     echo "|---|---:|---:|---:|"
-    printf '| pgbench -C -c 32 -j 2 (SELECT 1, new connection each) | %.0f | 1.00 | |\n' "$pgc"
-    printf '| registry, uniform over 200 | %.0f | %s | >= 0.9 |\n' "$uni" "$(ratio "$uni" "$pgc")"
+    printf '| pgbench -C -c 32 -j 2 (SELECT 1, new connection each; before, after) | %.0f, %.0f | | |\n' "$pgc1" "$pgc2"
+    printf '| pgbench -C -c 32 -j 32 (before, after) | %.0f, %.0f | | |\n' "$pgc3" "$pgc4"
+    printf '| pgbench -C, the best of the four: the baseline | %.0f | 1.00 | |\n' "$pgc"
+    printf '| registry, uniform over 200, cap 20, 32 threads | %.0f | %s | >= 0.9 |\n' "$uni" "$(ratio "$uni" "$pgc")"
     printf '| registry, Zipf(1.1) over 200, cap 50, 16 threads | %.0f | %s | >= 5 |\n' "$zipf" "$(ratio "$zipf" "$pgc")"
     echo
-    local tail_samples
-    tail_samples=$(echo "$samples" | xargs -n 1 2>/dev/null | sed -n '3,$p' | { grep -v '^$' || true; } | sort -g | xargs)
-    [ -n "$tail_samples" ] || tail_samples="-" 
-    echo "Client backends (connecting or connected) during the uniform run (every 0.5 s after the warm-up;"
-    echo "cap 20): min $(echo "$tail_samples" | awk '{print $1}'), median $(echo "$tail_samples" | median),"
-    echo "max $(echo "$tail_samples" | awk '{print $NF}'); the registry's own count: $(grep -o 'open connections max [0-9]*' "$work/rb_uniform.txt" || true)."
-    echo "Backends below the cap are connects in progress and closes: at the connect-rate limit each"
-    echo "query needs a new session (200 tenants, cap 20), as in pgbench -C."
+    echo "Cap slots in transit during the uniform run: the registry's open count (connections counted"
+    echo "against the cap, connecting ones included) minus the server's live client backends, every"
+    echo "100 ms, and what Little's law predicts in transit from the tenant pools' own connect time"
+    echo "(connects/s x mean connect time); a slot idle in transit would show as a gap above that."
+    echo "pgbench -C's average connection time in the same run: ${conn_ms:-?} ms with -j 2, ${conn_ms32:-?} ms with -j 32"
+    echo "(the server's fork + start-up queue for its CPUs: more parallel connects, longer connects)."
+    echo
+    echo '```'
+    grep -E 'open - backends|Little' "$work/rb_uniform.txt" | sed 's/^ *//'
+    echo "t_ms open backends gap waiting cap"
+    sed -n 's/^ *series *\([0-9]\)/\1/p' "$work/rb_uniform.txt" | tr -s ' ' | awk 'NR % 5 == 1' | head -n 40
+    echo '```'
+    echo "(every 5th sample shown; all are in the bench's output)"
     echo
     echo "Cold tenant (bench/registry_bench --parts ab --tenants 10000):"
     echo
@@ -336,9 +332,10 @@ registry_suite() {
     sed -n '/^summary/,$p' "$work/rb_cold.txt"
     echo '```'
     echo
-    echo "Commands: \`pgbench -n -C -M simple -f select1.sql -c 32 -j 2 -T $secs\`,"
-    echo "\`registry_bench --parts c --dbs 200 --cap 20 --threads 32 --seconds $secs --zipf 0 --no-baseline \"\$DB dbname=%s\"\`,"
-    echo "the same with \`--cap 50 --threads 16 --zipf 1.1\`."
+    echo "Commands: \`pgbench -n -C -M simple -f select1.sql -c 32 -j 2|32 -T $secs\` (before and after),"
+    echo "\`registry_bench --parts c --dbs 200 --cap 20 --threads 32 --seconds $secs --zipf 0 --no-baseline --series 100 \"\$DB dbname=%s\"\`,"
+    echo "the same with \`--cap 50 --threads 16 --zipf 1.1\` (no --series),"
+    echo "\`registry_bench --parts ab --tenants 10000 --cold 10 \"\$DB dbname=%s\"\`."
 }
 
 echo 'SELECT 1;' >"$work/select1.sql"

@@ -42,28 +42,9 @@ if [ ! -x "$DBPOOL" ]; then
 fi
 [ -x "$DBPOOL" ] || die "no dbpool CLI at $DBPOOL"
 
-work=$(mktemp -d /tmp/dbpool-handover-XXXXXX)
-chmod 711 "$work"
-pgdir="$work/pg"
-started_pg=0
-cleanup() {
-    if [ "$started_pg" = 1 ]; then
-        bash "$repo/scripts/pg-throwaway.sh" stop "$pgdir" || true
-    fi
-    rm -rf -- "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP
-
-if [ -n "${DATABASE_URL:-}" ]; then
-    conninfo=$DATABASE_URL
-    echo "handover.sh: using DATABASE_URL" >&2
-else
-    conninfo=$(bash "$repo/scripts/pg-throwaway.sh" start "$pgdir")
-    started_pg=1
-    echo "handover.sh: throwaway PostgreSQL: $conninfo" >&2
-fi
-server_version=$(psql "$conninfo" -XAtc "SHOW server_version")
+. "$here/lib.sh"
+bench_workdir handover
+bench_database handover.sh
 echo 'SELECT 1;' >"$work/select1.sql"
 chmod 644 "$work/select1.sql"
 

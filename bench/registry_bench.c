@@ -55,13 +55,15 @@ static struct {
     double seconds, zipf_s;
     int skip_baseline;
     const char *parts; /* which of a, b, c to run */
-} opt = {NULL, 0, 10000, 200, 50, 16, 50, 10.0, 1.1, 0, "abc"};
+    int series_ms;     /* (c): sample open connections vs backends this often */
+} opt = {NULL, 0, 10000, 200, 50, 16, 50, 10.0, 1.1, 0, "abc", 0};
 
 static void usage(void)
 {
     fprintf(stderr, "usage: registry_bench [--tenants N] [--dbs N] [--cap N] [--threads N] "
                     "[--seconds S]\n"
                     "                      [--cold N] [--zipf S] [--no-baseline] [--parts abc]\n"
+                    "                      [--series MS]\n"
                     "                      \"<conninfo template>\"\n"
                     "  the template may contain %%s for the tenant's database name\n");
     exit(2);
@@ -637,6 +639,107 @@ static void *zworker_main(void *arg)
     return NULL;
 }
 
+/* --series: the registry's own open count (connections counted against the
+ * cap, connecting ones included) next to the server's live client backends,
+ * every series_ms. open - backends is what the cap holds in transit: connects
+ * the server does not list yet (before authentication ends) less sessions
+ * closed whose backends have not exited yet. A slot idle in transit would
+ * show as a gap that persists; connects in flight as a small gap that moves. */
+struct series {
+    PGconn *conn;
+    long n, gap_pos, idle_waiting;
+    double gap_sum;
+    int gap_max, gap_min;
+};
+
+static void series_start(struct series *se, int ms)
+{
+    char ci[1024];
+    memset(se, 0, sizeof *se);
+    se->gap_min = INT32_MAX;
+    se->gap_max = INT32_MIN;
+    if (ms <= 0)
+        return;
+    conninfo_for(ci, sizeof ci, "postgres");
+    se->conn = PQconnectdb(ci);
+    if (PQstatus(se->conn) != CONNECTION_OK) {
+        fprintf(stderr, "--series: %s", PQerrorMessage(se->conn));
+        PQfinish(se->conn);
+        se->conn = NULL;
+        return;
+    }
+    printf("    series (every %d ms): t_ms open backends gap waiting cap\n", ms);
+}
+
+static void series_sample(struct series *se, const dbpool_registry_stats *st, int64_t t_us)
+{
+    if (!se->conn)
+        return;
+    PGresult *r = PQexec(se->conn, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+                                   "'client backend' AND pid <> pg_backend_pid()");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        int b = atoi(PQgetvalue(r, 0, 0));
+        int gap = st->open_connections - b;
+        se->n++;
+        se->gap_sum += gap;
+        se->gap_pos += gap > 0;
+        if (gap > se->gap_max)
+            se->gap_max = gap;
+        if (gap < se->gap_min)
+            se->gap_min = gap;
+        /* a tenant waits for room while the cap has some: a slot idles */
+        se->idle_waiting += st->tenants_waiting > 0 && st->open_connections < st->cap;
+        printf("    series %6" PRId64 " %3d %3d %+3d %3d %3d\n", t_us / 1000, st->open_connections,
+               b, gap, st->tenants_waiting, st->cap);
+    }
+    PQclear(r);
+}
+
+static void series_report(struct series *se)
+{
+    if (!se->conn)
+        return;
+    if (se->n)
+        printf("    open - backends over %ld samples: max %+d, min %+d, mean %+.2f, above 0 in "
+               "%ld; samples with a tenant waiting while open < cap: %ld\n",
+               se->n, se->gap_max, se->gap_min, se->gap_sum / (double)se->n, se->gap_pos,
+               se->idle_waiting);
+    PQfinish(se->conn);
+    se->conn = NULL;
+}
+
+/* The tenant pools' own connect times (slot CONNECTING to ready: what the
+ * cap holds while a connect is in flight), and what Little's law predicts
+ * in transit from them: connects/s x mean connect time. */
+static void connect_time_report(dbpool_registry *reg, double connects_per_s)
+{
+    uint64_t n = 0;
+    int64_t sum = 0, p99 = 0;
+    char key[32];
+    for (int i = 0; i < opt.dbs; i++) {
+        dbpool *p;
+        dbpool_stats st;
+        snprintf(key, sizeof key, "z%03d", i);
+        if (dbpool_registry_get(reg, key, &p) != 0)
+            continue;
+        if (dbpool_stats_get(p, &st) == 0) {
+            n += st.connect_time.count;
+            sum += st.connect_time.sum_us;
+            if (st.connect_time.p99_us > p99)
+                p99 = st.connect_time.p99_us;
+        }
+        dbpool_registry_put(reg, p);
+    }
+    if (!n)
+        return;
+    double mean_ms = (double)sum / (double)n / 1000.0;
+    printf("    connects (start to ready, the tenant pools' own): %" PRIu64 ", mean %.2f ms, "
+           "worst pool's p99 %.2f ms; in transit by Little's law: %.0f/s x %.2f ms = %.1f "
+           "slots\n",
+           n, mean_ms, (double)p99 / 1000.0, connects_per_s, mean_ms,
+           connects_per_s * mean_ms / 1000.0);
+}
+
 struct zipf_result {
     double qps, p50_ms, p99_ms, max_ms;
     long ok, timeouts, drops, other;
@@ -668,13 +771,16 @@ static struct zipf_result part_c(int baseline)
     int64_t t0 = now_us();
     atomic_store(&run.measuring, 1);
     int64_t end = t0 + (int64_t)(secs * 1e6);
+    struct series se;
+    series_start(&se, run.reg ? opt.series_ms : 0);
     while (now_us() < end) {
-        sleep_ms(20);
+        sleep_ms(se.conn ? opt.series_ms : 20);
         if (run.reg) {
             dbpool_registry_stats st;
             dbpool_registry_stats_get(run.reg, &st);
             if (st.open_connections > z.max_open)
                 z.max_open = st.open_connections;
+            series_sample(&se, &st, now_us() - t0);
         }
     }
     atomic_store(&run.measuring, 0);
@@ -721,6 +827,9 @@ static struct zipf_result part_c(int baseline)
         printf("    evictions %" PRIu64 " (%.0f/s); tenant pools %d; open connections max "
                "%d (cap %d)\n",
                z.evictions, (double)z.evictions / secs, s1.tenants, z.max_open, opt.cap);
+        series_report(&se);
+        if (opt.series_ms > 0)
+            connect_time_report(run.reg, (double)z.evictions / secs);
         if (dbpool_registry_close(run.reg) != 0)
             fprintf(stderr, "registry close: %s\n", dbpool_last_error());
     } else {
@@ -759,6 +868,8 @@ int main(int argc, char **argv)
             opt.zipf_s = atof(argv[++i]);
         else if (!strcmp(a, "--parts") && v)
             opt.parts = argv[++i];
+        else if (!strcmp(a, "--series") && v)
+            opt.series_ms = atoi(argv[++i]);
         else if (!strcmp(a, "--no-baseline"))
             opt.skip_baseline = 1;
         else if (a[0] == '-')

@@ -99,7 +99,8 @@ static int write_file(const char *path, const char *text)
     return 0;
 }
 
-/* Can a client run SELECT 1 through it? */
+/* Can a client run SELECT 1 through it? Refusing a client because
+ * max_client_conn is reached (busy clients of a test) is serving too. */
 static int serves(const pgb_server *b)
 {
     char ci[600];
@@ -110,6 +111,8 @@ static int serves(const pgb_server *b)
         PGresult *r = PQexec(c, "SELECT 1");
         ok = PQresultStatus(r) == PGRES_TUPLES_OK;
         PQclear(r);
+    } else if (c && strstr(PQerrorMessage(c), "no more connections allowed")) {
+        ok = 1;
     }
     PQfinish(c);
     return ok;
@@ -200,7 +203,13 @@ static int spawn(pgb_server *b)
 
 int pgb_start(pgb_server *b, const pgt_server *target, const char *pool_mode, int pool_size)
 {
-    char path[300], conf[2048];
+    return pgb_start_conf(b, target, pool_mode, pool_size, NULL);
+}
+
+int pgb_start_conf(pgb_server *b, const pgt_server *target, const char *pool_mode, int pool_size,
+                   const char *extra)
+{
+    char path[300], conf[16384], wild[128] = "";
 
     memset(b, 0, sizeof *b);
     if (access(bouncer_path(), X_OK) != 0) {
@@ -224,29 +233,40 @@ int pgb_start(pgb_server *b, const pgt_server *target, const char *pool_mode, in
         fail("no free port");
         return -1;
     }
+    /* every other database of the target, as the connecting user: a user
+     * forced here (user=) escapes max_user_connections in PgBouncer 1.18 */
+    if (extra)
+        snprintf(wild, sizeof wild, "* = host=127.0.0.1 port=%d\n", target->port);
     snprintf(b->conninfo, sizeof b->conninfo,
              "host=127.0.0.1 port=%d user=postgres dbname=postgres", b->port);
     snprintf(path, sizeof path, "%s/userlist.txt", b->dir);
     if (write_file(path, "\"postgres\" \"\"\n\"app\" \"\"\n") != 0)
         return -1;
-    snprintf(conf, sizeof conf,
-             "[databases]\n"
-             "postgres = host=127.0.0.1 port=%d dbname=postgres user=postgres\n"
-             "[pgbouncer]\n"
-             "listen_addr = 127.0.0.1\n"
-             "listen_port = %d\n"
-             "unix_socket_dir =\n"
-             "auth_type = trust\n"
-             "auth_file = %s/userlist.txt\n"
-             "pool_mode = %s\n"
-             "default_pool_size = %d\n"
-             "max_client_conn = 200\n"
-             "server_login_retry = 1\n"
-             "logfile = %s/pgbouncer.log\n"
-             "pidfile = %s/pgbouncer.pid\n"
-             "admin_users = postgres\n"
-             "ignore_startup_parameters = extra_float_digits\n",
-             target->port, b->port, b->dir, pool_mode, pool_size, b->dir, b->dir);
+    int len = snprintf(conf, sizeof conf,
+                       "[databases]\n"
+                       "postgres = host=127.0.0.1 port=%d dbname=postgres user=postgres\n"
+                       "%s"
+                       "[pgbouncer]\n"
+                       "listen_addr = 127.0.0.1\n"
+                       "listen_port = %d\n"
+                       "unix_socket_dir =\n"
+                       "auth_type = trust\n"
+                       "auth_file = %s/userlist.txt\n"
+                       "pool_mode = %s\n"
+                       "default_pool_size = %d\n"
+                       "max_client_conn = 200\n"
+                       "server_login_retry = 1\n"
+                       "logfile = %s/pgbouncer.log\n"
+                       "pidfile = %s/pgbouncer.pid\n"
+                       "admin_users = postgres\n"
+                       "ignore_startup_parameters = extra_float_digits\n"
+                       "%s",
+                       target->port, wild, b->port, b->dir, pool_mode, pool_size, b->dir, b->dir,
+                       extra ? extra : "");
+    if (len < 0 || (size_t)len >= sizeof conf) {
+        fail("pgbouncer.ini longer than %zu bytes", sizeof conf);
+        return -1;
+    }
     snprintf(path, sizeof path, "%s/pgbouncer.ini", b->dir);
     if (write_file(path, conf) != 0)
         return -1;

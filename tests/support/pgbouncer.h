@@ -27,6 +27,12 @@ typedef struct pgb_server {
  * default_pool_size (server connections per user/database pair). Waits
  * until a client can run SELECT 1 through it. */
 int pgb_start(pgb_server *b, const pgt_server *target, const char *pool_mode, int pool_size);
+/* pgb_start, plus every other database of the target (the "*" entry, as the
+ * client's user) and `extra` appended to the [pgbouncer] section (later
+ * settings win: "max_client_conn = 100\nmax_db_connections = 3\n"; it may
+ * open a "[databases]" section of its own, PgBouncer reads both). */
+int pgb_start_conf(pgb_server *b, const pgt_server *target, const char *pool_mode, int pool_size,
+                   const char *extra);
 /* Stop with `sig` (SIGTERM: immediate shutdown, every client connection is
  * closed; SIGINT: safe shutdown) and wait until the process is gone. */
 int pgb_stop(pgb_server *b, int sig);
