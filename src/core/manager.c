@@ -36,6 +36,10 @@ static struct {
                                   leases out): the library still owns them */
     struct mclient *releases;  /* released, to be freed by the loop */
     int outstanding;           /* attached or detached, not yet released */
+    int nattached;
+    struct mclient **heap; /* attached clients, a binary min-heap on next_due */
+    int heap_n, heap_cap;  /* heap_cap >= nattached: a client taken out to run
+                              always finds its place again */
 } mgr = {
     .life = PTHREAD_MUTEX_INITIALIZER,
     .mu = PTHREAD_MUTEX_INITIALIZER,
@@ -46,6 +50,18 @@ static struct {
     .detached = LIST_HEAD_INIT(mgr.detached),
 };
 
+/*
+ * A wake-up costs what is due, not what is attached (a registry may hold
+ * 10,000 idle tenant pools): the loop finds due clients at the top of the
+ * heap, and poked ones on the poke list, where manager_poke() puts a client
+ * once until the loop takes it. The poke lock is a leaf: pokes come with a
+ * pool's mutex held, so they must not take mgr.mu.
+ */
+static struct {
+    pthread_mutex_t mu;
+    struct mclient *head; /* linked by pnext; each has poke = 1 */
+} pokes = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
 static _Thread_local int on_manager;
 static unsigned fork_gen; /* bumped in every child after fork() */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -53,6 +69,88 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 int manager_is_self(void)
 {
     return on_manager;
+}
+
+/* ---- the due-time heap (mgr.mu) ------------------------------------------ */
+
+static int64_t due_of(const struct mclient *c)
+{
+    return atomic_load_explicit(&c->next_due, memory_order_relaxed);
+}
+
+static void heap_set(int i, struct mclient *c)
+{
+    mgr.heap[i] = c;
+    c->heap_idx = i;
+}
+
+static void heap_up(int i)
+{
+    struct mclient *c = mgr.heap[i];
+
+    while (i > 0 && due_of(mgr.heap[(i - 1) / 2]) > due_of(c)) {
+        heap_set(i, mgr.heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(i, c);
+}
+
+static void heap_down(int i)
+{
+    struct mclient *c = mgr.heap[i];
+
+    for (;;) {
+        int m = 2 * i + 1;
+        if (m >= mgr.heap_n)
+            break;
+        if (m + 1 < mgr.heap_n && due_of(mgr.heap[m + 1]) < due_of(mgr.heap[m]))
+            m++;
+        if (due_of(mgr.heap[m]) >= due_of(c))
+            break;
+        heap_set(i, mgr.heap[m]);
+        i = m;
+    }
+    heap_set(i, c);
+}
+
+/* Room for n clients: 0 or DBPOOL_ENOMEM. */
+static int heap_reserve(int n)
+{
+    if (n <= mgr.heap_cap)
+        return 0;
+    int cap = mgr.heap_cap ? mgr.heap_cap * 2 : 64;
+    while (cap < n)
+        cap *= 2;
+    struct mclient **h = mem_malloc((size_t)cap * sizeof(*h));
+    if (!h)
+        return set_error(DBPOOL_ENOMEM, "manager: out of memory");
+    if (mgr.heap_n)
+        memcpy(h, mgr.heap, (size_t)mgr.heap_n * sizeof(*h));
+    mem_free(mgr.heap);
+    mgr.heap = h;
+    mgr.heap_cap = cap;
+    return 0;
+}
+
+static void heap_push(struct mclient *c)
+{
+    heap_set(mgr.heap_n++, c);
+    heap_up(c->heap_idx);
+}
+
+static void heap_remove(struct mclient *c)
+{
+    int i = c->heap_idx;
+
+    if (i < 0)
+        return;
+    c->heap_idx = -1;
+    struct mclient *last = mgr.heap[--mgr.heap_n];
+    if (i == mgr.heap_n)
+        return;
+    heap_set(i, last);
+    heap_up(i);
+    heap_down(last->heap_idx);
 }
 
 /* ---- wakeups ------------------------------------------------------------- */
@@ -68,11 +166,35 @@ static void wake(void)
     }
 }
 
+/* Put c on the poke list unless it is there already. */
+static void poke_push(struct mclient *c)
+{
+    if (atomic_exchange_explicit(&c->poke, 1, memory_order_acq_rel))
+        return;
+    pthread_mutex_lock(&pokes.mu);
+    c->pnext = pokes.head;
+    pokes.head = c;
+    pthread_mutex_unlock(&pokes.mu);
+}
+
+/* Take c off the poke list before it is freed (it is only ever there, with
+ * nobody left to poke it, when it was poked between detach and release). */
+static void poke_forget(struct mclient *c)
+{
+    pthread_mutex_lock(&pokes.mu);
+    for (struct mclient **pp = &pokes.head; *pp; pp = &(*pp)->pnext)
+        if (*pp == c) {
+            *pp = c->pnext;
+            break;
+        }
+    pthread_mutex_unlock(&pokes.mu);
+}
+
 void manager_poke(struct mclient *c)
 {
-    atomic_store_explicit(&c->poke, 1, memory_order_release);
+    poke_push(c);
     if (!on_manager)
-        wake(); /* the loop looks at every client's poke before it sleeps */
+        wake(); /* the loop looks at the poke list before it sleeps */
 }
 
 void manager_poke_before(struct mclient *c, int64_t due)
@@ -146,17 +268,12 @@ static void run_releases(void)
 /* Phase: how long may the loop sleep? (mgr.mu held) */
 static int64_t next_timeout(int64_t now)
 {
-    int64_t due = INT64_MAX;
-
-    list_for_each(n, &mgr.clients)
-    {
-        struct mclient *c = list_entry(n, struct mclient, node);
-        int64_t d = atomic_load_explicit(&c->next_due, memory_order_acquire);
-        if (atomic_load_explicit(&c->poke, memory_order_acquire))
-            d = now;
-        if (d < due)
-            due = d;
-    }
+    pthread_mutex_lock(&pokes.mu);
+    int poked = pokes.head != NULL;
+    pthread_mutex_unlock(&pokes.mu);
+    if (poked)
+        return 0;
+    int64_t due = mgr.heap_n ? due_of(mgr.heap[0]) : INT64_MAX;
     if (due == INT64_MAX || due - now > MAX_SLEEP_MS)
         return MAX_SLEEP_MS;
     return due > now ? due - now : 0;
@@ -177,34 +294,55 @@ static void dispatch_io(struct epoll_event *evs, int n, int64_t now)
         if (!c->attached || w->fd < 0)
             continue; /* a stale event: the watcher or its client went away */
         RUN_UNLOCKED(c, w->cb(w, now));
-        atomic_store_explicit(&c->poke, 1, memory_order_release);
+        poke_push(c);
     }
 }
 
-/* Phase: service every client that is due or poked. */
+/* Phase: service every client that is poked or due, each once. */
 static void run_due(int64_t now)
 {
-    struct mclient *run = NULL, **tail = &run;
+    struct mclient *run = NULL, **tail = &run, *c, *next;
 
-    list_for_each(n, &mgr.clients)
-    {
-        struct mclient *c = list_entry(n, struct mclient, node);
-        if (!atomic_exchange_explicit(&c->poke, 0, memory_order_acq_rel) &&
-            now < atomic_load_explicit(&c->next_due, memory_order_acquire))
-            continue;
-        c->qnext = NULL;
-        *tail = c;
-        tail = &c->qnext;
+#define QUEUE(c)                                                                                   \
+    do {                                                                                           \
+        if (!(c)->queued) {                                                                        \
+            (c)->queued = 1;                                                                       \
+            (c)->qnext = NULL;                                                                     \
+            *tail = (c);                                                                           \
+            tail = &(c)->qnext;                                                                    \
+        }                                                                                          \
+    } while (0)
+    pthread_mutex_lock(&pokes.mu);
+    c = pokes.head;
+    pokes.head = NULL;
+    pthread_mutex_unlock(&pokes.mu);
+    for (; c; c = next) {
+        next = c->pnext;
+        /* cleared before the service runs: a poke from now on is seen */
+        atomic_store_explicit(&c->poke, 0, memory_order_release);
+        if (c->attached)
+            QUEUE(c);
     }
+    while (mgr.heap_n > 0 && due_of(mgr.heap[0]) <= now) {
+        c = mgr.heap[0];
+        heap_remove(c);
+        QUEUE(c);
+    }
+#undef QUEUE
     /* detached clients stay valid until the top of the loop: skip them. The
      * run list has its own link: a client released meanwhile reuses rnext. */
-    for (struct mclient *c = run, *next; c; c = next) {
+    for (c = run; c; c = next) {
         next = c->qnext;
+        c->queued = 0;
         if (!c->attached)
             continue;
         int64_t due = 0;
         RUN_UNLOCKED(c, due = c->service(c, now));
+        if (!c->attached)
+            continue; /* detached meanwhile: out of the heap for good */
         atomic_store_explicit(&c->next_due, due, memory_order_release);
+        heap_remove(c); /* in place if only poked: its key changes */
+        heap_push(c);
     }
 }
 
@@ -272,6 +410,9 @@ static void manager_stop(void)
     close(mgr.evfd);
     mgr.epfd = mgr.evfd = -1;
     mgr.running = 0;
+    mem_free(mgr.heap); /* nothing is attached; the allocator may change next */
+    mgr.heap = NULL;
+    mgr.heap_n = mgr.heap_cap = 0;
     pthread_mutex_unlock(&mgr.mu);
     workers_trim(); /* no thread stays behind, unless a job is stuck */
 }
@@ -286,12 +427,14 @@ static void atfork_prepare(void)
 {
     pthread_mutex_lock(&mgr.life);
     pthread_mutex_lock(&mgr.mu);
+    pthread_mutex_lock(&pokes.mu);
     workers_atfork_prepare();
 }
 
 static void atfork_parent(void)
 {
     workers_atfork_parent();
+    pthread_mutex_unlock(&pokes.mu);
     pthread_mutex_unlock(&mgr.mu);
     pthread_mutex_unlock(&mgr.life);
 }
@@ -309,7 +452,13 @@ static void atfork_child(void)
     list_init(&mgr.clients);
     list_init(&mgr.detached);
     mgr.releases = NULL;
-    mgr.outstanding = 0;
+    mgr.outstanding = mgr.nattached = 0;
+    /* the parent's heap is left to the parent: freeing it here could use an
+     * allocator set in the child since */
+    mgr.heap = NULL;
+    mgr.heap_n = mgr.heap_cap = 0;
+    pokes.head = NULL;
+    pthread_mutex_unlock(&pokes.mu);
     /* this thread took them in atfork_prepare: it still holds them here.
      * Unlock rather than re-init: a re-initialised mutex that a sanitizer
      * still sees locked is "double locked" by the child's new manager */
@@ -330,23 +479,35 @@ unsigned manager_fork_gen(void)
 
 int manager_attach(struct mclient *c)
 {
-    int rc = 0;
+    int rc;
 
     pthread_once(&atfork_once, atfork_register);
     pthread_mutex_lock(&mgr.life);
-    if (!mgr.running)
+    pthread_mutex_lock(&mgr.mu);
+    rc = heap_reserve(mgr.nattached + 1); /* first: a failure leaves no thread behind */
+    pthread_mutex_unlock(&mgr.mu);
+    if (rc == 0 && !mgr.running)
         rc = manager_start();
+    pthread_mutex_lock(&mgr.mu);
     if (rc == 0) {
-        pthread_mutex_lock(&mgr.mu);
         atomic_store(&c->next_due, 0); /* service at once */
         atomic_store(&c->poke, 0);
         c->attached = 1;
         c->running = 0;
+        c->queued = 0;
+        c->heap_idx = -1;
+        heap_push(c);
         list_push_tail(&mgr.clients, &c->node);
         mgr.outstanding++;
-        pthread_mutex_unlock(&mgr.mu);
-        wake();
+        mgr.nattached++;
+    } else if (!mgr.running) {
+        mem_free(mgr.heap); /* no thread, nothing attached: as if never used */
+        mgr.heap = NULL;
+        mgr.heap_n = mgr.heap_cap = 0;
     }
+    pthread_mutex_unlock(&mgr.mu);
+    if (rc == 0)
+        wake();
     pthread_mutex_unlock(&mgr.life);
     return rc;
 }
@@ -356,6 +517,8 @@ void manager_detach(struct mclient *c)
     pthread_mutex_lock(&mgr.mu);
     if (c->attached) {
         c->attached = 0;
+        heap_remove(c);
+        mgr.nattached--;
         list_del(&mgr.clients, &c->node);
         list_push_tail(&mgr.detached, &c->node);
     }
@@ -372,6 +535,7 @@ void manager_release(struct mclient *c)
 
     pthread_mutex_lock(&mgr.mu);
     list_del(&mgr.detached, &c->node);
+    poke_forget(c);
     int last = --mgr.outstanding == 0;
     if (mgr.running) {
         c->rnext = mgr.releases;

@@ -37,8 +37,11 @@ struct mclient {
     struct list_node node; /* attached or detached list (manager lock) */
     struct mclient *rnext; /* release list (manager lock) */
     struct mclient *qnext; /* this pass's run list (manager thread only) */
-    _Atomic int64_t next_due;
-    _Atomic int poke;
+    struct mclient *pnext; /* poke list (poke lock) */
+    int heap_idx;          /* place in the due-time heap, -1: not in it (manager lock) */
+    int queued;            /* on this pass's run list (manager thread only) */
+    _Atomic int64_t next_due; /* written under the manager lock only */
+    _Atomic int poke;         /* on the poke list */
     int attached; /* manager lock */
     int running;  /* manager lock: service() or a watcher's cb runs now */
     int64_t (*service)(struct mclient *c, int64_t now);
