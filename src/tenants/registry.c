@@ -40,7 +40,7 @@ struct dbpool_registry {
     int open;               /* connections counted against the cap */
     /* the cap (aimd.c): cfg.max_connections, lower while cfg.adaptive backs off */
     struct aimd aimd;
-    int evictions_asked; /* asked and not yet seen as a release */
+    int evictions_asked;    /* asked and not yet seen as a release */
     int closing;
     int64_t next_tick;
     uint64_t created_n, reclaimed_n, evictions_n;
@@ -358,10 +358,12 @@ int dbpool_registry_open(dbpool_registry **out, const dbpool_registry_config *cf
         return set_error(DBPOOL_EINVAL,
                          "dbpool_registry_open: max_connections and pool_idle_timeout must be "
                          "positive");
-    if (cfg->adaptive && (cfg->adaptive_min < 1 || cfg->adaptive_min > cfg->max_connections ||
-                          cfg->adaptive_interval < 1 || cfg->adaptive_interval > 86400000))
-        return set_error(DBPOOL_EINVAL, "dbpool_registry_open: adaptive needs 1 <= adaptive_min <= "
-                                        "max_connections and adaptive_interval in 1..86400000 ms");
+    if (cfg->adaptive &&
+        (cfg->adaptive_min < 1 || cfg->adaptive_min > cfg->max_connections ||
+         cfg->adaptive_interval < 1 || cfg->adaptive_interval > 86400000))
+        return set_error(DBPOOL_EINVAL,
+                         "dbpool_registry_open: adaptive needs 1 <= adaptive_min <= "
+                         "max_connections and adaptive_interval in 1..86400000 ms");
     r = mem_calloc(1, sizeof(*r));
     if (!r)
         return set_error(DBPOOL_ENOMEM, "out of memory");
