@@ -37,7 +37,7 @@
 static struct {
     int procs, tenants, threads, cap, fixed, min, size, max_conn, connect_par, hot;
     double connect_ms, refuse_ms, disc_ms, query_ms, client_ms, rate, zipf, diurnal, day_s;
-    double seconds, warmup, timeout_ms, idle_timeout_ms, probe_ms;
+    double seconds, warmup, timeout_ms, idle_timeout_ms, probe_ms, skew;
     int64_t interval, backoff_min, backoff_max, queue_target, queue_interval;
     uint64_t seed;
     const char *series; /* per-second CSV */
@@ -207,13 +207,17 @@ struct call {
     int64_t t0_us;
     unsigned gen;
     int next_free;
+    int id;
 };
 
 static struct proc *procs;
 static struct pool *pools;
 static struct slot *slots;
-static struct call *calls;
-static int ncalls, calls_cap, free_call = -1;
+/* calls live in chunks that never move: queued waiters are linked through them */
+#define CHUNK 4096
+static struct call *chunks[65536];
+static int ncalls, free_call = -1;
+#define CALL(c) (&chunks[(c) / CHUNK][(c) % CHUNK])
 
 /* server */
 static int backends, max_backends, connect_busy;
@@ -430,24 +434,28 @@ static int call_new(void)
     int c;
     if (free_call >= 0) {
         c = free_call;
-        free_call = calls[c].next_free;
+        free_call = (*CALL(c)).next_free;
     } else {
-        if (ncalls == calls_cap) {
-            calls_cap = calls_cap ? calls_cap * 2 : 1024;
-            calls = realloc(calls, (size_t)calls_cap * sizeof(*calls));
+        if (ncalls % CHUNK == 0) {
+            if (ncalls / CHUNK >= 65536 ||
+                !(chunks[ncalls / CHUNK] = calloc(CHUNK, sizeof(struct call)))) {
+                fprintf(stderr, "too many calls in flight\n");
+                exit(1);
+            }
         }
         c = ncalls++;
-        calls[c].gen = 0;
+        CALL(c)->gen = 0;
+        CALL(c)->id = c;
     }
-    calls[c].gen++;
-    calls[c].slot = -1;
+    (*CALL(c)).gen++;
+    (*CALL(c)).slot = -1;
     return c;
 }
 
 static void call_free(int c)
 {
-    calls[c].gen++; /* its timeout event is stale from now on */
-    calls[c].next_free = free_call;
+    (*CALL(c)).gen++; /* its timeout event is stale from now on */
+    (*CALL(c)).next_free = free_call;
     free_call = c;
 }
 
@@ -466,7 +474,7 @@ static void next_call(int c_old, int proc, int caller)
 
 static void call_end(int c, int ok)
 {
-    struct call *cl = &calls[c];
+    struct call *cl = CALL((c));
     struct proc *r = &procs[cl->proc];
     if (ok) {
         r->ok_sec++;
@@ -484,7 +492,8 @@ static void call_end(int c, int ok)
 /* A waiter was handed slot s (or took an idle one): run the query. */
 static void serve(int c, struct slot *s)
 {
-    struct call *cl = &calls[c];
+    struct call *cl = CALL(c);
+    cl->w.status = 0; /* handed a slot: its timeout is void */
     if (counting())
         hist_add_ms((double)(now_us - cl->t0_us) / 1000.0);
     move(s, S_BUSY);
@@ -500,7 +509,7 @@ static void signal_dropped(struct waiter *d)
         struct call *cl = (struct call *)(void *)d;
         d = d->dropped_next;
         fail_dropped += counting();
-        call_end((int)(cl - calls), 0);
+        call_end(cl->id, 0);
     }
 }
 
@@ -513,7 +522,7 @@ static void release(struct pool *p, struct slot *s)
     s->last_checkin = ms();
     if (w) {
         struct call *cl = (struct call *)(void *)w;
-        serve((int)(cl - calls), s);
+        serve(cl->id, s);
     } else {
         move(s, S_IDLE);
     }
@@ -540,7 +549,7 @@ static void start_call(int proc, int caller)
     }
     struct pool *p = &pools[proc * opt.tenants + tenant];
     int c = call_new();
-    struct call *cl = &calls[c];
+    struct call *cl = CALL((c));
     cl->proc = proc;
     cl->pool = (int)(p - pools);
     cl->caller = caller;
@@ -785,7 +794,9 @@ static int zipf_pick(void)
 static void next_arrival(int proc)
 {
     double t = (double)now_us / 1e6;
-    double lam = opt.rate * (1.0 + opt.diurnal * sin(2 * M_PI * t / opt.day_s));
+    /* --skew: process i's share of the load, from 1 - skew to 1 + skew */
+    double share = opt.procs > 1 ? 1.0 + opt.skew * (2.0 * proc / (opt.procs - 1) - 1.0) : 1.0;
+    double lam = share * opt.rate * (1.0 + opt.diurnal * sin(2 * M_PI * t / opt.day_s));
     if (lam < opt.rate * 0.05)
         lam = opt.rate * 0.05;
     double gap = -log(1.0 - urand()) / lam;
@@ -879,7 +890,7 @@ int main(int argc, char **argv)
         D("--query-ms", query_ms) D("--client-ms", client_ms) D("--rate", rate);
         D("--zipf", zipf) D("--diurnal", diurnal) D("--day", day_s) D("--seconds", seconds);
         D("--warmup", warmup) D("--timeout", timeout_ms) D("--idle-timeout", idle_timeout_ms);
-        D("--probe-ms", probe_ms);
+        D("--probe-ms", probe_ms) D("--skew", skew);
         if (!strcmp(a, "--interval")) {
             opt.interval = atoll(v);
             continue;
@@ -970,7 +981,7 @@ int main(int argc, char **argv)
                 next_arrival(e.a);
             break;
         case EV_TIMEOUT: {
-            struct call *cl = &calls[e.a];
+            struct call *cl = CALL((e.a));
             if (cl->gen != e.gen || cl->w.status != 1)
                 break; /* served meanwhile (or recycled) */
             struct pool *p = &pools[cl->pool];
@@ -1044,8 +1055,10 @@ int main(int argc, char **argv)
         fail += procs[i].fail;
         conns += procs[i].connects;
         if (opt.procs <= 16)
-            printf("proc=%d ops_per_s=%.1f fail=%ld cap_end=%d connects=%ld\n", i, tput[i],
-                   procs[i].fail, procs[i].aimd.cap, procs[i].connects);
+            printf("proc=%d ops_per_s=%.1f fail=%ld cap_end=%d connects=%ld refusals=%" PRIu64
+                   " decreases=%" PRIu64 "\n",
+                   i, tput[i], procs[i].fail, procs[i].aimd.cap, procs[i].connects,
+                   procs[i].aimd.refusals, procs[i].aimd.decreases);
     }
     uint64_t decreases = 0, refusals_seen = 0;
     for (int i = 0; i < opt.procs; i++) {

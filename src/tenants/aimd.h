@@ -8,8 +8,9 @@
 #include <stdint.h>
 
 /* Refusals of connects that were already in flight when the cap went down
- * are the same event: at most one decrease per this many ms. */
-#define AIMD_DECREASE_GUARD_MS 200
+ * are the same event: they do not count for this many ms after a decrease
+ * (200 ms before bench/sim showed 500 ms fairer between processes). */
+#define AIMD_DECREASE_GUARD_MS 500
 
 /*
  * The cap of one process. Events in, decisions out: a refused connect
@@ -24,6 +25,7 @@ struct aimd {
     int cap;          /* the cap now */
     int64_t last_full, last_decrease, next_increase;
     uint64_t refusals, decreases;
+    int64_t debt; /* refusals counted towards the next decrease, in 1/max */
 };
 
 /* Start at the cap max. interval >= 1, 1 <= min <= max when on. */
@@ -31,16 +33,18 @@ void aimd_init(struct aimd *a, int on, int max, int min, int64_t interval);
 
 /*
  * A connect was refused at `now` because the server is full, while `open`
- * connections counted against the cap. Multiplicative decrease: the cap goes
- * to 3/4 of what is held (at most the cap), not below min, unless a decrease
- * happened within AIMD_DECREASE_GUARD_MS. The next step up is one interval
- * away either way. Returns 1 if the cap went down.
+ * connections counted against the cap (held: at most the cap). Each refusal
+ * counts (held / max)^2, at least 1/8; when the count reaches one the cap
+ * goes to 3/4 of what is held, not below min (multiplicative decrease), and
+ * the next step up is one interval away. Refusals within
+ * AIMD_DECREASE_GUARD_MS of a decrease do not count. Returns 1 if the cap
+ * went down.
  */
 int aimd_refused(struct aimd *a, int open, int64_t now);
 
 /*
  * The periodic look at `now`. Additive increase: once per interval since the
- * latest refusal or step, the cap goes up by one if there is demand (tenants
+ * latest decrease or step, the cap goes up by one if there is demand (tenants
  * wait for room, or the cap is all in use); without demand it stays where it
  * is (no creep back to the storm). Returns 1 if the cap went up: room for a
  * waiting tenant.
