@@ -35,7 +35,7 @@
 /* ---- options ------------------------------------------------------------ */
 
 static struct {
-    int procs, tenants, threads, cap, fixed, min, size, max_conn, connect_par, hot;
+    int procs, tenants, threads, cap, fixed, min, size, max_conn, connect_par, hot, cores;
     double connect_ms, refuse_ms, disc_ms, query_ms, client_ms, rate, zipf, diurnal, day_s;
     double seconds, warmup, timeout_ms, idle_timeout_ms, probe_ms, skew;
     int64_t interval, backoff_min, backoff_max, queue_target, queue_interval;
@@ -393,7 +393,13 @@ static void server_connect(int si)
         if (ok)
             backends++; /* the backend takes its slot (PGPROC) at once */
         double cost = ok ? opt.connect_ms : opt.refuse_ms;
-        cost *= 0.8 + 0.4 * urand();
+        /* --cores K: the connects in flight share K CPUs, so each one takes
+         * longer the more there are (processor sharing, taken at its start) */
+        if (opt.cores > 0 && connect_busy > opt.cores)
+            cost *= (double)connect_busy / opt.cores;
+        /* mean `cost`, with a long tail: a fork and authentication on a
+         * busy machine sometimes wait for a CPU */
+        cost *= 0.3 + 0.7 * -log(1.0 - urand());
         push(now_us + us(cost), EV_CONNECTED, si, (unsigned)ok);
         if (backends > max_backends)
             max_backends = backends;
@@ -885,7 +891,7 @@ int main(int argc, char **argv)
     }
         I("--procs", procs) I("--tenants", tenants) I("--threads", threads) I("--cap", cap);
         I("--min", min) I("--size", size) I("--max-conn", max_conn) I("--hot", hot);
-        I("--connect-par", connect_par);
+        I("--connect-par", connect_par) I("--cores", cores);
         D("--connect-ms", connect_ms) D("--refuse-ms", refuse_ms) D("--disc-ms", disc_ms);
         D("--query-ms", query_ms) D("--client-ms", client_ms) D("--rate", rate);
         D("--zipf", zipf) D("--diurnal", diurnal) D("--day", day_s) D("--seconds", seconds);
