@@ -334,9 +334,9 @@ static void test_adaptive_processes_share_server(void **state)
         assert_true(res[i].ok_late > 0); /* every process makes progress */
     /* Not asserted, reported: Jain's index over the processes' throughput,
      * and callers that timed out waiting for a connect on a full server.
-     * The adaptive cap alone does not make the processes equal (0.43-0.95
-     * here): a process that holds idle connections and never connects is
-     * never refused, so it never learns to hold fewer (docs/multi-tenant.md). */
+     * With refusals weighted by the share held (src/tenants/aimd.c) it was
+     * 0.875-0.985 in 5 runs on 2 loaded CPUs (0.43-0.95 before): one run in
+     * five below 0.9 is too many for an assertion (docs/scaling.md). */
     printf("# callers failed after %d ms: %ld (timeouts waiting for room)\n", CONVERGED_MS,
            fail_late);
 }

@@ -741,6 +741,7 @@ static void tick(int pi)
 {
     struct proc *r = &procs[pi];
     int64_t now = ms();
+    /* demand as the registry sees it (registry.c, adapt_locked) */
     if (aimd_tick(&r->aimd, r->queue.n > 0 || r->open >= r->aimd.cap, now)) {
         struct pool *h = queue_head(r);
         if (h)
@@ -899,6 +900,14 @@ int main(int argc, char **argv)
         D("--probe-ms", probe_ms) D("--skew", skew);
         if (!strcmp(a, "--interval")) {
             opt.interval = atoll(v);
+            continue;
+        }
+        if (!strcmp(a, "--backoff-min")) {
+            opt.backoff_min = atoll(v);
+            continue;
+        }
+        if (!strcmp(a, "--backoff-max")) {
+            opt.backoff_max = atoll(v);
             continue;
         }
         if (!strcmp(a, "--seed")) {
