@@ -31,9 +31,9 @@ run=$build/bench/sim/adaptive_run
 # throughput is bound by connects): 4 connects in parallel of 30 ms on
 # average with a long tail (133 connects/s); the time per call without a
 # connect from the run with one connection per tenant and no connects
-# (--size 1): 1.5 ms (32 threads through a loaded 2-core machine); a refused
+# (--size 1): 0.95 ms (32 threads through a loaded 2-core machine); a refused
 # connect costs half a connect (fork, no authentication).
-MODEL="--connect-par 4 --connect-ms 30 --refuse-ms 15 --query-ms 1.5"
+MODEL="--connect-par 4 --connect-ms 30 --refuse-ms 15 --query-ms 0.95"
 
 # 100 app servers x 500 tenant databases on one bigger server (500
 # connections, 16 connects in parallel: 800/s), 5 ms queries, open-loop
