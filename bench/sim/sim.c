@@ -14,9 +14,12 @@
  *   the registry's grants (FIFO of tenants, one connection per turn), its LRU
  *   eviction, the pool's slot states, the probe while a pool has no
  *   connection and the server is full, idle_timeout.
+ * Not modelled: barging (barge_window), pings, connect timeouts, reclaiming
+ * idle tenant pools, DOWN (a full server never makes a pool DOWN anyway).
  * The server: max_connections, a connect channel (--connect-par parallel
- * connects of --connect-ms each; a refused one costs --refuse-ms), a query
- * service time, a backend that exits --disc-ms after its client closes.
+ * connects of --connect-ms on average, long-tailed; a refused one costs
+ * --refuse-ms; --cores K slows each connect by in-flight/K), a time per
+ * query, a backend that exits --disc-ms after its client closes.
  * Load: closed-loop callers (--threads per process, it_adaptive's tenant mix)
  * or open-loop arrivals (--rate per process, Zipf tenant popularity, diurnal
  * sine). */
@@ -229,7 +232,6 @@ static long refusals_total, connects_total, refusals_sec, connects_sec, ok_sec_t
 static long fail_timeout, fail_dropped, hits, misses;
 static double st_sum[S_N];
 static long st_n;
-static double sum_caps_first_ok = -1;
 
 /* pooled waits after warmup: log buckets 2% wide from 1 us (as adaptive_run.c) */
 #define NBUCKETS 1000
@@ -1058,7 +1060,6 @@ int main(int argc, char **argv)
             break;
         converged_at = s;
     }
-    (void)sum_caps_first_ok;
 
     double span = opt.seconds - opt.warmup;
     double *tput = malloc(sizeof(double) * (size_t)opt.procs);
@@ -1075,10 +1076,9 @@ int main(int argc, char **argv)
                    i, tput[i], procs[i].fail, procs[i].aimd.cap, procs[i].connects,
                    procs[i].aimd.refusals, procs[i].aimd.decreases);
     }
-    uint64_t decreases = 0, refusals_seen = 0;
+    uint64_t decreases = 0;
     for (int i = 0; i < opt.procs; i++) {
         decreases += procs[i].aimd.decreases;
-        refusals_seen += procs[i].aimd.refusals;
     }
     printf("summary label=%s mode=%s ops_per_s=%.1f jain=%.3f wait_p50_ms=%.2f "
            "wait_p99_ms=%.1f refusals_per_s=%.2f connects_per_s=%.2f fail=%ld timeouts=%ld "
@@ -1086,8 +1086,7 @@ int main(int argc, char **argv)
            opt.label, opt.fixed ? "fixed" : "adaptive", total, jain_of(tput, opt.procs),
            hist_q(0.5), hist_q(0.99), (double)refusals_total / opt.seconds, (double)conns / span,
            fail, fail_timeout, fail_dropped, max_backends, converged_at, decreases);
-    (void)refusals_seen;
-    if (getenv("SIM_DEBUG"))
+    if (getenv("SIM_DEBUG")) /* where the time goes */
         printf("debug waits_below_1ms=%.3f hits=%ld misses=%ld per-proc slots: pending %.1f "
                "connecting %.1f idle %.1f "
                "busy %.1f backoff %.1f\n",
