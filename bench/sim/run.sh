@@ -2,7 +2,7 @@
 # run.sh - the simulations behind bench/RESULTS.md ("Simulation: many app
 # servers on one PostgreSQL"), from the repository root after `make build`.
 #
-#   bench/sim/run.sh [BUILD]        the simulator only (about a minute):
+#   bench/sim/run.sh [BUILD]        the simulator only (about 1.5 minutes):
 #                                   1. it_adaptive's scenario (8 processes, cap 20,
 #                                      max_connections 60), 10 seeds, fixed caps of 7
 #                                      and the adaptive budget: the numbers checked
@@ -11,9 +11,11 @@
 #                                      the adaptive budget; writes bench/sim/fleet.svg
 #   bench/sim/run.sh real [BUILD]   the real run the simulator is checked against:
 #                                   a throwaway PostgreSQL (max_connections 60, 100
-#                                   tenant databases), 5 rounds of adaptive_run with
-#                                   fixed caps of 7 and with the adaptive budget
-#                                   (about 4 minutes; keep the machine otherwise idle)
+#                                   tenant databases), 5 rounds of adaptive_run: one
+#                                   connection per tenant and no connects, fixed caps
+#                                   of 7, the adaptive budget
+#                                   (about 8 minutes; ROUNDS=N for fewer; keep the
+#                                   machine otherwise idle)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -71,7 +73,7 @@ if [ "$mode" = real ]; then
         printf "CREATE DATABASE ta%03d TEMPLATE template0 STRATEGY FILE_COPY;\n" "$i"
     done | psql "$ci" -q
     tmpl=${ci/dbname=postgres/dbname=%s}
-    for round in 1 2 3 4 5; do
+    for round in $(seq 1 "${ROUNDS:-5}"); do
         echo "round $round, load $(cut -d' ' -f1 /proc/loadavg)"
         "$run" --fixed --cap 7 --tenants 7 --hot 7 --size 1 "$tmpl" | tail -1 >>"$dir/noconnect"
         "$run" --fixed --cap 7 "$tmpl" | tail -1 >>"$dir/fixed"
