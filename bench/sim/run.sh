@@ -60,6 +60,7 @@ summarise() { # label, file of summary lines
 
 if [ "$mode" = real ]; then
     dir=$(mktemp -d /tmp/dbpool-sim-real.XXXXXX)
+    chmod 755 "$dir" # the server runs as postgres when we are root
     trap 'bash scripts/pg-throwaway.sh stop "$dir/pg" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
     ci=$(bash scripts/pg-throwaway.sh start "$dir/pg")
     psql "$ci" -qc "ALTER SYSTEM SET max_connections = 60"
