@@ -335,8 +335,8 @@ static void test_adaptive_processes_share_server(void **state)
     /* Not asserted, reported: Jain's index over the processes' throughput,
      * and callers that timed out waiting for a connect on a full server.
      * With refusals weighted by the share held (src/tenants/aimd.c) it was
-     * 0.875-0.985 in 5 runs on 2 loaded CPUs (0.43-0.95 before): one run in
-     * five below 0.9 is too many for an assertion (docs/scaling.md). */
+     * 0.82-0.985 in 6 runs on 2 loaded CPUs (0.43-0.95 before): two runs in
+     * six below 0.9 are too many for an assertion (docs/scaling.md). */
     printf("# callers failed after %d ms: %ld (timeouts waiting for room)\n", CONVERGED_MS,
            fail_late);
 }
