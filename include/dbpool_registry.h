@@ -65,9 +65,11 @@ typedef struct dbpool_registry_config {
      * (53300 too_many_connections, PgBouncer's "no more connections allowed")
      * never makes a tenant pool DOWN: its callers wait in the queue. With
      * adaptive on, the registry also lowers its own cap to 3/4 of what it
-     * holds (not below adaptive_min) and raises it by one every
-     * adaptive_interval while tenants wait and no refusal came, so processes
-     * that do not know each other converge to sharing the server.
+     * holds (not below adaptive_min) - at once when it holds its
+     * max_connections, after more refusals the less it holds - and raises
+     * it by one every adaptive_interval while tenants wait and no decrease
+     * came, so processes that do not know each other converge to sharing
+     * the server.
      */
     int adaptive;              /* 0        1 = on                                     */
     int adaptive_min;          /* 1        the cap never goes lower                   */

@@ -107,9 +107,16 @@ static int reg_saw_full(void *arg)
     return dbpool_registry_stats_get(arg, &st) == 0 && st.server_full > 0;
 }
 
+static int reg_cap_down(void *arg)
+{
+    dbpool_registry_stats st;
+    return dbpool_registry_stats_get(arg, &st) == 0 && st.cap_decreases > 0;
+}
+
 /* A full server: the caller waits (no fail-fast EUNAVAILABLE, the pool is not
- * DOWN), the cap goes down to adaptive_min, and the caller gets a connection
- * as soon as there is room. */
+ * DOWN), the cap goes down to adaptive_min (a process holding nothing counts
+ * each refusal 1/8: the pool's probe is refused 8 times first), and the
+ * caller gets a connection as soon as there is room. */
 static void test_adaptive_full_server_is_not_down(void **state)
 {
     (void)state;
@@ -121,6 +128,7 @@ static void test_adaptive_full_server_is_not_down(void **state)
     struct checkout_thr c = {.reg = reg, .tenant = "ta000"};
     pthread_t t = itp_thr_start(checkout_main, &c);
     assert_true(pgt_wait_for(reg_saw_full, reg, 10000));
+    assert_true(pgt_wait_for(reg_cap_down, reg, 15000));
 
     dbpool *p = NULL;
     assert_int_equal(dbpool_registry_get(reg, "ta000", &p), 0);
@@ -131,6 +139,7 @@ static void test_adaptive_full_server_is_not_down(void **state)
     dbpool_registry_stats rs;
     assert_int_equal(dbpool_registry_stats_get(reg, &rs), 0);
     assert_int_equal(rs.cap, 1); /* it held nothing: down to adaptive_min */
+    assert_true(rs.server_full >= 8);
     assert_true(rs.cap_decreases >= 1);
 
     int64_t t_free = pgt_now_ms();
@@ -325,9 +334,9 @@ static void test_adaptive_processes_share_server(void **state)
         assert_true(res[i].ok_late > 0); /* every process makes progress */
     /* Not asserted, reported: Jain's index over the processes' throughput,
      * and callers that timed out waiting for a connect on a full server.
-     * The adaptive cap alone does not make the processes equal (0.43-0.95
-     * here): a process that holds idle connections and never connects is
-     * never refused, so it never learns to hold fewer (docs/multi-tenant.md). */
+     * With refusals weighted by the share held (src/tenants/aimd.c) it was
+     * 0.82-0.985 in 6 runs on 2 loaded CPUs (0.43-0.95 before): two runs in
+     * six below 0.9 are too many for an assertion (docs/scaling.md). */
     printf("# callers failed after %d ms: %ld (timeouts waiting for room)\n", CONVERGED_MS,
            fail_late);
 }

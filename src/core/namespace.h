@@ -9,6 +9,10 @@
 #ifndef DBPOOL_NAMESPACE_H
 #define DBPOOL_NAMESPACE_H
 
+#define aimd_due dbpool__aimd_due
+#define aimd_init dbpool__aimd_init
+#define aimd_refused dbpool__aimd_refused
+#define aimd_tick dbpool__aimd_tick
 #define alloc_set dbpool__alloc_set
 #define async_complete_locked dbpool__async_complete_locked
 #define backoff_init dbpool__backoff_init

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "aimd.h"
 #include "alloc.h"
 #include "dbpool_registry.h"
 #include "driver_pg.h"
@@ -37,11 +38,8 @@ struct dbpool_registry {
     size_t nbuckets, ntenants;
     struct list_head queue; /* FIFO of tenants denied room */
     int open;               /* connections counted against the cap */
-    /* the adaptive cap (cfg.adaptive; see budget_full): cfg.max_connections
-     * when off */
-    int limit;
-    int64_t last_full, last_decrease, next_increase;
-    uint64_t full_n, decreases_n;
+    /* the cap (aimd.c): cfg.max_connections, lower while cfg.adaptive backs off */
+    struct aimd aimd;
     int evictions_asked;    /* asked and not yet seen as a release */
     int closing;
     int64_t next_tick;
@@ -176,14 +174,14 @@ static int budget_acquire(void *owner, struct dbpool *p)
         pthread_mutex_unlock(&r->mu);
         return 0;
     }
-    if (r->open < r->limit && (!queue_head(r) || queue_head(r) == t)) {
+    if (r->open < r->aimd.cap && (!queue_head(r) || queue_head(r) == t)) {
         r->open++;
         t->open++;
         queue_remove(r, t);
         granted = 1;
     } else {
         queue_push(r, t);
-        if (r->open >= r->limit && r->evictions_asked < 1)
+        if (r->open >= r->aimd.cap && r->evictions_asked < 1)
             ask_eviction(r, t);
     }
     pthread_mutex_unlock(&r->mu);
@@ -211,16 +209,10 @@ static void budget_release(void *owner, struct dbpool *p)
 /*
  * The server refused a connect for want of room (53300): several processes
  * share it and together want more than max_connections. With cfg.adaptive
- * the cap backs off multiplicatively - to 3/4 of what this process holds
- * (at most the cap), at least adaptive_min - and tick() raises it by one per
- * adaptive_interval while tenants wait for room and no refusal came, so
- * processes that know nothing of each other converge to sharing the server
- * (AIMD, as TCP shares a link). Refusals of connects that were already in
- * flight when the cap went down are the same event: one decrease per
- * DECREASE_GUARD_MS.
+ * the cap backs off (aimd.c) and tick() raises it again while tenants wait,
+ * so processes that know nothing of each other converge to sharing the
+ * server.
  */
-#define DECREASE_GUARD_MS 200
-
 static void budget_full(void *owner, struct dbpool *p, int64_t now)
 {
     struct tenant *t = owner;
@@ -228,20 +220,8 @@ static void budget_full(void *owner, struct dbpool *p, int64_t now)
 
     (void)p;
     pthread_mutex_lock(&r->mu);
-    r->full_n++;
-    r->last_full = now;
-    r->next_increase = now + r->cfg.adaptive_interval;
-    if (r->cfg.adaptive && !r->closing && now - r->last_decrease >= DECREASE_GUARD_MS) {
-        int held = r->open < r->limit ? r->open : r->limit;
-        int to = held * 3 / 4;
-        if (to < r->cfg.adaptive_min)
-            to = r->cfg.adaptive_min;
-        if (to < r->limit) {
-            r->limit = to;
-            r->decreases_n++;
-            r->last_decrease = now;
-        }
-    }
+    if (!r->closing)
+        (void)aimd_refused(&r->aimd, r->open, now);
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -249,21 +229,14 @@ static void budget_full(void *owner, struct dbpool *p, int64_t now)
  * cap; from tick(), registry mutex held. */
 static void adapt_locked(struct dbpool_registry *r, int64_t now)
 {
-    if (!r->cfg.adaptive)
-        return;
-    if (r->limit < r->cfg.max_connections && now >= r->next_increase) {
-        /* without demand the cap stays where it is (no creep back to the
-         * storm); either way, the next look is one interval away */
-        r->next_increase = now + r->cfg.adaptive_interval;
-        if (r->queue.n > 0 || r->open >= r->limit) {
-            r->limit++;
-            struct tenant *qh = queue_head(r);
-            if (qh && qh->pool)
-                manager_poke(&qh->pool->mc); /* room for the queue's head */
-        }
+    /* demand: tenants wait for room, or the cap is all in use */
+    if (aimd_tick(&r->aimd, r->queue.n > 0 || r->open >= r->aimd.cap, now)) {
+        struct tenant *qh = queue_head(r);
+        if (qh && qh->pool)
+            manager_poke(&qh->pool->mc); /* room for the queue's head */
     }
     /* give back what is over the cap: idle connections first */
-    for (int over = r->open - r->evictions_asked - r->limit; over > 0; over--) {
+    for (int over = aimd_over(&r->aimd, r->open - r->evictions_asked); over > 0; over--) {
         int asked = r->evictions_asked;
         ask_eviction(r, NULL);
         if (r->evictions_asked == asked)
@@ -330,9 +303,7 @@ static int64_t tick(struct mclient *c, int64_t now)
             }
         }
     }
-    int64_t due = r->next_tick;
-    if (r->cfg.adaptive && r->limit < r->cfg.max_connections && r->next_increase < due)
-        due = r->next_increase > now ? r->next_increase : now + 1;
+    int64_t due = aimd_due(&r->aimd, r->next_tick, now);
     pthread_mutex_unlock(&r->mu);
     while (idle) {
         struct tenant *next = idle->hnext;
@@ -397,7 +368,8 @@ int dbpool_registry_open(dbpool_registry **out, const dbpool_registry_config *cf
     if (!r)
         return set_error(DBPOOL_ENOMEM, "out of memory");
     r->cfg = *cfg;
-    r->limit = cfg->max_connections;
+    aimd_init(&r->aimd, cfg->adaptive, cfg->max_connections, cfg->adaptive_min,
+              cfg->adaptive_interval);
     r->cfg.tenant.name = NULL; /* each pool is named after its tenant */
     r->cfg.tenant.after_connect = NULL;
     list_init(&r->queue);
@@ -553,9 +525,9 @@ int dbpool_registry_stats_get(dbpool_registry *r, dbpool_registry_stats *st)
     st->tenants = (int)r->ntenants;
     st->open_connections = r->open;
     st->max_connections = r->cfg.max_connections;
-    st->cap = r->limit;
-    st->server_full = r->full_n;
-    st->cap_decreases = r->decreases_n;
+    st->cap = r->aimd.cap;
+    st->server_full = r->aimd.refusals;
+    st->cap_decreases = r->aimd.decreases;
     st->tenants_waiting = r->queue.n;
     st->pools_created = r->created_n;
     st->pools_reclaimed = r->reclaimed_n;
