@@ -78,6 +78,7 @@ void pool_free(struct dbpool *p)
     free_chunks(p);
     mem_free(p->hists);
     mem_free(p->events);
+    mem_free(p->resolve_err);
     sandbox_free(atomic_load(&p->sandbox));
     mem_free(p);
 }
@@ -278,6 +279,7 @@ void pool_abandon(struct dbpool *p)
     free_chunks(p);
     mem_free(p->hists);
     mem_free(p->events);
+    mem_free(p->resolve_err);
     mem_free(p);
 }
 

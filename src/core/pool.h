@@ -211,7 +211,8 @@ struct dbpool {
     int resolving;      /* a lookup job runs */
     int resolve_failed; /* its result: failed, with resolve_err */
     void *resolved;     /* its result: for the slots PENDING when it arrives */
-    char resolve_err[256];
+    char *resolve_err;  /* allocated only when a lookup fails: an idle tenant
+                           pool pays nothing for it (NULL: out of memory) */
 
     /* lifetime: jobs on worker threads that reference the pool; after close
      * the last of close, the last check-in and the last job frees it */

@@ -106,8 +106,8 @@ static void resolve_done(void *arg)
     if (!p->closing) {
         p->resolved = j->resolved;
         p->resolve_failed = !j->resolved;
-        snprintf(p->resolve_err, sizeof(p->resolve_err), "%s",
-                 j->err[0] ? j->err : "name lookup failed");
+        mem_free(p->resolve_err);
+        p->resolve_err = j->resolved ? NULL : mem_strdup(j->err[0] ? j->err : "name lookup failed");
         j->resolved = NULL;
         manager_poke(&p->mc); /* under the mutex: p is alive */
     }
@@ -543,7 +543,10 @@ static void start_connects(struct dbpool *p, struct dbpool_slot **todo, int64_t 
         if (p->resolve_failed) { /* every waiting slot fails this attempt */
             p->resolve_failed = 0;
             while ((s = slot_first(p, SLOT_PENDING)) != NULL)
-                connect_failed_locked(p, s, p->resolve_err, DBPOOL_IO_FAIL, now);
+                connect_failed_locked(p, s, p->resolve_err ? p->resolve_err : "name lookup failed",
+                                      DBPOOL_IO_FAIL, now);
+            mem_free(p->resolve_err);
+            p->resolve_err = NULL;
             return;
         }
         *resolved = p->resolved; /* for this pass's connects, freed after */
