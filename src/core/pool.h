@@ -33,6 +33,8 @@
  *       W.mu            the worker queue (workers_submit under pool->mu)
  *     cq->mu            a completion queue (async.c): requests are posted
  *                       to it under pool->mu
+ *       pokes.mu        the manager's poke list (manager.c): a leaf, taken by
+ *                       manager_poke under pool->mu and by the loop under mgr.mu
  *
  * Waits: dbpool_close waits, without pool->mu, in manager_detach for the
  * pool's service to finish, then on pool->drained (pool->mu) for callers
