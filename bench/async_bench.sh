@@ -91,7 +91,7 @@ for s in "${setups[@]}"; do
     printf '  %-12s %8s   (runs:%s)\n' "$s" "${m[$s]}" "${runs[$s]}"
 done
 ratio() { awk -v a="$2" -v b="$3" -v t="$4" -v n="$1" \
-          'BEGIN {r = a / b; printf "  %-40s %5.2fx  (target >= %sx: %s)\n", n, r, t, r >= t ? "met" : "MISSED"}'; }
+          'BEGIN {r = a / b; printf "  %-40s %5.2fx  (target >= %sx: %s)\n", n, r, t, (r >= t ? "met" : "MISSED")}'; }
 echo "ratios:"
 ratio "async 16 clients / node-postgres 16" "${m[async16]}" "${m[node16]}" 2
 ratio "async 256 clients / node-postgres 256" "${m[async256]}" "${m[node256]}" 2
