@@ -124,13 +124,17 @@ int dbpool_loop_pending(const dbpool_loop *l)
 
 /* ---- the adapter ---------------------------------------------------------------- */
 
-static void watch(dbpool_io *io, int events)
+/* 0, or -1 when the loop refused (then the exchange cannot go on: lost). */
+static int watch(dbpool_io *io, int events)
 {
     if (io->events == events)
-        return;
-    if (io->loop->hooks.watch(io->loop->data, io, &io->state, PQsocket(io->e.c.pg), events) != 0)
-        events = -1; /* the loop refused: the exchange ends as lost (drive) */
+        return 0;
+    if (io->loop->hooks.watch(io->loop->data, io, &io->state, PQsocket(io->e.c.pg), events) != 0) {
+        io->events = -1;
+        return events ? -1 : 0;
+    }
     io->events = events;
+    return 0;
 }
 
 static void timer(dbpool_io *io, int64_t ms)
@@ -424,10 +428,6 @@ static void drive(dbpool_io *io, int events)
 {
     PGconn *pg = io->e.c.pg;
 
-    if (io->events < 0) { /* the loop could not watch the socket */
-        read_end(io, C_LOST);
-        return;
-    }
     if (io->stage == ST_FLUSH) {
         if ((events & DBPOOL_IO_READ) && !PQconsumeInput(pg)) {
             read_end(io, C_LOST);
@@ -439,7 +439,8 @@ static void drive(dbpool_io *io, int events)
             return;
         }
         if (f > 0) {
-            watch(io, DBPOOL_IO_READ | DBPOOL_IO_WRITE);
+            if (watch(io, DBPOOL_IO_READ | DBPOOL_IO_WRITE) != 0)
+                read_end(io, C_LOST); /* the loop could not watch the socket */
             return;
         }
         io->stage = ST_READ;
@@ -464,7 +465,8 @@ static void drive(dbpool_io *io, int events)
             return;
         }
     }
-    watch(io, DBPOOL_IO_READ);
+    if (watch(io, DBPOOL_IO_READ) != 0)
+        read_end(io, C_LOST); /* the loop could not watch the socket */
 }
 
 void dbpool_io_ready(dbpool_io *io, int events)
