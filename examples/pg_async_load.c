@@ -9,8 +9,9 @@
  *
  * Each client runs ROUNDS statements one after the other (each one starts
  * from the previous one's callback), alternating the statement cache and
- * plain statements, and checks every answer. Exit status 0 when every
- * statement succeeded with the right answer.
+ * plain statements, and checks every answer. Then one statement outlives
+ * its statement timeout and must come back DBPOOL_ETIMEDOUT (cancelled on the
+ * server, 57014). Exit status 0 when all went as it should.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,19 @@ static void on_result(void *arg, int status, dbpool_pg_result *r)
         running--;
 }
 
+/* The statement timeout, on the same loop: the server cancels the statement
+ * (the cancel request went out from a library thread) and says so. */
+static int timeout_done;
+
+static void on_timeout(void *arg, int status, dbpool_pg_result *r)
+{
+    (void)arg;
+    printf("statement timeout: %s %s\n", dbpool_errname(status), r->sqlstate);
+    if (status != DBPOOL_ETIMEDOUT)
+        failures++;
+    timeout_done = 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -141,6 +155,22 @@ int main(int argc, char **argv)
         dbpool_epoll_run(ad, 1000);
 #endif
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    /* one statement that outlives its timeout */
+    dbpool_pg_opts o;
+    dbpool_pg_opts_init(&o);
+    o.statement_timeout = 200;
+    if (dbpool_pg_query_async(loop, pool, "SELECT pg_sleep(30)", NULL, &o, on_timeout, NULL) != 0)
+        return 1;
+#if defined(DBPOOL_EXAMPLE_LIBUV)
+    while (!timeout_done || dbpool_loop_pending(loop))
+        uv_run(uv, UV_RUN_ONCE);
+#elif defined(DBPOOL_EXAMPLE_LIBEVENT)
+    while (!timeout_done || dbpool_loop_pending(loop))
+        event_base_loop(base, EVLOOP_ONCE);
+#else
+    while (!timeout_done || dbpool_loop_pending(loop))
+        dbpool_epoll_run(ad, 1000);
+#endif
     double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     printf("%s: %d clients, %d statements, %d failures; %.0f statements/s\n", LOOP_NAME, nclients,
            done_total, failures, s > 0 ? done_total / s : 0.0);

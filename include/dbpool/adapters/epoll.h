@@ -232,6 +232,10 @@ static inline int dbpool_epoll_run(dbpool_epoll *a, int timeout_ms)
             dbpool_io_ready(w->io, seen);
         }
     }
+    /* completions posted by this batch (a check-in handing its connection
+     * to the next request) run now, not after one more epoll_wait */
+    if (n > 0)
+        dbpool_cq_run(a->cq, 0);
     if (--a->running == 0)
         while (a->garbage) {
             struct dbpool_epoll_w *w = a->garbage;
