@@ -122,8 +122,9 @@ static void *blocking_main(void *arg)
 int main(int argc, char **argv)
 {
     if (argc != 7) {
-        fprintf(stderr, "usage: %s CONNINFO async|async-prepared|blocking[-prepared] CLIENTS "
-                        "THREADS POOL SECONDS\n",
+        fprintf(stderr,
+                "usage: %s CONNINFO async|async-prepared|blocking[-prepared] CLIENTS "
+                "THREADS POOL SECONDS\n",
                 argv[0]);
         return 2;
     }

@@ -48,7 +48,8 @@ static void next(struct client *c)
 
     snprintf(c->arg, sizeof c->arg, "%d", c->id * 1000 + c->round);
     if (c->round % 2)
-        rc = dbpool_pg_query_prepared_async(loop, pool, "SELECT $1::int + 1", &p, NULL, on_result, c);
+        rc = dbpool_pg_query_prepared_async(loop, pool, "SELECT $1::int + 1", &p, NULL, on_result,
+                                            c);
     else
         rc = dbpool_pg_query_async(loop, pool, "SELECT $1::int + 1", &p, NULL, on_result, c);
     if (rc != 0) {
@@ -65,7 +66,8 @@ static void on_result(void *arg, int status, dbpool_pg_result *r)
     int want = c->id * 1000 + c->round + 1;
 
     if (status != 0) {
-        fprintf(stderr, "client %d: %s (%s)\n", c->id, dbpool_strerror(status), dbpool_last_error());
+        fprintf(stderr, "client %d: %s (%s)\n", c->id, dbpool_strerror(status),
+                dbpool_last_error());
         failures++;
     } else if (atoi(PQgetvalue(r->res, 0, 0)) != want) {
         fprintf(stderr, "client %d: wrong answer %s, want %d\n", c->id, PQgetvalue(r->res, 0, 0),

@@ -176,10 +176,11 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_pg_query_async(dbpool_loop *loop, dbpool 
 /* Like dbpool_pg_query_async(), through the connection's prepared-statement
  * cache exactly as dbpool_pg_query_prepared() (opts->unnamed / cache_size 0:
  * no named statements). */
-DBPOOL_API DBPOOL_MUSTCHECK int
-dbpool_pg_query_prepared_async(dbpool_loop *loop, dbpool *pool, const char *sql,
-                               const dbpool_pg_params *params, const dbpool_pg_opts *opts,
-                               dbpool_pg_query_cb cb, void *arg);
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_pg_query_prepared_async(dbpool_loop *loop, dbpool *pool,
+                                                               const char *sql,
+                                                               const dbpool_pg_params *params,
+                                                               const dbpool_pg_opts *opts,
+                                                               dbpool_pg_query_cb cb, void *arg);
 
 /*
  * Run a statement on a lease you hold (from dbpool_checkout_async's
@@ -195,10 +196,11 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_pg_exec_async(dbpool_loop *loop, dbpool_l
                                                      const dbpool_pg_params *params,
                                                      const dbpool_pg_opts *opts,
                                                      dbpool_pg_query_cb cb, void *arg);
-DBPOOL_API DBPOOL_MUSTCHECK int
-dbpool_pg_exec_prepared_async(dbpool_loop *loop, dbpool_lease *lease, const char *sql,
-                              const dbpool_pg_params *params, const dbpool_pg_opts *opts,
-                              dbpool_pg_query_cb cb, void *arg);
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_pg_exec_prepared_async(dbpool_loop *loop,
+                                                              dbpool_lease *lease, const char *sql,
+                                                              const dbpool_pg_params *params,
+                                                              const dbpool_pg_opts *opts,
+                                                              dbpool_pg_query_cb cb, void *arg);
 
 #ifdef __cplusplus
 }

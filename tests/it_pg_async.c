@@ -401,9 +401,8 @@ static void lease_next(struct lease_run *lr)
     dbpool_pg_params prm = {.n = 1, .values = v};
     int rc = lr->step == 1 ? dbpool_pg_exec_async(lr->f->loop, &lr->lease, sqls[lr->step], &prm,
                                                   NULL, lease_step, lr)
-                           : dbpool_pg_exec_prepared_async(lr->f->loop, &lr->lease,
-                                                           sqls[lr->step], &prm, NULL,
-                                                           lease_step, lr);
+                           : dbpool_pg_exec_prepared_async(lr->f->loop, &lr->lease, sqls[lr->step],
+                                                           &prm, NULL, lease_step, lr);
     assert_int_equal(rc, 0);
 }
 
@@ -479,9 +478,8 @@ static void test_async_misuse(void **state)
                      DBPOOL_EINVAL);
     assert_int_equal(dbpool_pg_query_async(f.loop, p, "SELECT 1", &bad, NULL, on_result, &r),
                      DBPOOL_EINVAL);
-    assert_int_not_equal(dbpool_pg_exec_async(f.loop, &stale, "SELECT 1", NULL, NULL, on_result,
-                                              &r),
-                         0);
+    assert_int_not_equal(
+        dbpool_pg_exec_async(f.loop, &stale, "SELECT 1", NULL, NULL, on_result, &r), 0);
     assert_int_equal(r.calls, 0);
     assert_int_equal(dbpool_loop_pending(f.loop), 0);
 

@@ -37,7 +37,8 @@ static int child_exited(void *arg)
 }
 
 /* Run the example with its output in dir/out; its exit status, or fail. */
-static int run_example(const char *example, const char *clients, const char *rounds, char *out, size_t outlen)
+static int run_example(const char *example, const char *clients, const char *rounds, char *out,
+                       size_t outlen)
 {
     char path[300];
     struct child c = {0, 0};

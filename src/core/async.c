@@ -39,7 +39,7 @@ struct dbpool_async_req {
     dbpool_checkout_cb cb;
     void *arg;
     void (*job)(void *arg); /* a posted job (async_post), not a checkout */
-    char msg[512]; /* an error's detail, for dbpool_last_error() */
+    char msg[512];          /* an error's detail, for dbpool_last_error() */
 };
 
 struct dbpool_cq {

@@ -43,19 +43,19 @@ struct cancel_ctx;
 
 struct dbpool_io {
     dbpool_loop *loop;
-    void *state;     /* the adapter's */
-    int events;      /* watched now */
-    int timer_on;    /* the adapter's timer runs */
+    void *state;  /* the adapter's */
+    int events;   /* watched now */
+    int timer_on; /* the adapter's timer runs */
     enum stage stage;
     enum step step;
     int cached;
-    int owned;       /* pool-level call: the lease is ours to check in */
+    int owned; /* pool-level call: the lease is ours to check in */
     dbpool *pool;
     dbpool_lease lease;
     struct pgq_exec e;
-    int begun;       /* e is initialised (pgq_exec_begin succeeded) */
+    int begun; /* e is initialised (pgq_exec_begin succeeded) */
     PGresult *res;
-    int64_t t0;      /* start of the exchange, us */
+    int64_t t0;                /* start of the exchange, us */
     struct cancel_ctx *cancel; /* in flight for this exchange */
     int cancelling, delivered, read_cr;
     /* the statement cache */
@@ -70,7 +70,7 @@ struct dbpool_io {
     dbpool_pg_result out;
     struct dbpool_async_req *post; /* an outcome known at once, posted */
     int post_rc;
-    int sync;        /* inside the call that started it: no callback now */
+    int sync; /* inside the call that started it: no callback now */
     char msg[512];
     /* the copied statement */
     char *sql;

@@ -77,8 +77,8 @@ void pgq_call_end(struct call *c);
 /* Check the connection, switch it to non-blocking mode and send one request
  * (not flushed completely, perhaps). XS_SENT, or the outcome when nothing
  * (more) can happen: XS_DEAD, XS_BUSY, XS_REFUSED, XS_LOST. */
-int pgq_send(struct call *c, int kind, const char *name, const char *sql,
-             const dbpool_pg_params *p, int user);
+int pgq_send(struct call *c, int kind, const char *name, const char *sql, const dbpool_pg_params *p,
+             int user);
 /* Keep the first error result, else the last result. */
 void pgq_keep(PGresult **res, PGresult *r);
 /* Classify a finished read (C_DONE, C_LOST, C_COPY). */
@@ -108,8 +108,8 @@ struct pgq_exec {
     void *span;
     int64_t t0;
 };
-int pgq_exec_begin(struct pgq_exec *e, dbpool_lease *l, const char *sql,
-                   const dbpool_pg_params *p, const dbpool_pg_opts *o, dbpool_pg_result *out);
+int pgq_exec_begin(struct pgq_exec *e, dbpool_lease *l, const char *sql, const dbpool_pg_params *p,
+                   const dbpool_pg_opts *o, dbpool_pg_result *out);
 int pgq_exec_end(struct pgq_exec *e, int x, PGresult *res);
 
 /* Check a lease in, or discard it when its connection is unusable, keeping

@@ -34,7 +34,6 @@
 
 /* ---- per-connection state ------------------------------------------------- */
 
-
 /* The connection closed (src/core/slot.c, slot_disconnect): sends nothing,
  * the server forgets prepared statements with the session. */
 static void qstate_free(void *arg)
@@ -196,9 +195,6 @@ static int read_only_session(PGconn *pg)
 
 /* ---- one exchange ---------------------------------------------------------------- */
 
-
-
-
 /* ---- the server's last words on an idle connection ----------------------------- */
 
 /*
@@ -309,7 +305,6 @@ void pgq_keep(PGresult **res, PGresult *r)
     *res = r;
 }
 
-
 /* Flush the request and read every result until the deadline. */
 static int collect(PGconn *pg, int64_t deadline, PGresult **res)
 {
@@ -365,8 +360,10 @@ int pgq_classify(struct call *c, int cr, PGresult *res)
     if (cr == C_LOST || PQstatus(c->pg) != CONNECTION_OK) {
         if (res && *pgq_res_field(res, PG_DIAG_MESSAGE_PRIMARY))
             snprintf(c->msg, sizeof(c->msg), "%s: %s (SQLSTATE %s)",
-                     pgq_res_field(res, PG_DIAG_SEVERITY), pgq_res_field(res, PG_DIAG_MESSAGE_PRIMARY),
-                     *pgq_res_field(res, PG_DIAG_SQLSTATE) ? pgq_res_field(res, PG_DIAG_SQLSTATE) : "none");
+                     pgq_res_field(res, PG_DIAG_SEVERITY),
+                     pgq_res_field(res, PG_DIAG_MESSAGE_PRIMARY),
+                     *pgq_res_field(res, PG_DIAG_SQLSTATE) ? pgq_res_field(res, PG_DIAG_SQLSTATE)
+                                                           : "none");
         else
             pgq_conn_msg(c->msg, sizeof(c->msg), c->pg, "connection lost");
         return XS_LOST;
@@ -453,8 +450,8 @@ int pgq_timed_out(struct call *c, int cr, PGresult *res, int delivered)
  * Send one request. `user` marks the caller's own statement (as opposed to
  * BEGIN, Prepare, DEALLOCATE...): it decides c->sent.
  */
-int pgq_send(struct call *c, int kind, const char *name, const char *sql,
-             const dbpool_pg_params *p, int user)
+int pgq_send(struct call *c, int kind, const char *name, const char *sql, const dbpool_pg_params *p,
+             int user)
 {
     PGconn *pg = c->pg;
     int n = p ? p->n : 0, ok = 0;
@@ -627,8 +624,7 @@ void pgq_drain_sql(const struct call *c, char *buf, size_t len)
 
     buf[0] = '\0';
     for (int i = 0; i < c->qs->cache.npending && used < len; i++)
-        used += (size_t)snprintf(buf + used, len - used, "DEALLOCATE %s;",
-                                 c->qs->cache.pending[i]);
+        used += (size_t)snprintf(buf + used, len - used, "DEALLOCATE %s;", c->qs->cache.pending[i]);
 }
 
 /* DEALLOCATE forgotten statements (outside a transaction only). */
@@ -813,8 +809,8 @@ int pgq_bad_params(const char *sql, const dbpool_pg_params *p)
     return 0;
 }
 
-int pgq_exec_begin(struct pgq_exec *e, dbpool_lease *l, const char *sql,
-                   const dbpool_pg_params *p, const dbpool_pg_opts *o, dbpool_pg_result *out)
+int pgq_exec_begin(struct pgq_exec *e, dbpool_lease *l, const char *sql, const dbpool_pg_params *p,
+                   const dbpool_pg_opts *o, dbpool_pg_result *out)
 {
     int rc;
 
@@ -897,7 +893,8 @@ static int lease_exec(dbpool_lease *l, int cached, const char *sql, const dbpool
     *sent = 0;
     if ((rc = pgq_exec_begin(&e, l, sql, p, o, out)) != 0)
         return rc;
-    int x = cached ? run_cached(&e.c, sql, p, &res) : exchange(&e.c, K_PARAMS, NULL, sql, p, 1, &res);
+    int x =
+        cached ? run_cached(&e.c, sql, p, &res) : exchange(&e.c, K_PARAMS, NULL, sql, p, 1, &res);
     *sent = e.c.sent;
     return pgq_exec_end(&e, x, res);
 }

@@ -113,7 +113,8 @@ static inline int dbpool_epoll__watch(void *loop, dbpool_io *io, void **state, i
 
     if (!w)
         return -1;
-    ev.events = ((events & DBPOOL_IO_READ) ? EPOLLIN : 0) | ((events & DBPOOL_IO_WRITE) ? EPOLLOUT : 0);
+    ev.events =
+        ((events & DBPOOL_IO_READ) ? EPOLLIN : 0) | ((events & DBPOOL_IO_WRITE) ? EPOLLOUT : 0);
     ev.data.ptr = w;
     if (!events) {
         if (w->fd >= 0)
