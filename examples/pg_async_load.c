@@ -109,6 +109,11 @@ int main(int argc, char **argv)
     dbpool_config_init(&cfg);
     cfg.size = 8;
     cfg.checkout_timeout = 30000;
+    /* far more clients than connections wait in the queue by design: CoDel
+     * should not take that for overload (on a loaded machine the waits reach
+     * the default 50 ms target) */
+    cfg.queue_target = 2000;
+    cfg.queue_interval = 10000;
     if (dbpool_pg_open(&pool, argv[1], &cfg) != 0) {
         fprintf(stderr, "open: %s\n", dbpool_last_error());
         return 1;
