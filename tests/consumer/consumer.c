@@ -1,12 +1,14 @@
 /* consumer.c - uses the public headers and a few calls that need no server:
  * the version, options by name, conninfo redaction, an open that fails
- * cleanly. Exit 0 when everything is as documented. */
+ * cleanly, the epoll adapter of the event-loop API. Exit 0 when everything is as documented. */
 #include <stdio.h>
 #include <string.h>
 
 #include <dbpool.h>
 #include <dbpool_pg.h>
+#include <dbpool_pg_async.h>
 #include <dbpool_registry.h>
+#include <dbpool/adapters/epoll.h> /* installed with the headers (header-only) */
 
 #ifndef CONSUMER_HOW
 #define CONSUMER_HOW "pkg-config"
@@ -35,6 +37,15 @@ int main(void)
     if (dbpool_pg_open(&pool, "host='unterminated", &cfg) != DBPOOL_EINVAL) {
         fprintf(stderr, "consumer: a malformed conninfo was not refused\n");
         dbpool_close(pool);
+        return 1;
+    }
+    /* the event-loop API links and the epoll adapter attaches and detaches */
+    dbpool_cq *cq = NULL;
+    dbpool_epoll *ep = NULL;
+    dbpool_loop *loop = NULL;
+    if (dbpool_cq_new(&cq) != 0 || dbpool_epoll_attach(cq, &ep, &loop) != 0 ||
+        dbpool_loop_pending(loop) != 0 || dbpool_epoll_detach(ep) != 0 || dbpool_cq_free(cq) != 0) {
+        fprintf(stderr, "consumer: the epoll adapter: %s\n", dbpool_last_error());
         return 1;
     }
     printf("consumer (%s): dbpool %s, libpq %d, %s\n", CONSUMER_HOW, dbpool_version(),
