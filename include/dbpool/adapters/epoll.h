@@ -105,56 +105,29 @@ static inline struct dbpool_epoll_w *dbpool_epoll__state(void **state, dbpool_io
     return w;
 }
 
-/*
- * A statement's socket is usually the next statement's too (the connection
- * goes back to the pool and out again within one run): so stopping a watch
- * inside a run only parks the registration (w->fd stays), and a new watch on
- * a socket parked by a released io takes the registration over with one
- * EPOLL_CTL_MOD instead of a DEL and an ADD. What nobody took over is
- * deleted at the end of the run. A parked fd that was closed meanwhile has
- * left the epoll set by itself (ENOENT then: ADD).
- */
-static inline int dbpool_epoll__ctl(dbpool_epoll *a, int op, int fd, int events, void *ptr)
-{
-    struct epoll_event ev;
-
-    ev.events =
-        ((events & DBPOOL_IO_READ) ? EPOLLIN : 0) | ((events & DBPOOL_IO_WRITE) ? EPOLLOUT : 0);
-    ev.data.ptr = ptr;
-    if (epoll_ctl(a->ep, op, fd, &ev) == 0)
-        return 0;
-    if (op == EPOLL_CTL_MOD && errno == ENOENT)
-        return epoll_ctl(a->ep, EPOLL_CTL_ADD, fd, &ev);
-    return -1;
-}
-
 static inline int dbpool_epoll__watch(void *loop, dbpool_io *io, void **state, int fd, int events)
 {
     dbpool_epoll *a = (dbpool_epoll *)loop;
     struct dbpool_epoll_w *w = dbpool_epoll__state(state, io);
+    struct epoll_event ev;
 
     if (!w)
         return -1;
+    ev.events =
+        ((events & DBPOOL_IO_READ) ? EPOLLIN : 0) | ((events & DBPOOL_IO_WRITE) ? EPOLLOUT : 0);
+    ev.data.ptr = w;
+    /* Deleted at once, not left for the next statement on the socket to take
+     * over: the pool may close the connection (on another thread) right
+     * after, and the number may then name someone else's socket. */
     if (!events) {
-        if (w->fd >= 0 && !a->running) {
-            dbpool_epoll__ctl(a, EPOLL_CTL_DEL, w->fd, 0, w);
-            w->fd = -1;
-        }
-        w->events = 0; /* parked: an event for it now deletes it */
-        return 0;
-    }
-    if (w->fd < 0) {
-        int op = EPOLL_CTL_ADD;
-        for (struct dbpool_epoll_w *g = a->garbage; g; g = g->gnext)
-            if (g->fd == fd) { /* parked by a released io: take it over */
-                g->fd = -1;
-                op = EPOLL_CTL_MOD;
-                break;
-            }
-        if (dbpool_epoll__ctl(a, op, fd, events, w) != 0)
+        if (w->fd >= 0)
+            epoll_ctl(a->ep, EPOLL_CTL_DEL, w->fd, &ev);
+        w->fd = -1;
+    } else if (w->fd < 0) {
+        if (epoll_ctl(a->ep, EPOLL_CTL_ADD, fd, &ev) != 0)
             return -1;
         w->fd = fd;
-    } else if (dbpool_epoll__ctl(a, EPOLL_CTL_MOD, fd, events, w) != 0) {
+    } else if (epoll_ctl(a->ep, EPOLL_CTL_MOD, fd, &ev) != 0) {
         return -1;
     }
     w->events = events;
@@ -186,10 +159,11 @@ static inline void dbpool_epoll__release(void *loop, void *state)
 {
     dbpool_epoll *a = (dbpool_epoll *)loop;
     struct dbpool_epoll_w *w = (struct dbpool_epoll_w *)state;
-    if (w->fd >= 0 && !a->running) {
-        dbpool_epoll__ctl(a, EPOLL_CTL_DEL, w->fd, 0, w);
-        w->fd = -1;
-    }
+    struct epoll_event ev = {0, {0}};
+
+    if (w->fd >= 0)
+        epoll_ctl(a->ep, EPOLL_CTL_DEL, w->fd, &ev);
+    w->fd = -1;
     dbpool_epoll__tdel(a, w);
     w->dead = 1; /* an event for it may still be in this run's batch */
     w->gnext = a->garbage;
@@ -255,11 +229,6 @@ static inline int dbpool_epoll_run(dbpool_epoll *a, int timeout_ms)
             int seen = 0;
             if (w->dead)
                 continue;
-            if (!w->events) { /* parked: nobody waits for it */
-                dbpool_epoll__ctl(a, EPOLL_CTL_DEL, w->fd, 0, w);
-                w->fd = -1;
-                continue;
-            }
             if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
                 seen |= DBPOOL_IO_READ;
             if (evs[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
@@ -275,8 +244,6 @@ static inline int dbpool_epoll_run(dbpool_epoll *a, int timeout_ms)
         while (a->garbage) {
             struct dbpool_epoll_w *w = a->garbage;
             a->garbage = w->gnext;
-            if (w->fd >= 0) /* parked, and nobody took it over */
-                dbpool_epoll__ctl(a, EPOLL_CTL_DEL, w->fd, 0, w);
             free(w);
         }
     return n;
