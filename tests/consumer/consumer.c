@@ -1,6 +1,9 @@
 /* consumer.c - uses the public headers and a few calls that need no server:
  * the version, options by name, conninfo redaction, an open that fails
- * cleanly, the epoll adapter of the event-loop API. Exit 0 when everything is as documented. */
+ * cleanly, the epoll adapter of the event-loop API. Exit 0 when everything
+ * is as documented. */
+/* the epoll adapter needs POSIX clocks; consumer-check builds with -std=c11 */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <string.h>
 
@@ -21,7 +24,8 @@ int main(void)
     dbpool *pool = NULL;
 
     if (strcmp(dbpool_version(), DBPOOL_VERSION_STRING) != 0) {
-        fprintf(stderr, "consumer: library %s, headers %s\n", dbpool_version(), DBPOOL_VERSION_STRING);
+        fprintf(stderr, "consumer: library %s, headers %s\n", dbpool_version(),
+                DBPOOL_VERSION_STRING);
         return 1;
     }
     dbpool_config_init(&cfg);

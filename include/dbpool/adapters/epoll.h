@@ -17,7 +17,8 @@
  *     dbpool_epoll_detach(ep);        // after dbpool_loop_pending(loop) == 0
  *
  * Or, with nothing else to watch, dbpool_epoll_run(ep, -1) is the loop.
- * One dbpool_epoll per loop thread; nothing here is thread-safe.
+ * One dbpool_epoll per loop thread; nothing here is thread-safe. Needs
+ * POSIX clocks: with a strict -std=c11 define _POSIX_C_SOURCE=200809L.
  */
 #ifndef DBPOOL_ADAPTERS_EPOLL_H
 #define DBPOOL_ADAPTERS_EPOLL_H
@@ -31,6 +32,11 @@
 #include <unistd.h>
 
 #include "dbpool_pg_async.h"
+
+/* clock_gettime(CLOCK_MONOTONIC): POSIX, which a strict -std=c11 leaves out */
+#if !defined(CLOCK_MONOTONIC)
+#error "dbpool/adapters/epoll.h needs POSIX clocks: -D_POSIX_C_SOURCE=200809L or -std=gnu11"
+#endif
 
 typedef struct dbpool_epoll dbpool_epoll;
 
