@@ -11,6 +11,9 @@
 #             success after the return, connect attempts while down, log lines
 #   micro     the stub-driver checkout + check-in cycle against a naive mutex
 #             pool in the same process (bench/pool_micro.c; no database)
+#   async     (opt-in, needs node + npm pg) SELECT 1 from event loops through
+#             the pool vs node-postgres, pgbench -c 8 -j 1/-j 2 and the
+#             blocking API (bench/async_bench.sh)
 #   registry  the registry at the connect-rate limit (bench/registry_bench.c)
 #             vs pgbench -C; uniform and Zipf tenant mixes; open connections
 #             vs live backends over time; cold tenant with 10,000 idle tenants
@@ -343,6 +346,16 @@ chmod 644 "$work/select1.sql"
 want select1 && select1_suite
 if want handover; then
     DATABASE_URL=$conninfo DBPOOL=$DBPOOL bash "$here/handover.sh"
+fi
+# opt-in (needs node and npm pg): SUITES=async
+if want async; then
+    echo
+    echo "## Asynchronous statements (bench/async_bench.sh)"
+    echo
+    echo '```'
+    DATABASE_URL=$conninfo BUILD_DIR=$BUILD_DIR DURATION=$DURATION REPS=$REPS \
+        bash "$here/async_bench.sh" 2>/dev/null
+    echo '```'
 fi
 want recovery && recovery_suite
 if want micro; then

@@ -18,8 +18,11 @@ fi
 # clang-tidy / clang-format: the style checks; jq: the tests check every
 # --json output of the CLI with it; prometheus: its promtool checks the
 # metrics page (CTest it_metrics).
+# libuv1-dev / libevent-dev: the event-loop adapters' examples and their
+# test (it_pg_async_examples; skipped where missing, but CI has them).
 for pkg in cmake pkg-config libpq-dev libcmocka-dev pgbouncer valgrind \
-           clang libclang-rt-dev clang-tidy clang-format jq prometheus; do
+           clang libclang-rt-dev clang-tidy clang-format jq prometheus \
+           libuv1-dev libevent-dev; do
     installed "$pkg" || missing+=("$pkg")
 done
 # The server (initdb/pg_ctl in /usr/lib/postgresql/*/bin), from any postgresql-NN.

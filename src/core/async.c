@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "async.h"
 #include "error.h"
 #include "manager.h"
 #include "pool.h"
@@ -37,7 +38,8 @@ struct dbpool_async_req {
     int64_t timeout_ms;   /* as submitted (a retry after a dead connection) */
     dbpool_checkout_cb cb;
     void *arg;
-    char msg[512]; /* an error's detail, for dbpool_last_error() */
+    void (*job)(void *arg); /* a posted job (async_post), not a checkout */
+    char msg[512];          /* an error's detail, for dbpool_last_error() */
 };
 
 struct dbpool_cq {
@@ -244,7 +246,8 @@ static void finish(dbpool_cq *cq, struct dbpool_async_req *r)
     list_push_tail(&cq->spare, &r->link);
     cq->outstanding--;
     pthread_mutex_unlock(&cq->mu);
-
+    if (!p)
+        return; /* a posted job holds no pool */
     pthread_mutex_lock(&p->mu);
     p->jobs--;
     int last = pool_last_out_locked(p);
@@ -279,6 +282,14 @@ static int deliver(dbpool_cq *cq, struct dbpool_async_req *r)
     dbpool_lease lease = {NULL, 0};
     int status = r->w.status;
 
+    if (r->job) {
+        void (*job)(void *) = r->job;
+        void *arg = r->arg;
+        r->job = NULL;
+        finish(cq, r);
+        job(arg);
+        return 1;
+    }
     if (status == 0) {
         lease.slot = r->w.slot;
         lease.gen = atomic_load_explicit(&lease.slot->gen, memory_order_acquire);
@@ -363,4 +374,41 @@ int dbpool_checkout_cancel(dbpool_request *handle)
     finish(cq, r);
     clear_error();
     return 0;
+}
+
+/* ---- jobs posted by library threads ---------------------------------------- */
+
+struct dbpool_async_req *async_hold(dbpool_cq *cq)
+{
+    struct dbpool_async_req *r = req_get(cq);
+
+    if (!r)
+        return NULL;
+    r->pool = NULL;
+    r->job = NULL;
+    pthread_mutex_lock(&cq->mu);
+    r->state = REQ_PENDING;
+    cq->outstanding++;
+    pthread_mutex_unlock(&cq->mu);
+    return r;
+}
+
+void async_unhold(struct dbpool_async_req *r)
+{
+    if (r)
+        finish(r->cq, r);
+}
+
+void async_post(struct dbpool_async_req *r, void (*fn)(void *), void *arg)
+{
+    dbpool_cq *cq = r->cq;
+
+    pthread_mutex_lock(&cq->mu);
+    r->job = fn;
+    r->arg = arg;
+    r->state = REQ_DONE;
+    list_push_tail(&cq->ready, &r->link);
+    if (cq->ready.n == 1)
+        fd_raise(cq);
+    pthread_mutex_unlock(&cq->mu);
 }

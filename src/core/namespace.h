@@ -114,4 +114,31 @@
 #define sandbox_free dbpool__sandbox_free
 #define sandbox_queued dbpool__sandbox_queued
 
+/* the statement engine shared by src/pg/pg_query.c and pg_async.c; posting
+ * to a completion queue from library threads (src/core/async.c) */
+#define async_post dbpool__async_post
+#define async_hold dbpool__async_hold
+#define async_unhold dbpool__async_unhold
+#define pgq_opts_get dbpool__pgq_opts_get
+#define pgq_call_init dbpool__pgq_call_init
+#define pgq_arm dbpool__pgq_arm
+#define pgq_call_end dbpool__pgq_call_end
+#define pgq_send dbpool__pgq_send
+#define pgq_keep dbpool__pgq_keep
+#define pgq_classify dbpool__pgq_classify
+#define pgq_timed_out dbpool__pgq_timed_out
+#define pgq_received dbpool__pgq_received
+#define pgq_outcome dbpool__pgq_outcome
+#define pgq_stale_statement dbpool__pgq_stale_statement
+#define pgq_drain_sql dbpool__pgq_drain_sql
+#define pgq_exec_begin dbpool__pgq_exec_begin
+#define pgq_exec_end dbpool__pgq_exec_end
+#define pgq_give_back dbpool__pgq_give_back
+#define pgq_dead_retry_limit dbpool__pgq_dead_retry_limit
+#define pgq_bad_params dbpool__pgq_bad_params
+#define pgq_poison dbpool__pgq_poison
+#define pgq_res_field dbpool__pgq_res_field
+#define pgq_conn_msg dbpool__pgq_conn_msg
+#define pgq_probe_dead dbpool__pgq_probe_dead
+
 #endif

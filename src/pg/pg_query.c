@@ -23,8 +23,9 @@
 #include "dbpool_pg.h"
 #include "error.h"
 #include "pool.h"
-#include "stmtcache.h"
 #include "driver_pg.h"
+#include "pg_exec.h"
+#include "stmtcache.h"
 #include "workers.h"
 
 #define DEF_STATEMENT_TIMEOUT 15000
@@ -32,20 +33,6 @@
 #define DEF_CACHE_SIZE 64
 
 /* ---- per-connection state ------------------------------------------------- */
-
-/*
- * Lives with the connection (struct pg_conn) and dies with it, so a
- * reconnected slot starts with an empty cache: no statement name can outlive
- * the session that prepared it. Only the lease holder touches it.
- */
-struct pg_qstate {
-    struct stmtcache cache; /* src/pg/stmtcache.c */
-    int depth;              /* savepoint nesting of dbpool_pg_transaction_lease */
-    uint64_t retryable;     /* 40001/40P01 errors seen (transaction retries) */
-    char last_sqlstate[6];
-    int64_t db_us;   /* time spent in exchanges, ever (transaction timings) */
-    uint64_t resets; /* pg_conn_resets() when the cache was last valid */
-};
 
 /* The connection closed (src/core/slot.c, slot_disconnect): sends nothing,
  * the server forgets prepared statements with the session. */
@@ -96,7 +83,7 @@ static void sleep_ms(int64_t ms)
 /* ---- messages ------------------------------------------------------------------- */
 
 /* Copy a libpq message into buf as one line without trailing blanks. */
-static void conn_msg(char *buf, size_t len, PGconn *pg, const char *fallback)
+void pgq_conn_msg(char *buf, size_t len, PGconn *pg, const char *fallback)
 {
     pg_one_line(buf, len, PQerrorMessage(pg));
     if (!*buf)
@@ -175,7 +162,7 @@ static int cancel_wait(struct cancel_req *r, int64_t deadline)
  * socket is shut down, libpq sees the EOF and reports CONNECTION_BAD. Used
  * when we cannot prove it is clean (a cancel that may still arrive, a query
  * still running) and the lease is not ours to discard. */
-static void poison(PGconn *pg)
+void pgq_poison(PGconn *pg)
 {
     int fd = PQsocket(pg);
 
@@ -207,37 +194,6 @@ static int read_only_session(PGconn *pg)
 }
 
 /* ---- one exchange ---------------------------------------------------------------- */
-
-enum { K_PARAMS, K_PREPARED, K_PREPARE, K_SIMPLE };
-
-/* Outcomes of one exchange with the server. */
-enum {
-    XS_OK,           /* result in *res */
-    XS_SQLERR,       /* server error; error result in *res; connection fine */
-    XS_DEAD,         /* connection dead before anything was sent */
-    XS_LOST,         /* connection lost after sending */
-    XS_TIMEOUT,      /* deadline; cancelled, the server confirmed (57014) */
-    XS_TIMEOUT_LOST, /* deadline; no answer to the cancel: connection unusable,
-                        and whatever was sent may or may not have run */
-    XS_FAIL,         /* unusable state (COPY, protocol confusion): discard */
-    XS_REFUSED,      /* libpq refused to send (bad arguments); connection fine */
-    XS_BUSY          /* the caller left a query running on the connection */
-};
-
-struct call {
-    PGconn *pg;
-    struct pg_qstate *qs;
-    dbpool_pg_opts o;
-    int64_t deadline; /* us; 0 = none */
-    int was_blocking; /* restore blocking mode at the end */
-    int sent;         /* the caller's statement may have been executed */
-    int discard;      /* the connection must not be reused */
-    int read_only;    /* a 25006 came back: read_only_session() */
-    const dbpool_lease *lease;
-    int64_t db_us;
-    int fail_rc;   /* XS_FAIL: the code to return (ECONNLOST unless misuse) */
-    char msg[320]; /* detail of the last non-OK exchange */
-};
 
 /* ---- the server's last words on an idle connection ----------------------------- */
 
@@ -318,7 +274,7 @@ static int read_last_words(PGconn *pg, char *msg, size_t len)
  * what is pending (an EOF, an error sent before closing) costs one poll()
  * when nothing is; it is what makes "dead before sending" provable.
  */
-static int probe_dead(PGconn *pg, char *msg, size_t len)
+int pgq_probe_dead(PGconn *pg, char *msg, size_t len)
 {
     int fd = PQsocket(pg);
 
@@ -339,7 +295,7 @@ static int probe_dead(PGconn *pg, char *msg, size_t len)
 }
 
 /* Keep the first error result, else the last result. */
-static void keep(PGresult **res, PGresult *r)
+void pgq_keep(PGresult **res, PGresult *r)
 {
     if (*res && PQresultStatus(*res) == PGRES_FATAL_ERROR) {
         PQclear(r);
@@ -348,8 +304,6 @@ static void keep(PGresult **res, PGresult *r)
     PQclear(*res);
     *res = r;
 }
-
-enum { C_DONE, C_TIMEOUT, C_LOST, C_COPY };
 
 /* Flush the request and read every result until the deadline. */
 static int collect(PGconn *pg, int64_t deadline, PGresult **res)
@@ -373,7 +327,7 @@ static int collect(PGconn *pg, int64_t deadline, PGresult **res)
             if (!r)
                 return C_DONE;
             ExecStatusType st = PQresultStatus(r);
-            keep(res, r);
+            pgq_keep(res, r);
             if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
                 return C_COPY;
         }
@@ -389,27 +343,29 @@ lost:
         PGresult *r = PQgetResult(pg);
         if (!r)
             break;
-        keep(res, r);
+        pgq_keep(res, r);
     }
     return C_LOST;
 }
 
-static const char *res_field(const PGresult *r, int field)
+const char *pgq_res_field(const PGresult *r, int field)
 {
     const char *v = r ? PQresultErrorField(r, field) : NULL;
     return v ? v : "";
 }
 
 /* Classify a finished collect(). */
-static int classify(struct call *c, int cr, PGresult *res)
+int pgq_classify(struct call *c, int cr, PGresult *res)
 {
     if (cr == C_LOST || PQstatus(c->pg) != CONNECTION_OK) {
-        if (res && *res_field(res, PG_DIAG_MESSAGE_PRIMARY))
+        if (res && *pgq_res_field(res, PG_DIAG_MESSAGE_PRIMARY))
             snprintf(c->msg, sizeof(c->msg), "%s: %s (SQLSTATE %s)",
-                     res_field(res, PG_DIAG_SEVERITY), res_field(res, PG_DIAG_MESSAGE_PRIMARY),
-                     *res_field(res, PG_DIAG_SQLSTATE) ? res_field(res, PG_DIAG_SQLSTATE) : "none");
+                     pgq_res_field(res, PG_DIAG_SEVERITY),
+                     pgq_res_field(res, PG_DIAG_MESSAGE_PRIMARY),
+                     *pgq_res_field(res, PG_DIAG_SQLSTATE) ? pgq_res_field(res, PG_DIAG_SQLSTATE)
+                                                           : "none");
         else
-            conn_msg(c->msg, sizeof(c->msg), c->pg, "connection lost");
+            pgq_conn_msg(c->msg, sizeof(c->msg), c->pg, "connection lost");
         return XS_LOST;
     }
     if (cr == C_COPY) {
@@ -429,7 +385,7 @@ static int classify(struct call *c, int cr, PGresult *res)
     case PGRES_EMPTY_QUERY:
         return XS_OK;
     case PGRES_FATAL_ERROR:
-        if (*res_field(res, PG_DIAG_SQLSTATE))
+        if (*pgq_res_field(res, PG_DIAG_SQLSTATE))
             return XS_SQLERR;
         /* an error libpq made up itself: we cannot vouch for the connection */
         pg_one_line(c->msg, sizeof(c->msg), PQresultErrorMessage(res));
@@ -452,7 +408,7 @@ static int classify(struct call *c, int cr, PGresult *res)
  * proves nothing -- the request may not have reached the server yet, or the
  * statement committed and its answer is on the way (a cancel that arrives
  * when nothing runs is ignored) -- so that is XS_TIMEOUT_LOST, never
- * reported as "not executed" (see outcome()).
+ * reported as "not executed" (see pgq_outcome()).
  */
 static int timed_out(struct call *c, PGresult **res)
 {
@@ -462,6 +418,11 @@ static int timed_out(struct call *c, PGresult **res)
     int delivered = cancel_wait(r, grace);
 
     cancel_unref(r);
+    return pgq_timed_out(c, cr, *res, delivered);
+}
+
+int pgq_timed_out(struct call *c, int cr, PGresult *res, int delivered)
+{
     if (cr == C_TIMEOUT || cr == C_LOST || PQstatus(c->pg) != CONNECTION_OK) {
         c->discard = 1;
         snprintf(c->msg, sizeof(c->msg),
@@ -474,8 +435,8 @@ static int timed_out(struct call *c, PGresult **res)
     }
     if (!delivered)
         c->discard = 1;
-    int x = classify(c, cr, *res);
-    if (x == XS_SQLERR && strcmp(res_field(*res, PG_DIAG_SQLSTATE), "57014") == 0) {
+    int x = pgq_classify(c, cr, res);
+    if (x == XS_SQLERR && strcmp(pgq_res_field(res, PG_DIAG_SQLSTATE), "57014") == 0) {
         snprintf(c->msg, sizeof(c->msg),
                  "statement timeout: no answer within %lld ms; the statement was cancelled "
                  "on the server",
@@ -486,21 +447,19 @@ static int timed_out(struct call *c, PGresult **res)
 }
 
 /*
- * Send one request and read its results under c->deadline. `user` marks the
- * caller's own statement (as opposed to BEGIN, Prepare, DEALLOCATE...): it
- * decides c->sent.
+ * Send one request. `user` marks the caller's own statement (as opposed to
+ * BEGIN, Prepare, DEALLOCATE...): it decides c->sent.
  */
-static int exchange(struct call *c, int kind, const char *name, const char *sql,
-                    const dbpool_pg_params *p, int user, PGresult **res)
+int pgq_send(struct call *c, int kind, const char *name, const char *sql, const dbpool_pg_params *p,
+             int user)
 {
     PGconn *pg = c->pg;
     int n = p ? p->n : 0, ok = 0;
 
-    *res = NULL;
     c->msg[0] = '\0';
-    if (PQstatus(pg) != CONNECTION_OK || probe_dead(pg, c->msg, sizeof(c->msg))) {
+    if (PQstatus(pg) != CONNECTION_OK || pgq_probe_dead(pg, c->msg, sizeof(c->msg))) {
         if (!c->msg[0])
-            conn_msg(c->msg, sizeof(c->msg), pg, "connection is closed");
+            pgq_conn_msg(c->msg, sizeof(c->msg), pg, "connection is closed");
         c->discard = 1;
         return XS_DEAD;
     }
@@ -510,11 +469,10 @@ static int exchange(struct call *c, int kind, const char *name, const char *sql,
         return XS_BUSY;
     }
     if (!PQisnonblocking(pg) && PQsetnonblocking(pg, 1) != 0) {
-        conn_msg(c->msg, sizeof(c->msg), pg, "cannot switch to non-blocking mode");
+        pgq_conn_msg(c->msg, sizeof(c->msg), pg, "cannot switch to non-blocking mode");
         return XS_REFUSED;
     }
 
-    int64_t t0 = now_us();
     switch (kind) {
     case K_PARAMS:
         ok = PQsendQueryParams(pg, sql, n, p ? p->types : NULL, p ? p->values : NULL,
@@ -533,7 +491,7 @@ static int exchange(struct call *c, int kind, const char *name, const char *sql,
         break;
     }
     if (!ok) {
-        conn_msg(c->msg, sizeof(c->msg), pg, "libpq could not send the query");
+        pgq_conn_msg(c->msg, sizeof(c->msg), pg, "libpq could not send the query");
         if (PQstatus(pg) == CONNECTION_OK && PQtransactionStatus(pg) != PQTRANS_ACTIVE)
             return XS_REFUSED; /* nothing was sent: bad arguments */
         c->sent |= user;
@@ -541,19 +499,19 @@ static int exchange(struct call *c, int kind, const char *name, const char *sql,
         return XS_LOST;
     }
     c->sent |= user;
+    return XS_SENT;
+}
 
-    int cr = collect(pg, c->deadline, res), x;
-    if (cr == C_TIMEOUT)
-        x = timed_out(c, res);
-    else
-        x = classify(c, cr, *res);
+int pgq_received(struct call *c, int x, PGresult *res, int64_t t0)
+{
     int64_t dt = now_us() - t0;
+
     c->db_us += dt;
     c->qs->db_us += dt;
     if (x == XS_LOST || x == XS_FAIL || x == XS_TIMEOUT_LOST)
         c->discard = 1;
     if (x == XS_SQLERR || x == XS_TIMEOUT || x == XS_LOST) {
-        const char *st = res_field(*res, PG_DIAG_SQLSTATE);
+        const char *st = pgq_res_field(res, PG_DIAG_SQLSTATE);
         if (*st) {
             snprintf(c->qs->last_sqlstate, sizeof(c->qs->last_sqlstate), "%s", st);
             if (!strcmp(st, "40001") || !strcmp(st, "40P01"))
@@ -565,10 +523,27 @@ static int exchange(struct call *c, int kind, const char *name, const char *sql,
     return x;
 }
 
-/* Turn an outcome into a return code, out->res/sqlstate and the message. */
-static int outcome(struct call *c, int x, PGresult *res, dbpool_pg_result *out, const char *what)
+/* Send one request and read its results under c->deadline. */
+static int exchange(struct call *c, int kind, const char *name, const char *sql,
+                    const dbpool_pg_params *p, int user, PGresult **res)
 {
-    const char *st = res_field(res, PG_DIAG_SQLSTATE);
+    *res = NULL;
+    int64_t t0 = now_us();
+    int x = pgq_send(c, kind, name, sql, p, user);
+    if (x != XS_SENT)
+        return x;
+    int cr = collect(c->pg, c->deadline, res);
+    if (cr == C_TIMEOUT)
+        x = timed_out(c, res);
+    else
+        x = pgq_classify(c, cr, *res);
+    return pgq_received(c, x, *res, t0);
+}
+
+/* Turn an outcome into a return code, out->res/sqlstate and the message. */
+int pgq_outcome(struct call *c, int x, PGresult *res, dbpool_pg_result *out, const char *what)
+{
+    const char *st = pgq_res_field(res, PG_DIAG_SQLSTATE);
     int rc;
 
     if (out) {
@@ -578,10 +553,10 @@ static int outcome(struct call *c, int x, PGresult *res, dbpool_pg_result *out, 
     if (x == XS_OK || x == XS_SQLERR) {
         rc = 0;
         if (x == XS_SQLERR) {
-            const char *detail = res_field(res, PG_DIAG_MESSAGE_DETAIL);
-            const char *sev = res_field(res, PG_DIAG_SEVERITY);
+            const char *detail = pgq_res_field(res, PG_DIAG_MESSAGE_DETAIL);
+            const char *sev = pgq_res_field(res, PG_DIAG_SEVERITY);
             rc = set_error(DBPOOL_EQUERY, "%s: %s: %s (SQLSTATE %s)%s%s", what,
-                           *sev ? sev : "ERROR", res_field(res, PG_DIAG_MESSAGE_PRIMARY), st,
+                           *sev ? sev : "ERROR", pgq_res_field(res, PG_DIAG_MESSAGE_PRIMARY), st,
                            *detail ? " DETAIL: " : "", detail);
         }
         if (out)
@@ -624,9 +599,9 @@ static int outcome(struct call *c, int x, PGresult *res, dbpool_pg_result *out, 
 
 /* ---- statements ----------------------------------------------------------------- */
 
-static int stale_statement(const PGresult *res, int *gone)
+int pgq_stale_statement(const PGresult *res, int *gone)
 {
-    const char *st = res_field(res, PG_DIAG_SQLSTATE);
+    const char *st = pgq_res_field(res, PG_DIAG_SQLSTATE);
 
     *gone = 0;
     if (!strcmp(st, "26000")) { /* invalid_sql_statement_name: it vanished */
@@ -638,21 +613,27 @@ static int stale_statement(const PGresult *res, int *gone)
     /* 0A000 is feature_not_supported in general: only the plan-cache check
      * (raised before the statement executes) counts. The message may be
      * translated; the source function is not. */
-    return !strcmp(res_field(res, PG_DIAG_SOURCE_FUNCTION), "RevalidateCachedQuery") ||
-           strstr(res_field(res, PG_DIAG_MESSAGE_PRIMARY),
+    return !strcmp(pgq_res_field(res, PG_DIAG_SOURCE_FUNCTION), "RevalidateCachedQuery") ||
+           strstr(pgq_res_field(res, PG_DIAG_MESSAGE_PRIMARY),
                   "cached plan must not change result type") != NULL;
+}
+
+void pgq_drain_sql(const struct call *c, char *buf, size_t len)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (int i = 0; i < c->qs->cache.npending && used < len; i++)
+        used += (size_t)snprintf(buf + used, len - used, "DEALLOCATE %s;", c->qs->cache.pending[i]);
 }
 
 /* DEALLOCATE forgotten statements (outside a transaction only). */
 static int drain_pending(struct call *c)
 {
     char sql[STMTCACHE_PENDING_MAX * (STMTCACHE_NAME_LEN + 12)];
-    size_t used = 0;
     PGresult *res;
 
-    for (int i = 0; i < c->qs->cache.npending; i++)
-        used += (size_t)snprintf(sql + used, sizeof(sql) - used, "DEALLOCATE %s;",
-                                 c->qs->cache.pending[i]);
+    pgq_drain_sql(c, sql, sizeof(sql));
     int x = exchange(c, K_SIMPLE, NULL, sql, NULL, 0, &res);
     PQclear(res);
     if (x == XS_OK || x == XS_SQLERR) { /* an error: already gone; nothing to undo */
@@ -712,7 +693,7 @@ again:
     }
     x = exchange(c, K_PREPARED, s->name, NULL, p, 1, res);
     int gone;
-    if (x == XS_SQLERR && stale_statement(*res, &gone)) {
+    if (x == XS_SQLERR && pgq_stale_statement(*res, &gone)) {
         if (gone)
             stmtcache_clear(&qs->cache);
         else
@@ -729,7 +710,7 @@ again:
 
 /* ---- calls -------------------------------------------------------------------------- */
 
-static int opts_get(const dbpool_pg_opts *in, dbpool_pg_opts *o)
+int pgq_opts_get(const dbpool_pg_opts *in, dbpool_pg_opts *o)
 {
     if (!in) {
         dbpool_pg_opts_init(o);
@@ -747,18 +728,18 @@ static int opts_get(const dbpool_pg_opts *in, dbpool_pg_opts *o)
 
 /* Deadlines saturate: DBPOOL_NO_LIMIT (INT64_MAX) ms is "never", not an
  * overflow into the past. */
-static void arm(struct call *c, int64_t timeout_ms)
+void pgq_arm(struct call *c, int64_t timeout_ms)
 {
     c->deadline = timeout_ms > 0 ? deadline_add(now_us(), deadline_ms_to_us(timeout_ms)) : 0;
 }
 
 /* Bind a call to a live lease of a PostgreSQL pool. */
-static int call_init(struct call *c, dbpool_lease *l, const dbpool_pg_opts *o)
+int pgq_call_init(struct call *c, dbpool_lease *l, const dbpool_pg_opts *o)
 {
     memset(c, 0, sizeof(*c));
     if (!l)
         return set_error(DBPOOL_EINVAL, "NULL lease");
-    int rc = opts_get(o, &c->o);
+    int rc = pgq_opts_get(o, &c->o);
     if (rc != 0)
         return rc;
     if ((rc = dbpool_lease_check(l)) != 0)
@@ -790,14 +771,14 @@ static int call_init(struct call *c, dbpool_lease *l, const dbpool_pg_opts *o)
 }
 
 /* Give the connection back to plain libpq use: blocking again if it was. */
-static void restore_mode(struct call *c)
+static void pgq_restore_mode(struct call *c)
 {
     if (c->was_blocking && PQisnonblocking(c->pg) && PQstatus(c->pg) == CONNECTION_OK &&
         PQtransactionStatus(c->pg) != PQTRANS_ACTIVE)
         PQsetnonblocking(c->pg, 0);
 }
 
-static void call_end(struct call *c)
+void pgq_call_end(struct call *c)
 {
     if (c->read_only)
         pool_lease_doom(c->lease,
@@ -805,11 +786,11 @@ static void call_end(struct call *c)
                         "demoted); reconnecting",
                         c->read_only == 2);
     if (c->discard)
-        poison(c->pg); /* check-in will close it, whoever does it */
-    restore_mode(c);
+        pgq_poison(c->pg); /* check-in will close it, whoever does it */
+    pgq_restore_mode(c);
 }
 
-static void fill_lease_times(const dbpool_lease *l, dbpool_pg_result *out)
+static void pgq_fill_lease_times(const dbpool_lease *l, dbpool_pg_result *out)
 {
     dbpool_lease_info li;
 
@@ -819,48 +800,61 @@ static void fill_lease_times(const dbpool_lease *l, dbpool_pg_result *out)
     }
 }
 
-/* One statement on a held lease. */
-static int lease_exec(dbpool_lease *l, int cached, const char *sql, const dbpool_pg_params *p,
-                      const dbpool_pg_opts *o, dbpool_pg_result *out, int *sent)
+int pgq_bad_params(const char *sql, const dbpool_pg_params *p)
 {
-    struct call c;
-    PGresult *res = NULL;
-    int rc;
-
-    *sent = 0;
     if (!sql)
         return set_error(DBPOOL_EINVAL, "NULL sql");
     if (p && (p->n < 0 || (p->n > 0 && !p->values)))
         return set_error(DBPOOL_EINVAL, "dbpool_pg_params: n < 0, or values missing");
-    if ((rc = call_init(&c, l, o)) != 0)
+    return 0;
+}
+
+int pgq_exec_begin(struct pgq_exec *e, dbpool_lease *l, const char *sql, const dbpool_pg_params *p,
+                   const dbpool_pg_opts *o, dbpool_pg_result *out)
+{
+    int rc;
+
+    memset(e, 0, sizeof(*e));
+    if ((rc = pgq_bad_params(sql, p)) != 0)
         return rc;
-    fill_lease_times(l, out);
+    if ((rc = pgq_call_init(&e->c, l, o)) != 0)
+        return rc;
+    e->sql = sql;
+    e->out = out;
+    pgq_fill_lease_times(l, out);
     /* tracing: the pool lives while its lease does */
     const struct dbpool *pool = l->slot->pool;
-    void *span = NULL;
-    int64_t t0 = 0;
     if (pool->cfg.trace_cb) {
-        t0 = now_us();
-        dbpool_trace t = {.type = DBPOOL_TRACE_QUERY_START, .at_us = t0, .statement = sql};
-        span = pool_trace(pool, &t);
+        e->t0 = now_us();
+        dbpool_trace t = {.type = DBPOOL_TRACE_QUERY_START, .at_us = e->t0, .statement = sql};
+        e->span = pool_trace(pool, &t);
     }
-    arm(&c, c.o.statement_timeout);
-    int x = cached ? run_cached(&c, sql, p, &res) : exchange(&c, K_PARAMS, NULL, sql, p, 1, &res);
+    pgq_arm(&e->c, e->c.o.statement_timeout);
+    return 0;
+}
+
+int pgq_exec_end(struct pgq_exec *e, int x, PGresult *res)
+{
+    struct call *c = &e->c;
+    const dbpool_lease *l = c->lease;
+    const struct dbpool *pool = l->slot->pool;
+    dbpool_pg_result *out = e->out;
     char sqlstate[6] = "";
+    int rc;
+
     if (pool->cfg.trace_cb)
-        snprintf(sqlstate, sizeof(sqlstate), "%s", res_field(res, PG_DIAG_SQLSTATE));
-    rc = outcome(&c, x, res, out, "query");
+        snprintf(sqlstate, sizeof(sqlstate), "%s", pgq_res_field(res, PG_DIAG_SQLSTATE));
+    rc = pgq_outcome(c, x, res, out, "query");
     if (out)
-        out->db_us = c.db_us;
-    *sent = c.sent;
-    call_end(&c);
+        out->db_us = c->db_us;
+    pgq_call_end(c);
     /* hold_timeout fired: the pool sent a cancel request and discards the
      * connection at check-in. A failure becomes EEXPIRED -- except an unknown
      * outcome, which stays one: that cancel proves nothing either. */
     char why[320];
     snprintf(why, sizeof(why), "%s", dbpool_last_error()); /* lease_check sets its own */
     if (dbpool_lease_check(l) == DBPOOL_EEXPIRED && rc != 0) {
-        if (rc == DBPOOL_EUNKNOWN || (rc == DBPOOL_ECONNLOST && c.sent))
+        if (rc == DBPOOL_EUNKNOWN || (rc == DBPOOL_ECONNLOST && c->sent))
             rc = set_error(rc,
                            "%s (the lease had outlived hold_timeout; the connection is "
                            "discarded at check-in)",
@@ -878,20 +872,37 @@ static int lease_exec(dbpool_lease *l, int cached, const char *sql, const dbpool
         dbpool_trace t = {.type = DBPOOL_TRACE_QUERY_END,
                           .rc = rc,
                           .at_us = now,
-                          .duration_us = now - t0,
-                          .statement = sql,
+                          .duration_us = now - e->t0,
+                          .statement = e->sql,
                           .sqlstate = sqlstate,
-                          .span = span};
+                          .span = e->span};
         pool_trace(pool, &t);
         set_error_msg("%s", keep);
     }
     return rc;
 }
 
+/* One statement on a held lease. */
+static int lease_exec(dbpool_lease *l, int cached, const char *sql, const dbpool_pg_params *p,
+                      const dbpool_pg_opts *o, dbpool_pg_result *out, int *sent)
+{
+    struct pgq_exec e;
+    PGresult *res = NULL;
+    int rc;
+
+    *sent = 0;
+    if ((rc = pgq_exec_begin(&e, l, sql, p, o, out)) != 0)
+        return rc;
+    int x =
+        cached ? run_cached(&e.c, sql, p, &res) : exchange(&e.c, K_PARAMS, NULL, sql, p, 1, &res);
+    *sent = e.c.sent;
+    return pgq_exec_end(&e, x, res);
+}
+
 /* Check the lease in, or discard it when it is unusable. The call's own
  * message stays: the check-in's ("lease held longer than hold_timeout") must
  * not replace what happened to the statement. */
-static int give_back(dbpool_lease *l)
+int pgq_give_back(dbpool_lease *l)
 {
     PGconn *pg = dbpool_pg_conn(l);
     char keep[512];
@@ -904,7 +915,7 @@ static int give_back(dbpool_lease *l)
 }
 
 /* How many dead connections one call may skip: the pool's size. */
-static int dead_retry_limit(dbpool *pool)
+int pgq_dead_retry_limit(dbpool *pool)
 {
     dbpool_stats st;
 
@@ -930,7 +941,7 @@ static int pool_exec(dbpool *pool, int cached, const char *sql, const dbpool_pg_
         memset(out, 0, sizeof(*out));
     if (!pool || !sql)
         return set_error(DBPOOL_EINVAL, "NULL pool or sql");
-    if ((rc = opts_get(o, &opts)) != 0)
+    if ((rc = pgq_opts_get(o, &opts)) != 0)
         return rc;
     for (;;) {
         dbpool_lease l;
@@ -938,7 +949,7 @@ static int pool_exec(dbpool *pool, int cached, const char *sql, const dbpool_pg_
         if ((rc = dbpool_checkout(pool, opts.checkout_timeout, &l)) != 0)
             break;
         rc = lease_exec(&l, cached, sql, p, &opts, out, &sent);
-        int crc = give_back(&l);
+        int crc = pgq_give_back(&l);
         if (rc == 0 && crc == DBPOOL_EEXPIRED)
             clear_error(); /* the answer is complete; only the connection is lost */
         if (rc == 0 && crc == DBPOOL_ETXENDED)
@@ -948,7 +959,7 @@ static int pool_exec(dbpool *pool, int cached, const char *sql, const dbpool_pg_
         if (rc != DBPOOL_ECONNLOST || sent)
             break;
         if (limit < 0)
-            limit = dead_retry_limit(pool);
+            limit = pgq_dead_retry_limit(pool);
         if (retries >= limit)
             break;
         retries++;
@@ -1038,7 +1049,7 @@ struct txinfo {
 /* One command of the transaction machinery (BEGIN, COMMIT, SAVEPOINT ...). */
 static int tx_cmd(struct call *c, const char *sql, PGresult **res)
 {
-    arm(c, c->o.statement_timeout);
+    pgq_arm(c, c->o.statement_timeout);
     return exchange(c, K_SIMPLE, NULL, sql, NULL, 0, res);
 }
 
@@ -1080,7 +1091,7 @@ static int commit(struct call *c)
         PQclear(res);
         return rc;
     case XS_SQLERR: /* e.g. 40001 or a deferred constraint: rolled back */
-        return outcome(c, x, res, NULL, "COMMIT");
+        return pgq_outcome(c, x, res, NULL, "COMMIT");
     case XS_DEAD:
         PQclear(res);
         return set_error(DBPOOL_ECONNLOST,
@@ -1093,7 +1104,7 @@ static int commit(struct call *c)
     case XS_REFUSED:
     case XS_BUSY: /* not sent; check-in rolls back */
         PQclear(res);
-        return outcome(c, x, NULL, NULL, "COMMIT");
+        return pgq_outcome(c, x, NULL, NULL, "COMMIT");
     default:
         PQclear(res);
         c->discard = 1;
@@ -1123,7 +1134,7 @@ static int tx_top(dbpool_lease *l, dbpool_pg_tx_cb fn, void *arg, const dbpool_p
     int rc, x;
 
     memset(ti, 0, sizeof(*ti));
-    if ((rc = call_init(&c, l, &o->query)) != 0)
+    if ((rc = pgq_call_init(&c, l, &o->query)) != 0)
         return rc;
     begin_sql(begin, sizeof(begin), o);
     int64_t db0 = c.qs->db_us;
@@ -1131,13 +1142,13 @@ static int tx_top(dbpool_lease *l, dbpool_pg_tx_cb fn, void *arg, const dbpool_p
     if ((x = tx_cmd(&c, begin, &res)) != XS_OK) {
         /* A lost BEGIN executed nothing that survives the connection. */
         ti->notsent = x == XS_DEAD || x == XS_LOST;
-        rc = outcome(&c, x, res, NULL, "BEGIN");
-        call_end(&c);
+        rc = pgq_outcome(&c, x, res, NULL, "BEGIN");
+        pgq_call_end(&c);
         return rc;
     }
     PQclear(res);
     c.qs->depth = 0;
-    restore_mode(&c);
+    pgq_restore_mode(&c);
     int frc = fn(l, arg);
     if (lease_gone(l, c.pg)) {
         ti->gone = 1;
@@ -1172,7 +1183,7 @@ static int tx_top(dbpool_lease *l, dbpool_pg_tx_cb fn, void *arg, const dbpool_p
         rc = set_error(DBPOOL_EINVAL, "the transaction callback left a query running");
     }
     ti->db_us = c.qs->db_us - db0;
-    call_end(&c);
+    pgq_call_end(&c);
     /* hold_timeout: COMMIT was not sent (or failed), so it was rolled back;
      * an unknown COMMIT stays unknown, with its own message */
     char why[320];
@@ -1195,18 +1206,18 @@ static int tx_nested(dbpool_lease *l, dbpool_pg_tx_cb fn, void *arg, const dbpoo
     char sql[128], what[64];
     int rc, x;
 
-    if ((rc = call_init(&c, l, &o->query)) != 0)
+    if ((rc = pgq_call_init(&c, l, &o->query)) != 0)
         return rc;
     int depth = ++c.qs->depth;
     snprintf(what, sizeof(what), "SAVEPOINT dbpool_sp_%d", depth);
     if ((x = tx_cmd(&c, what, &res)) != XS_OK) {
         c.qs->depth = depth - 1;
-        rc = outcome(&c, x, res, NULL, "SAVEPOINT");
-        call_end(&c);
+        rc = pgq_outcome(&c, x, res, NULL, "SAVEPOINT");
+        pgq_call_end(&c);
         return rc;
     }
     PQclear(res);
-    restore_mode(&c);
+    pgq_restore_mode(&c);
     int frc = fn(l, arg);
     if (lease_gone(l, c.pg))
         return callback_gone();
@@ -1217,14 +1228,14 @@ static int tx_nested(dbpool_lease *l, dbpool_pg_tx_cb fn, void *arg, const dbpoo
     } else if (frc == 0 && ts == PQTRANS_INTRANS) {
         snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT dbpool_sp_%d", depth);
         x = tx_cmd(&c, sql, &res);
-        rc = outcome(&c, x, res, NULL, "RELEASE SAVEPOINT");
+        rc = pgq_outcome(&c, x, res, NULL, "RELEASE SAVEPOINT");
     } else if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
         snprintf(sql, sizeof(sql),
                  "ROLLBACK TO SAVEPOINT dbpool_sp_%d; RELEASE SAVEPOINT dbpool_sp_%d", depth,
                  depth);
         x = tx_cmd(&c, sql, &res);
         if (x != XS_OK)
-            rc = outcome(&c, x, res, NULL, "ROLLBACK TO SAVEPOINT");
+            rc = pgq_outcome(&c, x, res, NULL, "ROLLBACK TO SAVEPOINT");
         else {
             PQclear(res);
             rc = frc ? frc
@@ -1237,7 +1248,7 @@ static int tx_nested(dbpool_lease *l, dbpool_pg_tx_cb fn, void *arg, const dbpoo
         rc = set_error(DBPOOL_EINVAL, "the nested transaction callback ended the outer "
                                       "transaction (COMMIT or ROLLBACK inside the callback)");
     }
-    call_end(&c);
+    pgq_call_end(&c);
     return rc;
 }
 
@@ -1251,7 +1262,7 @@ static int tx_opts_get(const dbpool_pg_tx_opts *in, dbpool_pg_tx_opts *o)
     if ((unsigned)o->isolation > DBPOOL_PG_SERIALIZABLE || o->max_retries < 0)
         return set_error(DBPOOL_EINVAL, "dbpool_pg_tx_opts: bad isolation or max_retries");
     dbpool_pg_opts q;
-    return opts_get(&o->query, &q);
+    return pgq_opts_get(&o->query, &q);
 }
 
 /* A short random pause before re-running a transaction that lost a
@@ -1301,14 +1312,14 @@ int dbpool_pg_transaction(dbpool *pool, dbpool_pg_tx_cb fn, void *arg,
             rc = tx_nested(&l, fn, arg, &o);
             if (lease_gone(&l, pg))
                 return rc;
-            int crc = give_back(&l);
+            int crc = pgq_give_back(&l);
             if (timings)
                 timings->attempts = 1;
             return rc == 0 && crc == DBPOOL_ETXENDED ? crc : rc;
         }
         rc = tx_top(&l, fn, arg, &o, &ti);
         if (!ti.gone)
-            (void)give_back(&l);
+            (void)pgq_give_back(&l);
         if (timings) {
             timings->db_us = ti.db_us;
             timings->attempts++;
@@ -1317,7 +1328,7 @@ int dbpool_pg_transaction(dbpool *pool, dbpool_pg_tx_cb fn, void *arg,
             return 0;
         if (ti.notsent) {
             if (limit < 0)
-                limit = dead_retry_limit(pool);
+                limit = pgq_dead_retry_limit(pool);
             if (dead++ < limit)
                 continue;
         } else if (ti.retryable && serial < o.max_retries && rc != DBPOOL_ECOMMIT_UNKNOWN) {

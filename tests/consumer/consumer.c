@@ -1,12 +1,17 @@
 /* consumer.c - uses the public headers and a few calls that need no server:
  * the version, options by name, conninfo redaction, an open that fails
- * cleanly. Exit 0 when everything is as documented. */
+ * cleanly, the epoll adapter of the event-loop API. Exit 0 when everything
+ * is as documented. */
+/* the epoll adapter needs POSIX clocks; consumer-check builds with -std=c11 */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <string.h>
 
 #include <dbpool.h>
 #include <dbpool_pg.h>
+#include <dbpool_pg_async.h>
 #include <dbpool_registry.h>
+#include <dbpool/adapters/epoll.h> /* installed with the headers (header-only) */
 
 #ifndef CONSUMER_HOW
 #define CONSUMER_HOW "pkg-config"
@@ -19,7 +24,8 @@ int main(void)
     dbpool *pool = NULL;
 
     if (strcmp(dbpool_version(), DBPOOL_VERSION_STRING) != 0) {
-        fprintf(stderr, "consumer: library %s, headers %s\n", dbpool_version(), DBPOOL_VERSION_STRING);
+        fprintf(stderr, "consumer: library %s, headers %s\n", dbpool_version(),
+                DBPOOL_VERSION_STRING);
         return 1;
     }
     dbpool_config_init(&cfg);
@@ -35,6 +41,15 @@ int main(void)
     if (dbpool_pg_open(&pool, "host='unterminated", &cfg) != DBPOOL_EINVAL) {
         fprintf(stderr, "consumer: a malformed conninfo was not refused\n");
         dbpool_close(pool);
+        return 1;
+    }
+    /* the event-loop API links and the epoll adapter attaches and detaches */
+    dbpool_cq *cq = NULL;
+    dbpool_epoll *ep = NULL;
+    dbpool_loop *loop = NULL;
+    if (dbpool_cq_new(&cq) != 0 || dbpool_epoll_attach(cq, &ep, &loop) != 0 ||
+        dbpool_loop_pending(loop) != 0 || dbpool_epoll_detach(ep) != 0 || dbpool_cq_free(cq) != 0) {
+        fprintf(stderr, "consumer: the epoll adapter: %s\n", dbpool_last_error());
         return 1;
     }
     printf("consumer (%s): dbpool %s, libpq %d, %s\n", CONSUMER_HOW, dbpool_version(),

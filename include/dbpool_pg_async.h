@@ -1,0 +1,208 @@
+/*
+ * dbpool_pg_async.h - PostgreSQL statements from an event loop, without ever
+ * blocking it.
+ *
+ * dbpool_async.h gives an event-driven server a connection without blocking;
+ * this header runs statements on it the same way: libpq's non-blocking API
+ * (PQsendQueryParams, PQflush, PQconsumeInput, PQisBusy) driven by the
+ * application's own loop through a small adapter, like hiredis'
+ * redisAsyncContext with its adapters/ *.h. The loop tells dbpool when a
+ * socket is ready and when a timer fired; dbpool tells the loop what to
+ * watch. Adapters ship as headers for libuv (<dbpool/adapters/libuv.h>),
+ * libevent (<dbpool/adapters/libevent.h>) and plain epoll
+ * (<dbpool/adapters/epoll.h>); writing one for another loop takes three
+ * functions (dbpool_loop_hooks below).
+ *
+ *     dbpool_cq *cq;            // the completion queue of dbpool_async.h
+ *     dbpool_loop *loop;
+ *     dbpool_cq_new(&cq);
+ *     dbpool_libuv_attach(uv_default_loop(), cq, &loop);   // the libuv adapter
+ *
+ *     const char *v[] = {"42"};
+ *     dbpool_pg_params p = {.n = 1, .values = v};
+ *     dbpool_pg_query_async(loop, pool, "SELECT name FROM users WHERE id = $1", &p,
+ *                           NULL, on_row, client);
+ *     uv_run(uv_default_loop(), UV_RUN_DEFAULT);
+ *
+ *     static void on_row(void *arg, int status, dbpool_pg_result *r)
+ *     {
+ *         if (status == 0)
+ *             reply(arg, PQgetvalue(r->res, 0, 0));
+ *         else
+ *             reply_error(arg, status, r->sqlstate, dbpool_last_error());
+ *     }                         // r and r->res are freed when on_row returns
+ *
+ * Outcomes are exactly those of the blocking helpers in dbpool_pg.h (same
+ * return codes, same rules for r->sent, the same code classifies them):
+ * 0, DBPOOL_EQUERY (SQL error, connection kept), DBPOOL_ETIMEDOUT (statement
+ * timeout and the server confirmed the cancel, 57014; or nothing was sent),
+ * DBPOOL_EUNKNOWN (statement timeout, no answer to the cancel within
+ * cancel_grace: it may or may not have run), DBPOOL_ECONNLOST (r->sent says
+ * whether it may have run), DBPOOL_EEXPIRED (hold_timeout), DBPOOL_EINVAL,
+ * and for the pool-level calls every dbpool_checkout() error.
+ *
+ * The statement timeout cancels server-side without blocking the loop: the
+ * cancel request (PQcancel blocks) goes to one of the library's worker
+ * threads, and its delivery comes back through the completion queue, whose
+ * fd the loop watches. So while a cancel request is on its way,
+ * dbpool_cq_free() and dbpool_loop_free() return DBPOOL_EBUSY.
+ *
+ * Guarantees
+ *   - A call that returned 0 runs its callback exactly once, on the loop's
+ *     thread: from inside dbpool_io_ready()/dbpool_io_timeout() (called by
+ *     the adapter) or dbpool_cq_run(); never from inside the call itself.
+ *   - The callback's `r` and `r->res` belong to the library and are freed
+ *     when the callback returns. To keep the result, take it:
+ *     `PGresult *mine = r->res; r->res = NULL;` and PQclear(mine) later.
+ *   - dbpool_last_error() in the callback holds the detail of a failure.
+ *   - sql and params are copied: they need not outlive the call.
+ *
+ * Not supported (use the blocking helpers or libpq): transactions as one
+ * call (run BEGIN ... COMMIT yourself with dbpool_pg_exec_async on one lease
+ * and mind that a lost COMMIT is DBPOOL_ECONNLOST with r->sent 1 here, not
+ * DBPOOL_ECOMMIT_UNKNOWN), COPY, withdrawing a statement once sent (set a
+ * statement_timeout instead), pipeline mode.
+ *
+ * Thread rules: a dbpool_loop, its completion queue and every call on it
+ * belong to one thread, the loop's. Run one dbpool_loop per loop thread.
+ */
+#ifndef DBPOOL_PG_ASYNC_H
+#define DBPOOL_PG_ASYNC_H
+
+#include "dbpool_async.h"
+#include "dbpool_pg.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ======================================================================== */
+/* The adapter: what an event loop provides                                  */
+/* ======================================================================== */
+
+/* Events to watch, and seen. */
+#define DBPOOL_IO_READ 1
+#define DBPOOL_IO_WRITE 2
+
+/* One connection being driven by one statement call. Opaque. */
+typedef struct dbpool_io dbpool_io;
+
+/*
+ * Three functions a loop provides. `loop` is the pointer given to
+ * dbpool_loop_new(). `*state` is the adapter's own storage for this io, NULL
+ * at the first call: allocate what you need (a uv_poll_t and a uv_timer_t,
+ * two struct event...) and store it there.
+ *
+ * watch   watch `fd` for `events` (DBPOOL_IO_READ | DBPOOL_IO_WRITE,
+ *         level-triggered), replacing the set watched before; events 0 stops
+ *         watching. When the fd is ready call dbpool_io_ready(io, seen)
+ *         (report errors and hang-ups as READ | WRITE). The fd stays the same
+ *         for one io. Return 0, or -1 if the loop cannot watch it.
+ * timer   start the io's one-shot timer to call dbpool_io_timeout(io) after
+ *         `ms` milliseconds (0: on the next turn of the loop), replacing a
+ *         running one; ms < 0 stops it. Return 0 or -1.
+ * release the io is finished: stop watching and the timer, and free
+ *         `state` (now or later, e.g. after uv_close). May be called from
+ *         inside dbpool_io_ready() or dbpool_io_timeout() (of this io or of
+ *         another): after it, the adapter must not touch `state` or call
+ *         dbpool_io_* for this io again. Not called if state is still NULL.
+ */
+typedef struct dbpool_loop_hooks {
+    int (*watch)(void *loop, dbpool_io *io, void **state, int fd, int events);
+    int (*timer)(void *loop, dbpool_io *io, void **state, int64_t ms);
+    void (*release)(void *loop, void *state);
+} dbpool_loop_hooks;
+
+/* The adapter reports: the io's fd showed `events`. Runs the statement's
+ * state machine, and its callback if it finished. Loop thread only. */
+DBPOOL_API void dbpool_io_ready(dbpool_io *io, int events);
+/* The adapter reports: the io's timer fired. Loop thread only. */
+DBPOOL_API void dbpool_io_timeout(dbpool_io *io);
+
+/* A loop as dbpool sees it: the adapter's hooks plus a completion queue
+ * (dbpool_async.h) that the loop also watches (dbpool_cq_fd readable ->
+ * dbpool_cq_run). */
+typedef struct dbpool_loop dbpool_loop;
+
+/*
+ * Bind hooks (copied) and a completion queue (not owned: free it after the
+ * loop) into a dbpool_loop. `loop` is passed to every hook. Returns 0 and
+ * sets *out, or DBPOOL_EINVAL (NULL out, cq or hooks, a hook missing),
+ * DBPOOL_ENOMEM. The adapters' attach functions call this for you.
+ */
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_loop_new(dbpool_loop **out, dbpool_cq *cq,
+                                                const dbpool_loop_hooks *hooks, void *loop);
+
+/* Free a dbpool_loop. NULL is a no-op returning 0. Returns DBPOOL_EBUSY and
+ * frees nothing while calls on it have not run their callback yet. */
+DBPOOL_API int dbpool_loop_free(dbpool_loop *loop);
+
+/* The completion queue of a dbpool_loop (NULL for NULL). */
+DBPOOL_API dbpool_cq *dbpool_loop_cq(const dbpool_loop *loop);
+
+/* Calls on the loop whose callback has not run yet (0 for NULL). */
+DBPOOL_API int dbpool_loop_pending(const dbpool_loop *loop);
+
+/* ======================================================================== */
+/* Statements                                                               */
+/* ======================================================================== */
+
+/*
+ * The outcome of an asynchronous statement, on the loop's thread. status is
+ * one of the codes above; `r` is filled as by the blocking helpers
+ * (r->res: the result or the SQL error's result, r->sqlstate, r->sent,
+ * r->retries, r->queue_us, r->db_us). r and r->res are freed when the
+ * callback returns, unless you take r->res (set it to NULL).
+ */
+typedef void (*dbpool_pg_query_cb)(void *arg, int status, dbpool_pg_result *r);
+
+/*
+ * The one-call form: check a connection out (dbpool_checkout_async, in the
+ * pool's FIFO queue), run `sql` with `params` under opts->statement_timeout,
+ * check the connection in (or discard it), then cb(arg, status, r).
+ * Like dbpool_pg_query(): retried on another connection only while the
+ * statement provably was not sent (a dead connection found before sending),
+ * at most `size` times. `params` and `opts` may be NULL (defaults).
+ * Returns 0 (cb will run exactly once), or, with no callback ever:
+ * DBPOOL_EINVAL (NULL loop, pool, sql or cb; bad params or opts),
+ * DBPOOL_ENOMEM, DBPOOL_EFORKED.
+ */
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_pg_query_async(dbpool_loop *loop, dbpool *pool,
+                                                      const char *sql,
+                                                      const dbpool_pg_params *params,
+                                                      const dbpool_pg_opts *opts,
+                                                      dbpool_pg_query_cb cb, void *arg);
+
+/* Like dbpool_pg_query_async(), through the connection's prepared-statement
+ * cache exactly as dbpool_pg_query_prepared() (opts->unnamed / cache_size 0:
+ * no named statements). */
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_pg_query_prepared_async(dbpool_loop *loop, dbpool *pool,
+                                                               const char *sql,
+                                                               const dbpool_pg_params *params,
+                                                               const dbpool_pg_opts *opts,
+                                                               dbpool_pg_query_cb cb, void *arg);
+
+/*
+ * Run a statement on a lease you hold (from dbpool_checkout_async's
+ * callback, say). Same outcomes, never retried, never checks in: that is
+ * yours to do, in the callback or later. Until the callback runs the lease
+ * is in use: do not touch it or its PGconn. opts->checkout_timeout is not
+ * used. Returns 0 (cb will run exactly once), or DBPOOL_EINVAL (NULL
+ * argument, bad params, a lease not from a PostgreSQL pool), DBPOOL_ESTALE,
+ * DBPOOL_EEXPIRED, DBPOOL_ENOMEM, with no callback.
+ */
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_pg_exec_async(dbpool_loop *loop, dbpool_lease *lease,
+                                                     const char *sql,
+                                                     const dbpool_pg_params *params,
+                                                     const dbpool_pg_opts *opts,
+                                                     dbpool_pg_query_cb cb, void *arg);
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_pg_exec_prepared_async(dbpool_loop *loop,
+                                                              dbpool_lease *lease, const char *sql,
+                                                              const dbpool_pg_params *params,
+                                                              const dbpool_pg_opts *opts,
+                                                              dbpool_pg_query_cb cb, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DBPOOL_PG_ASYNC_H */

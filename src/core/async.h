@@ -1,0 +1,23 @@
+/* async.h - internal side of the completion queue (src/core/async.c):
+ * library threads post work to run on the application's loop thread. */
+#ifndef DBPOOL_ASYNC_INT_H
+#define DBPOOL_ASYNC_INT_H
+
+#include "namespace.h"
+
+#include "dbpool_async.h"
+
+/*
+ * Reserve a completion on cq for a job that a library thread will post
+ * later (cq owner's thread). Until it is posted and run, or unheld,
+ * dbpool_cq_free() refuses to free the queue, so the poster never writes
+ * into freed memory. NULL when out of memory.
+ */
+struct dbpool_async_req *async_hold(dbpool_cq *cq);
+/* Give a reservation back unused (cq owner's thread). */
+void async_unhold(struct dbpool_async_req *r);
+/* Post the reserved completion from any thread: fn(arg) then runs from
+ * dbpool_cq_run() on the owner's thread, in completion order. */
+void async_post(struct dbpool_async_req *r, void (*fn)(void *), void *arg);
+
+#endif
