@@ -718,6 +718,8 @@ int pgt_start(pgt_server *s)
     return pgt_start_conf(s, NULL);
 }
 
+static int signal_postmaster(const pgt_server *s, int sig);
+
 int pgt_stop(pgt_server *s, const char *mode)
 {
     if (s == NULL || s->dir[0] == '\0')
@@ -727,8 +729,20 @@ int pgt_stop(pgt_server *s, const char *mode)
         fail("pgt_stop: bad mode %s", mode ? mode : "(null)");
         return -1;
     }
+    /* The shutdown starts now, with the signal pg_ctl would send: starting
+     * pg_ctl (as the server's user) took more than 500 ms on a loaded
+     * machine, so a fault meant for "mid-query" landed after the query.
+     * pg_ctl then waits for the shutdown to end. */
+    int sig = strcmp(mode, "fast") == 0        ? SIGINT
+              : strcmp(mode, "immediate") == 0 ? SIGQUIT
+                                               : SIGTERM;
+    (void)signal_postmaster(s, sig);
     const char *args[] = {"stop", "-m", mode, "-w", "-t", "30", "-s", NULL};
     int rc = pg_ctl(s, args, T_PGCTL);
+    char pidfile[400];
+    fmt(pidfile, sizeof pidfile, "%s/data/postmaster.pid", s->dir);
+    if (rc != 0 && !exists(pidfile))
+        rc = 0; /* it had finished before pg_ctl looked ("is server running?") */
     if (rc != 0) {
         fail("pg_ctl stop -m %s failed (exit %d)", mode, rc);
         char log[400];
@@ -755,18 +769,24 @@ int pgt_resume(pgt_server *s)
     return 0;
 }
 
-/* Last resort when pg_ctl cannot stop it: SIGKILL the postmaster. */
-static void kill_postmaster(const pgt_server *s)
+/* Send sig to the postmaster (its pid from postmaster.pid); 0 if sent. */
+static int signal_postmaster(const pgt_server *s, int sig)
 {
     char path[400];
     fmt(path, sizeof path, "%s/data/postmaster.pid", s->dir);
     FILE *f = fopen(path, "r");
     if (f == NULL)
-        return;
+        return -1;
     long pid = 0;
-    if (fscanf(f, "%ld", &pid) == 1 && pid > 1)
-        kill((pid_t)pid, SIGKILL);
+    int rc = fscanf(f, "%ld", &pid) == 1 && pid > 1 ? kill((pid_t)pid, sig) : -1;
     fclose(f);
+    return rc;
+}
+
+/* Last resort when pg_ctl cannot stop it: SIGKILL the postmaster. */
+static void kill_postmaster(const pgt_server *s)
+{
+    (void)signal_postmaster(s, SIGKILL);
 }
 
 void pgt_destroy(pgt_server *s)
