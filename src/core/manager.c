@@ -337,11 +337,17 @@ static void run_due(int64_t now)
         if (!c->attached)
             continue;
         int64_t due = 0;
+        /* While service() runs its due time is unknown: a deadline set
+         * meanwhile, after service() looked, must poke (manager_poke_before
+         * compares with next_due), or it would wait for the due time
+         * service() returns without it. Out of the heap while the key is
+         * not a real one. */
+        heap_remove(c);
+        atomic_store_explicit(&c->next_due, INT64_MAX, memory_order_release);
         RUN_UNLOCKED(c, due = c->service(c, now));
         if (!c->attached)
             continue; /* detached meanwhile: out of the heap for good */
         atomic_store_explicit(&c->next_due, due, memory_order_release);
-        heap_remove(c); /* in place if only poked: its key changes */
         heap_push(c);
     }
 }
