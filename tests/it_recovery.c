@@ -66,6 +66,7 @@ static struct sink sinks[MAX_POOLS];
 static void on_event(void *arg, const dbpool_event *ev)
 {
     struct sink *s = arg;
+    pgt_sched_track_self(); /* the thread that probes: its run delay is slack */
     pthread_mutex_lock(&s->mu);
     if (s->n < MAX_EV)
         s->ev[s->n++] = (struct rec){ev->type, ev->at_ms};
@@ -290,11 +291,16 @@ static void test_recovery_probe(void **state)
     char ci[256];
     snprintf(ci, sizeof ci, "host=127.0.0.1 port=%d user=postgres dbname=postgres",
              relay_port(g_relay));
-    int64_t t_c = pgt_now_ms();
-    PGconn *direct = PQconnectdb(ci);
-    int64_t connect_ms = pgt_now_ms() - t_c;
-    assert_int_equal(PQstatus(direct), CONNECTION_OK);
-    PQfinish(direct);
+    int64_t connect_ms = 0;
+    for (int i = 0; i < 3; i++) { /* the worst of three: one connect varies */
+        int64_t t_c = pgt_now_ms();
+        PGconn *direct = PQconnectdb(ci);
+        int64_t ms = pgt_now_ms() - t_c;
+        assert_int_equal(PQstatus(direct), CONNECTION_OK);
+        PQfinish(direct);
+        if (ms > connect_ms)
+            connect_ms = ms;
+    }
     int64_t first = t_ok - t_pass,
             bound = PROBE_MS + (connect_ms > 50 ? connect_ms : 50) + slack();
     printf("# recovery: first successful checkout %" PRId64 " ms after PASS (bound %" PRId64
