@@ -7,6 +7,9 @@
  *
  * MODE     async           one-call dbpool_pg_query_async (unnamed statement)
  *          async-prepared  dbpool_pg_query_prepared_async (statement cache)
+ *          async-batch     dbpool_pg_query_async with dbpool_loop_batch(loop,
+ *                          BATCH, default 64): queued statements of a loop
+ *                          share a lease in one libpq pipeline
  *          blocking        dbpool_pg_query from THREADS threads (CLIENTS ignored)
  * CLIENTS  logical clients over all loop threads (each: one statement in
  *          flight, the next one started from its callback)
@@ -26,7 +29,7 @@
 #include "dbpool_pg_async.h"
 
 static dbpool *pool;
-static int prepared;
+static int prepared, batch;
 static atomic_int stop, counting;
 static atomic_long total, errors;
 
@@ -79,7 +82,8 @@ static void *loop_main(void *arg)
     dbpool_cq *cq;
     dbpool_epoll *ep;
 
-    if (dbpool_cq_new(&cq) != 0 || dbpool_epoll_attach(cq, &ep, &t->loop) != 0) {
+    if (dbpool_cq_new(&cq) != 0 || dbpool_epoll_attach(cq, &ep, &t->loop) != 0 ||
+        (batch && dbpool_loop_batch(t->loop, batch) != 0)) {
         fprintf(stderr, "async_bench: loop setup failed\n");
         exit(1);
     }
@@ -123,7 +127,7 @@ int main(int argc, char **argv)
 {
     if (argc != 7) {
         fprintf(stderr,
-                "usage: %s CONNINFO async|async-prepared|blocking[-prepared] CLIENTS "
+                "usage: %s CONNINFO async|async-prepared|async-batch|blocking[-prepared] CLIENTS "
                 "THREADS POOL SECONDS\n",
                 argv[0]);
         return 2;
@@ -133,6 +137,10 @@ int main(int argc, char **argv)
     int secs = atoi(argv[6]);
     int blocking = strncmp(mode, "blocking", 8) == 0;
     prepared = strstr(mode, "prepared") != NULL;
+    if (strstr(mode, "batch")) {
+        const char *b = getenv("BATCH");
+        batch = b ? atoi(b) : 64;
+    }
     if (threads < 1 || size < 1 || secs < 1 || (!blocking && clients < threads))
         return 2;
 

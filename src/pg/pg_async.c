@@ -85,7 +85,7 @@ struct dbpool_io {
     int done;         /* entries whose outcome is decided (a prefix) */
     int syncs, want;  /* sync points seen / expected */
     int sync_each;    /* a sync after every statement (independent ones) */
-    int group_failed; /* an error in the current sync: the rest is skipped */
+    int group_failed; /* 1 + the sync group (k, or 0 for one sync) that failed */
     int synced;       /* entries whose sync the server answered: final */
     int decided;      /* entry: post_rc and msg hold its outcome */
     int64_t t_sub;    /* entry of a batch: when it was submitted, us */
@@ -935,20 +935,31 @@ static void pipe_answer(dbpool_io *io)
 {
     struct call *c = &io->e.c;
     int k = io->cur++;
+    int group = io->sync_each ? k : 0; /* statements up to a sync */
     dbpool_io *en = io->ents[k];
     PGresult *res = en->res;
     int rc;
 
     en->res = NULL;
-    if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
+    if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED && io->group_failed == group + 1) {
         PQclear(res);
         en->out.sent = 0;
         rc = skipped(k);
+    } else if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
+        /* libpq's own verdict after an error of an earlier sync whose end
+         * never came (e.g. the server's FATAL): the server skips only to the
+         * next sync, so nothing proves this one did not run */
+        PQclear(res);
+        c->sent = 1;
+        c->discard = 1;
+        snprintf(c->msg, sizeof(c->msg),
+                 "libpq aborted the rest of the pipeline after an error of an earlier sync");
+        rc = pgq_outcome(c, XS_LOST, NULL, &en->out, "query");
     } else {
         c->sent = 1;
         int x = pgq_classify(c, C_DONE, res);
         if (x == XS_SQLERR) {
-            io->group_failed = 1;
+            io->group_failed = group + 1;
             if (io->cancelling && !strcmp(pgq_res_field(res, PG_DIAG_SQLSTATE), "57014")) {
                 snprintf(c->msg, sizeof(c->msg),
                          "statement timeout: the pipeline had no complete answer within %lld "
@@ -973,22 +984,31 @@ static void pipe_unanswered(dbpool_io *io, int x)
     struct call *c = &io->e.c;
 
     c->discard = 1;
-    /* answered, but their sync was not: whether their transaction committed
-     * is unknown (an error is rolled back either way) */
+    /* answered, but their sync was not: as for a single statement whose
+     * ReadyForQuery never came, whether it ran (committed) is unknown. An
+     * error answer (e.g. 57P01, the server's last words) names the reason. */
     for (int k = io->synced; k < io->cur; k++) {
         dbpool_io *en = io->ents[k];
-        if (!en->decided || en->post_rc != 0)
+        if (!en->decided || en->post_rc == DBPOOL_ESKIPPED)
             continue;
+        PGresult *er = en->out.res;
+        en->out.res = NULL;
         dbpool_pg_result_clear(&en->out);
+        if (er && PQresultStatus(er) != PGRES_FATAL_ERROR) {
+            PQclear(er);
+            er = NULL;
+        }
+        if (er && x == XS_LOST)
+            (void)pgq_classify(c, C_LOST, er); /* the message */
         c->sent = 1;
-        ent_decide(en, pipe_expired(io, pgq_outcome(c, x, NULL, &en->out, "query")));
+        ent_decide(en, pipe_expired(io, pgq_outcome(c, x, er, &en->out, "query")));
     }
     for (; io->cur < io->nsent; io->cur++) {
         dbpool_io *en = io->ents[io->cur];
         PQclear(en->res);
         en->res = NULL;
         int rc;
-        if (!io->sync_each && io->group_failed) {
+        if (!io->sync_each && io->group_failed == 1) { /* the server skips the rest */
             en->out.sent = 0;
             rc = skipped(io->cur);
         } else {
