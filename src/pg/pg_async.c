@@ -5,9 +5,12 @@
  * completion queue. Everything here runs on the loop's thread. */
 #include "dbpool_pg_async.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "alloc.h"
 #include "async.h"
@@ -1280,6 +1283,12 @@ static void pipe_start(dbpool_io *io)
         return;
     }
     io->t0 = io->t_sub = clock_us();
+    /* libpq < 17 flushes at every PQpipelineSync: with a sync per statement
+     * that is one send, one packet and one wake-up of the server per
+     * statement. Corked, the kernel sends them as one (TCP only; on a unix
+     * socket setsockopt fails and nothing changes). */
+    int cork = io->sync_each && io->nent > 1 &&
+               setsockopt(PQsocket(pg), IPPROTO_TCP, TCP_CORK, &(int){1}, sizeof(int)) == 0;
     for (k = 0; k < io->nent; k++) {
         const dbpool_io *en = io->ents[k];
         const dbpool_pg_params *p = &en->p;
@@ -1291,6 +1300,8 @@ static void pipe_start(dbpool_io *io)
             break;
         }
     }
+    if (cork)
+        (void)setsockopt(PQsocket(pg), IPPROTO_TCP, TCP_CORK, &(int){0}, sizeof(int));
     io->nsent = k;
     if (k < io->nent) {
         char why[256];
