@@ -5,7 +5,8 @@
  * failing one fails); a connection terminated mid-pipeline (unanswered or
  * unsynced statements ECONNLOST with sent 1, never success); the statement
  * timeout (57014 -> ETIMEDOUT, the rest skipped; no answer -> EUNKNOWN);
- * batches of one-call statements that never overtake an earlier waiter. */
+ * batches of one-call statements that never overtake an earlier waiter,
+ * traced like single statements. */
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -112,7 +113,24 @@ static int idle_is(const dbpool_stats *st, int64_t n)
     return st->idle == n;
 }
 
-static dbpool *open_connected(const char *app, int size)
+/* trace_cb: START/END per statement, as for single statements */
+static int trace_starts, trace_ends, trace_bad;
+static void *on_trace(void *arg, const dbpool_trace *t)
+{
+    (void)arg;
+    if (t->type == DBPOOL_TRACE_QUERY_START) {
+        trace_starts++;
+        return (void *)t->statement; /* the span: checked at the END */
+    }
+    if (t->type == DBPOOL_TRACE_QUERY_END) {
+        trace_ends++;
+        if (t->span == NULL || !t->sqlstate)
+            trace_bad++;
+    }
+    return NULL;
+}
+
+static dbpool *open_connected_cfg(const char *app, int size, int traced)
 {
     dbpool_config cfg;
     dbpool_config_init(&cfg);
@@ -122,9 +140,16 @@ static dbpool *open_connected(const char *app, int size)
     cfg.checkout_timeout = 60000;
     cfg.idle_interval = 600000;
     cfg.log_level = DBPOOL_LOG_NONE;
+    if (traced)
+        cfg.trace_cb = on_trace; /* runs on the loop thread: the statements' ends */
     dbpool *p = itp_open(&srv, app, &cfg);
     assert_true(itp_wait_stats(p, idle_is, size, 20000));
     return p;
+}
+
+static dbpool *open_connected(const char *app, int size)
+{
+    return open_connected_cfg(app, size, 0);
 }
 
 static void lease_of(dbpool *p, dbpool_lease *l)
@@ -525,8 +550,9 @@ static void test_async_batch_many(void **state)
     enum { N = 500 };
     struct fixture f;
     fx_open(&f);
-    dbpool *p = open_connected("pp_many", 2);
+    dbpool *p = open_connected_cfg("pp_many", 2, 1);
     assert_int_equal(dbpool_loop_batch(f.loop, DBPOOL_BATCH_MAX), 0);
+    trace_starts = trace_ends = trace_bad = 0;
     struct rec *r = calloc(N, sizeof *r);
     assert_non_null(r);
     uint64_t checkouts0 = itp_stats(p).checkouts;
@@ -552,6 +578,10 @@ static void test_async_batch_many(void **state)
         assert_int_equal(r[i].status, 0);
         assert_int_equal(r[i].value, i + 1);
     }
+    /* traced like single statements: one START and one END each */
+    assert_int_equal(trace_starts, N);
+    assert_int_equal(trace_ends, N);
+    assert_int_equal(trace_bad, 0);
     /* batched: far fewer checkouts than statements */
     assert_true(itp_stats(p).checkouts - checkouts0 <= N / 4);
     assert_int_equal(itp_stats(p).connects, 2);

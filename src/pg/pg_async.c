@@ -890,6 +890,38 @@ static void ent_decide(dbpool_io *en, int rc)
     en->decided = 1;
 }
 
+/* Tracing (dbpool_config.trace_cb) as for a single statement: a START per
+ * statement sent, its END with the final outcome, while the lease is held
+ * (the pool lives at least as long). en->e.span/t0 are the entry's. */
+static void trace_start(dbpool_io *io, dbpool_io *en)
+{
+    const struct dbpool *pool = io->lease.slot->pool;
+
+    if (!pool->cfg.trace_cb)
+        return;
+    en->e.t0 = clock_us();
+    dbpool_trace t = {.type = DBPOOL_TRACE_QUERY_START, .at_us = en->e.t0, .statement = en->sql};
+    en->e.span = pool_trace(pool, &t);
+    en->begun = 1; /* an END is owed */
+}
+
+static void trace_end(dbpool_io *io, dbpool_io *en)
+{
+    if (!en->begun)
+        return;
+    en->begun = 0;
+    const struct dbpool *pool = io->lease.slot->pool;
+    int64_t now = clock_us();
+    dbpool_trace t = {.type = DBPOOL_TRACE_QUERY_END,
+                      .rc = en->post_rc,
+                      .at_us = now,
+                      .duration_us = now - en->e.t0,
+                      .statement = en->sql,
+                      .sqlstate = en->out.sqlstate,
+                      .span = en->e.span};
+    pool_trace(pool, &t);
+}
+
 /* Run the callbacks of decided entries, in order; the last one only if all. */
 static void pipe_deliver(dbpool_io *io, int all)
 {
@@ -899,6 +931,7 @@ static void pipe_deliver(dbpool_io *io, int all)
            (all || (io->done < io->nent - 1 && io->done < io->synced))) {
         dbpool_io *en = io->ents[io->done];
         io->ents[io->done++] = NULL;
+        trace_end(io, en);
         set_error_msg("%s", en->msg);
         deliver(en, en->post_rc);
     }
@@ -1077,6 +1110,9 @@ static void pipe_finish(dbpool_io *io)
         pgq_call_end(c);
         io->begun = 0;
     }
+    for (int k = io->done; k < io->nent; k++) /* while the lease is held */
+        if (io->ents[k])
+            trace_end(io, io->ents[k]);
     if (io->owned) {
         int crc = pgq_give_back(&io->lease);
         dbpool_io *last = io->ents[io->nent - 1];
@@ -1303,6 +1339,8 @@ static void pipe_start(dbpool_io *io)
     if (cork)
         (void)setsockopt(PQsocket(pg), IPPROTO_TCP, TCP_CORK, &(int){0}, sizeof(int));
     io->nsent = k;
+    for (int i = 0; i < k; i++)
+        trace_start(io, io->ents[i]);
     if (k < io->nent) {
         char why[256];
         pgq_conn_msg(why, sizeof(why), pg, "libpq could not queue the statement");
