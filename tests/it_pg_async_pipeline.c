@@ -197,8 +197,8 @@ static void test_async_pipeline_in_order(void **state)
         snprintf(bufs[i], sizeof bufs[i], "%d", i);
         vals[i] = bufs[i];
         prm[i] = (dbpool_pg_params){.n = 1, .values = &vals[i]};
-        st[i] = (dbpool_pg_stmt){.sql = "SELECT $1::int * 3", .params = &prm[i], .cb = on_result,
-                                 .arg = &r[i]};
+        st[i] = (dbpool_pg_stmt){
+            .sql = "SELECT $1::int * 3", .params = &prm[i], .cb = on_result, .arg = &r[i]};
     }
     r[N - 1].checkin = &l;
     assert_int_equal(dbpool_pg_pipeline_async(f.loop, &l, st, N, 0, NULL), 0);
@@ -508,23 +508,20 @@ static void test_async_batch_fifo(void **state)
                      0);
     struct rec r[4];
     memset(r, 0, sizeof r);
-    static const char *const sql[] = {"INSERT INTO pp_order (who) VALUES ('a1')",
-                                      "INSERT INTO pp_order (who) VALUES ('a2')",
-                                      "INSERT INTO pp_order (who) VALUES ('a3')",
-                                      "INSERT INTO pp_order (who) VALUES ('a4')"};
+    static const char *const sql[] = {
+        "INSERT INTO pp_order (who) VALUES ('a1')", "INSERT INTO pp_order (who) VALUES ('a2')",
+        "INSERT INTO pp_order (who) VALUES ('a3')", "INSERT INTO pp_order (who) VALUES ('a4')"};
     dbpool_lease held;
     lease_of(p, &held);
     uint64_t checkouts0 = itp_stats(p).checkouts;
 
     for (int i = 0; i < 2; i++)
-        assert_int_equal(dbpool_pg_query_async(f.loop, p, sql[i], NULL, NULL, on_result, &r[i]),
-                         0);
+        assert_int_equal(dbpool_pg_query_async(f.loop, p, sql[i], NULL, NULL, on_result, &r[i]), 0);
     struct blocker b = {p, 1};
     pthread_t t = itp_thr_start(blocking_insert, &b);
     assert_true(itp_wait_stats(p, waiting_is, 3, 20000));
     for (int i = 2; i < 4; i++)
-        assert_int_equal(dbpool_pg_query_async(f.loop, p, sql[i], NULL, NULL, on_result, &r[i]),
-                         0);
+        assert_int_equal(dbpool_pg_query_async(f.loop, p, sql[i], NULL, NULL, on_result, &r[i]), 0);
     assert_int_equal(dbpool_checkin(&held), 0);
     assert_true(run_all(f.ep, r, 4, 30000));
     assert_int_equal(itp_thr_join(t, 30000), 0);
@@ -562,11 +559,11 @@ static void test_async_batch_many(void **state)
         const char *v[] = {buf};
         dbpool_pg_params prm = {.n = 1, .values = v};
         snprintf(buf, sizeof buf, "%d", i);
-        assert_int_equal(dbpool_pg_query_async(f.loop, p,
-                                               i == 100 ? "SELECT 1/($1::int - 100)"
-                                                        : "SELECT $1::int + 1",
-                                               &prm, NULL, on_result, &r[i]),
-                         0);
+        assert_int_equal(
+            dbpool_pg_query_async(f.loop, p,
+                                  i == 100 ? "SELECT 1/($1::int - 100)" : "SELECT $1::int + 1",
+                                  &prm, NULL, on_result, &r[i]),
+            0);
     }
     assert_true(run_all(f.ep, r, N, 60000));
     for (int i = 0; i < N; i++) {
@@ -616,6 +613,5 @@ int main(void)
         cmocka_unit_test(test_async_batch_fifo),
         cmocka_unit_test(test_async_batch_many),
     };
-    return cmocka_run_group_tests_name("it_pg_async_pipeline", tests, group_setup,
-                                       group_teardown);
+    return cmocka_run_group_tests_name("it_pg_async_pipeline", tests, group_setup, group_teardown);
 }

@@ -947,10 +947,10 @@ static int pipe_expired(dbpool_io *io, int rc)
     snprintf(why, sizeof(why), "%s", dbpool_last_error());
     if (dbpool_lease_check(&io->lease) != DBPOOL_EEXPIRED)
         return set_error(rc, "%s", why);
-    if (rc == DBPOOL_EUNKNOWN || (rc == DBPOOL_ECONNLOST && io->e.c.sent) ||
-        rc == DBPOOL_ESKIPPED)
-        return set_error(rc, "%s (the lease had outlived hold_timeout; the connection is "
-                             "discarded at check-in)",
+    if (rc == DBPOOL_EUNKNOWN || (rc == DBPOOL_ECONNLOST && io->e.c.sent) || rc == DBPOOL_ESKIPPED)
+        return set_error(rc,
+                         "%s (the lease had outlived hold_timeout; the connection is "
+                         "discarded at check-in)",
                          why);
     return set_error(DBPOOL_EEXPIRED,
                      "query: the lease outlived hold_timeout; the statement did not complete "
@@ -1345,15 +1345,16 @@ static void pipe_start(dbpool_io *io)
         char why[256];
         pgq_conn_msg(why, sizeof(why), pg, "libpq could not queue the statement");
         int ok = PQstatus(pg) == CONNECTION_OK;
-        pipe_decide_rest(
-            io, k,
-            ok ? set_error(DBPOOL_EINVAL, "pipeline: libpq refused statement %d (%s); it and "
-                                          "the ones after it were not sent",
-                           k + 1, why)
-               : set_error(DBPOOL_ECONNLOST, "pipeline: connection lost while queueing statement "
-                                             "%d (%s); it and the ones after it were not sent",
-                           k + 1, why),
-            0);
+        pipe_decide_rest(io, k,
+                         ok ? set_error(DBPOOL_EINVAL,
+                                        "pipeline: libpq refused statement %d (%s); it and "
+                                        "the ones after it were not sent",
+                                        k + 1, why)
+                            : set_error(DBPOOL_ECONNLOST,
+                                        "pipeline: connection lost while queueing statement "
+                                        "%d (%s); it and the ones after it were not sent",
+                                        k + 1, why),
+                         0);
         /* the statements before it were queued: close their sync */
         if (ok && k > 0 && !io->sync_each && !PQpipelineSync(pg))
             ok = 0;
