@@ -15,8 +15,9 @@
  *          flight, the next one started from its callback)
  * THREADS  loop threads (async) or client threads (blocking); one pool of
  *          POOL connections shared by all
- * Prints one line: "tps=N statements=N errors=N". A warm-up second is not
- * counted.
+ * Prints one line: "tps=N statements=N errors=N maxgap_ms=N" (maxgap: the
+ * longest time a loop went without a completion, a stall detector; 0 for
+ * blocking). A warm-up second is not counted.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -31,7 +32,7 @@
 static dbpool *pool;
 static int prepared, batch;
 static atomic_int stop, counting;
-static atomic_long total, errors;
+static atomic_long total, errors, maxgap;
 
 static int64_t now_ms(void)
 {
@@ -45,6 +46,7 @@ struct lthread {
     dbpool_loop *loop;
     int inflight;
     long done, errs;
+    int64_t last_ms, maxgap_ms; /* longest time without a completion: a stall */
 };
 
 static void on_result(void *arg, int status, dbpool_pg_result *r);
@@ -67,6 +69,10 @@ static void on_result(void *arg, int status, dbpool_pg_result *r)
     (void)r;
     t->inflight--;
     if (atomic_load_explicit(&counting, memory_order_relaxed)) {
+        int64_t now = now_ms();
+        if (t->last_ms && now - t->last_ms > t->maxgap_ms)
+            t->maxgap_ms = now - t->last_ms;
+        t->last_ms = now;
         if (status != 0)
             t->errs++;
         else
@@ -98,6 +104,9 @@ static void *loop_main(void *arg)
         ;
     atomic_fetch_add(&total, t->done);
     atomic_fetch_add(&errors, t->errs);
+    long g = atomic_load(&maxgap);
+    while (t->maxgap_ms > g && !atomic_compare_exchange_weak(&maxgap, &g, (long)t->maxgap_ms))
+        ;
     return NULL;
 }
 
@@ -183,8 +192,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < threads; i++)
         pthread_join(th[i], NULL);
     long n = atomic_load(&total);
-    printf("tps=%.0f statements=%ld errors=%ld\n", (double)n * 1000.0 / (double)(t1 - t0), n,
-           (long)atomic_load(&errors));
+    printf("tps=%.0f statements=%ld errors=%ld maxgap_ms=%ld\n",
+           (double)n * 1000.0 / (double)(t1 - t0), n, (long)atomic_load(&errors),
+           (long)atomic_load(&maxgap));
     dbpool_close(pool);
     free(th);
     free(lt);
