@@ -230,6 +230,47 @@ static void test_async_pipeline_in_order(void **state)
     fx_close(&f);
 }
 
+/* A pipeline far larger than the socket buffers both ways (2,000 statements
+ * of 4 KB parameters, each answered with 4 KB): the send must be read
+ * through while it is flushed, or client and server would block each other. */
+static void test_async_pipeline_large(void **state)
+{
+    (void)state;
+    enum { N = 2000, LEN = 4096 };
+    struct fixture f;
+    fx_open(&f);
+    dbpool *p = open_connected("pp_large", 1);
+    struct rec *r = calloc(N, sizeof *r);
+    dbpool_pg_stmt *st = calloc(N, sizeof *st);
+    char *big = malloc(LEN + 1);
+    assert_true(r && st && big);
+    memset(big, 'x', LEN);
+    big[LEN] = '\0';
+    const char *v[] = {big};
+    dbpool_pg_params prm = {.n = 1, .values = v};
+    dbpool_lease l;
+    lease_of(p, &l);
+
+    for (int i = 0; i < N; i++)
+        st[i] = (dbpool_pg_stmt){
+            .sql = "SELECT length($1), $1", .params = &prm, .cb = on_result, .arg = &r[i]};
+    r[N - 1].checkin = &l;
+    assert_int_equal(dbpool_pg_pipeline_async(f.loop, &l, st, N, DBPOOL_PIPE_SYNC_EACH, NULL), 0);
+    assert_true(run_all(f.ep, r, N, 60000));
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].status, 0);
+        assert_int_equal(r[i].value, LEN);
+        assert_int_equal(r[i].order, i + 1);
+    }
+    assert_int_equal(r[N - 1].checkin_rc, 0);
+    assert_int_equal(itp_stats(p).connects, 1);
+    free(r);
+    free(st);
+    free(big);
+    assert_int_equal(itp_close(p), 0);
+    fx_close(&f);
+}
+
 /* An error in the middle. One sync: the server skips the rest (ESKIPPED,
  * sent 0) and the implicit transaction is rolled back, the first INSERT
  * included. A sync per statement: only the failing one fails. */
@@ -605,6 +646,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_async_pipeline_in_order),
+        cmocka_unit_test(test_async_pipeline_large),
         cmocka_unit_test(test_async_pipeline_error_middle),
         cmocka_unit_test(test_async_pipeline_connection_lost),
         cmocka_unit_test(test_async_pipeline_dead_before_send),
