@@ -151,7 +151,10 @@ DBPOOL_API int dbpool_loop_pending(const dbpool_loop *loop);
  * _prepared form) when they queue for connections: a statement handed a
  * connection takes the requests right behind it in the pool's queue, as long
  * as they are this loop's, for the same pool and with the same
- * statement_timeout and cancel_grace, up to `max` statements in all, and runs
+ * statement_timeout and cancel_grace, up to `max` statements in all (a
+ * statement starting with BEGIN or START, or with anything but a word, e.g.
+ * a comment, always runs alone: a transaction block would swallow the
+ * others' statements), and runs
  * them in one libpq pipeline with a sync after each. Nobody is overtaken:
  * they were next in line anyway (FIFO holds). Each statement is still its own
  * implicit transaction with its own outcome, but they share one connection

@@ -616,6 +616,23 @@ static void test_async_batch_many(void **state)
         assert_int_equal(r[i].status, 0);
         assert_int_equal(r[i].value, i + 1);
     }
+    /* a one-call BEGIN is never batched: it would swallow the statements
+     * behind it into its transaction, rolled back at its check-in */
+    assert_int_equal(pgt_exec(&srv, "DROP TABLE IF EXISTS pp_tx; CREATE TABLE pp_tx (v int)"), 0);
+    struct rec tx[8];
+    memset(tx, 0, sizeof tx);
+    assert_int_equal(dbpool_pg_query_async(f.loop, p, " begin", NULL, NULL, on_result, &tx[0]), 0);
+    for (int i = 1; i < 8; i++)
+        assert_int_equal(dbpool_pg_query_async(f.loop, p, "INSERT INTO pp_tx VALUES (1)", NULL,
+                                               NULL, on_result, &tx[i]),
+                         0);
+    assert_true(run_all(f.ep, tx, 8, 30000));
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(tx[i].status, 0);
+    assert_int_equal(pgt_query_int(&srv, "SELECT count(*) FROM pp_tx"), 7);
+    trace_starts -= 8;
+    trace_ends -= 8;
+
     /* traced like single statements: one START and one END each */
     assert_int_equal(trace_starts, N);
     assert_int_equal(trace_ends, N);

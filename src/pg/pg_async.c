@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "alloc.h"
@@ -1394,6 +1395,21 @@ static dbpool_io *pipe_new(dbpool_loop *loop, const dbpool_io *like, int n)
 
 /* ---- batches: queued one-call statements of this loop on one lease ---------------- */
 
+/* A statement that may share a batch: not one that opens a transaction
+ * block (BEGIN, START TRANSACTION), which would swallow the statements of
+ * other clients behind it until the check-in rolls them back. The extended
+ * protocol takes one command per statement, so its first word decides;
+ * anything not starting with a plain word (a comment, a parenthesis) is
+ * conservatively kept alone. */
+static int batchable(const char *sql)
+{
+    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
+        sql++;
+    if (!((*sql >= 'a' && *sql <= 'z') || (*sql >= 'A' && *sql <= 'Z')))
+        return 0;
+    return strncasecmp(sql, "begin", 5) != 0 && strncasecmp(sql, "start", 5) != 0;
+}
+
 /* Only requests that would have come next anyway (async_take_head), of this
  * loop and pool, plain (the statement cache runs Prepare exchanges), and with
  * the same deadline rules, since a pipeline has one. */
@@ -1403,7 +1419,7 @@ static int batch_ok(void *arg, void *ctx)
 
     return en->loop == io->loop && en->pool == io->pool && !en->cached && !en->ents &&
            en->o.statement_timeout == io->o.statement_timeout &&
-           en->o.cancel_grace == io->o.cancel_grace;
+           en->o.cancel_grace == io->o.cancel_grace && batchable(en->sql);
 }
 
 /* io was handed a lease: take the requests right behind it in the pool's
@@ -1412,8 +1428,10 @@ static int batch_ok(void *arg, void *ctx)
 static int batch_run(dbpool_io *io)
 {
     void *more[DBPOOL_BATCH_MAX];
-    dbpool_io *b = pipe_new(io->loop, io, io->loop->batch);
 
+    if (!batchable(io->sql))
+        return 0;
+    dbpool_io *b = pipe_new(io->loop, io, io->loop->batch);
     if (!b)
         return 0;
     int n = async_take_head(io->pool, io->loop->cq, on_checkout, batch_ok, io, more,
