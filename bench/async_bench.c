@@ -7,13 +7,17 @@
  *
  * MODE     async           one-call dbpool_pg_query_async (unnamed statement)
  *          async-prepared  dbpool_pg_query_prepared_async (statement cache)
+ *          async-batch     dbpool_pg_query_async with dbpool_loop_batch(loop,
+ *                          BATCH, default 64): queued statements of a loop
+ *                          share a lease in one libpq pipeline
  *          blocking        dbpool_pg_query from THREADS threads (CLIENTS ignored)
  * CLIENTS  logical clients over all loop threads (each: one statement in
  *          flight, the next one started from its callback)
  * THREADS  loop threads (async) or client threads (blocking); one pool of
  *          POOL connections shared by all
- * Prints one line: "tps=N statements=N errors=N". A warm-up second is not
- * counted.
+ * Prints one line: "tps=N statements=N errors=N maxgap_ms=N" (maxgap: the
+ * longest time a loop went without a completion, a stall detector; 0 for
+ * blocking). A warm-up second is not counted.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -26,9 +30,9 @@
 #include "dbpool_pg_async.h"
 
 static dbpool *pool;
-static int prepared;
+static int prepared, batch;
 static atomic_int stop, counting;
-static atomic_long total, errors;
+static atomic_long total, errors, maxgap;
 
 static int64_t now_ms(void)
 {
@@ -42,6 +46,7 @@ struct lthread {
     dbpool_loop *loop;
     int inflight;
     long done, errs;
+    int64_t last_ms, maxgap_ms; /* longest time without a completion: a stall */
 };
 
 static void on_result(void *arg, int status, dbpool_pg_result *r);
@@ -64,6 +69,10 @@ static void on_result(void *arg, int status, dbpool_pg_result *r)
     (void)r;
     t->inflight--;
     if (atomic_load_explicit(&counting, memory_order_relaxed)) {
+        int64_t now = now_ms();
+        if (t->last_ms && now - t->last_ms > t->maxgap_ms)
+            t->maxgap_ms = now - t->last_ms;
+        t->last_ms = now;
         if (status != 0)
             t->errs++;
         else
@@ -79,7 +88,8 @@ static void *loop_main(void *arg)
     dbpool_cq *cq;
     dbpool_epoll *ep;
 
-    if (dbpool_cq_new(&cq) != 0 || dbpool_epoll_attach(cq, &ep, &t->loop) != 0) {
+    if (dbpool_cq_new(&cq) != 0 || dbpool_epoll_attach(cq, &ep, &t->loop) != 0 ||
+        (batch && dbpool_loop_batch(t->loop, batch) != 0)) {
         fprintf(stderr, "async_bench: loop setup failed\n");
         exit(1);
     }
@@ -94,6 +104,9 @@ static void *loop_main(void *arg)
         ;
     atomic_fetch_add(&total, t->done);
     atomic_fetch_add(&errors, t->errs);
+    long g = atomic_load(&maxgap);
+    while (t->maxgap_ms > g && !atomic_compare_exchange_weak(&maxgap, &g, (long)t->maxgap_ms))
+        ;
     return NULL;
 }
 
@@ -123,7 +136,7 @@ int main(int argc, char **argv)
 {
     if (argc != 7) {
         fprintf(stderr,
-                "usage: %s CONNINFO async|async-prepared|blocking[-prepared] CLIENTS "
+                "usage: %s CONNINFO async|async-prepared|async-batch|blocking[-prepared] CLIENTS "
                 "THREADS POOL SECONDS\n",
                 argv[0]);
         return 2;
@@ -133,6 +146,10 @@ int main(int argc, char **argv)
     int secs = atoi(argv[6]);
     int blocking = strncmp(mode, "blocking", 8) == 0;
     prepared = strstr(mode, "prepared") != NULL;
+    if (strstr(mode, "batch")) {
+        const char *b = getenv("BATCH");
+        batch = b ? atoi(b) : 64;
+    }
     if (threads < 1 || size < 1 || secs < 1 || (!blocking && clients < threads))
         return 2;
 
@@ -175,8 +192,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < threads; i++)
         pthread_join(th[i], NULL);
     long n = atomic_load(&total);
-    printf("tps=%.0f statements=%ld errors=%ld\n", (double)n * 1000.0 / (double)(t1 - t0), n,
-           (long)atomic_load(&errors));
+    printf("tps=%.0f statements=%ld errors=%ld maxgap_ms=%ld\n",
+           (double)n * 1000.0 / (double)(t1 - t0), n, (long)atomic_load(&errors),
+           (long)atomic_load(&maxgap));
     dbpool_close(pool);
     free(th);
     free(lt);

@@ -11,7 +11,10 @@
 #
 # Environment: DURATION=5 (s per run), REPS=3, CONNS=8 (pool size, pgbench
 # -c), BUILD_DIR=build, NODE_PG_DIR (where npm installs `pg` if node cannot
-# find it; default BUILD_DIR/bench/node).
+# find it; default BUILD_DIR/bench/node), BATCH=64 (dbpool_loop_batch for
+# the batch* setups: one-call statements sharing a lease in one libpq
+# pipeline), BEFORE=path to another build's async_bench (e.g. of main): adds
+# before_* setups with it, interleaved in the same run.
 # Needs: pgbench, node (>= 18) with npm `pg` (installed by npm if missing).
 set -euo pipefail
 
@@ -60,8 +63,13 @@ ours() { "$bench" "$conninfo" "$@" "$CONNS" "$DURATION" | sed -n 's/^tps=\([0-9]
 nodepg() { node "$here/async_bench_node.js" "$conninfo" "$1" "$CONNS" "$DURATION" |
            sed -n 's/^tps=\([0-9]*\) .*/\1/p'; }
 
-setups=(async16 async256 prep16 prep256 node16 node256 pgbench_j1 blocking16 async2x16 prep2x16
-        pgbench_j2)
+setups=(async16 async256 prep16 prep256 batch16 batch256 node16 node256 pgbench_j1 blocking16
+        async2x16 prep2x16 batch2x16 pgbench_j2)
+if [ -n "${BEFORE:-}" ]; then
+    [ -x "$BEFORE" ] || die "BEFORE=$BEFORE is not executable"
+    setups+=(before_async16 before_async256 before_prep16 before_async2x16)
+fi
+before() { "$BEFORE" "$conninfo" "$@" "$CONNS" "$DURATION" | sed -n 's/^tps=\([0-9]*\) .*/\1/p'; }
 declare -A runs
 for rep in $(seq 1 "$REPS"); do
     for s in "${setups[@]}"; do
@@ -70,6 +78,13 @@ for rep in $(seq 1 "$REPS"); do
         async256) v=$(ours async 256 1) ;;
         prep16) v=$(ours async-prepared 16 1) ;;
         prep256) v=$(ours async-prepared 256 1) ;;
+        batch16) v=$(ours async-batch 16 1) ;;
+        batch256) v=$(ours async-batch 256 1) ;;
+        batch2x16) v=$(ours async-batch 16 2) ;;
+        before_async16) v=$(before async 16 1) ;;
+        before_async256) v=$(before async 256 1) ;;
+        before_prep16) v=$(before async-prepared 16 1) ;;
+        before_async2x16) v=$(before async 16 2) ;;
         node16) v=$(nodepg 16) ;;
         node256) v=$(nodepg 256) ;;
         pgbench_j1) v=$(pgb 1) ;;
@@ -85,7 +100,7 @@ for rep in $(seq 1 "$REPS"); do
 done
 median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A m
-echo "SELECT 1, pool/connections $CONNS, $DURATION s x $REPS runs (median tps)"
+echo "SELECT 1, pool/connections $CONNS, $DURATION s x $REPS runs (median tps); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 for s in "${setups[@]}"; do
     m[$s]=$(median "${runs[$s]}")
     printf '  %-12s %8s   (runs:%s)\n' "$s" "${m[$s]}" "${runs[$s]}"
@@ -101,3 +116,22 @@ ratio "prepared 16 clients / pgbench -c8 -j1" "${m[prep16]}" "${m[pgbench_j1]}" 
 ratio "2 loops x 16 clients / pgbench -c8 -j2" "${m[async2x16]}" "${m[pgbench_j2]}" 0.9
 ratio "prepared 2 loops / pgbench -c8 -j2" "${m[prep2x16]}" "${m[pgbench_j2]}" 0.9
 ratio "async 16 clients / blocking 16 threads" "${m[async16]}" "${m[blocking16]}" 1
+ratio "batch 16 clients / node-postgres 16" "${m[batch16]}" "${m[node16]}" 2
+ratio "batch 256 clients / node-postgres 256" "${m[batch256]}" "${m[node256]}" 2
+ratio "batch 16 clients / pgbench -c8 -j1" "${m[batch16]}" "${m[pgbench_j1]}" 0.9
+ratio "batch 256 clients / pgbench -c8 -j1" "${m[batch256]}" "${m[pgbench_j1]}" 0.9
+ratio "batch 2 loops x 16 / pgbench -c8 -j2" "${m[batch2x16]}" "${m[pgbench_j2]}" 0.9
+if [ -n "${BEFORE:-}" ]; then
+    ratio "async 16: after / before" "${m[async16]}" "${m[before_async16]}" 1
+    ratio "async 256: after / before" "${m[async256]}" "${m[before_async256]}" 1
+    ratio "prepared 16: after / before" "${m[prep16]}" "${m[before_prep16]}" 1
+    ratio "2 loops x 16: after / before" "${m[async2x16]}" "${m[before_async2x16]}" 1
+fi
+# per-rep ratios (same rep = same conditions): the spread says how far to trust the medians
+echo "per-rep ratios (batch256/node256, batch16/pgbench_j1, batch2x16/pgbench_j2, async2x16/pgbench_j2):"
+for i in $(seq 1 "$REPS"); do
+    pick() { tr ' ' '\n' <<<"${runs[$1]}" | sed '/^$/d' | sed -n "${i}p"; }
+    awk -v a="$(pick batch256)" -v b="$(pick node256)" -v c="$(pick batch16)" -v d="$(pick pgbench_j1)" \
+        -v e="$(pick batch2x16)" -v f="$(pick pgbench_j2)" -v g="$(pick async2x16)" -v r="$i" \
+        'BEGIN {printf "  rep %d: %.2fx %.2fx %.2fx %.2fx\n", r, a/b, c/d, e/f, g/f}'
+done

@@ -103,7 +103,9 @@ enum {
                                      (dbpool_sandbox.h) */
     DBPOOL_ETXENDED = -18,        /* sandbox mode: the code under test ended the
                                      sandbox's transaction (raw COMMIT/ROLLBACK) */
-    DBPOOL_EQUEUEFULL = -19       /* max_waiting callers already wait: not queued */
+    DBPOOL_EQUEUEFULL = -19,      /* max_waiting callers already wait: not queued */
+    DBPOOL_ESKIPPED = -20         /* pipeline: not executed; the server skipped it after an
+                                     earlier statement of the same sync failed */
 };
 
 /*

@@ -143,6 +143,34 @@ DBPOOL_API dbpool_cq *dbpool_loop_cq(const dbpool_loop *loop);
 /* Calls on the loop whose callback has not run yet (0 for NULL). */
 DBPOOL_API int dbpool_loop_pending(const dbpool_loop *loop);
 
+/* The most one-call statements dbpool_loop_batch() puts on one lease. */
+#define DBPOOL_BATCH_MAX 64
+
+/*
+ * Batch this loop's one-call statements (dbpool_pg_query_async; not the
+ * _prepared form) when they queue for connections: a statement handed a
+ * connection takes the requests right behind it in the pool's queue, as long
+ * as they are this loop's, for the same pool and with the same
+ * statement_timeout and cancel_grace, up to `max` statements in all (a
+ * statement starting with BEGIN or START, or with anything but a word, e.g.
+ * a comment, always runs alone: a transaction block would swallow the
+ * others' statements), and runs
+ * them in one libpq pipeline with a sync after each. Nobody is overtaken:
+ * they were next in line anyway (FIFO holds). Each statement is still its own
+ * implicit transaction with its own outcome, but they share one connection
+ * and one deadline (statement_timeout from the send, for the whole batch):
+ * a slow statement delays the ones behind it in its batch, a statement that
+ * gets no answer in time is DBPOOL_EUNKNOWN, and a lost connection makes
+ * every unanswered one DBPOOL_ECONNLOST with r->sent 1. A connection found
+ * dead before sending retries each of them on another connection, as for a
+ * single statement. Batched statements count as one checkout in the pool's
+ * statistics (their r->queue_us is their own).
+ * max 0 or 1: off (the default). Returns 0, or DBPOOL_EINVAL (NULL loop, max
+ * not in 0..DBPOOL_BATCH_MAX, libpq < 14). Loop thread only; applies to
+ * requests handed a connection from now on.
+ */
+DBPOOL_API int dbpool_loop_batch(dbpool_loop *loop, int max);
+
 /* ======================================================================== */
 /* Statements                                                               */
 /* ======================================================================== */
@@ -201,6 +229,64 @@ DBPOOL_API DBPOOL_MUSTCHECK int dbpool_pg_exec_prepared_async(dbpool_loop *loop,
                                                               const dbpool_pg_params *params,
                                                               const dbpool_pg_opts *opts,
                                                               dbpool_pg_query_cb cb, void *arg);
+
+/* ======================================================================== */
+/* Pipelines: several statements on one lease, one round trip               */
+/* ======================================================================== */
+
+/* One statement of a pipeline and where its outcome goes. */
+typedef struct dbpool_pg_stmt {
+    const char *sql;
+    const dbpool_pg_params *params; /* NULL: none */
+    dbpool_pg_query_cb cb;          /* its outcome: cb(arg, status, r), exactly once */
+    void *arg;
+} dbpool_pg_stmt;
+
+/* dbpool_pg_pipeline_async flags */
+#define DBPOOL_PIPE_SYNC_EACH 1 /* a sync after every statement: independent ones */
+/* The most statements in one pipeline. */
+#define DBPOOL_PIPELINE_MAX 4096
+
+/*
+ * Run n statements on a lease you hold in libpq's pipeline mode: all are
+ * sent at once and answered in order, in one round trip instead of n. Each
+ * statement gets its own callback with its own outcome, in statement order,
+ * on the loop's thread (never from inside this call).
+ *
+ * flags 0: one sync at the end. The statements run as one implicit
+ * transaction (unless they BEGIN/COMMIT themselves); when one fails, the
+ * server skips the rest: they end with DBPOOL_ESKIPPED (r->sent 0: they did
+ * not run), and the implicit transaction is rolled back -- the statements
+ * before the error that reported 0 are undone too, exactly as with a
+ * multi-statement simple query. DBPOOL_PIPE_SYNC_EACH: a sync after every
+ * statement; each is its own transaction and an error affects only itself.
+ *
+ * Outcomes of each statement: those of dbpool_pg_exec_async(), plus
+ * DBPOOL_ESKIPPED. opts->statement_timeout is one deadline for the whole
+ * pipeline, from the send: a cancel request goes out (without blocking the
+ * loop), the statement it hits ends with DBPOOL_ETIMEDOUT (57014: cancelled
+ * on the server), the ones behind it in its sync with DBPOOL_ESKIPPED, and
+ * whatever has no answer after cancel_grace with DBPOOL_EUNKNOWN (the
+ * connection is then discarded at check-in). A connection lost mid-pipeline:
+ * the statements answered keep their outcome; each unanswered one is
+ * DBPOOL_ECONNLOST with r->sent 1 (may have run), except those behind an
+ * error of their sync (DBPOOL_ESKIPPED: the server discards the rest of a
+ * sync after an error). A connection found dead before sending:
+ * DBPOOL_ECONNLOST with r->sent 0 for all (none ran); never retried.
+ *
+ * The lease is in use until the LAST statement's callback runs (it runs once
+ * the connection has left pipeline mode and no cancel request can still hit
+ * it): do not touch the lease or its PGconn before, not even from the
+ * earlier callbacks; from the last one on it is yours again (check it in
+ * there, or run more). sql and params are copied. COPY is not supported.
+ * Returns 0 (every cb will run exactly once), or, with no callback:
+ * DBPOOL_EINVAL (NULL loop, lease or stmts, n not in 1..DBPOOL_PIPELINE_MAX,
+ * a NULL sql or cb, bad params, unknown flags, a lease not from a PostgreSQL
+ * pool, libpq < 14), DBPOOL_ESTALE, DBPOOL_EEXPIRED, DBPOOL_ENOMEM.
+ */
+DBPOOL_API DBPOOL_MUSTCHECK int dbpool_pg_pipeline_async(dbpool_loop *loop, dbpool_lease *lease,
+                                                         const dbpool_pg_stmt *stmts, int n,
+                                                         int flags, const dbpool_pg_opts *opts);
 
 #ifdef __cplusplus
 }

@@ -373,16 +373,17 @@ static void test_errname(void **state)
         {DBPOOL_EUNKNOWN, "DBPOOL_EUNKNOWN"},
         {DBPOOL_EFORKED, "DBPOOL_EFORKED"},
         {DBPOOL_EQUEUEFULL, "DBPOOL_EQUEUEFULL"},
+        {DBPOOL_ESKIPPED, "DBPOOL_ESKIPPED"},
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
         assert_string_equal(dbpool_errname(known[i].code), known[i].name);
         assert_string_not_equal(dbpool_strerror(known[i].code), "unknown error");
     }
     /* every code from 0 down to the last one is named */
-    for (int c = 0; c >= DBPOOL_EQUEUEFULL; c--)
+    for (int c = 0; c >= DBPOOL_ESKIPPED; c--)
         assert_int_equal(strncmp(dbpool_errname(c), "DBPOOL_", 7), 0);
     assert_string_equal(dbpool_errname(1), "unknown");
-    assert_string_equal(dbpool_errname(DBPOOL_EQUEUEFULL - 1), "unknown");
+    assert_string_equal(dbpool_errname(DBPOOL_ESKIPPED - 1), "unknown");
     assert_string_equal(dbpool_errname(INT_MIN), "unknown");
 }
 

@@ -376,6 +376,35 @@ int dbpool_checkout_cancel(dbpool_request *handle)
     return 0;
 }
 
+int async_take_head(struct dbpool *p, dbpool_cq *cq, dbpool_checkout_cb cb,
+                    int (*ok)(void *arg, void *ctx), void *ctx, void **args, int max)
+{
+    struct dbpool_async_req *taken[64];
+    int n = 0;
+
+    if (max > (int)(sizeof(taken) / sizeof(taken[0])))
+        max = (int)(sizeof(taken) / sizeof(taken[0]));
+    pthread_mutex_lock(&p->mu);
+    for (struct waiter *h = wq_first(&p->waiters); h && n < max; h = wq_next(&p->waiters, h)) {
+        if (h->kind != WAITER_ASYNC)
+            break;
+        struct dbpool_async_req *r = req_of_waiter(h);
+        /* r->cq, cb and arg were set by this thread at submission */
+        if (r->cq != cq || r->cb != cb || r->job || !ok(r->arg, ctx))
+            break;
+        args[n] = r->arg;
+        taken[n++] = r;
+    }
+    for (int i = 0; i < n - 1; i++)
+        wq_remove(&p->waiters, &taken[i]->w);
+    if (n > 0) /* serves the next head if it is async and a connection idles */
+        pool_withdraw_locked(p, &taken[n - 1]->w);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < n; i++)
+        finish(cq, taken[i]);
+    return n;
+}
+
 /* ---- jobs posted by library threads ---------------------------------------- */
 
 struct dbpool_async_req *async_hold(dbpool_cq *cq)

@@ -20,4 +20,15 @@ void async_unhold(struct dbpool_async_req *r);
  * dbpool_cq_run() on the owner's thread, in completion order. */
 void async_post(struct dbpool_async_req *r, void (*fn)(void *), void *arg);
 
+/*
+ * Take up to `max` requests from the head of p's queue, while the head is a
+ * request of this cq submitted with callback cb and ok(arg, ctx) agrees:
+ * they were next in line anyway, so nobody is overtaken (strict FIFO).
+ * Their args go to args[]; they finish without their callback ever running
+ * (the caller serves them, e.g. on a connection it holds). Returns how many.
+ * cq owner's thread.
+ */
+int async_take_head(struct dbpool *p, dbpool_cq *cq, dbpool_checkout_cb cb,
+                    int (*ok)(void *arg, void *ctx), void *ctx, void **args, int max);
+
 #endif

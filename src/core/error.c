@@ -52,6 +52,8 @@ const char *dbpool_strerror(int code)
         return "sandbox: the code under test ended the sandbox's transaction";
     case DBPOOL_EQUEUEFULL:
         return "too many callers waiting (max_waiting): not queued";
+    case DBPOOL_ESKIPPED:
+        return "not executed: an earlier statement of the pipeline failed";
     default:
         return "unknown error";
     }
@@ -83,6 +85,7 @@ const char *dbpool_errname(int code)
         NAME(DBPOOL_ENOOWNER);
         NAME(DBPOOL_ETXENDED);
         NAME(DBPOOL_EQUEUEFULL);
+        NAME(DBPOOL_ESKIPPED);
     default:
         return "unknown";
     }

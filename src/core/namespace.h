@@ -15,6 +15,7 @@
 #define aimd_tick dbpool__aimd_tick
 #define alloc_set dbpool__alloc_set
 #define async_complete_locked dbpool__async_complete_locked
+#define async_take_head dbpool__async_take_head
 #define backoff_init dbpool__backoff_init
 #define backoff_next dbpool__backoff_next
 #define backoff_reset dbpool__backoff_reset
