@@ -121,7 +121,13 @@ static void queue_push(struct dbpool_registry *r, struct tenant *t)
 
 /* Ask the least recently used idle connection of a tenant other than `t`
  * (NULL: any) to close; with none idle, the tenant holding the most (more
- * than t + 1) gives one back at its next check-in. Registry mutex held. */
+ * than t + 1) gives one back at its next check-in. Registry mutex held.
+ * A tenant already asked is skipped: its oldest_idle only moves when its
+ * manager pass runs, so adapt_locked's loop piled every request on one
+ * tenant; those it had no idle connection for waited for a check-in that a
+ * cold tenant never makes, evictions_asked never drained, no eviction was
+ * asked again, and the process's callers waited out their timeouts at its
+ * cap (it_adaptive, docs/scaling.md). */
 static void ask_eviction(struct dbpool_registry *r, struct tenant *t)
 {
     struct tenant *victim = NULL;
@@ -129,7 +135,7 @@ static void ask_eviction(struct dbpool_registry *r, struct tenant *t)
 
     for (size_t i = 0; i < r->nbuckets; i++) {
         for (struct tenant *v = r->buckets[i]; v; v = v->hnext) {
-            if (v == t || !v->pool)
+            if (v == t || !v->pool || atomic_load(&v->pool->evict_requests) > 0)
                 continue;
             int64_t o = atomic_load_explicit(&v->pool->oldest_idle, memory_order_relaxed);
             if (o < oldest) {
@@ -142,7 +148,8 @@ static void ask_eviction(struct dbpool_registry *r, struct tenant *t)
         int most = t ? t->open + 1 : 0;
         for (size_t i = 0; i < r->nbuckets; i++)
             for (struct tenant *v = r->buckets[i]; v; v = v->hnext)
-                if (v != t && v->pool && v->open > most) {
+                if (v != t && v->pool && v->open > most &&
+                    atomic_load(&v->pool->evict_requests) < v->open) {
                     most = v->open;
                     victim = v;
                 }
