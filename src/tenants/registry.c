@@ -124,10 +124,11 @@ static void queue_push(struct dbpool_registry *r, struct tenant *t)
  * than t + 1) gives one back at its next check-in. Registry mutex held.
  * A tenant already asked, or holding nothing, is skipped: its oldest_idle
  * only moves when its manager pass runs (and lags during its own release),
- * so adapt_locked's loop piled every request on one tenant; those it had no idle connection for waited for a check-in that a
- * cold tenant never makes, evictions_asked never drained, no eviction was
- * asked again, and the process's callers waited out their timeouts at its
- * cap (it_adaptive, docs/scaling.md). */
+ * so adapt_locked's loop piled every request on one tenant; those it had
+ * no idle connection for waited for a check-in that a cold tenant never
+ * makes, evictions_asked never drained, no eviction was asked again, and
+ * the process's callers waited out their timeouts at its cap (it_adaptive,
+ * docs/scaling.md). */
 static void ask_eviction(struct dbpool_registry *r, struct tenant *t)
 {
     struct tenant *victim = NULL;
