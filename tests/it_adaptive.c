@@ -339,8 +339,9 @@ static void share_round(void)
     /* Not asserted, reported: Jain's index over the processes' throughput,
      * and callers that timed out waiting for a connect on a full server.
      * With refusals weighted by the share held (src/tenants/aimd.c) it was
-     * 0.82-0.985 in 6 runs on 2 loaded CPUs (0.43-0.95 before): two runs in
-     * six below 0.9 are too many for an assertion (docs/scaling.md). */
+     * 0.82-0.985 in 6 runs on 2 loaded CPUs (0.43-0.95 before); with the
+     * registry's eviction fix 0.66-0.96 in 8 (bench/RESULTS.md, section (l)):
+     * too many runs below 0.9 for an assertion (docs/scaling.md). */
     printf("# callers failed after %lld ms: %ld (timeouts waiting for room)\n",
            (long long)CONVERGED_MS, fail_late);
 }
