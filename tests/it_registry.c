@@ -868,6 +868,64 @@ static void test_close_while_tenants_wait(void **state)
     assert_true(itp_wait_backends(&srv, "reg_g", 0, 5000));
 }
 
+struct queue_drained {
+    dbpool_registry *reg;
+    int n;
+};
+
+static int queue_drained_cond(void *a)
+{
+    struct queue_drained *q = a;
+    dbpool_registry_stats st;
+    return dbpool_registry_stats_get(q->reg, &st) == 0 && st.tenants_waiting == 0 &&
+           st.evictions >= (uint64_t)q->n;
+}
+
+/*
+ * The cap is full of idle connections and several tenants queue for room at
+ * once, with no other call into the registry: each queued tenant needs its
+ * own eviction. The registry used to ask one at a time, and only when a pool
+ * asked for room; the first queued tenant got room and the others waited out
+ * their callers' timeouts (the starving app server of docs/scaling.md).
+ */
+static void test_queued_tenants_each_get_room(void **state)
+{
+    (void)state;
+    enum { N = 4 };
+    struct resolver res = {.app = "reg_q"};
+    dbpool_registry *reg = open_reg(&res, N, 60000);
+    dbpool_lease l;
+    char key[16];
+
+    for (int i = 0; i < N; i++) { /* N tenants, one idle connection each: the cap is full */
+        snprintf(key, sizeof key, "t%03d", 80 + i);
+        assert_int_equal(dbpool_registry_checkout(reg, key, 5000, &l), 0);
+        assert_int_equal(dbpool_checkin(&l), 0);
+    }
+    assert_int_equal(rstats(reg).open_connections, N);
+    for (int i = 0; i < N; i++) { /* N others queue at once: timeout 0 starts a connect */
+        dbpool *p = NULL;
+        snprintf(key, sizeof key, "t%03d", 90 + i);
+        assert_int_equal(dbpool_registry_get(reg, key, &p), 0);
+        assert_int_equal(dbpool_checkout(p, 0, &l), DBPOOL_EBUSY);
+        dbpool_registry_put(reg, p);
+    }
+    struct queue_drained q = {.reg = reg, .n = N};
+    if (!pgt_wait_for(queue_drained_cond, &q, 10000)) {
+        dbpool_registry_stats st = rstats(reg);
+        fail_msg("queue not drained: %d tenants waiting, %llu evictions asked, %d open",
+                 st.tenants_waiting, (unsigned long long)st.evictions, st.open_connections);
+    }
+    for (int i = 0; i < N; i++) { /* each queued tenant got its connection */
+        snprintf(key, sizeof key, "t%03d", 90 + i);
+        assert_int_equal(dbpool_registry_checkout(reg, key, 5000, &l), 0);
+        assert_true(lease_on_db(&l, key));
+        assert_int_equal(dbpool_checkin(&l), 0);
+    }
+    assert_true(rstats(reg).open_connections <= N);
+    assert_int_equal(close_reg(reg), 0);
+}
+
 /* ---------------------------------------------------------------------- */
 /* setup: one server, 200 tenant databases                                 */
 /* ---------------------------------------------------------------------- */
@@ -1068,6 +1126,7 @@ int main(void)
         cmocka_unit_test_teardown(test_cap_never_exceeded, test_teardown),
         cmocka_unit_test_teardown(test_hot_tenant_cannot_starve_cold, test_teardown),
         cmocka_unit_test_teardown(test_close_while_tenants_wait, test_teardown),
+        cmocka_unit_test_teardown(test_queued_tenants_each_get_room, test_teardown),
     };
     /* IT_REGISTRY_FILTER=test_prometheus (a glob) runs only matching tests */
     if (getenv("IT_REGISTRY_FILTER"))

@@ -121,7 +121,14 @@ static void queue_push(struct dbpool_registry *r, struct tenant *t)
 
 /* Ask the least recently used idle connection of a tenant other than `t`
  * (NULL: any) to close; with none idle, the tenant holding the most (more
- * than t + 1) gives one back at its next check-in. Registry mutex held. */
+ * than t + 1) gives one back at its next check-in. Registry mutex held.
+ * A tenant already asked, or holding nothing, is skipped: its oldest_idle
+ * only moves when its manager pass runs (and lags during its own release),
+ * so adapt_locked's loop piled every request on one tenant; those it had
+ * no idle connection for waited for a check-in that a cold tenant never
+ * makes, evictions_asked never drained, no eviction was asked again, and
+ * the process's callers waited out their timeouts at its cap (it_adaptive,
+ * docs/scaling.md). */
 static void ask_eviction(struct dbpool_registry *r, struct tenant *t)
 {
     struct tenant *victim = NULL;
@@ -129,7 +136,7 @@ static void ask_eviction(struct dbpool_registry *r, struct tenant *t)
 
     for (size_t i = 0; i < r->nbuckets; i++) {
         for (struct tenant *v = r->buckets[i]; v; v = v->hnext) {
-            if (v == t || !v->pool)
+            if (v == t || !v->pool || v->open == 0 || atomic_load(&v->pool->evict_requests) > 0)
                 continue;
             int64_t o = atomic_load_explicit(&v->pool->oldest_idle, memory_order_relaxed);
             if (o < oldest) {
@@ -142,7 +149,8 @@ static void ask_eviction(struct dbpool_registry *r, struct tenant *t)
         int most = t ? t->open + 1 : 0;
         for (size_t i = 0; i < r->nbuckets; i++)
             for (struct tenant *v = r->buckets[i]; v; v = v->hnext)
-                if (v != t && v->pool && v->open > most) {
+                if (v != t && v->pool && v->open > most &&
+                    atomic_load(&v->pool->evict_requests) < v->open) {
                     most = v->open;
                     victim = v;
                 }
@@ -153,6 +161,36 @@ static void ask_eviction(struct dbpool_registry *r, struct tenant *t)
         r->evictions_n++;
         manager_poke(&victim->pool->mc); /* serve the victim now */
     }
+}
+
+/*
+ * At the cap, every tenant waiting in the queue needs a connection closed
+ * elsewhere: ask one eviction per queued tenant not yet covered by one asked
+ * or by room already free. Asking only one at a time (and only when a pool
+ * asks for room) stalled the queue once its callers all waited there: no
+ * check-in, no new request, so nothing asked the next eviction and the
+ * queue moved one tenant per cap step, or not at all at max (it_adaptive,
+ * docs/scaling.md). Registry mutex held.
+ */
+static void ask_evictions_for_queue(struct dbpool_registry *r, struct tenant *except)
+{
+    int room = r->aimd.cap - r->open;
+    int want = (int)r->queue.n - r->evictions_asked - (room > 0 ? room : 0);
+
+    while (want-- > 0) {
+        int asked = r->evictions_asked;
+        ask_eviction(r, except);
+        if (r->evictions_asked == asked)
+            break; /* nothing left to evict */
+    }
+}
+
+/* After a grant: room left and tenants waiting, so the new head may connect. */
+static void poke_head_if_room(struct dbpool_registry *r)
+{
+    struct tenant *qh = r->open < r->aimd.cap ? queue_head(r) : NULL;
+    if (qh && qh->pool)
+        manager_poke(&qh->pool->mc);
 }
 
 /*
@@ -178,11 +216,11 @@ static int budget_acquire(void *owner, struct dbpool *p)
         r->open++;
         t->open++;
         queue_remove(r, t);
+        poke_head_if_room(r);
         granted = 1;
     } else {
         queue_push(r, t);
-        if (r->open >= r->aimd.cap && r->evictions_asked < 1)
-            ask_eviction(r, t);
+        ask_evictions_for_queue(r, t);
     }
     pthread_mutex_unlock(&r->mu);
     return granted;
@@ -193,16 +231,27 @@ static void budget_release(void *owner, struct dbpool *p)
     struct tenant *t = owner;
     struct dbpool_registry *r = t->reg;
 
-    (void)p;
     pthread_mutex_lock(&r->mu);
     r->open--;
     t->open--;
+    /* requests this tenant has no connection left for (its connect failed,
+     * say) can never be served: drop them, or evictions_asked never drains
+     * and ask_evictions_for_queue asks no more */
+    int er = atomic_load(&p->evict_requests);
+    if (er > t->open) {
+        atomic_fetch_sub(&p->evict_requests, er - t->open);
+        r->evictions_asked -= er - t->open;
+        if (r->evictions_asked < 0)
+            r->evictions_asked = 0;
+    }
     if (r->evictions_asked > 0)
         r->evictions_asked--;
     struct tenant *qh = r->closing ? NULL : queue_head(r);
     struct dbpool *head = qh ? qh->pool : NULL;
-    if (head)
-        manager_poke(&head->mc); /* the queue's head may connect now */
+    if (head) {
+        manager_poke(&head->mc);       /* the queue's head may connect now */
+        ask_evictions_for_queue(r, t); /* t's oldest_idle is stale until the move ends */
+    }
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -242,6 +291,7 @@ static void adapt_locked(struct dbpool_registry *r, int64_t now)
         if (r->evictions_asked == asked)
             break;
     }
+    ask_evictions_for_queue(r, NULL);
 }
 
 static const struct budget_ops registry_budget = {budget_acquire, budget_release, budget_full};
@@ -294,6 +344,9 @@ static int64_t tick(struct mclient *c, int64_t now)
                     *pt = t->hnext;
                     r->ntenants--;
                     r->reclaimed_n++;
+                    r->evictions_asked -= atomic_load(&t->pool->evict_requests);
+                    if (r->evictions_asked < 0)
+                        r->evictions_asked = 0;
                     queue_remove(r, t);
                     t->hnext = idle;
                     idle = t;
