@@ -56,14 +56,15 @@ static struct {
     int skip_baseline;
     const char *parts; /* which of a, b, c to run */
     int series_ms;     /* (c): sample open connections vs backends this often */
-} opt = {NULL, 0, 10000, 200, 50, 16, 50, 10.0, 1.1, 0, "abc", 0};
+    int tenant_size;   /* > 0: every tenant pool's size (default: the registry's template) */
+} opt = {NULL, 0, 10000, 200, 50, 16, 50, 10.0, 1.1, 0, "abc", 0, 0};
 
 static void usage(void)
 {
     fprintf(stderr, "usage: registry_bench [--tenants N] [--dbs N] [--cap N] [--threads N] "
                     "[--seconds S]\n"
                     "                      [--cold N] [--zipf S] [--no-baseline] [--parts abc]\n"
-                    "                      [--series MS]\n"
+                    "                      [--series MS] [--tenant-size N]\n"
                     "                      \"<conninfo template>\"\n"
                     "  the template may contain %%s for the tenant's database name\n");
     exit(2);
@@ -217,9 +218,10 @@ static int resolve(void *arg, const char *tenant, char *conninfo, size_t len, db
 {
     char db[32];
     (void)arg;
-    (void)cfg;
     if (!tenant[0] || !tenant[1])
         return 1;
+    if (opt.tenant_size > 0)
+        cfg->size = opt.tenant_size;
     dbname(db, sizeof db, atoi(tenant + 1));
     conninfo_for(conninfo, len, db);
     return 0;
@@ -939,6 +941,8 @@ int main(int argc, char **argv)
             opt.parts = argv[++i];
         else if (!strcmp(a, "--series") && v)
             opt.series_ms = atoi(argv[++i]);
+        else if (!strcmp(a, "--tenant-size") && v)
+            opt.tenant_size = atoi(argv[++i]);
         else if (!strcmp(a, "--no-baseline"))
             opt.skip_baseline = 1;
         else if (a[0] == '-')

@@ -125,9 +125,10 @@ static void queue_push(struct dbpool_registry *r, struct tenant *t)
 
 static void held_add(struct dbpool_registry *r, struct tenant *t)
 {
-    if (t->held)
+    /* every entry holds one of at most max_connections (the array's size) */
+    if (t->held || r->nheld >= r->cfg.max_connections)
         return;
-    r->held[r->nheld++] = t; /* room: every entry holds one of <= max_connections */
+    r->held[r->nheld++] = t;
     t->held = r->nheld;
 }
 
