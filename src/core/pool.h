@@ -196,7 +196,7 @@ struct dbpool {
     void *budget_owner;
     int budget_denied;           /* PENDING slots wait for a grant */
     _Atomic int active;          /* leases out (kept only with a budget) */
-    _Atomic int evict_requests;  /* close this many idle connections (LRU) */
+    _Atomic int evict_requests;  /* close this many idle connections (oldest first) */
     _Atomic int64_t oldest_idle; /* last_checkin of the oldest idle conn, or INT64_MAX */
     _Atomic uint64_t heat;       /* decayed checkout count (pool_heat_*), with a budget */
 
@@ -252,10 +252,9 @@ struct slot_chunk {
     struct dbpool_slot s[];
 };
 
-/* Slots that are part of the pool (not RETIRED). Locked. */
 /*
- * A pool's heat: its checkouts, halved every POOL_HEAT_HALF_LIFE ms, so about
- * 1.44 x half-life x checkouts per second in a steady state. The registry
+ * A pool's heat: its checkouts, halved every POOL_HEAT_HALF_LIFE ms, so in a
+ * steady state about 1.44 x the half-life (s) x its checkouts per second. The registry
  * evicts from the coldest tenant (src/tenants/registry.c). One word: the
  * count x 16 in the low 20 bits (fractions survive a few halvings), the time
  * of the last halving (ms) above; written under the pool mutex, read by
@@ -286,6 +285,7 @@ static inline void pool_heat_bump(struct dbpool *p, int64_t now)
     atomic_store_explicit(&p->heat, ((uint64_t)since << 20) | h, memory_order_relaxed);
 }
 
+/* Slots that are part of the pool (not RETIRED). Locked. */
 static inline int pool_live_slots(const struct dbpool *p)
 {
     return p->nslots - p->lists[SLOT_RETIRED].n;

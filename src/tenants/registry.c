@@ -45,7 +45,7 @@ struct dbpool_registry {
     int evictions_asked;    /* asked and not yet seen as a release */
     /* tenants with open > 0 (at most max_connections): eviction candidates */
     struct tenant **held;
-    int nheld;
+    int nheld, held_cap;
     uint64_t rng; /* sampling candidates when there are many */
     int closing;
     int64_t next_tick;
@@ -123,11 +123,25 @@ static void queue_push(struct dbpool_registry *r, struct tenant *t)
     t->queued = 1;
 }
 
+/* The array grows by doubling up to max_connections (every entry holds at
+ * least one connection). Out of memory, t is just not a candidate. */
 static void held_add(struct dbpool_registry *r, struct tenant *t)
 {
-    /* every entry holds one of at most max_connections (the array's size) */
-    if (t->held || r->nheld >= r->cfg.max_connections)
+    if (t->held)
         return;
+    if (r->nheld == r->held_cap) {
+        int n = r->held_cap ? 2 * r->held_cap : 16;
+        if (n > r->cfg.max_connections || n < r->held_cap)
+            n = r->cfg.max_connections;
+        struct tenant **h = n > r->held_cap ? mem_malloc((size_t)n * sizeof(*h)) : NULL;
+        if (!h)
+            return;
+        if (r->nheld)
+            memcpy(h, r->held, (size_t)r->nheld * sizeof(*h));
+        mem_free(r->held);
+        r->held = h;
+        r->held_cap = n;
+    }
     r->held[r->nheld++] = t;
     t->held = r->nheld;
 }
@@ -459,13 +473,10 @@ int dbpool_registry_open(dbpool_registry **out, const dbpool_registry_config *cf
     list_init(&r->queue);
     r->nbuckets = 64;
     r->buckets = mem_calloc(r->nbuckets, sizeof(*r->buckets));
-    r->held = mem_calloc((size_t)cfg->max_connections, sizeof(*r->held));
     r->rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)r;
-    if (!r->buckets || !r->held ||
-        (cfg->tenant.after_connect &&
-         !(r->cfg.tenant.after_connect = mem_strdup(cfg->tenant.after_connect)))) {
+    if (!r->buckets || (cfg->tenant.after_connect &&
+                        !(r->cfg.tenant.after_connect = mem_strdup(cfg->tenant.after_connect)))) {
         mem_free(r->buckets);
-        mem_free(r->held);
         mem_free(r);
         return set_error(DBPOOL_ENOMEM, "out of memory");
     }
