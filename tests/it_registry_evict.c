@@ -173,6 +173,38 @@ static void test_one_off_goes_first(void **state)
     g_reg = NULL;
 }
 
+/*
+ * More tenants hold connections than the registry looks at per eviction
+ * (32: above that it samples them): cap 40 filled by a hot tenant and 39
+ * one-off tenants, then 20 more one-offs, each needing room. The hot
+ * tenant's connection is the least recently used from the first of those on
+ * (LRU would evict it), but never the least worth in a sample that holds
+ * another idle one, so it survives every eviction.
+ */
+static void test_hot_survives_sampling(void **state)
+{
+    (void)state;
+    enum { CAP = 40, MORE = 20 };
+    dbpool_registry *reg = open_reg(CAP);
+    char key[32];
+
+    int hot_pid = use(reg, "hot");
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(use(reg, "hot"), hot_pid);
+    for (int i = 0; i < CAP - 1 + MORE; i++) {
+        snprintf(key, sizeof key, "one_%d", i);
+        (void)use(reg, key);
+    }
+    assert_int_equal(use(reg, "hot"), hot_pid);
+    dbpool_registry_stats st;
+    assert_int_equal(dbpool_registry_stats_get(reg, &st), 0);
+    assert_true(st.open_connections <= CAP);
+    assert_true(st.evictions >= MORE);
+    assert_int_equal(connects_of(reg, "hot"), 1);
+    assert_int_equal(dbpool_registry_close(reg), 0);
+    g_reg = NULL;
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -196,6 +228,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_hot_survives_one_offs, test_teardown),
         cmocka_unit_test_teardown(test_one_off_goes_first, test_teardown),
+        cmocka_unit_test_teardown(test_hot_survives_sampling, test_teardown),
     };
     return cmocka_run_group_tests_name("it_registry_evict", tests, group_setup, group_teardown);
 }
