@@ -68,8 +68,8 @@ static int use(dbpool_registry *reg, const char *key)
     if (rc != 0)
         fail_msg("checkout %s: %d %s", key, rc, dbpool_last_error());
     PGresult *r = PQexec(dbpool_pg_conn(&l), "SELECT pg_backend_pid()");
-    int pid = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0))
-                                                                        : -1;
+    int pid =
+        PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : -1;
     PQclear(r);
     assert_int_equal(dbpool_checkin(&l), 0);
     if (pid <= 0)
