@@ -206,7 +206,9 @@ static struct tenant *coldest_idle(struct dbpool_registry *r, struct tenant *t)
             } else {
                 v = r->held[k];
             }
-            if (v == t || !v->pool)
+            /* one already asked: its oldest_idle is stale until its pass runs */
+            if (v == t || !v->pool ||
+                atomic_load_explicit(&v->pool->evict_requests, memory_order_relaxed) > 0)
                 continue;
             int64_t o = atomic_load_explicit(&v->pool->oldest_idle, memory_order_relaxed);
             if (o == INT64_MAX)
@@ -233,7 +235,8 @@ static void ask_eviction(struct dbpool_registry *r, struct tenant *t)
         int most = t ? t->open + 1 : 0;
         for (int i = 0; i < r->nheld; i++) {
             struct tenant *v = r->held[i];
-            if (v != t && v->pool && v->open > most) {
+            if (v != t && v->pool && v->open > most &&
+                atomic_load(&v->pool->evict_requests) < v->open) {
                 most = v->open;
                 victim = v;
             }
