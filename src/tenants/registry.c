@@ -254,8 +254,8 @@ static void ask_eviction(struct dbpool_registry *r, struct tenant *t)
  * Room under the cap goes to the tenant at the head of the queue; a tenant
  * granted one connection goes to the back if it wants more (it asks again),
  * so a hot tenant gets one per round like everyone else. When the cap is
- * full, the least recently used idle connection of another tenant is asked
- * to close; its release wakes the manager, which retries the queue.
+ * full, the idle connection of another tenant worth least (coldest_idle) is
+ * asked to close; its release wakes the manager, which retries the queue.
  */
 static int budget_acquire(void *owner, struct dbpool *p)
 {
