@@ -315,6 +315,12 @@ registry_suite() {
     printf '| registry, uniform over 200, cap 20, 32 threads | %.0f | %s | >= 0.9 |\n' "$uni" "$(ratio "$uni" "$pgc")"
     printf '| registry, Zipf(1.1) over 200, cap 50, 16 threads | %.0f | %s | >= 5 |\n' "$zipf" "$(ratio "$zipf" "$pgc")"
     echo
+    echo "Zipf misses (connects / checkouts by tenant rank, the tenant pools' own counters):"
+    echo
+    echo '```'
+    grep -E 'misses \(' "$work/rb_zipf.txt" | sed 's/^ *//' || true
+    echo '```'
+    echo
     echo "Cap slots in transit during the uniform run: the registry's open count (connections counted"
     echo "against the cap, connecting ones included) minus the server's live client backends, every"
     echo "100 ms, and what Little's law predicts in transit from the tenant pools' own connect time"

@@ -56,14 +56,15 @@ static struct {
     int skip_baseline;
     const char *parts; /* which of a, b, c to run */
     int series_ms;     /* (c): sample open connections vs backends this often */
-} opt = {NULL, 0, 10000, 200, 50, 16, 50, 10.0, 1.1, 0, "abc", 0};
+    int tenant_size;   /* > 0: every tenant pool's size (default: the registry's template) */
+} opt = {NULL, 0, 10000, 200, 50, 16, 50, 10.0, 1.1, 0, "abc", 0, 0};
 
 static void usage(void)
 {
     fprintf(stderr, "usage: registry_bench [--tenants N] [--dbs N] [--cap N] [--threads N] "
                     "[--seconds S]\n"
                     "                      [--cold N] [--zipf S] [--no-baseline] [--parts abc]\n"
-                    "                      [--series MS]\n"
+                    "                      [--series MS] [--tenant-size N]\n"
                     "                      \"<conninfo template>\"\n"
                     "  the template may contain %%s for the tenant's database name\n");
     exit(2);
@@ -217,9 +218,10 @@ static int resolve(void *arg, const char *tenant, char *conninfo, size_t len, db
 {
     char db[32];
     (void)arg;
-    (void)cfg;
     if (!tenant[0] || !tenant[1])
         return 1;
+    if (opt.tenant_size > 0)
+        cfg->size = opt.tenant_size;
     dbname(db, sizeof db, atoi(tenant + 1));
     conninfo_for(conninfo, len, db);
     return 0;
@@ -578,6 +580,7 @@ static int zipf_draw(uint64_t *rng, int n)
 struct zrun {
     dbpool_registry *reg; /* NULL: baseline, a new connection per query */
     atomic_int measuring, stop;
+    atomic_char *seen; /* [dbs]: a worker asked for this rank (its pool exists or is made) */
 };
 
 struct zworker {
@@ -603,6 +606,7 @@ static void *zworker_main(void *arg)
         if (run->reg) {
             dbpool_lease l;
             snprintf(key, sizeof key, "z%03d", rank);
+            atomic_store_explicit(&run->seen[rank], 1, memory_order_relaxed);
             rc = dbpool_registry_checkout(run->reg, key, 5000, &l);
             int64_t t1 = now_us();
             if (rc == 0) {
@@ -708,6 +712,62 @@ static void series_report(struct series *se)
     se->conn = NULL;
 }
 
+/* Misses: per tenant, the pool's connects and checkouts (its own
+ * counters), read at the start and at the end of the measured phase; by rank
+ * bucket, so that a hot tenant losing its connections shows. Only ranks a
+ * worker asked for are read (reading creates a pool). */
+struct tcount {
+    uint64_t checkouts, connects;
+    int open; /* connected or connecting now */
+};
+
+static void tenant_counts(struct zrun *run, struct tcount *c)
+{
+    char key[32];
+    for (int i = 0; i < opt.dbs; i++) {
+        dbpool *p;
+        dbpool_stats st;
+        c[i].checkouts = c[i].connects = 0;
+        c[i].open = 0;
+        if (!atomic_load(&run->seen[i]))
+            continue;
+        snprintf(key, sizeof key, "z%03d", i);
+        if (dbpool_registry_get(run->reg, key, &p) != 0)
+            continue;
+        if (dbpool_stats_get(p, &st) == 0) {
+            c[i].checkouts = st.checkouts;
+            c[i].connects = st.connects;
+            c[i].open = st.idle + st.busy + st.connecting + st.pinging;
+        }
+        dbpool_registry_put(run->reg, p);
+    }
+}
+
+static double miss_report(const struct tcount *c0, const struct tcount *c1)
+{
+    static const int edge[] = {0, 10, 50, 1 << 30};
+    uint64_t tco = 0, tcn = 0;
+    printf("    misses (connects / checkouts, the pools' own counters, measured phase):");
+    for (int b = 0; b < 3; b++) {
+        uint64_t co = 0, cn = 0;
+        int open = 0;
+        for (int i = edge[b]; i < opt.dbs && i < edge[b + 1]; i++) {
+            co += c1[i].checkouts - c0[i].checkouts;
+            cn += c1[i].connects - c0[i].connects;
+            open += c1[i].open;
+        }
+        tco += co;
+        tcn += cn;
+        if (edge[b] < opt.dbs)
+            printf(" ranks %d-%d %" PRIu64 "/%" PRIu64 " (%.1f%%, %d open at the end);",
+                   edge[b] + 1, edge[b + 1] < opt.dbs ? edge[b + 1] : opt.dbs, cn, co,
+                   co ? 100.0 * (double)cn / (double)co : 0.0, open);
+    }
+    double m = tco ? 100.0 * (double)tcn / (double)tco : 0.0;
+    printf(" all %" PRIu64 "/%" PRIu64 " (%.1f%%)\n", tcn, tco, m);
+    return m;
+}
+
 /* The tenant pools' own connect times (slot CONNECTING to ready: what the
  * cap holds while a connect is in flight), and what Little's law predicts
  * in transit from them: connects/s x mean connect time. */
@@ -741,7 +801,7 @@ static void connect_time_report(dbpool_registry *reg, double connects_per_s)
 }
 
 struct zipf_result {
-    double qps, p50_ms, p99_ms, max_ms;
+    double qps, p50_ms, p99_ms, max_ms, miss_pct;
     long ok, timeouts, drops, other;
     uint64_t evictions, created;
     int max_open;
@@ -760,14 +820,19 @@ static struct zipf_result part_c(int baseline)
     memset(&z, 0, sizeof z);
     memset(&run, 0, sizeof run);
     run.reg = baseline ? NULL : open_registry(opt.cap);
+    run.seen = calloc((size_t)opt.dbs, sizeof *run.seen);
+    struct tcount *cnt0 = calloc((size_t)opt.dbs, sizeof *cnt0);
+    struct tcount *cnt1 = calloc((size_t)opt.dbs, sizeof *cnt1);
     for (int i = 0; i < nt; i++) {
         w[i].run = &run;
         w[i].rng = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1);
         pthread_create(&th[i], NULL, zworker_main, &w[i]);
     }
     sleep_ms(1000); /* warm-up: tenants created, connections opened */
-    if (run.reg)
+    if (run.reg) {
         dbpool_registry_stats_get(run.reg, &s0);
+        tenant_counts(&run, cnt0);
+    }
     int64_t t0 = now_us();
     atomic_store(&run.measuring, 1);
     int64_t end = t0 + (int64_t)(secs * 1e6);
@@ -785,6 +850,8 @@ static struct zipf_result part_c(int baseline)
     }
     atomic_store(&run.measuring, 0);
     int64_t t1 = now_us();
+    if (run.reg)
+        tenant_counts(&run, cnt1);
     atomic_store(&run.stop, 1);
     for (int i = 0; i < nt; i++)
         pthread_join(th[i], NULL);
@@ -827,6 +894,7 @@ static struct zipf_result part_c(int baseline)
         printf("    evictions %" PRIu64 " (%.0f/s); tenant pools %d; open connections max "
                "%d (cap %d)\n",
                z.evictions, (double)z.evictions / secs, s1.tenants, z.max_open, opt.cap);
+        z.miss_pct = miss_report(cnt0, cnt1);
         series_report(&se);
         if (opt.series_ms > 0)
             connect_time_report(run.reg, (double)z.evictions / secs);
@@ -840,6 +908,9 @@ static struct zipf_result part_c(int baseline)
     }
     free(w);
     free(th);
+    free(run.seen);
+    free(cnt0);
+    free(cnt1);
     return z;
 }
 
@@ -870,6 +941,8 @@ int main(int argc, char **argv)
             opt.parts = argv[++i];
         else if (!strcmp(a, "--series") && v)
             opt.series_ms = atoi(argv[++i]);
+        else if (!strcmp(a, "--tenant-size") && v)
+            opt.tenant_size = atoi(argv[++i]);
         else if (!strcmp(a, "--no-baseline"))
             opt.skip_baseline = 1;
         else if (a[0] == '-')
@@ -954,6 +1027,7 @@ int main(int argc, char **argv)
         printf("  Zipf mix, cap %d                  %.0f q/s, p99 checkout %.3f ms, %" PRIu64
                " evictions",
                opt.cap, c.qps, c.p99_ms, c.evictions);
+        printf(", misses %.1f%%", c.miss_pct);
         if (!opt.skip_baseline)
             printf("; connect-per-query baseline %.0f q/s (%.1fx)", base.qps, c.qps / base.qps);
         printf("\n");

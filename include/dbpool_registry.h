@@ -6,8 +6,10 @@
  * pools open connections only when used (min_size 0 by default), close idle
  * connections after idle_timeout, and a tenant pool unused for
  * pool_idle_timeout is closed and freed. When the cap is reached and a tenant
- * needs a connection, the least recently used idle connection of another
- * tenant is closed to make room; tenants waiting for room are served in turn
+ * needs a connection, the idle connection of another tenant worth the fewest
+ * checkouts per second (by each tenant's recent rate, not by recency: a
+ * tenant used once does not push out a hot one) is closed to make room;
+ * tenants waiting for room are served in turn
  * (one connection each per round), so a hot tenant cannot starve a cold one.
  *
  *     int resolve(void *arg, const char *tenant, char *conninfo, size_t len,
@@ -58,7 +60,8 @@ typedef struct dbpool_registry_config {
     int max_connections;       /* 100      open connections across all tenants       */
     int64_t pool_idle_timeout; /* 300000 ms a tenant pool unused this long is freed   */
     dbpool_config tenant;      /* template: dbpool_config_init() defaults but size 5,
-                                  min_size 0, idle_timeout 60000 ms                   */
+                                  min_size 0, idle_timeout 60000 ms, lifo 1 (a spare
+                                  connection stays idle and is evicted first)        */
     /*
      * Sharing a server with other processes (docs/multi-tenant.md, "Many
      * processes on one server"). A connect refused because the server is full

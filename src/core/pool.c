@@ -197,6 +197,7 @@ int pool_open(struct dbpool **out, const dbpool_driver *driver, void *ctx, const
     p->min_size = p->cfg.min_size < 0 ? p->cfg.size : p->cfg.min_size;
     atomic_init(&p->evict_requests, 0);
     atomic_init(&p->oldest_idle, INT64_MAX);
+    atomic_init(&p->heat, 0);
     if (pthread_mutex_init(&p->mu, NULL) != 0 || pthread_condattr_init(&p->condattr) != 0 ||
         pthread_condattr_setclock(&p->condattr, CLOCK_MONOTONIC) != 0 ||
         pthread_cond_init(&p->drained, NULL) != 0 ||
@@ -294,8 +295,10 @@ static void lease_start(struct dbpool *p, struct dbpool_slot *s, int64_t now)
     atomic_store_explicit(&s->doomed, NULL, memory_order_relaxed);
     s->uses++;
     s->leak_reported = 0;
-    if (p->budget)
+    if (p->budget) {
         atomic_fetch_add_explicit(&p->active, 1, memory_order_relaxed);
+        pool_heat_bump(p, now);
+    }
     s->hold_deadline = p->cfg.hold_timeout ? deadline_add(now, p->cfg.hold_timeout) : 0;
     p->n_checkouts++;
 }

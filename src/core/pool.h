@@ -196,8 +196,9 @@ struct dbpool {
     void *budget_owner;
     int budget_denied;           /* PENDING slots wait for a grant */
     _Atomic int active;          /* leases out (kept only with a budget) */
-    _Atomic int evict_requests;  /* close this many idle connections (LRU) */
+    _Atomic int evict_requests;  /* close this many idle connections (oldest first) */
     _Atomic int64_t oldest_idle; /* last_checkin of the oldest idle conn, or INT64_MAX */
+    _Atomic uint64_t heat;       /* decayed checkout count (pool_heat_*), with a budget */
 
     /* events waiting for delivery on the manager thread (only with event_cb) */
     struct pool_event *events; /* ring of EVENT_RING entries */
@@ -250,6 +251,39 @@ struct slot_chunk {
     int n;
     struct dbpool_slot s[];
 };
+
+/*
+ * A pool's heat: its checkouts, halved every POOL_HEAT_HALF_LIFE ms, so in a
+ * steady state about 1.44 x the half-life (s) x its checkouts per second. The registry
+ * evicts from the coldest tenant (src/tenants/registry.c). One word: the
+ * count x 16 in the low 20 bits (fractions survive a few halvings), the time
+ * of the last halving (ms) above; written under the pool mutex, read by
+ * anyone.
+ */
+enum { POOL_HEAT_HALF_LIFE = 2000, POOL_HEAT_ONE = 16, POOL_HEAT_MAX = (1 << 20) - 1 };
+
+/* The heat at `now` (ms) of a word read from p->heat, x POOL_HEAT_ONE. */
+static inline uint32_t pool_heat_at(uint64_t w, int64_t now)
+{
+    uint32_t h = (uint32_t)(w & POOL_HEAT_MAX);
+    int64_t since = (int64_t)(w >> 20);
+    int64_t halvings = now > since ? (now - since) / POOL_HEAT_HALF_LIFE : 0;
+    return halvings >= 20 ? 0 : h >> halvings;
+}
+
+/* One checkout at `now` (ms). Pool mutex held (the only writer). */
+static inline void pool_heat_bump(struct dbpool *p, int64_t now)
+{
+    uint64_t w = atomic_load_explicit(&p->heat, memory_order_relaxed);
+    int64_t since = (int64_t)(w >> 20);
+    uint32_t h = pool_heat_at(w, now);
+    if (now > since)
+        since += (now - since) / POOL_HEAT_HALF_LIFE * POOL_HEAT_HALF_LIFE;
+    if (w == 0)
+        since = now; /* first checkout */
+    h = h + POOL_HEAT_ONE > POOL_HEAT_MAX ? POOL_HEAT_MAX : h + POOL_HEAT_ONE;
+    atomic_store_explicit(&p->heat, ((uint64_t)since << 20) | h, memory_order_relaxed);
+}
 
 /* Slots that are part of the pool (not RETIRED). Locked. */
 static inline int pool_live_slots(const struct dbpool *p)

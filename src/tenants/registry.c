@@ -1,5 +1,6 @@
 /* registry.c - one pool per tenant database, created on first use, under a
- * process-wide connection cap with LRU eviction and fair (round-robin) grants. */
+ * process-wide connection cap with frequency-aware eviction (the coldest
+ * tenant gives up a connection) and fair (round-robin) grants. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +23,7 @@ struct tenant {
     struct dbpool *pool; /* NULL while being created */
     int pins;            /* dbpool_registry_get() without put, checkouts in flight */
     int open;            /* connections counted against the cap */
+    int held;            /* 1 + its index in r->held while open > 0, else 0 */
     int64_t last_used;
     struct dbpool_registry *reg;
 };
@@ -41,6 +43,10 @@ struct dbpool_registry {
     /* the cap (aimd.c): cfg.max_connections, lower while cfg.adaptive backs off */
     struct aimd aimd;
     int evictions_asked;    /* asked and not yet seen as a release */
+    /* tenants with open > 0 (at most max_connections): eviction candidates */
+    struct tenant **held;
+    int nheld, held_cap;
+    uint64_t rng; /* sampling candidates when there are many */
     int closing;
     int64_t next_tick;
     uint64_t created_n, reclaimed_n, evictions_n;
@@ -117,43 +123,130 @@ static void queue_push(struct dbpool_registry *r, struct tenant *t)
     t->queued = 1;
 }
 
+/* The array grows by doubling up to max_connections (every entry holds at
+ * least one connection). Out of memory, t is just not a candidate. */
+static void held_add(struct dbpool_registry *r, struct tenant *t)
+{
+    if (t->held)
+        return;
+    if (r->nheld == r->held_cap) {
+        int n = r->held_cap ? 2 * r->held_cap : 16;
+        if (n > r->cfg.max_connections || n < r->held_cap)
+            n = r->cfg.max_connections;
+        struct tenant **h = n > r->held_cap ? mem_malloc((size_t)n * sizeof(*h)) : NULL;
+        if (!h)
+            return;
+        if (r->nheld)
+            memcpy(h, r->held, (size_t)r->nheld * sizeof(*h));
+        mem_free(r->held);
+        r->held = h;
+        r->held_cap = n;
+    }
+    r->held[r->nheld++] = t;
+    t->held = r->nheld;
+}
+
+static void held_del(struct dbpool_registry *r, struct tenant *t)
+{
+    if (!t->held)
+        return;
+    struct tenant *last = r->held[--r->nheld];
+    r->held[t->held - 1] = last;
+    last->held = t->held;
+    t->held = 0;
+}
+
 /* ---- the budget (called under the tenant pool's mutex) ----------------- */
 
-/* Ask the least recently used idle connection of a tenant other than `t`
- * (NULL: any) to close; with none idle, the tenant holding the most (more
- * than t + 1) gives one back at its next check-in. Registry mutex held.
- * A tenant already asked, or holding nothing, is skipped: its oldest_idle
- * only moves when its manager pass runs (and lags during its own release),
- * so adapt_locked's loop piled every request on one tenant; those it had
- * no idle connection for waited for a check-in that a cold tenant never
- * makes, evictions_asked never drained, no eviction was asked again, and
- * the process's callers waited out their timeouts at its cap (it_adaptive,
- * docs/scaling.md). */
-static void ask_eviction(struct dbpool_registry *r, struct tenant *t)
+enum { EVICT_SAMPLE = 32 };
+
+/*
+ * What keeping v's least recently used idle connection is worth, in
+ * checkouts per second; the lowest is evicted. A tenant's last connection
+ * serves the tenant's request rate: its heat (decayed checkout count,
+ * pool.h). A further one serves only what its concurrency needs, about once
+ * per its idle time so far (tenant pools serve lifo: a connection nobody
+ * needed stays idle). By rate rather than recency (LRU), a one-off cold
+ * tenant does not push out a hot one: its connection is the next to go.
+ */
+static double keep_value(const struct tenant *v, int64_t oldest, int64_t now)
+{
+    uint32_t h = pool_heat_at(atomic_load_explicit(&v->pool->heat, memory_order_relaxed), now);
+    double rate = (double)h * 1000.0 / (1.44 * POOL_HEAT_ONE * POOL_HEAT_HALF_LIFE);
+    if (v->open > 1) {
+        double spare = 1000.0 / (double)(now > oldest ? now - oldest + 1 : 1);
+        if (spare < rate)
+            rate = spare;
+    }
+    return rate;
+}
+
+/* The tenant other than t whose idle connection is worth least (ties: the
+ * longest idle). Looks at every holder of connections when they are few
+ * (<= EVICT_SAMPLE), else at a random sample of EVICT_SAMPLE of them, as
+ * Redis approximates LFU; all of them only when the sample has none idle.
+ * Never at the tenants without connections: O(cap) at worst, whatever the
+ * number of tenants. Registry mutex held. */
+static struct tenant *coldest_idle(struct dbpool_registry *r, struct tenant *t)
 {
     struct tenant *victim = NULL;
-    int64_t oldest = INT64_MAX;
+    double best = 0;
+    int64_t best_oldest = 0, now = clock_ms();
+    int sample = r->nheld > EVICT_SAMPLE;
 
-    for (size_t i = 0; i < r->nbuckets; i++) {
-        for (struct tenant *v = r->buckets[i]; v; v = v->hnext) {
-            if (v == t || !v->pool || v->open == 0 || atomic_load(&v->pool->evict_requests) > 0)
+    for (int pass = sample ? 0 : 1; pass < 2 && !victim; pass++) {
+        int n = pass == 0 ? EVICT_SAMPLE : r->nheld;
+        for (int k = 0; k < n; k++) {
+            struct tenant *v;
+            if (pass == 0) {
+                r->rng ^= r->rng << 13; /* xorshift64 */
+                r->rng ^= r->rng >> 7;
+                r->rng ^= r->rng << 17;
+                v = r->held[r->rng % (uint64_t)r->nheld];
+            } else {
+                v = r->held[k];
+            }
+            /* one already asked: its oldest_idle is stale until its pass runs */
+            if (v == t || !v->pool ||
+                atomic_load_explicit(&v->pool->evict_requests, memory_order_relaxed) > 0)
                 continue;
             int64_t o = atomic_load_explicit(&v->pool->oldest_idle, memory_order_relaxed);
-            if (o < oldest) {
-                oldest = o;
+            if (o == INT64_MAX)
+                continue;
+            double val = keep_value(v, o, now);
+            if (!victim || val < best || (val == best && o < best_oldest)) {
                 victim = v;
+                best = val;
+                best_oldest = o;
             }
         }
     }
+    return victim;
+}
+
+/* Ask the idle connection worth least (coldest_idle) of a tenant other
+ * than `t` (NULL: any) to close; with none idle, the tenant holding the most
+ * (more than t + 1) gives one back at its next check-in. Registry mutex held.
+ * A tenant already asked, or holding nothing, is skipped: its oldest_idle
+ * only moves when its manager pass runs, so adapt_locked's loop once piled
+ * every request on one tenant; those it had no idle connection for waited
+ * for a check-in that a cold tenant never makes, evictions_asked never
+ * drained, and the process's callers waited out their timeouts at its cap
+ * (it_adaptive, docs/scaling.md). */
+static void ask_eviction(struct dbpool_registry *r, struct tenant *t)
+{
+    struct tenant *victim = coldest_idle(r, t);
+
     if (!victim) {
         int most = t ? t->open + 1 : 0;
-        for (size_t i = 0; i < r->nbuckets; i++)
-            for (struct tenant *v = r->buckets[i]; v; v = v->hnext)
-                if (v != t && v->pool && v->open > most &&
-                    atomic_load(&v->pool->evict_requests) < v->open) {
-                    most = v->open;
-                    victim = v;
-                }
+        for (int i = 0; i < r->nheld; i++) {
+            struct tenant *v = r->held[i];
+            if (v != t && v->pool && v->open > most &&
+                atomic_load(&v->pool->evict_requests) < v->open) {
+                most = v->open;
+                victim = v;
+            }
+        }
     }
     if (victim) {
         atomic_fetch_add(&victim->pool->evict_requests, 1);
@@ -197,8 +290,8 @@ static void poke_head_if_room(struct dbpool_registry *r)
  * Room under the cap goes to the tenant at the head of the queue; a tenant
  * granted one connection goes to the back if it wants more (it asks again),
  * so a hot tenant gets one per round like everyone else. When the cap is
- * full, the least recently used idle connection of another tenant is asked
- * to close; its release wakes the manager, which retries the queue.
+ * full, the idle connection of another tenant worth least (coldest_idle) is
+ * asked to close; its release wakes the manager, which retries the queue.
  */
 static int budget_acquire(void *owner, struct dbpool *p)
 {
@@ -215,6 +308,7 @@ static int budget_acquire(void *owner, struct dbpool *p)
     if (r->open < r->aimd.cap && (!queue_head(r) || queue_head(r) == t)) {
         r->open++;
         t->open++;
+        held_add(r, t);
         queue_remove(r, t);
         poke_head_if_room(r);
         granted = 1;
@@ -244,6 +338,8 @@ static void budget_release(void *owner, struct dbpool *p)
         if (r->evictions_asked < 0)
             r->evictions_asked = 0;
     }
+    if (t->open == 0)
+        held_del(r, t);
     if (r->evictions_asked > 0)
         r->evictions_asked--;
     struct tenant *qh = r->closing ? NULL : queue_head(r);
@@ -305,6 +401,7 @@ static void reclaim(struct dbpool_registry *r, struct tenant *t)
     pool_close(t->pool);
     pthread_mutex_lock(&r->mu);
     r->open -= t->open;
+    held_del(r, t);
     pthread_mutex_unlock(&r->mu);
     mem_free(t->key);
     mem_free(t);
@@ -348,6 +445,7 @@ static int64_t tick(struct mclient *c, int64_t now)
                     if (r->evictions_asked < 0)
                         r->evictions_asked = 0;
                     queue_remove(r, t);
+                    held_del(r, t); /* no eviction may poke a pool being closed */
                     t->hnext = idle;
                     idle = t;
                     continue;
@@ -372,6 +470,7 @@ static void registry_free(struct dbpool_registry *r)
     pthread_mutex_destroy(&r->mu);
     mem_free((char *)r->cfg.tenant.after_connect);
     mem_free(r->buckets);
+    mem_free(r->held);
     mem_free(r);
 }
 
@@ -394,6 +493,7 @@ void dbpool_registry_config_init(dbpool_registry_config *cfg)
     cfg->tenant.size = 5;
     cfg->tenant.min_size = 0;
     cfg->tenant.idle_timeout = 60000;
+    cfg->tenant.lifo = 1; /* spare connections idle, and are evicted first */
     cfg->adaptive = 0;
     cfg->adaptive_min = 1;
     cfg->adaptive_interval = 1000;
@@ -428,6 +528,7 @@ int dbpool_registry_open(dbpool_registry **out, const dbpool_registry_config *cf
     list_init(&r->queue);
     r->nbuckets = 64;
     r->buckets = mem_calloc(r->nbuckets, sizeof(*r->buckets));
+    r->rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)r;
     if (!r->buckets || (cfg->tenant.after_connect &&
                         !(r->cfg.tenant.after_connect = mem_strdup(cfg->tenant.after_connect)))) {
         mem_free(r->buckets);
@@ -677,6 +778,7 @@ int dbpool_registry_close(dbpool_registry *r)
         }
         mem_free((char *)r->cfg.tenant.after_connect);
         mem_free(r->buckets);
+        mem_free(r->held);
         mem_free(r);
         return 0;
     }
