@@ -374,6 +374,12 @@ static int group_setup(void **state)
     RUN_MS = 30000;
     CONVERGED_MS = 15000;
 #endif
+    /* IT_ADAPTIVE_RUN_MS=N: a run of N ms, counted over its second half */
+    const char *run = getenv("IT_ADAPTIVE_RUN_MS");
+    if (run && atoll(run) >= 2000) {
+        RUN_MS = atoll(run);
+        CONVERGED_MS = RUN_MS / 2;
+    }
     char conf[64];
     snprintf(conf, sizeof conf, "max_connections = %d", MAX_CONN);
     if (pgt_start_conf(&srv, conf) != 0)
