@@ -326,15 +326,7 @@ struct killer {
 static void *kill_when_sleeping(void *arg)
 {
     struct killer *k = arg;
-    char sql[220];
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s' AND state = "
-             "'active' AND query LIKE 'SELECT pg_sleep%%'",
-             k->app);
-    int64_t end = pgt_now_ms() + 20000;
-    while (pgt_now_ms() < end && pgt_query_int(&srv, sql) < 1)
-        itp_sleep_ms(10); /* pacing a poll of the server, not synchronisation */
-    k->killed = pgt_terminate(&srv, k->app);
+    k->killed = pgt_terminate_when_sleeping(&srv, k->app, 20000);
     return NULL;
 }
 

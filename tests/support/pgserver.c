@@ -889,6 +889,17 @@ int pgt_terminate(const pgt_server *s, const char *appname)
     return (int)query_int1(s, appname ? sql_app : sql_all, appname);
 }
 
+int pgt_terminate_when_sleeping(const pgt_server *s, const char *appname, int64_t timeout_ms)
+{
+    static const char sql[] = "SELECT count(*) FROM pg_stat_activity "
+                              "WHERE application_name = $1 AND state = 'active' "
+                              "AND query LIKE 'SELECT pg_sleep%'";
+    int64_t end = pgt_now_ms() + timeout_ms;
+    while (pgt_now_ms() < end && query_int1(s, sql, appname) < 1)
+        sleep_ms(10); /* pacing a poll of the server, not synchronisation */
+    return pgt_terminate(s, appname);
+}
+
 int pgt_count_backends(const pgt_server *s, const char *appname)
 {
     static const char sql_all[] = "SELECT count(*) FROM pg_stat_activity "

@@ -39,6 +39,10 @@ int64_t pgt_query_int(const pgt_server *s, const char *sql);
  * backends but the harness's own sessions); returns how many were terminated,
  * -1 on failure. */
 int pgt_terminate(const pgt_server *s, const char *appname);
+/* Wait (up to timeout_ms) until a session of appname is running a query
+ * that starts with "SELECT pg_sleep", then pgt_terminate(s, appname): a
+ * connection lost mid-statement. */
+int pgt_terminate_when_sleeping(const pgt_server *s, const char *appname, int64_t timeout_ms);
 /* Number of client backends with this application_name (NULL: all but the
  * harness's own sessions). */
 int pgt_count_backends(const pgt_server *s, const char *appname);
