@@ -4,7 +4,9 @@
  * the loop submits thousands of requests and cancels some at random points of
  * their life. Every request must end exactly once: its callback ran, or its
  * cancel returned 0, never both, never neither. Then a close with requests
- * pending completes each of them once with DBPOOL_ECLOSED. */
+ * pending completes each of them once with DBPOOL_ECLOSED. Three loop threads
+ * on one pool, each always with requests queued, all get served (same-loop
+ * service stays bounded by barge_window). */
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
