@@ -14,7 +14,8 @@
 # find it; default BUILD_DIR/bench/node), BATCH=64 (dbpool_loop_batch for
 # the batch* setups: one-call statements sharing a lease in one libpq
 # pipeline), BEFORE=path to another build's async_bench (e.g. of main): adds
-# before_* setups with it, interleaved in the same run.
+# before_* setups with it (one loop 16/256, prepared, two loops unbatched and
+# batched), interleaved in the same run.
 # Needs: pgbench, node (>= 18) with npm `pg` (installed by npm if missing).
 set -euo pipefail
 
@@ -67,7 +68,7 @@ setups=(async16 async256 prep16 prep256 batch16 batch256 node16 node256 pgbench_
         async2x16 prep2x16 batch2x16 pgbench_j2)
 if [ -n "${BEFORE:-}" ]; then
     [ -x "$BEFORE" ] || die "BEFORE=$BEFORE is not executable"
-    setups+=(before_async16 before_async256 before_prep16 before_async2x16)
+    setups+=(before_async16 before_async256 before_prep16 before_async2x16 before_batch2x16)
 fi
 before() { "$BEFORE" "$conninfo" "$@" "$CONNS" "$DURATION" | sed -n 's/^tps=\([0-9]*\) .*/\1/p'; }
 declare -A runs
@@ -85,6 +86,7 @@ for rep in $(seq 1 "$REPS"); do
         before_async256) v=$(before async 256 1) ;;
         before_prep16) v=$(before async-prepared 16 1) ;;
         before_async2x16) v=$(before async 16 2) ;;
+        before_batch2x16) v=$(before async-batch 16 2) ;;
         node16) v=$(nodepg 16) ;;
         node256) v=$(nodepg 256) ;;
         pgbench_j1) v=$(pgb 1) ;;
@@ -126,6 +128,9 @@ if [ -n "${BEFORE:-}" ]; then
     ratio "async 256: after / before" "${m[async256]}" "${m[before_async256]}" 1
     ratio "prepared 16: after / before" "${m[prep16]}" "${m[before_prep16]}" 1
     ratio "2 loops x 16: after / before" "${m[async2x16]}" "${m[before_async2x16]}" 1
+    ratio "batch 2 loops x 16: after / before" "${m[batch2x16]}" "${m[before_batch2x16]}" 1
+    ratio "before: 2 loops x 16 / pgbench -c8 -j2" "${m[before_async2x16]}" "${m[pgbench_j2]}" 0.9
+    ratio "before: batch 2 loops / pgbench -c8 -j2" "${m[before_batch2x16]}" "${m[pgbench_j2]}" 0.9
 fi
 # per-rep ratios (same rep = same conditions): the spread says how far to trust the medians
 echo "per-rep ratios (batch256/node256, batch16/pgbench_j1, batch2x16/pgbench_j2, async2x16/pgbench_j2):"
@@ -135,3 +140,11 @@ for i in $(seq 1 "$REPS"); do
         -v e="$(pick batch2x16)" -v f="$(pick pgbench_j2)" -v g="$(pick async2x16)" -v r="$i" \
         'BEGIN {printf "  rep %d: %.2fx %.2fx %.2fx %.2fx\n", r, a/b, c/d, e/f, g/f}'
 done
+if [ -n "${BEFORE:-}" ]; then
+    echo "per-rep ratios, before (before_batch2x16/pgbench_j2, before_async2x16/pgbench_j2):"
+    for i in $(seq 1 "$REPS"); do
+        pick() { tr ' ' '\n' <<<"${runs[$1]}" | sed '/^$/d' | sed -n "${i}p"; }
+        awk -v e="$(pick before_batch2x16)" -v f="$(pick pgbench_j2)" -v g="$(pick before_async2x16)" \
+            -v r="$i" 'BEGIN {printf "  rep %d: %.2fx %.2fx\n", r, e/f, g/f}'
+    done
+fi

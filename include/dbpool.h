@@ -289,7 +289,11 @@ typedef struct dbpool_config {
                                                          go to a caller that comes for it
                                                          (often the one that returned it)
                                                          instead of waking the waiter; after
-                                                         it, hand-over is strict FIFO. 0 =
+                                                         it, hand-over is strict FIFO. The
+                                                         same bound lets a connection checked
+                                                         in on an event loop's thread go to
+                                                         that loop's own async request before
+                                                         another loop's (dbpool_async.h). 0 =
                                                          always strict FIFO                  */
     int64_t queue_target;             /* 50 ms        CoDel target wait                      */
     int64_t queue_interval;           /* 2000 ms      CoDel interval (DBConnection's since 2.8) */

@@ -32,6 +32,18 @@
  *     ones known at once (pool DOWN, closed, queue=false): the call itself
  *     fails only for bad arguments, lack of memory, or a forked pool.
  *
+ * Order (docs/async.md, "Same-loop service")
+ *   - Between async requests and blocking dbpool_checkout() callers, the
+ *     queue is FIFO under the rules of docs/pool.md ("Hand-over").
+ *   - Between loops, FIFO holds within barge_window: a connection handed to
+ *     a request of one thread (loop) and checked in on that thread goes to
+ *     that thread's oldest queued request, passing over other threads' async
+ *     requests, but only while the oldest waiter of the pool has waited less
+ *     than the pool's barge_window (2 ms by default; 0: strict FIFO). A
+ *     request that has waited barge_window is never passed over, and a
+ *     blocking caller never is by this rule. dbpool_loop_batch() takes
+ *     requests into a batch under the same bound.
+ *
  * Thread rules
  *   - A completion queue and its requests belong to one thread at a time
  *     (normally the loop thread): dbpool_checkout_async(),

@@ -150,13 +150,15 @@ DBPOOL_API int dbpool_loop_pending(const dbpool_loop *loop);
  * Batch this loop's one-call statements (dbpool_pg_query_async; not the
  * _prepared form) when they queue for connections: a statement handed a
  * connection takes the requests right behind it in the pool's queue, as long
- * as they are this loop's, for the same pool and with the same
+ * as they are this loop's (other loops' requests may be passed over while
+ * the pool's oldest waiter has waited less than barge_window, as for
+ * same-loop service in dbpool_async.h), for the same pool and with the same
  * statement_timeout and cancel_grace, up to `max` statements in all (a
  * statement starting with BEGIN or START, or with anything but a word, e.g.
  * a comment, always runs alone: a transaction block would swallow the
  * others' statements), and runs
- * them in one libpq pipeline with a sync after each. Nobody is overtaken:
- * they were next in line anyway (FIFO holds). Each statement is still its own
+ * them in one libpq pipeline with a sync after each. No blocking caller is
+ * overtaken, nor another loop's request that waited barge_window. Each statement is still its own
  * implicit transaction with its own outcome, but they share one connection
  * and one deadline (statement_timeout from the send, for the whole batch):
  * a slow statement delays the ones behind it in its batch, a statement that

@@ -238,7 +238,10 @@ static void *blocker_main(void *arg)
     return NULL;
 }
 
-static void fifo_mixed(const char *app, int64_t barge_window)
+/* The held connection comes from dbpool_checkout(), or (async_hold) from an
+ * async request of this thread: then its check-in here is one that same-loop
+ * service could use, and it must still not pass a blocking caller over. */
+static void fifo_mixed(const char *app, int64_t barge_window, int async_hold)
 {
     enum { PAIRS = 3 };
     dbpool_config cfg = quiet_config(1);
@@ -253,7 +256,17 @@ static void fifo_mixed(const char *app, int64_t barge_window)
     memset(b, 0, sizeof b);
     memset(r, 0, sizeof r);
     atomic_store(&seq_counter, 0);
-    assert_int_equal(dbpool_checkout(p, 1000, &hold), 0);
+    if (async_hold) {
+        struct rec h;
+        memset(&h, 0, sizeof h);
+        h.keep = 1;
+        submit(p, cq, 1000, &h, NULL);
+        assert_int_equal(dbpool_cq_run(cq, 0), 1);
+        assert_int_equal(h.status, 0);
+        hold = h.lease;
+    } else {
+        assert_int_equal(dbpool_checkout(p, 1000, &hold), 0);
+    }
     int queued = 0;
     for (int i = 0; i < PAIRS; i++) { /* thread, async, thread, async, ... */
         b[i].p = p;
@@ -282,13 +295,128 @@ static void fifo_mixed(const char *app, int64_t barge_window)
 static void test_async_fifo_mixed_strict(void **state)
 {
     (void)state;
-    fifo_mixed("as_fifo0", 0);
+    fifo_mixed("as_fifo0", 0, 0);
 }
 
 static void test_async_fifo_mixed_barging(void **state)
 {
     (void)state;
-    fifo_mixed("as_fifo200", 200);
+    fifo_mixed("as_fifo200", 200, 0);
+}
+
+/* The same with the connection held by an async request of the loop that
+ * has requests queued: same-loop service never passes a blocking caller. */
+static void test_async_fifo_mixed_loop_lease(void **state)
+{
+    (void)state;
+    fifo_mixed("as_fifo200l", 200, 1);
+}
+
+/* ---- same-loop service (own_loop_waiter in src/core/pool.c) ----------------- */
+
+/* Another loop's request: submitted from a thread of its own (the request's
+ * owner), then that thread ends; its cq is run here afterwards (the join
+ * hands the cq over). */
+struct other_loop {
+    dbpool *p;
+    dbpool_cq *cq;
+    struct rec *r;
+    int rc;
+};
+
+static void *other_loop_submit(void *arg)
+{
+    struct other_loop *o = arg;
+    o->rc = dbpool_checkout_async(o->p, o->cq, 30000, on_checkout, o->r, NULL);
+    return NULL;
+}
+
+static int oldest_wait_over(const dbpool_stats *st, int64_t ms)
+{
+    return st->oldest_wait_ms > ms;
+}
+
+/*
+ * One connection; loop A (this thread) holds it through an async request.
+ * Queued: B's request, then A's. A checks the connection in:
+ *   - inside the window (`expire` 0): it goes to A's own request, B's waits
+ *     (same-loop service), and the next check-in with no request of A's
+ *     queued goes to B (FIFO again);
+ *   - once B's request has waited past barge_window (`expire` 1): it goes to
+ *     B, in FIFO order, and A's request waits (the bound).
+ */
+static void same_loop(const char *app, int64_t barge_window, int expire)
+{
+    dbpool_config cfg = quiet_config(1);
+    cfg.barge_window = barge_window;
+    dbpool *p = open_connected(app, &cfg);
+    dbpool_cq *cqa = new_cq(), *cqb = new_cq();
+    struct rec a0, a1, b;
+
+    memset(&a0, 0, sizeof a0);
+    memset(&a1, 0, sizeof a1);
+    memset(&b, 0, sizeof b);
+    a0.keep = a1.keep = b.keep = 1;
+    submit(p, cqa, 1000, &a0, NULL); /* the idle connection, at once */
+    assert_int_equal(dbpool_cq_run(cqa, 0), 1);
+    assert_int_equal(a0.status, 0);
+
+    struct other_loop o = {p, cqb, &b, 1};
+    int64_t t0 = pgt_now_ms();
+    assert_int_equal(itp_thr_join(itp_thr_start(other_loop_submit, &o), 5000), 0);
+    assert_int_equal(o.rc, 0);
+    submit(p, cqa, 30000, &a1, NULL);
+    int64_t spread = pgt_now_ms() - t0; /* b waited at most this much longer than a1 */
+    assert_int_equal(itp_stats(p).waiting, 2);
+    if (expire) /* b, the oldest, is past its window (a bounded wait on the clock) */
+        assert_true(itp_wait_stats(p, oldest_wait_over, barge_window + spread, 10000));
+    else /* the test is meaningless unless it ran inside the window */
+        assert_true(spread < barge_window / 2);
+
+    assert_int_equal(dbpool_checkin(&a0.lease), 0);
+    struct rec *first = expire ? &b : &a1, *second = expire ? &a1 : &b;
+    dbpool_cq *cq1 = expire ? cqb : cqa, *cq2 = expire ? cqa : cqb;
+    assert_true(cq_readable(cq1)); /* handed over by the check-in itself */
+    assert_false(cq_readable(cq2));
+    assert_int_equal(itp_stats(p).waiting, 1);
+    assert_int_equal(dbpool_cq_run(cq1, 0), 1);
+    assert_int_equal(first->calls, 1);
+    assert_int_equal(first->status, 0);
+    assert_true(first->query_ok);
+    assert_int_equal(second->calls, 0);
+
+    /* checked in here: nothing of A's is queued any more, or the lease was
+     * B's (delivered to a request of another thread): plain FIFO */
+    assert_int_equal(dbpool_checkin(&first->lease), 0);
+    assert_true(cq_readable(cq2));
+    assert_int_equal(dbpool_cq_run(cq2, 0), 1);
+    assert_int_equal(second->calls, 1);
+    assert_int_equal(second->status, 0);
+    assert_true(second->query_ok);
+    assert_int_equal(dbpool_checkin(&second->lease), 0);
+    assert_int_equal(itp_stats(p).waiting, 0);
+    assert_int_equal(dbpool_cq_free(cqa), 0);
+    assert_int_equal(dbpool_cq_free(cqb), 0);
+    assert_int_equal(itp_close(p), 0);
+}
+
+static void test_async_same_loop_served_in_window(void **state)
+{
+    (void)state;
+    same_loop("as_loop_in", 600000, 0);
+}
+
+static void test_async_other_loop_not_bypassed_past_window(void **state)
+{
+    (void)state;
+    same_loop("as_loop_out", 100, 1);
+}
+
+/* barge_window 0 is strict FIFO between loops too. */
+static void test_async_same_loop_off_with_zero_window(void **state)
+{
+    (void)state;
+    same_loop("as_loop_zero", 0, 1);
 }
 
 /* An async request at the head never wakes by itself, so it must never be
@@ -855,7 +983,11 @@ int main(void)
         cmocka_unit_test(test_async_thousand_in_flight),
         cmocka_unit_test(test_async_fifo_mixed_strict),
         cmocka_unit_test(test_async_fifo_mixed_barging),
+        cmocka_unit_test(test_async_fifo_mixed_loop_lease),
         cmocka_unit_test(test_async_head_gets_strict_handover),
+        cmocka_unit_test(test_async_same_loop_served_in_window),
+        cmocka_unit_test(test_async_other_loop_not_bypassed_past_window),
+        cmocka_unit_test(test_async_same_loop_off_with_zero_window),
         cmocka_unit_test(test_async_timeout),
         cmocka_unit_test(test_async_cancel),
         cmocka_unit_test(test_async_codel_drops),

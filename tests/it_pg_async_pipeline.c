@@ -572,6 +572,113 @@ static void test_async_batch_fifo(void **state)
     fx_close(&f);
 }
 
+/* Another loop's statement: submitted from a thread of its own (the owner of
+ * the request), which then ends; its loop is run here afterwards. */
+struct other_loop {
+    dbpool_loop *loop;
+    dbpool *p;
+    struct rec *r;
+    int rc;
+};
+
+static void *other_loop_insert(void *arg)
+{
+    struct other_loop *o = arg;
+    o->rc = dbpool_pg_query_async(o->loop, o->p, "INSERT INTO pp_order2 (who) VALUES ('b1')", NULL,
+                                  NULL, on_result, o->r);
+    return NULL;
+}
+
+static int oldest_wait_over(const dbpool_stats *st, int64_t ms)
+{
+    return st->oldest_wait_ms > ms;
+}
+
+/*
+ * One connection, held. Queue: a1 (loop A, batching), b1 (loop B), a2 (A).
+ * At the check-in a1 is handed the connection. Inside barge_window its batch
+ * passes b1 over and takes a2 along (same-loop service: one checkout for a1
+ * and a2, then b1); once b1 waited past the window (`expire`), the batch
+ * stops at b1 and the order is a1, b1, a2 (three checkouts).
+ */
+static void batch_other_loop(const char *app, int64_t barge_window, int expire)
+{
+    struct fixture fa, fb;
+    fx_open(&fa);
+    fx_open(&fb);
+    dbpool_config cfg;
+    dbpool_config_init(&cfg);
+    cfg.size = 1;
+    cfg.queue_target = 10000;
+    cfg.queue_interval = 20000;
+    cfg.checkout_timeout = 60000;
+    cfg.idle_interval = 600000;
+    cfg.barge_window = barge_window;
+    cfg.log_level = DBPOOL_LOG_NONE;
+    dbpool *p = itp_open(&srv, app, &cfg);
+    assert_true(itp_wait_stats(p, idle_is, 1, 20000));
+    assert_int_equal(dbpool_loop_batch(fa.loop, 16), 0);
+    assert_int_equal(pgt_exec(&srv, "DROP TABLE IF EXISTS pp_order2; "
+                                    "CREATE TABLE pp_order2 (id serial, who text)"),
+                     0);
+    struct rec r[3]; /* a1, a2, b1 */
+    memset(r, 0, sizeof r);
+    dbpool_lease held;
+    lease_of(p, &held);
+    uint64_t checkouts0 = itp_stats(p).checkouts;
+
+    int64_t t0 = pgt_now_ms();
+    assert_int_equal(dbpool_pg_query_async(fa.loop, p, "INSERT INTO pp_order2 (who) VALUES ('a1')",
+                                           NULL, NULL, on_result, &r[0]),
+                     0);
+    struct other_loop o = {fb.loop, p, &r[2], 1};
+    assert_int_equal(itp_thr_join(itp_thr_start(other_loop_insert, &o), 5000), 0);
+    assert_int_equal(o.rc, 0);
+    assert_int_equal(dbpool_pg_query_async(fa.loop, p, "INSERT INTO pp_order2 (who) VALUES ('a2')",
+                                           NULL, NULL, on_result, &r[1]),
+                     0);
+    int64_t spread = pgt_now_ms() - t0;
+    assert_int_equal(itp_stats(p).waiting, 3);
+    if (expire) /* b1 past its window: a bounded wait on the clock */
+        assert_true(itp_wait_stats(p, oldest_wait_over, barge_window + spread, 10000));
+    else
+        assert_true(spread < barge_window / 2);
+    assert_int_equal(dbpool_checkin(&held), 0);
+
+    int64_t end = pgt_now_ms() + 30000;
+    while ((!r[0].calls || !r[1].calls || !r[2].calls) && pgt_now_ms() < end) {
+        dbpool_epoll_run(fa.ep, 10);
+        dbpool_epoll_run(fb.ep, 10);
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, 0);
+    }
+    const char *want = expire ? "(1,'a1'),(2,'b1'),(3,'a2')" : "(1,'a1'),(2,'a2'),(3,'b1')";
+    char q[400];
+    snprintf(q, sizeof q,
+             "SELECT count(*) FROM (SELECT who, row_number() OVER (ORDER BY id) AS n FROM "
+             "pp_order2) x WHERE (n, who) IN (%s)",
+             want);
+    assert_int_equal(pgt_query_int(&srv, q), 3);
+    assert_int_equal(itp_stats(p).checkouts - checkouts0, expire ? 3 : 2);
+    assert_int_equal(itp_close(p), 0);
+    fx_close(&fa);
+    fx_close(&fb);
+}
+
+static void test_async_batch_passes_other_loop_in_window(void **state)
+{
+    (void)state;
+    batch_other_loop("pp_loop_in", 600000, 0);
+}
+
+static void test_async_batch_stops_at_other_loop_past_window(void **state)
+{
+    (void)state;
+    batch_other_loop("pp_loop_out", 100, 1);
+}
+
 /* Many one-call statements batched on a pool of 2: each answered once with
  * its own value; a failing one fails alone (a sync per statement). */
 static void test_async_batch_many(void **state)
@@ -663,6 +770,8 @@ int main(void)
         cmocka_unit_test(test_async_pipeline_misuse),
         cmocka_unit_test(test_async_batch_fifo),
         cmocka_unit_test(test_async_batch_many),
+        cmocka_unit_test(test_async_batch_passes_other_loop_in_window),
+        cmocka_unit_test(test_async_batch_stops_at_other_loop_past_window),
     };
     return cmocka_run_group_tests_name("it_pg_async_pipeline", tests, group_setup, group_teardown);
 }

@@ -4,7 +4,9 @@
  * the loop submits thousands of requests and cancels some at random points of
  * their life. Every request must end exactly once: its callback ran, or its
  * cancel returned 0, never both, never neither. Then a close with requests
- * pending completes each of them once with DBPOOL_ECLOSED. */
+ * pending completes each of them once with DBPOOL_ECLOSED. Three loop threads
+ * on one pool, each always with requests queued, all get served (same-loop
+ * service stays bounded by barge_window). */
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -173,10 +175,114 @@ static void test_async_churn(void **state)
     assert_int_equal(dbpool_cq_free(cq), 0);
 }
 
+/* ---- several loops on one pool: same-loop service under churn ------------- */
+
+enum { LOOPS = 3, PER_LOOP = 5000, LOOP_IN_FLIGHT = 16 };
+
+struct loop_ctx {
+    dbpool *p;
+    dbpool_cq *cq;
+    int submitted, done, bad, failed, reached;
+};
+
+static atomic_int loops_reached; /* loops that completed PER_LOOP requests */
+static atomic_int loops_bad;     /* a request failed (timed out): stop early */
+
+/* Checked in right here, on the loop's thread: the path where a check-in
+ * may serve this loop's next request before the other loops' (pool.c). */
+static void on_loop_checkout(void *arg, int status, dbpool_lease lease)
+{
+    struct loop_ctx *l = arg;
+    l->done++;
+    if (status != 0 || dbpool_checkin(&lease) != 0) {
+        l->bad++;
+        atomic_store(&loops_bad, 1);
+    }
+}
+
+/* Submit and run until every loop has completed PER_LOOP requests (so a
+ * loop that is served keeps competing while another one waits), then drain. */
+static void *loop_main(void *arg)
+{
+    struct loop_ctx *l = arg;
+    int64_t deadline = now_ms() + 60000;
+
+    while (now_ms() < deadline) {
+        int more = atomic_load(&loops_reached) < LOOPS && !atomic_load(&loops_bad);
+        if (!more && l->done == l->submitted)
+            break;
+        while (more && l->submitted - l->done < LOOP_IN_FLIGHT) {
+            if (dbpool_checkout_async(l->p, l->cq, 10000, on_loop_checkout, l, NULL) != 0) {
+                l->failed++;
+                return NULL;
+            }
+            l->submitted++;
+        }
+        struct pollfd pfd = {dbpool_cq_fd(l->cq), POLLIN, 0};
+        if (poll(&pfd, 1, 10) == 1 && dbpool_cq_run(l->cq, 0) < 0) {
+            l->failed++;
+            return NULL;
+        }
+        if (!l->reached && l->done >= PER_LOOP) {
+            l->reached = 1;
+            atomic_fetch_add(&loops_reached, 1);
+        }
+    }
+    return NULL;
+}
+
+/* Three loops share a pool of 2 with the default barge_window, each loop
+ * always with requests queued: every loop gets its share. Without the
+ * barge_window bound on same-loop service, the loop that holds the
+ * connections would keep them while it has requests queued, and the others'
+ * requests would time out (10 s). No blocking caller here: a blocking head
+ * stops same-loop service (test_async_churn mixes them). TSan checks the
+ * locking. */
+static void test_async_loops_churn(void **state)
+{
+    (void)state;
+    dbpool_config cfg;
+    dbpool *p = NULL;
+    struct loop_ctx l[LOOPS];
+    pthread_t t[LOOPS];
+
+    atomic_store(&loops_reached, 0);
+    atomic_store(&loops_bad, 0);
+    dbpool_config_init(&cfg);
+    cfg.size = 2;
+    cfg.queue_target = 10000;
+    cfg.queue_interval = 20000;
+    cfg.idle_interval = 600000;
+    cfg.log_level = DBPOOL_LOG_NONE;
+    assert_int_equal(dbpool_open(&p, &stub_driver, NULL, &cfg), 0);
+    for (int i = 0; i < LOOPS; i++) {
+        memset(&l[i], 0, sizeof l[i]);
+        l[i].p = p;
+        assert_int_equal(dbpool_cq_new(&l[i].cq), 0);
+        assert_int_equal(pthread_create(&t[i], NULL, loop_main, &l[i]), 0);
+    }
+    for (int i = 0; i < LOOPS; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    for (int i = 0; i < LOOPS; i++) {
+        print_message("loop %d: %d requests\n", i, l[i].done);
+        assert_int_equal(l[i].failed, 0);
+        assert_int_equal(l[i].bad, 0);
+        assert_true(l[i].reached);
+        assert_int_equal(l[i].done, l[i].submitted);
+        assert_int_equal(dbpool_cq_free(l[i].cq), 0);
+    }
+    dbpool_stats st;
+    assert_int_equal(dbpool_stats_get(p, &st), 0);
+    assert_int_equal(st.waiting, 0);
+    assert_int_equal(st.timeouts, 0);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_async_churn),
+        cmocka_unit_test(test_async_loops_churn),
     };
     return cmocka_run_group_tests_name("unit_async", tests, NULL, NULL);
 }

@@ -376,6 +376,8 @@ int dbpool_checkout_cancel(dbpool_request *handle)
     return 0;
 }
 
+enum { ASYNC_SCAN = 256 };
+
 int async_take_head(struct dbpool *p, dbpool_cq *cq, dbpool_checkout_cb cb,
                     int (*ok)(void *arg, void *ctx), void *ctx, void **args, int max)
 {
@@ -384,13 +386,29 @@ int async_take_head(struct dbpool *p, dbpool_cq *cq, dbpool_checkout_cb cb,
 
     if (max > (int)(sizeof(taken) / sizeof(taken[0])))
         max = (int)(sizeof(taken) / sizeof(taken[0]));
+    int64_t now_us = clock_us();
     pthread_mutex_lock(&p->mu);
-    for (struct waiter *h = wq_first(&p->waiters); h && n < max; h = wq_next(&p->waiters, h)) {
+    /* Same-loop service (own_loop_waiter in pool.c) for a batch: while the
+     * oldest waiter has waited less than barge_window, other loops' requests
+     * may be passed over to take ours behind them (at most ASYNC_SCAN looked
+     * at); past it, only the requests right at the head (strict FIFO). A
+     * blocking caller always ends the batch. */
+    const struct waiter *h0 = wq_first(&p->waiters);
+    int skip = h0 && now_us - h0->sent_us < deadline_ms_to_us(p->cfg.barge_window);
+    int seen = 0;
+    for (struct waiter *h = wq_first(&p->waiters); h && n < max && seen < ASYNC_SCAN;
+         h = wq_next(&p->waiters, h), seen++) {
         if (h->kind != WAITER_ASYNC)
             break;
         struct dbpool_async_req *r = req_of_waiter(h);
-        /* r->cq, cb and arg were set by this thread at submission */
-        if (r->cq != cq || r->cb != cb || r->job || !ok(r->arg, ctx))
+        /* r->cq never changes (set when r was made, before it was queued);
+         * our requests' cb and arg were set by this thread at submission */
+        if (r->cq != cq) {
+            if (skip)
+                continue;
+            break;
+        }
+        if (r->cb != cb || r->job || !ok(r->arg, ctx))
             break;
         args[n] = r->arg;
         taken[n++] = r;

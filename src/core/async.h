@@ -23,10 +23,13 @@ void async_post(struct dbpool_async_req *r, void (*fn)(void *), void *arg);
 /*
  * Take up to `max` requests from the head of p's queue, while the head is a
  * request of this cq submitted with callback cb and ok(arg, ctx) agrees:
- * they were next in line anyway, so nobody is overtaken (strict FIFO).
- * Their args go to args[]; they finish without their callback ever running
- * (the caller serves them, e.g. on a connection it holds). Returns how many.
- * cq owner's thread.
+ * they were next in line anyway, so nobody is overtaken. While the oldest
+ * waiter has waited less than barge_window, requests of other cqs (other
+ * loops) are passed over to take this cq's behind them, as same-loop service
+ * does at check-in (pool.c); a blocking caller, or one of ours that ok()
+ * refuses, always ends the run. Their args go to args[]; they finish without
+ * their callback ever running (the caller serves them, e.g. on a connection
+ * it holds). Returns how many. cq owner's thread.
  */
 int async_take_head(struct dbpool *p, dbpool_cq *cq, dbpool_checkout_cb cb,
                     int (*ok)(void *arg, void *ctx), void *ctx, void **args, int max);

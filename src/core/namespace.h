@@ -24,6 +24,7 @@
 #define codel_init dbpool__codel_init
 #define codel_mark_busy dbpool__codel_mark_busy
 #define codel_poll dbpool__codel_poll
+#define codel_take dbpool__codel_take
 #define config_option dbpool__config_option
 #define config_validate dbpool__config_validate
 #define hist_add dbpool__hist_add

@@ -306,9 +306,10 @@ static void lease_start(struct dbpool *p, struct dbpool_slot *s, int64_t now)
 /* The caller got slot s: record who, and the checkout's queue time. Locked.
  * now_us is t0_us on the fast path: one clock read per checkout. */
 static void lease_owner(struct dbpool *p, struct dbpool_slot *s, unsigned long owner, void *caller,
-                        int64_t t0_us, int64_t now_us)
+                        int64_t t0_us, int64_t now_us, int async)
 {
     s->owner = owner;
+    s->async_lease = async;
     s->caller = caller;
     s->checkout_us = now_us;
     s->queue_us = now_us - t0_us;
@@ -325,7 +326,7 @@ static void wake_waiter(struct dbpool *p, struct waiter *w)
         return;
     }
     if (w->status == 0) {
-        lease_owner(p, w->slot, w->owner, w->caller, w->t0_us, clock_us());
+        lease_owner(p, w->slot, w->owner, w->caller, w->t0_us, clock_us(), 1);
         if (w->slot->hold_deadline)
             manager_poke_before(&p->mc, w->slot->hold_deadline);
     }
@@ -385,6 +386,45 @@ static int barge_allowed(const struct dbpool *p, int64_t now_us)
 
     return h && h->kind == WAITER_THREAD &&
            now_us - h->sent_us < deadline_ms_to_us(p->cfg.barge_window);
+}
+
+/*
+ * Same-loop service, the async counterpart of bounded barging. Several loop
+ * threads share one queue, so under strict FIFO a connection checked in on
+ * loop L mostly goes to a request of another loop M: an eventfd write, M's
+ * wake-up and a context switch per statement, while L's own requests wait.
+ * So a connection that was handed to an async request of L and is checked
+ * in on L's thread goes to L's oldest queued request instead: L is running
+ * and takes it on its next turn, nobody is woken. Bounded like barging:
+ *   - only while the oldest waiter has waited less than barge_window; after
+ *     that every hand-over is strict FIFO again, so a request is never
+ *     passed over once it waited barge_window (no starvation);
+ *   - only past other loops' requests: a blocking caller ahead of L's
+ *     request stops the search (the rules for threads stay as they were);
+ *   - only among the first LOOP_SCAN waiters (a bounded scan under the mutex).
+ * Returns L's waiter to serve, or NULL: the usual rules apply. Locked.
+ */
+enum { LOOP_SCAN = 64 };
+
+static struct waiter *own_loop_waiter(const struct dbpool *p, const struct dbpool_slot *s,
+                                      int64_t now_us)
+{
+    struct waiter *h = wq_first(&p->waiters);
+    unsigned long self = (unsigned long)pthread_self();
+
+    /* an own request at the head: plain FIFO serves it */
+    if (!h || !s->async_lease || s->owner != self || h->kind != WAITER_ASYNC || h->owner == self ||
+        now_us - h->sent_us >= deadline_ms_to_us(p->cfg.barge_window))
+        return NULL;
+    int seen = 1;
+    for (struct waiter *w = wq_next(&p->waiters, h); w && seen < LOOP_SCAN;
+         w = wq_next(&p->waiters, w), seen++) {
+        if (w->kind != WAITER_ASYNC)
+            return NULL;
+        if (w->owner == self)
+            return w;
+    }
+    return NULL;
 }
 
 /* Hand idle connections to waiters, oldest first (CoDel may drop some on the
@@ -654,7 +694,7 @@ static int checkout(struct dbpool *p, int64_t timeout_ms, dbpool_lease *lease, v
         return rc;
     }
     if (s) {
-        lease_owner(p, s, (unsigned long)pthread_self(), caller, t0_us, t0_us);
+        lease_owner(p, s, (unsigned long)pthread_self(), caller, t0_us, t0_us, 0);
         lease->slot = s;
         lease->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
         int64_t hold = s->hold_deadline;
@@ -723,7 +763,7 @@ static int checkout(struct dbpool *p, int64_t timeout_ms, dbpool_lease *lease, v
         pthread_cond_signal(&p->drained); /* dbpool_close() may free the pool now */
     if (w.status == 0) {
         s = w.slot;
-        lease_owner(p, s, (unsigned long)pthread_self(), caller, t0_us, clock_us());
+        lease_owner(p, s, (unsigned long)pthread_self(), caller, t0_us, clock_us(), 0);
         lease->slot = s;
         lease->gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
         int64_t hold = s->hold_deadline;
@@ -761,7 +801,7 @@ void pool_submit_async_locked(struct dbpool *p, struct waiter *w, int64_t timeou
     if ((rc = admit_locked(p, w->sent_us, &s)) == 0 && s) {
         w->slot = s;
         w->status = 0;
-        lease_owner(p, s, w->owner, w->caller, w->t0_us, w->sent_us);
+        lease_owner(p, s, w->owner, w->caller, w->t0_us, w->sent_us, 1);
         if (s->hold_deadline)
             manager_poke_before(&p->mc, s->hold_deadline);
         return;
@@ -1085,7 +1125,15 @@ int pool_checkin(dbpool_lease *l, int discard)
     }
     if (!discard && !broken && !expired && !closing && !recycle && !evicted && !retire && !doomed &&
         !worn) {
-        if (!p->paused && barge_allowed(p, now_us)) {
+        struct waiter *w = p->paused ? NULL : own_loop_waiter(p, s, now_us);
+        if (w) { /* same-loop service (see own_loop_waiter) */
+            codel_take(&p->codel, &p->waiters, w, now);
+            s->last_checkin = now; /* a hand-over has idled 0 ms */
+            lease_start(p, s, now);
+            w->slot = s;
+            w->status = 0;
+            wake_waiter(p, w);
+        } else if (!p->paused && barge_allowed(p, now_us)) {
             s->last_checkin = now; /* before the move: it keeps oldest_idle right */
             slot_move(p, s, SLOT_IDLE);
         } else {

@@ -119,6 +119,7 @@ struct dbpool_slot {
     struct backoff backoff;
     int leak_reported;        /* BUSY: leak_threshold already reported */
     unsigned long owner;      /* BUSY: thread that checked it out (for leak reports) */
+    int async_lease;          /* BUSY: handed to an async request (same-loop service) */
     void *caller;             /* BUSY: return address of dbpool_checkout's caller */
     /* BUSY: the sandbox owner holding this connection (src/core/ownership.c);
      * its callers' leases are checked in to the owner, not to the pool */

@@ -61,6 +61,11 @@ static struct waiter *go(struct codel *c, struct wqueue *q, struct waiter *w, in
     return w;
 }
 
+struct waiter *codel_take(struct codel *c, struct wqueue *q, struct waiter *w, int64_t now)
+{
+    return go(c, q, w, now);
+}
+
 /*
  * A connection is free. Outside overload (`busy` clear) it just goes idle.
  * At an interval boundary the interval's verdict is taken (slow = the

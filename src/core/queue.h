@@ -90,6 +90,11 @@ void codel_init(struct codel *c, int64_t target, int64_t interval, int64_t now);
 struct waiter *codel_checkin(struct codel *c, struct wqueue *q, int64_t now,
                              struct waiter **dropped);
 
+/* Serve w (queued, not necessarily the oldest) now: it leaves q and its wait
+ * counts towards the interval's minimum delay, as every hand-over's does.
+ * For the pool's same-loop service (src/core/pool.c). Returns w. */
+struct waiter *codel_take(struct codel *c, struct wqueue *q, struct waiter *w, int64_t now);
+
 /* Mark the pool busy (a checkout found nothing idle and queued). */
 void codel_mark_busy(struct codel *c);
 
