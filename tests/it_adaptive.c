@@ -114,9 +114,9 @@ static int reg_cap_down(void *arg)
 }
 
 /* A full server: the caller waits (no fail-fast EUNAVAILABLE, the pool is not
- * DOWN), the cap goes down to adaptive_min (a process holding nothing counts
- * each refusal 1/8: the pool's probe is refused 8 times first), and the
- * caller gets a connection as soon as there is room. */
+ * DOWN), the cap goes down to what is held at the first look after a refusal
+ * (nothing: adaptive_min; one step above it while the pool's probe is in
+ * flight), and the caller gets a connection as soon as there is room. */
 static void test_adaptive_full_server_is_not_down(void **state)
 {
     (void)state;
@@ -138,8 +138,8 @@ static void test_adaptive_full_server_is_not_down(void **state)
     dbpool_registry_put(reg, p);
     dbpool_registry_stats rs;
     assert_int_equal(dbpool_registry_stats_get(reg, &rs), 0);
-    assert_int_equal(rs.cap, 1); /* it held nothing: down to adaptive_min */
-    assert_true(rs.server_full >= 8);
+    assert_true(rs.cap <= 2); /* it held nothing (or the probe): adaptive_min, one step */
+    assert_true(rs.server_full >= 1);
     assert_true(rs.cap_decreases >= 1);
 
     int64_t t_free = pgt_now_ms();

@@ -417,6 +417,7 @@ static int budget_acquire(struct pool *t)
     struct proc *r = &procs[t->proc];
     if (r->open < r->aimd.cap && (!queue_head(r) || queue_head(r) == t)) {
         r->open++;
+        aimd_connecting(&r->aimd);
         queue_remove(r, t);
         if (r->open > r->peak_open)
             r->peak_open = r->open;
@@ -456,7 +457,7 @@ static void budget_release(struct pool *p)
 static void budget_full(struct pool *p)
 {
     struct proc *r = &procs[p->proc];
-    (void)aimd_refused(&r->aimd, r->open, ms());
+    aimd_refused(&r->aimd, ms());
 }
 
 /* ---- server --------------------------------------------------------------- */
@@ -823,7 +824,7 @@ static void tick(int pi)
     struct proc *r = &procs[pi];
     int64_t now = ms();
     /* demand as the registry sees it (registry.c, adapt_locked) */
-    if (aimd_tick(&r->aimd, r->queue.n > 0 || r->open >= r->aimd.cap, now)) {
+    if (aimd_tick(&r->aimd, r->queue.n > 0 || r->open >= r->aimd.cap, r->open, now)) {
         struct pool *h = queue_head(r);
         if (h)
             poke(h, 0);
