@@ -338,10 +338,12 @@ static void share_round(void)
         assert_true(res[i].ok_late > 0); /* every process makes progress */
     /* Not asserted, reported: Jain's index over the processes' throughput,
      * and callers that timed out waiting for a connect on a full server.
-     * With refusals weighted by the share held (src/tenants/aimd.c) it was
-     * 0.82-0.985 in 6 runs on 2 loaded CPUs (0.43-0.95 before); with the
-     * registry's eviction fix 0.66-0.96 in 8 (bench/RESULTS.md, section (l)):
-     * too many runs below 0.9 for an assertion (docs/scaling.md). */
+     * With the cap cut by the refused share of connects (src/tenants/aimd.c)
+     * it was >= 0.95 in 27 of 30 plain runs on 2 loaded CPUs (0.861, 0.719
+     * and 0.477 in the others; 2 of 10 >= 0.9 with the rule before), but
+     * 0.55-0.99 under ASan and TSan (3 of 6 below 0.9): a process that is
+     * rarely refused can still keep a high cap (bench/RESULTS.md, section
+     * (l); docs/scaling.md). An assertion would fail one plain run in ten. */
     printf("# callers failed after %lld ms: %ld (timeouts waiting for room)\n",
            (long long)CONVERGED_MS, fail_late);
 }
