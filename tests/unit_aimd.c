@@ -88,7 +88,8 @@ static void test_increase_needs_interval_and_demand(void **state)
     aimd_init(&a, 1, 10, 1, 1000);
     assert_int_equal(look(&a, 4, 4, 0, 4, 5000), 0);
     assert_int_equal(a.cap, 4);
-    a.share = 0; /* forget the refusal: steps only from here */
+    /* forget the refusal: steps only from here */
+    a.share = 0;
     assert_int_equal(aimd_tick(&a, 1, 4, 5999), 0); /* one interval after the last look */
     assert_int_equal(aimd_tick(&a, 1, 4, 6000), 1);
     assert_int_equal(a.cap, 5);

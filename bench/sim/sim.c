@@ -1155,8 +1155,7 @@ int main(int argc, char **argv)
             printf("proc=%d ops_per_s=%.1f fail=%ld cap_end=%d connects=%ld evictions=%ld "
                    "refusals=%" PRIu64 " decreases=%" PRIu64 "\n",
                    i, tput[i], procs[i].fail, procs[i].aimd.cap, procs[i].connects,
-                   procs[i].evictions_n,
-                   procs[i].aimd.refusals, procs[i].aimd.decreases);
+                   procs[i].evictions_n, procs[i].aimd.refusals, procs[i].aimd.decreases);
     }
     uint64_t decreases = 0;
     for (int i = 0; i < opt.procs; i++) {
