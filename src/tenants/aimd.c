@@ -42,7 +42,7 @@ void aimd_refused(struct aimd *a, int64_t now)
  * every process that connects, so every process answers the same signal
  * with a cut in proportion to its level; with the same step up, the levels
  * draw together (Chiu and Jain's argument for synchronised AIMD): >= 0.95
- * in 27 of 30 runs. Not always: a process above its working set mostly
+ * in 37 of 40 runs. Not always: a process above its working set mostly
  * reconnects into the backend slot it has just freed, is rarely refused,
  * and may keep a high cap (the other 3; docs/scaling.md). Averaging
  * the share over two looks keeps one unlucky burst from cutting one process
