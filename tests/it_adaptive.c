@@ -337,7 +337,7 @@ static double share_round(void)
     for (int i = 0; i < NPROC; i++)
         assert_true(res[i].ok_late > 0); /* every process makes progress */
     /* Reported: callers that timed out waiting for a connect on a full
-     * server. Jain's index is asserted by the caller after every round. */
+     * server. Jain's index is checked by the caller after all rounds. */
     printf("# callers failed after %lld ms: %ld (timeouts waiting for room)\n",
            (long long)CONVERGED_MS, fail_late);
     return jain;
@@ -355,7 +355,7 @@ static int no_app_backends(void *arg)
  * Jain's index over the processes' throughput >= 0.9: a ratio within one
  * run (behaviour, not machine speed). With the cap cut by the refused share
  * of connects (src/tenants/aimd.c) it held in 37 of 40 plain runs on 2
- * loaded CPUs (0.861, 0.719, 0.477 in the others; 2 of 10 with the rule
+ * loaded CPUs (0.861, 0.719, 0.477 in the others; 4 of 20 with the rule
  * before): a process that is rarely refused can still keep a high cap, so
  * about one run in thirteen fails here (bench/RESULTS.md, section (l);
  * docs/scaling.md). Under ASan and TSan 3 of 6 runs were below 0.9 (the
