@@ -358,7 +358,7 @@ static int no_app_backends(void *arg)
  * loaded CPUs (0.861, 0.719, 0.477 in the others; 4 of 20 with the rule
  * before): a process that is rarely refused can still keep a high cap, so
  * about one run in thirteen fails here (bench/RESULTS.md, section (l);
- * docs/scaling.md). Under ASan and TSan 3 of 6 runs were below 0.9 (the
+ * docs/scaling.md). Under ASan and TSan 5 of 12 runs were below 0.9 (the
  * rule before: 2 of 3 under ASan): reported there, not asserted. Checked
  * after all rounds, so a series prints every index. */
 static void test_adaptive_processes_share_server(void **state)
