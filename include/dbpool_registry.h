@@ -67,16 +67,16 @@ typedef struct dbpool_registry_config {
      * processes on one server"). A connect refused because the server is full
      * (53300 too_many_connections, PgBouncer's "no more connections allowed")
      * never makes a tenant pool DOWN: its callers wait in the queue. With
-     * adaptive on, the registry also lowers its own cap to 3/4 of what it
-     * holds (not below adaptive_min) - at once when it holds its
-     * max_connections, after more refusals the less it holds - and raises
-     * it by one every adaptive_interval while tenants wait and no decrease
-     * came, so processes that do not know each other converge to sharing
+     * adaptive on, the registry also looks at its own cap once every
+     * adaptive_interval: it lowers it in proportion to the share of its
+     * connects the server refused (to at most what it holds after a
+     * refusal, not below adaptive_min) and raises it by one while tenants
+     * wait, so processes that do not know each other converge to sharing
      * the server.
      */
     int adaptive;              /* 0        1 = on                                     */
     int adaptive_min;          /* 1        the cap never goes lower                   */
-    int64_t adaptive_interval; /* 1000 ms  one step up per interval                   */
+    int64_t adaptive_interval; /* 1000 ms  one look (a step down or up) per interval */
 } dbpool_registry_config;
 
 DBPOOL_API void dbpool_registry_config_init(dbpool_registry_config *cfg);

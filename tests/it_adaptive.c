@@ -114,9 +114,9 @@ static int reg_cap_down(void *arg)
 }
 
 /* A full server: the caller waits (no fail-fast EUNAVAILABLE, the pool is not
- * DOWN), the cap goes down to adaptive_min (a process holding nothing counts
- * each refusal 1/8: the pool's probe is refused 8 times first), and the
- * caller gets a connection as soon as there is room. */
+ * DOWN), the cap goes down to what is held at the first look after a refusal
+ * (nothing: adaptive_min; one step above it while the pool's probe is in
+ * flight), and the caller gets a connection as soon as there is room. */
 static void test_adaptive_full_server_is_not_down(void **state)
 {
     (void)state;
@@ -138,8 +138,8 @@ static void test_adaptive_full_server_is_not_down(void **state)
     dbpool_registry_put(reg, p);
     dbpool_registry_stats rs;
     assert_int_equal(dbpool_registry_stats_get(reg, &rs), 0);
-    assert_int_equal(rs.cap, 1); /* it held nothing: down to adaptive_min */
-    assert_true(rs.server_full >= 8);
+    assert_true(rs.cap <= 2); /* it held nothing (or the probe): adaptive_min, one step */
+    assert_true(rs.server_full >= 1);
     assert_true(rs.cap_decreases >= 1);
 
     int64_t t_free = pgt_now_ms();
@@ -270,7 +270,7 @@ static void child_main(int fd, int id)
     _exit(w == (ssize_t)sizeof res ? 0 : 1);
 }
 
-static void share_round(void)
+static double share_round(void)
 {
     int fds[NPROC];
     pid_t pids[NPROC];
@@ -336,14 +336,11 @@ static void share_round(void)
     assert_int_equal(fail_full_late, 0); /* no 53300 reaches a caller */
     for (int i = 0; i < NPROC; i++)
         assert_true(res[i].ok_late > 0); /* every process makes progress */
-    /* Not asserted, reported: Jain's index over the processes' throughput,
-     * and callers that timed out waiting for a connect on a full server.
-     * With refusals weighted by the share held (src/tenants/aimd.c) it was
-     * 0.82-0.985 in 6 runs on 2 loaded CPUs (0.43-0.95 before); with the
-     * registry's eviction fix 0.66-0.96 in 8 (bench/RESULTS.md, section (l)):
-     * too many runs below 0.9 for an assertion (docs/scaling.md). */
+    /* Reported: callers that timed out waiting for a connect on a full
+     * server. Jain's index is checked by the caller after all rounds. */
     printf("# callers failed after %lld ms: %ld (timeouts waiting for room)\n",
            (long long)CONVERGED_MS, fail_late);
+    return jain;
 }
 
 static int no_app_backends(void *arg)
@@ -353,18 +350,33 @@ static int no_app_backends(void *arg)
 }
 
 /* IT_ADAPTIVE_ROUNDS=N runs the scenario N times on the same server: Jain's
- * index varies from run to run, and one run takes a minute to set up. */
+ * index varies from run to run, and one run takes a minute to set up.
+ *
+ * Jain's index over the processes' throughput >= 0.9: a ratio within one
+ * run (behaviour, not machine speed). With the cap cut by the refused share
+ * of connects (src/tenants/aimd.c) it held in 37 of 40 plain runs on 2
+ * loaded CPUs (0.861, 0.719, 0.477 in the others; 4 of 20 with the rule
+ * before): a process that is rarely refused can still keep a high cap, so
+ * about one run in thirteen fails here (bench/RESULTS.md, section (l);
+ * docs/scaling.md). Under ASan and TSan 5 of 12 runs were below 0.9 (the
+ * rule before: 2 of 3 under ASan): reported there, not asserted. Checked
+ * after all rounds, so a series prints every index. */
 static void test_adaptive_processes_share_server(void **state)
 {
     (void)state;
     const char *env = getenv("IT_ADAPTIVE_ROUNDS");
     int rounds = env && atoi(env) > 0 ? atoi(env) : 1;
+    int below = 0;
     for (int i = 0; i < rounds; i++) {
         printf("# round %d of %d\n", i + 1, rounds);
-        share_round();
+        below += share_round() < 0.9;
         /* the closed registries' backends exit before the next round */
         assert_true(pgt_wait_for(no_app_backends, NULL, 10000));
     }
+    printf("# rounds with Jain's index below 0.9: %d of %d\n", below, rounds);
+#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
+    assert_int_equal(below, 0);
+#endif
 }
 
 static int group_setup(void **state)

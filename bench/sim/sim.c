@@ -11,8 +11,10 @@
  *   src/core/backoff.c   each slot's reconnect backoff (rand_exp) and the RNG
  * What is modelled after the library's code (it is tied to the pool mutex,
  * the manager thread and libpq, so it is re-stated here in a few lines each):
- *   the registry's grants (FIFO of tenants, one connection per turn), its LRU
- *   eviction, the pool's slot states, the probe while a pool has no
+ *   the registry's grants (FIFO of tenants, one connection per turn), its
+ *   frequency-aware eviction (a tenant's last connection by its decayed
+ *   checkout count, spare ones by idle time; one eviction asked per queued
+ *   tenant, at most one per victim), the pool's slot states, the probe while a pool has no
  *   connection and the server is full, idle_timeout.
  * Not modelled: barging (barge_window), pings, connect timeouts, reclaiming
  * idle tenant pools, DOWN (a full server never makes a pool DOWN anyway).
@@ -187,6 +189,8 @@ struct pool {
     struct wqueue waiters;
     struct codel codel;
     int evict_requests, at_limit, probing, probe, budget_denied;
+    double heat; /* decayed checkout count (src/core/pool.h) */
+    int64_t heat_since;
     int64_t probe_at;
     int64_t svc_at; /* a service event is scheduled then (INT64_MAX: none) */
     int poll_scheduled;
@@ -199,7 +203,7 @@ struct proc {
     struct list_head queue;
     int64_t next_idle_scan;
     /* counted after warmup */
-    long ok, fail, connects;
+    long ok, fail, connects, evictions_n;
     long ok_sec; /* this second */
     long peak_open;
 };
@@ -277,6 +281,7 @@ static struct slot *first(struct pool *p, int st)
 
 static void poke(struct pool *p, int64_t delay_us);
 static void budget_release(struct pool *p);
+static int counting(void);
 
 /* slot_move with the budget's release, as src/core/pool.c */
 static void move(struct slot *s, int to)
@@ -316,26 +321,70 @@ static int64_t oldest_idle(struct pool *p)
     return s ? s->last_checkin : INT64_MAX;
 }
 
+/* A pool's heat (src/core/pool.h): its checkouts, halved every
+ * HEAT_HALF_LIFE ms; kept as a double here, halved in the same whole steps. */
+#define HEAT_HALF_LIFE 2000
+static double heat_at(const struct pool *p, int64_t now)
+{
+    int64_t halvings = now > p->heat_since ? (now - p->heat_since) / HEAT_HALF_LIFE : 0;
+    return halvings >= 20 ? 0 : p->heat / (double)(1 << halvings);
+}
+
+static void heat_bump(struct pool *p, int64_t now)
+{
+    double h = heat_at(p, now);
+    if (p->heat == 0 && p->heat_since == 0)
+        p->heat_since = now; /* first checkout */
+    else if (now > p->heat_since)
+        p->heat_since += (now - p->heat_since) / HEAT_HALF_LIFE * HEAT_HALF_LIFE;
+    p->heat = h + 1;
+}
+
+/* registry.c, keep_value: a tenant's last connection is worth its checkout
+ * rate, a further one at most about once per its idle time so far */
+static double keep_value(const struct pool *v, int64_t oldest, int64_t now)
+{
+    double rate = heat_at(v, now) * 1000.0 / (1.44 * HEAT_HALF_LIFE);
+    if (v->open > 1) {
+        double spare = 1000.0 / (double)(now > oldest ? now - oldest + 1 : 1);
+        if (spare < rate)
+            rate = spare;
+    }
+    return rate;
+}
+
+/* registry.c, coldest_idle + ask_eviction: the idle connection worth least
+ * of a tenant other than t that has not been asked already; with none idle,
+ * the tenant holding the most (more than t + 1, not all of it asked) gives
+ * one back at its next check-in. The library samples 32 holders when there
+ * are more than 32; here every holder is looked at (caps of 20 and below in
+ * the scenarios: the same). */
 static void ask_eviction(struct proc *r, struct pool *t)
 {
     int pi = (int)(r - procs);
+    int64_t now = ms();
     struct pool *victim = NULL;
-    int64_t oldest = INT64_MAX;
+    double best = 0;
+    int64_t best_oldest = 0;
     for (int k = 0; k < opt.tenants; k++) {
         struct pool *v = &pools[pi * opt.tenants + k];
-        if (v == t)
+        if (v == t || v->open == 0 || v->evict_requests > 0)
             continue;
         int64_t o = oldest_idle(v);
-        if (o < oldest) {
-            oldest = o;
+        if (o == INT64_MAX)
+            continue;
+        double val = keep_value(v, o, now);
+        if (!victim || val < best || (val == best && o < best_oldest)) {
             victim = v;
+            best = val;
+            best_oldest = o;
         }
     }
     if (!victim) {
         int most = t ? t->open + 1 : 0;
         for (int k = 0; k < opt.tenants; k++) {
             struct pool *v = &pools[pi * opt.tenants + k];
-            if (v != t && v->open > most) {
+            if (v != t && v->open > most && v->evict_requests < v->open) {
                 most = v->open;
                 victim = v;
             }
@@ -344,7 +393,22 @@ static void ask_eviction(struct proc *r, struct pool *t)
     if (victim) {
         victim->evict_requests++;
         r->evictions_asked++;
+        r->evictions_n += counting();
         poke(victim, 0);
+    }
+}
+
+/* registry.c, ask_evictions_for_queue: one eviction per queued tenant not
+ * covered by one already asked or by room free */
+static void ask_evictions_for_queue(struct proc *r, struct pool *except)
+{
+    int room = r->aimd.cap - r->open;
+    int want = (int)r->queue.n - r->evictions_asked - (room > 0 ? room : 0);
+    while (want-- > 0) {
+        int asked = r->evictions_asked;
+        ask_eviction(r, except);
+        if (r->evictions_asked == asked)
+            break;
     }
 }
 
@@ -353,17 +417,20 @@ static int budget_acquire(struct pool *t)
     struct proc *r = &procs[t->proc];
     if (r->open < r->aimd.cap && (!queue_head(r) || queue_head(r) == t)) {
         r->open++;
+        aimd_connecting(&r->aimd);
         queue_remove(r, t);
         if (r->open > r->peak_open)
             r->peak_open = r->open;
+        struct pool *h = r->open < r->aimd.cap ? queue_head(r) : NULL;
+        if (h) /* poke_head_if_room */
+            poke(h, 0);
         return 1;
     }
     if (!t->queued) {
         list_push_tail(&r->queue, &t->qlink);
         t->queued = 1;
     }
-    if (r->open >= r->aimd.cap && r->evictions_asked < 1)
-        ask_eviction(r, t);
+    ask_evictions_for_queue(r, t);
     return 0;
 }
 
@@ -371,17 +438,26 @@ static void budget_release(struct pool *p)
 {
     struct proc *r = &procs[p->proc];
     r->open--;
+    /* requests p has no connection left for are dropped */
+    if (p->evict_requests > p->open) {
+        r->evictions_asked -= p->evict_requests - p->open;
+        p->evict_requests = p->open;
+        if (r->evictions_asked < 0)
+            r->evictions_asked = 0;
+    }
     if (r->evictions_asked > 0)
         r->evictions_asked--;
     struct pool *h = queue_head(r);
-    if (h)
+    if (h) {
         poke(h, 0);
+        ask_evictions_for_queue(r, p);
+    }
 }
 
 static void budget_full(struct pool *p)
 {
     struct proc *r = &procs[p->proc];
-    (void)aimd_refused(&r->aimd, r->open, ms());
+    aimd_refused(&r->aimd, ms());
 }
 
 /* ---- server --------------------------------------------------------------- */
@@ -505,6 +581,7 @@ static void serve(int c, struct slot *s)
     if (counting())
         hist_add_ms((double)(now_us - cl->t0_us) / 1000.0);
     move(s, S_BUSY);
+    heat_bump(&pools[s->pool], ms());
     s->call = c;
     cl->slot = (int)(s - slots);
     double q = opt.query_ms * (0.5 + urand());
@@ -562,7 +639,10 @@ static void start_call(int proc, int caller)
     cl->pool = (int)(p - pools);
     cl->caller = caller;
     cl->t0_us = now_us;
-    struct slot *s = first(p, S_IDLE);
+    /* tenant pools serve lifo (dbpool_registry_config_init): a spare
+     * connection nobody needs stays idle, and is the one evicted */
+    struct list_node *ln = list_last(&p->lists[S_IDLE]);
+    struct slot *s = ln ? list_entry(ln, struct slot, link) : NULL;
     if (s && p->waiters.n == 0) {
         hits++;
         serve(c, s);
@@ -744,7 +824,7 @@ static void tick(int pi)
     struct proc *r = &procs[pi];
     int64_t now = ms();
     /* demand as the registry sees it (registry.c, adapt_locked) */
-    if (aimd_tick(&r->aimd, r->queue.n > 0 || r->open >= r->aimd.cap, now)) {
+    if (aimd_tick(&r->aimd, r->queue.n > 0 || r->open >= r->aimd.cap, r->open, now)) {
         struct pool *h = queue_head(r);
         if (h)
             poke(h, 0);
@@ -755,6 +835,7 @@ static void tick(int pi)
         if (r->evictions_asked == asked)
             break;
     }
+    ask_evictions_for_queue(r, NULL);
     if (now >= r->next_idle_scan) { /* each pool's idle tick, once a second */
         r->next_idle_scan = now + 1000;
         for (int k = 0; k < opt.tenants; k++) {
@@ -1071,10 +1152,10 @@ int main(int argc, char **argv)
         fail += procs[i].fail;
         conns += procs[i].connects;
         if (opt.procs <= 16)
-            printf("proc=%d ops_per_s=%.1f fail=%ld cap_end=%d connects=%ld refusals=%" PRIu64
-                   " decreases=%" PRIu64 "\n",
+            printf("proc=%d ops_per_s=%.1f fail=%ld cap_end=%d connects=%ld evictions=%ld "
+                   "refusals=%" PRIu64 " decreases=%" PRIu64 "\n",
                    i, tput[i], procs[i].fail, procs[i].aimd.cap, procs[i].connects,
-                   procs[i].aimd.refusals, procs[i].aimd.decreases);
+                   procs[i].evictions_n, procs[i].aimd.refusals, procs[i].aimd.decreases);
     }
     uint64_t decreases = 0;
     for (int i = 0; i < opt.procs; i++) {

@@ -7,53 +7,60 @@
 
 #include <stdint.h>
 
-/* Refusals of connects that were already in flight when the cap went down
- * are the same event: they do not count for this many ms after a decrease
- * (200 ms before bench/sim showed 500 ms fairer between processes). */
-#define AIMD_DECREASE_GUARD_MS 500
+/* How hard the refused share of connects pushes the cap down: each interval
+ * the level loses AIMD_GAIN x share x level (at most half of it). 16 from
+ * bench/sim (bench/RESULTS.md, section (l)): lower gains leave the processes
+ * more refusals and no fairer, higher ones overshoot. */
+#define AIMD_GAIN 16.0
 
 /*
- * The cap of one process. Events in, decisions out: a refused connect
- * (aimd_refused) may lower the cap, the periodic look (aimd_tick) may raise
- * it; the caller sheds what is over the cap (aimd_over) and wakes a waiting
- * tenant when the cap rose. The owner serialises calls (the registry's mutex).
+ * The cap of one process. Events in, decisions out: connects started
+ * (aimd_connecting) and refused (aimd_refused) are counted; the periodic look
+ * (aimd_tick) moves the cap, down by the share of connects refused, up by one
+ * step while there is demand; the caller sheds what is over the cap
+ * (aimd_over) and wakes a waiting tenant when the cap rose. The owner
+ * serialises calls (the registry's mutex).
  */
 struct aimd {
     int on;           /* 0: the cap stays at max; refusals are only counted */
     int max, min;     /* bounds of the cap */
-    int64_t interval; /* ms between two steps up */
-    int cap;          /* the cap now */
-    int64_t last_full, last_decrease, next_increase;
-    uint64_t refusals, decreases;
-    int64_t debt; /* refusals counted towards the next decrease, in 1/max */
+    int64_t interval; /* ms between two looks */
+    int cap;          /* the cap now: level, rounded */
+    double level;     /* the cap before rounding */
+    double share;     /* refused share of connects, averaged over the looks */
+    int64_t last_full, last_decrease, next_look;
+    uint64_t refusals, decreases, connects;
+    uint64_t seen_refusals, seen_connects; /* at the latest look */
 };
 
 /* Start at the cap max. interval >= 1, 1 <= min <= max when on. */
 void aimd_init(struct aimd *a, int on, int max, int min, int64_t interval);
 
-/*
- * A connect was refused at `now` because the server is full, while `open`
- * connections counted against the cap (held: at most the cap). Each refusal
- * counts (held / max)^2, at least 1/8; when the count reaches one the cap
- * goes to 3/4 of what is held, not below min (multiplicative decrease), and
- * the next step up is one interval away. Refusals within
- * AIMD_DECREASE_GUARD_MS of a decrease do not count. Returns 1 if the cap
- * went down.
- */
-int aimd_refused(struct aimd *a, int open, int64_t now);
+/* A connect was started under the cap. */
+static inline void aimd_connecting(struct aimd *a)
+{
+    a->connects++;
+}
+
+/* A connect was refused at `now` because the server is full (53300). It is
+ * counted; the cap moves at the next look. */
+void aimd_refused(struct aimd *a, int64_t now);
 
 /*
- * The periodic look at `now`. Additive increase: once per interval since the
- * latest decrease or step, the cap goes up by one if there is demand (tenants
- * wait for room, or the cap is all in use); without demand it stays where it
- * is (no creep back to the storm). Returns 1 if the cap went up: room for a
- * waiting tenant.
+ * The periodic look at `now`, once per interval. s = the share of the
+ * connects started since the last look that the server refused, averaged
+ * with the previous looks' (half each). The level goes down by
+ * AIMD_GAIN x s x level (at most half), and not above `open` (what is held)
+ * if a refusal came in the interval; then up by one if there is demand
+ * (tenants wait for room, or the cap is all in use; without demand no creep
+ * back to the storm); within [min, max]; the cap is the level rounded.
+ * Returns 1 if the cap went up: room for a waiting tenant.
  */
-int aimd_tick(struct aimd *a, int demand, int64_t now);
+int aimd_tick(struct aimd *a, int demand, int open, int64_t now);
 
 /* When aimd_tick has something to do next, given the owner's own next
- * deadline `due` (returned unchanged when the cap is at max or off); never
- * earlier than now + 1 so a late tick does not spin. */
+ * deadline `due` (returned unchanged when off); never earlier than now + 1
+ * so a late tick does not spin. */
 int64_t aimd_due(const struct aimd *a, int64_t due, int64_t now);
 
 /* Connections to shed: counted (open, minus evictions already asked for)

@@ -308,6 +308,7 @@ static int budget_acquire(void *owner, struct dbpool *p)
     if (r->open < r->aimd.cap && (!queue_head(r) || queue_head(r) == t)) {
         r->open++;
         t->open++;
+        aimd_connecting(&r->aimd); /* the refused share is of these */
         held_add(r, t);
         queue_remove(r, t);
         poke_head_if_room(r);
@@ -354,9 +355,9 @@ static void budget_release(void *owner, struct dbpool *p)
 /*
  * The server refused a connect for want of room (53300): several processes
  * share it and together want more than max_connections. With cfg.adaptive
- * the cap backs off (aimd.c) and tick() raises it again while tenants wait,
- * so processes that know nothing of each other converge to sharing the
- * server.
+ * tick() lowers the cap by the share of connects refused and raises it
+ * again while tenants wait (aimd.c), so processes that know nothing of each
+ * other converge to sharing the server.
  */
 static void budget_full(void *owner, struct dbpool *p, int64_t now)
 {
@@ -366,7 +367,7 @@ static void budget_full(void *owner, struct dbpool *p, int64_t now)
     (void)p;
     pthread_mutex_lock(&r->mu);
     if (!r->closing)
-        (void)aimd_refused(&r->aimd, r->open, now);
+        aimd_refused(&r->aimd, now);
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -375,7 +376,7 @@ static void budget_full(void *owner, struct dbpool *p, int64_t now)
 static void adapt_locked(struct dbpool_registry *r, int64_t now)
 {
     /* demand: tenants wait for room, or the cap is all in use */
-    if (aimd_tick(&r->aimd, r->queue.n > 0 || r->open >= r->aimd.cap, now)) {
+    if (aimd_tick(&r->aimd, r->queue.n > 0 || r->open >= r->aimd.cap, r->open, now)) {
         struct tenant *qh = queue_head(r);
         if (qh && qh->pool)
             manager_poke(&qh->pool->mc); /* room for the queue's head */
