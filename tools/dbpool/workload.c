@@ -205,49 +205,12 @@ static query_result classify(PGconn *c, PGresult *r)
 
 query_result run_blocking(PGconn *c, const char *sql)
 {
-    /* What PQexec does, with pgbench's order of system calls: PQexec waits
-     * in poll() before every read (send, poll, recv per statement); this
-     * reads first and polls only when nothing has arrived yet, so a reply
-     * that is already there costs no poll (the --direct baseline is compared
-     * with pgbench -c 8 -j 8, which does the same). libpq's socket is
-     * non-blocking, so the read never sleeps; in blocking mode the send
-     * flushes. A multi-statement script stops at its first error: the worst
-     * result is then the error, as PQexec's last result was. */
-    query_result worst = Q_OK;
-    if (!PQsendQuery(c, sql))
-        return classify(c, NULL);
-    int f;
-    while ((f = PQflush(c)) > 0) { /* only if left in non-blocking mode */
-        struct pollfd pfd = {PQsocket(c), POLLOUT | POLLIN, 0};
-        if (pfd.fd < 0 || (poll(&pfd, 1, -1) < 0 && errno != EINTR) || !PQconsumeInput(c))
-            return Q_CONN_LOST;
-    }
-    if (f < 0)
-        return Q_CONN_LOST;
-    for (;;) {
-        while (PQisBusy(c)) {
-            if (!PQconsumeInput(c))
-                return Q_CONN_LOST;
-            if (!PQisBusy(c))
-                break;
-            struct pollfd pfd = {PQsocket(c), POLLIN, 0};
-            if (pfd.fd < 0 || (poll(&pfd, 1, -1) < 0 && errno != EINTR))
-                return Q_CONN_LOST;
-        }
-        PGresult *r = PQgetResult(c);
-        if (!r)
-            break;
-        ExecStatusType st = PQresultStatus(r);
-        query_result q = classify(c, r);
-        PQclear(r);
-        if (q > worst)
-            worst = q;
-        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
-            break; /* as PQexec: the caller sees the COPY state, not a hang */
-    }
-    if (worst == Q_OK && PQstatus(c) != CONNECTION_OK)
-        worst = Q_CONN_LOST;
-    return worst;
+    /* PQexec keeps the last result; a multi-statement script stops at the
+     * first error, which is then the last result. */
+    PGresult *r = PQexec(c, sql);
+    query_result q = classify(c, r);
+    PQclear(r);
+    return q;
 }
 
 /* Wait for the socket until deadline. 1 ready, 0 deadline, -1 error. */

@@ -41,8 +41,7 @@ int workload_setup(const workload *w, PGconn *conn, char *err, size_t errlen);
 /* The SQL of the next transaction. `rng` is the caller's xorshift state. */
 const char *workload_next(const workload *w, uint64_t *rng, char *buf, size_t buflen);
 
-/* Run sql and read every result, blocking (what PQexec does, reading before
- * it polls, as pgbench does). */
+/* Run sql and read every result, blocking (PQexec). */
 query_result run_blocking(PGconn *conn, const char *sql);
 
 /* Run sql without ever blocking past deadline_ns (CLOCK_MONOTONIC ns):
