@@ -67,7 +67,6 @@ static void reanchor(uint64_t tsc, int64_t us)
         !atomic_compare_exchange_strong_explicit(&clock_anchor.seq, &seq, seq + 1,
                                                  memory_order_acquire, memory_order_relaxed))
         return;
-    atomic_thread_fence(memory_order_release);
     uint64_t mult = atomic_load_explicit(&clock_anchor.mult, memory_order_relaxed);
     if (mult) { /* a recent anchor, carried forward, must agree with the clock */
         uint64_t base = atomic_load_explicit(&clock_anchor.tsc, memory_order_relaxed);
@@ -99,13 +98,13 @@ static void reanchor(uint64_t tsc, int64_t us)
         rate_us = us;
     }
     if (mult) {
-        atomic_store_explicit(&clock_anchor.tsc, tsc, memory_order_relaxed);
-        atomic_store_explicit(&clock_anchor.us, us, memory_order_relaxed);
+        atomic_store_explicit(&clock_anchor.tsc, tsc, memory_order_release);
+        atomic_store_explicit(&clock_anchor.us, us, memory_order_release);
         atomic_store_explicit(&clock_anchor.span, ((uint64_t)ANCHOR_US << 32) / mult,
-                              memory_order_relaxed);
+                              memory_order_release);
     }
 out:
-    atomic_store_explicit(&clock_anchor.mult, mult, memory_order_relaxed);
+    atomic_store_explicit(&clock_anchor.mult, mult, memory_order_release);
     atomic_store_explicit(&clock_anchor.seq, seq + 2, memory_order_release);
 }
 

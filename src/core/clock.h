@@ -46,14 +46,17 @@ int64_t clock_us_slow(void);
 static inline int64_t clock_us(void)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    /* a seqlock without fences (TSan has none): the fields are read with
+     * acquire, so the second read of seq comes after them, and a field
+     * stored (with release) after seq went odd shows an odd or newer seq.
+     * On x86-64 these are plain loads. */
     uint64_t seq = atomic_load_explicit(&clock_anchor.seq, memory_order_acquire);
-    uint64_t mult = atomic_load_explicit(&clock_anchor.mult, memory_order_relaxed);
+    uint64_t mult = atomic_load_explicit(&clock_anchor.mult, memory_order_acquire);
     if (mult && !(seq & 1)) {
-        uint64_t base = atomic_load_explicit(&clock_anchor.tsc, memory_order_relaxed);
-        int64_t us = atomic_load_explicit(&clock_anchor.us, memory_order_relaxed);
-        uint64_t span = atomic_load_explicit(&clock_anchor.span, memory_order_relaxed);
+        uint64_t base = atomic_load_explicit(&clock_anchor.tsc, memory_order_acquire);
+        int64_t us = atomic_load_explicit(&clock_anchor.us, memory_order_acquire);
+        uint64_t span = atomic_load_explicit(&clock_anchor.span, memory_order_acquire);
         uint64_t d = __rdtsc() - base; /* huge if behind the anchor: slow path */
-        atomic_thread_fence(memory_order_acquire);
         if (d < span && atomic_load_explicit(&clock_anchor.seq, memory_order_relaxed) == seq)
             return us + (int64_t)((d * mult) >> 32); /* d * mult < 50000 << 32 */
     }
