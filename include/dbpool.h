@@ -257,7 +257,8 @@ typedef struct dbpool_trace {
     dbpool_trace_type type;
     const char *pool_name;
     int rc;                /* *_END, CHECKIN: 0 or a DBPOOL_E* code */
-    int64_t at_us;         /* monotonic time of the event (CLOCK_MONOTONIC, us) */
+    int64_t at_us;         /* monotonic time of the event (CLOCK_MONOTONIC, us,
+                              within a few us: docs/pool.md "Tracing") */
     int64_t duration_us;   /* *_END, CHECKIN; else 0 */
     const char *statement; /* QUERY_*: the SQL as given (it may hold literals); else NULL */
     const char *sqlstate;  /* QUERY_END: the server's SQLSTATE, "" if none; else NULL */

@@ -20,6 +20,8 @@
 #define backoff_next dbpool__backoff_next
 #define backoff_reset dbpool__backoff_reset
 #define clear_error dbpool__clear_error
+#define clock_anchor dbpool__clock_anchor
+#define clock_us_slow dbpool__clock_us_slow
 #define codel_checkin dbpool__codel_checkin
 #define codel_init dbpool__codel_init
 #define codel_mark_busy dbpool__codel_mark_busy
