@@ -130,11 +130,14 @@ static void *on_trace(void *arg, const dbpool_trace *t)
     return NULL;
 }
 
-static dbpool *open_connected_cfg(const char *app, int size, int traced)
+/* barge_window < 0: the default */
+static dbpool *open_connected_window(const char *app, int size, int traced, int64_t barge_window)
 {
     dbpool_config cfg;
     dbpool_config_init(&cfg);
     cfg.size = size;
+    if (barge_window >= 0)
+        cfg.barge_window = barge_window;
     cfg.queue_target = 10000;
     cfg.queue_interval = 20000;
     cfg.checkout_timeout = 60000;
@@ -145,6 +148,11 @@ static dbpool *open_connected_cfg(const char *app, int size, int traced)
     dbpool *p = itp_open(&srv, app, &cfg);
     assert_true(itp_wait_stats(p, idle_is, size, 20000));
     return p;
+}
+
+static dbpool *open_connected_cfg(const char *app, int size, int traced)
+{
+    return open_connected_window(app, size, traced, -1);
 }
 
 static dbpool *open_connected(const char *app, int size)
@@ -606,17 +614,7 @@ static void batch_other_loop(const char *app, int64_t barge_window, int expire)
     struct fixture fa, fb;
     fx_open(&fa);
     fx_open(&fb);
-    dbpool_config cfg;
-    dbpool_config_init(&cfg);
-    cfg.size = 1;
-    cfg.queue_target = 10000;
-    cfg.queue_interval = 20000;
-    cfg.checkout_timeout = 60000;
-    cfg.idle_interval = 600000;
-    cfg.barge_window = barge_window;
-    cfg.log_level = DBPOOL_LOG_NONE;
-    dbpool *p = itp_open(&srv, app, &cfg);
-    assert_true(itp_wait_stats(p, idle_is, 1, 20000));
+    dbpool *p = open_connected_window(app, 1, 0, barge_window);
     assert_int_equal(dbpool_loop_batch(fa.loop, 16), 0);
     assert_int_equal(pgt_exec(&srv, "DROP TABLE IF EXISTS pp_order2; "
                                     "CREATE TABLE pp_order2 (id serial, who text)"),

@@ -410,10 +410,13 @@ static struct waiter *own_loop_waiter(const struct dbpool *p, const struct dbpoo
                                       int64_t now_us)
 {
     struct waiter *h = wq_first(&p->waiters);
-    unsigned long self = (unsigned long)pthread_self();
 
+    /* the usual check-in (a thread's lease, or nobody waiting) leaves here */
+    if (!h || !s->async_lease || h->kind != WAITER_ASYNC)
+        return NULL;
+    unsigned long self = (unsigned long)pthread_self();
     /* an own request at the head: plain FIFO serves it */
-    if (!h || !s->async_lease || s->owner != self || h->kind != WAITER_ASYNC || h->owner == self ||
+    if (s->owner != self || h->owner == self ||
         now_us - h->sent_us >= deadline_ms_to_us(p->cfg.barge_window))
         return NULL;
     int seen = 1;
