@@ -74,17 +74,26 @@ names_B=(B_strict B_bounded B_unfair B_direct4)
 declare -A tps cs qp99 qmax jain starved
 run() { # name rep
     local n=$1 rep=$2 extra=""
-    if [ "$n" = A_pgbench8 ]; then
-        local t
-        t=$(pgbench -n -M simple -f "$work/select1.sql" -c 8 -j 8 -T "$DURATION" "$conninfo" 2>/dev/null |
-            sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
-        tps[$n,$rep]=$t
-        return
-    fi
     case $n in B_*) extra=$B_QUEUE ;; esac
+    # Every load-A run, pgbench's too, runs under the same perf stat: counting
+    # context switches slows the counted process (a perf hook on each of its
+    # ~2 switches per SELECT 1), so a ratio between a counted and an uncounted
+    # run would be biased against the counted one.
     local perf=()
     if [ "$use_perf" = 1 ] && [ "${n:0:1}" = A ]; then
         perf=(perf stat -e context-switches -x, -o "$work/perf.out" --)
+    fi
+    if [ "$n" = A_pgbench8 ]; then
+        "${perf[@]}" pgbench -n -M simple -f "$work/select1.sql" -c 8 -j 8 -T "$DURATION" "$conninfo" \
+            2>/dev/null >"$work/pgbench.out"
+        tps[$n,$rep]=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$work/pgbench.out")
+        if [ ${#perf[@]} -gt 0 ]; then
+            local sw txn
+            sw=$(awk -F, '/context-switches/ {print $1}' "$work/perf.out")
+            txn=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$work/pgbench.out")
+            cs[$n,$rep]=$(awk -v s="$sw" -v t="$txn" 'BEGIN { if (t > 0) printf "%.2f", s / t }')
+        fi
+        return
     fi
     # shellcheck disable=SC2086
     "${perf[@]}" "$DBPOOL" bench -T "$DURATION" -P 0 --json ${args[$n]} $extra "$conninfo" >"$work/out.json"
