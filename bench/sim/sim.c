@@ -1162,11 +1162,13 @@ int main(int argc, char **argv)
         decreases += procs[i].aimd.decreases;
     }
     printf("summary label=%s mode=%s ops_per_s=%.1f jain=%.3f wait_p50_ms=%.2f "
-           "wait_p99_ms=%.1f refusals_per_s=%.2f connects_per_s=%.2f fail=%ld timeouts=%ld "
-           "dropped=%ld max_backends=%d converged_s=%d decreases=%" PRIu64 "\n",
+           "wait_p99_ms=%.1f waits_below_1ms=%.3f refusals_per_s=%.2f connects_per_s=%.2f "
+           "fail=%ld timeouts=%ld dropped=%ld max_backends=%d converged_s=%d decreases=%" PRIu64
+           "\n",
            opt.label, opt.fixed ? "fixed" : "adaptive", total, jain_of(tput, opt.procs),
-           hist_q(0.5), hist_q(0.99), (double)refusals_total / opt.seconds, (double)conns / span,
-           fail, fail_timeout, fail_dropped, max_backends, converged_at, decreases);
+           hist_q(0.5), hist_q(0.99), nhist ? (double)hist_below(1.0) / (double)nhist : 0.0,
+           (double)refusals_total / opt.seconds, (double)conns / span, fail, fail_timeout,
+           fail_dropped, max_backends, converged_at, decreases);
     if (getenv("SIM_DEBUG")) /* where the time goes */
         printf("debug waits_below_1ms=%.3f hits=%ld misses=%ld per-proc slots: pending %.1f "
                "connecting %.1f idle %.1f "
