@@ -30,22 +30,23 @@ build=${1:-build}
 sim=$build/bench/sim/sim
 run=$build/bench/sim/adaptive_run
 
-# The model of this machine's server, calibrated on the real runs of
-# 2026-12-03 15:19-15:35 UTC (bench/RESULTS.md (j), "The connect rate"):
+# The model of this machine's server, calibrated on 16 rounds of the real
+# run, 2026-12-03 15:18-15:36 UTC (bench/RESULTS.md (j), "The adaptive row:
+# the connect rate"):
 # connect capacity from the run with fixed caps of 7 (no refusals; its
 # throughput is bound by connects): 4 connects in parallel (build/bench/sim/
 # connect_cost: the server's connect rate stops growing at 4-8 connects in
-# flight) of 16.5 ms on average with a long tail: 4000 / 16.5 = 242
+# flight) of 16.6 ms on average with a long tail: 4000 / 16.6 = 241
 # connects/s, the fixed runs' median (pg_stat_database.sessions);
 # a refused connect costs 0.6 of an accepted one (connect_cost --fill: 650
 # refusals/s against 410 connects/s); the time per call without a connect
 # from the run with one connection per tenant and no connects (--size 1):
-# 1.00 ms (25 072 calls/s, 32 threads through the loaded 2-core machine).
-# This machine's connect rate moves with the other load on it (168-309
+# 0.88 ms (28 451 calls/s, 32 threads through the loaded 2-core machine).
+# This machine's connect rate moves with the other load on it (148-382
 # connects/s between rounds minutes apart), so re-calibrate on the day's
 # runs: `bench/sim/run.sh real` prints the MODEL line for them; pass it as
 # MODEL="..." bench/sim/run.sh.
-MODEL=${MODEL:-"--connect-par 4 --connect-ms 16.5 --refuse-ms 9.9 --query-ms 1.00"}
+MODEL=${MODEL:-"--connect-par 4 --connect-ms 16.6 --refuse-ms 10.0 --query-ms 0.88"}
 
 # 100 app servers x 500 tenant databases on one bigger server (500
 # connections, 16 connects in parallel: 800/s), 5 ms queries, open-loop
