@@ -2,7 +2,7 @@
 # run.sh - the simulations behind bench/RESULTS.md ("Simulation: many app
 # servers on one PostgreSQL"), from the repository root after `make build`.
 #
-#   bench/sim/run.sh [BUILD]        the simulator only (about 1.5 minutes):
+#   bench/sim/run.sh [BUILD]        the simulator only (about 2 minutes):
 #                                   1. it_adaptive's scenario (8 processes, cap 20,
 #                                      max_connections 60), 10 seeds, fixed caps of 7
 #                                      and the adaptive budget: the numbers checked
