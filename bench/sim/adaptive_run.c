@@ -49,7 +49,8 @@ static struct {
     int procs, threads, cap, tenants, hot, size, fixed;
     double seconds, warmup;
     int64_t interval;
-} opt = {NULL, 8, 4, 20, 100, 8, 3, 0, 16.0, 8.0, 1000};
+    int series;
+} opt = {NULL, 8, 4, 20, 100, 8, 3, 0, 16.0, 8.0, 1000, 0};
 
 static int64_t now_us(void)
 {
@@ -68,9 +69,14 @@ static int resolve(void *arg, const char *tenant, char *conninfo, size_t len, db
     return 0;
 }
 
+#define MAX_SECS 64
 struct result {
-    long ok, fail, fail_full, refusals, decreases;
+    long ok, fail, fail_full, refusals, decreases, evictions;
     int cap_end;
+    /* at the end of each second: cap, connections held, refusals, evictions
+     * and calls completed so far (--series) */
+    int sec_cap[MAX_SECS], sec_open[MAX_SECS];
+    long sec_refusals[MAX_SECS], sec_evictions[MAX_SECS], sec_calls[MAX_SECS];
     double wait_p50, wait_p99, wait_max; /* ms, calls after warmup */
     uint32_t hist[NBUCKETS];
 };
@@ -80,6 +86,7 @@ struct client {
     int64_t t0;
     unsigned seed;
     long ok, fail, fail_full;
+    long calls; /* completed, warmup included (the series) */
     float *waits;
     long nwaits, cap;
 };
@@ -104,6 +111,7 @@ static void *client_main(void *arg)
             rc = PQresultStatus(res) == PGRES_TUPLES_OK ? 0 : -1;
             PQclear(res);
             (void)dbpool_checkin(&l);
+            __atomic_add_fetch(&c->calls, 1, __ATOMIC_RELAXED);
         }
         if (t < warm)
             continue;
@@ -161,6 +169,21 @@ static void child(int fd, int id)
         cl[i].waits = waits + i * cl[i].cap;
         pthread_create(&th[i], NULL, client_main, &cl[i]);
     }
+    /* one sample per second for the series */
+    for (int sec = 0; sec < MAX_SECS && sec < (int)opt.seconds; sec++) {
+        int64_t at = t0 + (int64_t)(sec + 1) * 1000000, d = at - now_us();
+        if (d > 0)
+            usleep((useconds_t)d);
+        dbpool_registry_stats st;
+        if (dbpool_registry_stats_get(reg, &st) == 0) {
+            res.sec_cap[sec] = st.cap;
+            res.sec_open[sec] = st.open_connections;
+            res.sec_refusals[sec] = (long)st.server_full;
+            res.sec_evictions[sec] = (long)st.evictions;
+        }
+        for (int i = 0; i < n; i++)
+            res.sec_calls[sec] += __atomic_load_n(&cl[i].calls, __ATOMIC_RELAXED);
+    }
     long nw = 0;
     for (int i = 0; i < n; i++) {
         pthread_join(th[i], NULL);
@@ -183,6 +206,7 @@ static void child(int fd, int id)
         res.refusals = (long)st.server_full;
         res.decreases = (long)st.cap_decreases;
         res.cap_end = st.cap;
+        res.evictions = (long)st.evictions;
     }
     (void)dbpool_registry_close(reg);
     free(waits);
@@ -213,7 +237,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: adaptive_run [--procs N] [--threads N] [--cap N] [--fixed] "
                     "[--interval MS] [--tenants N] [--hot N] [--size N] [--seconds S] "
-                    "[--warmup S] TEMPLATE\n");
+                    "[--warmup S] [--series] TEMPLATE\n");
     exit(2);
 }
 
@@ -224,6 +248,10 @@ int main(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--fixed")) {
             opt.fixed = 1;
+            continue;
+        }
+        if (!strcmp(a, "--series")) {
+            opt.series = 1;
             continue;
         }
         if (a[0] != '-') {
@@ -283,10 +311,21 @@ int main(int argc, char **argv)
     int max_b = 0;
     int64_t t0 = now_us();
     long sess0 = -1, sess1 = -1;
+    /* per second: the most backends seen, sessions started so far */
+    int sec_b[MAX_SECS] = {0};
+    long sec_sess[MAX_SECS];
+    long sess_start = opt.series ? sessions(pg) : -1;
+    for (int k = 0; k < MAX_SECS; k++)
+        sec_sess[k] = -1;
     while (now_us() - t0 < (int64_t)(opt.seconds * 1e6)) {
         int b = backends(pg);
+        int sec = (int)((now_us() - t0) / 1000000);
         if (b > max_b)
             max_b = b;
+        if (sec < MAX_SECS && b > sec_b[sec])
+            sec_b[sec] = b;
+        if (opt.series && sec < MAX_SECS)
+            sec_sess[sec] = sessions(pg);
         if (sess0 < 0 && now_us() - t0 >= (int64_t)(opt.warmup * 1e6))
             sess0 = sessions(pg);
         usleep(250000);
@@ -306,10 +345,10 @@ int main(int argc, char **argv)
             return 1;
         }
         double tput = res[i].ok / span;
-        printf("proc=%d ops_per_s=%.1f fail=%ld refusals=%ld decreases=%ld cap_end=%d "
-               "wait_p50_ms=%.2f wait_p99_ms=%.1f\n",
-               i, tput, res[i].fail, res[i].refusals, res[i].decreases, res[i].cap_end,
-               res[i].wait_p50, res[i].wait_p99);
+        printf("proc=%d ops_per_s=%.1f fail=%ld refusals=%ld decreases=%ld evictions=%ld "
+               "cap_end=%d wait_p50_ms=%.2f wait_p99_ms=%.1f\n",
+               i, tput, res[i].fail, res[i].refusals, res[i].decreases, res[i].evictions,
+               res[i].cap_end, res[i].wait_p50, res[i].wait_p99);
         sum += tput;
         sq += tput * tput;
         fail += res[i].fail;
@@ -332,12 +371,31 @@ int main(int argc, char **argv)
     uint64_t fast = 0;
     for (int b = 0; b < NBUCKETS && bucket_ms(b) < 1.0; b++)
         fast += hist[b];
-    printf("waits_below_1ms=%.3f\n", nall ? (double)fast / (double)nall : 0.0);
+    if (opt.series) { /* per second: backends, sessions, caps, held, refusals, evictions, calls */
+        printf("series t,backends,sessions,caps,cap_min,cap_max,held,refusals,evictions,calls\n");
+        for (int sec = 0; sec < (int)opt.seconds && sec < MAX_SECS; sec++) {
+            long caps = 0, held = 0, ref = 0, ev = 0, calls = 0;
+            int mn = 1 << 30, mx = 0;
+            for (int i = 0; i < opt.procs; i++) {
+                caps += res[i].sec_cap[sec];
+                held += res[i].sec_open[sec];
+                ref += res[i].sec_refusals[sec] - (sec ? res[i].sec_refusals[sec - 1] : 0);
+                ev += res[i].sec_evictions[sec] - (sec ? res[i].sec_evictions[sec - 1] : 0);
+                calls += res[i].sec_calls[sec] - (sec ? res[i].sec_calls[sec - 1] : 0);
+                mn = res[i].sec_cap[sec] < mn ? res[i].sec_cap[sec] : mn;
+                mx = res[i].sec_cap[sec] > mx ? res[i].sec_cap[sec] : mx;
+            }
+            long sp = sec ? sec_sess[sec - 1] : sess_start;
+            printf("series %d,%d,%ld,%ld,%d,%d,%ld,%ld,%ld,%ld\n", sec + 1, sec_b[sec],
+                   sec_sess[sec] >= 0 && sp >= 0 ? sec_sess[sec] - sp : -1, caps, mn, mx, held, ref,
+                   ev, calls);
+        }
+    }
     printf("summary ops_per_s=%.1f jain=%.3f wait_p50_ms=%.2f wait_p99_ms=%.1f wait_max_ms=%.0f "
-           "refusals=%ld refusals_per_s=%.2f connects_per_s=%.2f fail=%ld fail_full=%ld "
-           "max_backends=%d\n",
-           sum, sq > 0 ? sum * sum / (opt.procs * sq) : 0, p50, p99, wmax, refusals,
-           refusals / opt.seconds,
+           "waits_below_1ms=%.3f refusals=%ld refusals_per_s=%.2f connects_per_s=%.2f fail=%ld "
+           "fail_full=%ld max_backends=%d\n",
+           sum, sq > 0 ? sum * sum / (opt.procs * sq) : 0, p50, p99, wmax,
+           nall ? (double)fast / (double)nall : 0.0, refusals, refusals / opt.seconds,
            sess0 >= 0 && sess1 >= sess0
                ? (sess1 - sess0) / (double)(now_us() - t0 - opt.warmup * 1e6) * 1e6
                : -1.0,

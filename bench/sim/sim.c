@@ -20,7 +20,8 @@
  * idle tenant pools, DOWN (a full server never makes a pool DOWN anyway).
  * The server: max_connections, a connect channel (--connect-par parallel
  * connects of --connect-ms on average, long-tailed; a refused one costs
- * --refuse-ms; --cores K slows each connect by in-flight/K), a time per
+ * --refuse-ms; or, with --cores K, every connect in flight at once sharing
+ * K CPUs, the slot taken or refused after --refuse-ms of work), a time per
  * query, a backend that exits --disc-ms after its client closes.
  * Load: closed-loop callers (--threads per process, it_adaptive's tenant mix)
  * or open-loop arrivals (--rate per process, Zipf tenant popularity, diurnal
@@ -92,6 +93,7 @@ enum ev_type {
     EV_POLL,      /* a pool's CoDel poll */
     EV_EXIT,      /* a backend exits */
     EV_SAMPLE,    /* one second of the series */
+    EV_PS,        /* --cores: the next connect in processor sharing reaches a milestone */
 };
 
 struct ev {
@@ -462,8 +464,101 @@ static void budget_full(struct pool *p)
 
 /* ---- server --------------------------------------------------------------- */
 
+/* --cores K: processor sharing. Every connect starts at once (the postmaster
+ * forks at accept) and the connects in flight share K CPUs, each progressing
+ * at min(1, K / in flight). A connect is work --connect-ms (long-tailed); at
+ * --refuse-ms of it the backend asks for its slot (InitProcess): refused, it
+ * ends there; granted, it holds the slot for the rest. */
+struct psjob {
+    int slot, checked; /* checked: past the slot check */
+    double rem, tail;  /* work left to the next milestone; tail factor */
+};
+static struct psjob *ps;
+static int ps_n, ps_cap;
+static int64_t ps_at;   /* time of the last update */
+static unsigned ps_gen; /* the valid EV_PS */
+
+static double ps_rate(void)
+{
+    return ps_n > opt.cores ? (double)opt.cores / ps_n : 1.0;
+}
+
+static void ps_advance(void) /* the work done since ps_at */
+{
+    double done = (double)(now_us - ps_at) / 1000.0 * ps_rate();
+    for (int i = 0; i < ps_n; i++)
+        ps[i].rem -= done;
+    ps_at = now_us;
+}
+
+static void ps_schedule(void)
+{
+    if (ps_n == 0)
+        return;
+    double m = ps[0].rem;
+    for (int i = 1; i < ps_n; i++)
+        if (ps[i].rem < m)
+            m = ps[i].rem;
+    if (m < 0)
+        m = 0;
+    push(now_us + (int64_t)ceil(m / ps_rate() * 1000.0), EV_PS, 0, ++ps_gen);
+}
+
+static void ps_start(int si)
+{
+    ps_advance();
+    if (ps_n == ps_cap) {
+        ps_cap = ps_cap ? ps_cap * 2 : 256;
+        ps = realloc(ps, (size_t)ps_cap * sizeof(*ps));
+        if (!ps) {
+            fprintf(stderr, "out of memory\n");
+            exit(1);
+        }
+    }
+    double tail = 0.3 + 0.7 * -log(1.0 - urand());
+    ps[ps_n++] = (struct psjob){si, 0, opt.refuse_ms * tail, tail};
+    ps_schedule();
+}
+
+static void connected(struct slot *s);
+static void refused(struct slot *s);
+
+static void ps_event(void)
+{
+    ps_advance();
+    for (int i = 0; i < ps_n;) {
+        struct psjob *j = &ps[i];
+        if (j->rem > 1e-6) {
+            i++;
+            continue;
+        }
+        if (!j->checked && backends < opt.max_conn) { /* the slot: the rest of the connect */
+            backends++;
+            if (backends > max_backends)
+                max_backends = backends;
+            j->checked = 1;
+            j->rem = (opt.connect_ms - opt.refuse_ms) * j->tail;
+            if (j->rem > 1e-6) {
+                i++;
+                continue;
+            }
+        }
+        int si = j->slot, ok = j->checked;
+        *j = ps[--ps_n]; /* i now holds another job: look at it again */
+        if (ok)
+            connected(&slots[si]);
+        else
+            refused(&slots[si]);
+    }
+    ps_schedule();
+}
+
 static void server_connect(int si)
 {
+    if (opt.cores > 0) {
+        ps_start(si);
+        return;
+    }
     if (connect_busy < opt.connect_par) {
         connect_busy++;
         /* the outcome is decided when the backend starts: refused ones are cheaper */
@@ -471,10 +566,6 @@ static void server_connect(int si)
         if (ok)
             backends++; /* the backend takes its slot (PGPROC) at once */
         double cost = ok ? opt.connect_ms : opt.refuse_ms;
-        /* --cores K: the connects in flight share K CPUs, so each one takes
-         * longer the more there are (processor sharing, taken at its start) */
-        if (opt.cores > 0 && connect_busy > opt.cores)
-            cost *= (double)connect_busy / opt.cores;
         /* mean `cost`, with a long tail: a fork and authentication on a
          * busy machine sometimes wait for a CPU */
         cost *= 0.3 + 0.7 * -log(1.0 - urand());
@@ -945,7 +1036,7 @@ static void usage(void)
         stderr,
         "usage: sim [--procs N] [--tenants N] [--threads N | --rate PER_S] [--cap N] [--fixed]\n"
         "           [--min N] [--interval MS] [--size N] [--max-conn N] [--connect-ms MS]\n"
-        "           [--connect-par N] [--refuse-ms MS] [--disc-ms MS] [--query-ms MS]\n"
+        "           [--connect-par N | --cores K] [--refuse-ms MS] [--disc-ms MS] [--query-ms MS]\n"
         "           [--client-ms MS] [--hot N] [--zipf S] [--diurnal A] [--day S]\n"
         "           [--seconds S] [--warmup S] [--timeout MS] [--idle-timeout MS]\n"
         "           [--seed N] [--series FILE.csv] [--label NAME]\n");
@@ -1125,6 +1216,10 @@ int main(int argc, char **argv)
         case EV_EXIT:
             backends--;
             break;
+        case EV_PS:
+            if (e.gen == ps_gen)
+                ps_event();
+            break;
         case EV_SAMPLE:
             sample(e.a);
             if (e.a >= (int)opt.seconds)
@@ -1162,11 +1257,13 @@ int main(int argc, char **argv)
         decreases += procs[i].aimd.decreases;
     }
     printf("summary label=%s mode=%s ops_per_s=%.1f jain=%.3f wait_p50_ms=%.2f "
-           "wait_p99_ms=%.1f refusals_per_s=%.2f connects_per_s=%.2f fail=%ld timeouts=%ld "
-           "dropped=%ld max_backends=%d converged_s=%d decreases=%" PRIu64 "\n",
+           "wait_p99_ms=%.1f waits_below_1ms=%.3f refusals_per_s=%.2f connects_per_s=%.2f "
+           "fail=%ld timeouts=%ld dropped=%ld max_backends=%d converged_s=%d decreases=%" PRIu64
+           "\n",
            opt.label, opt.fixed ? "fixed" : "adaptive", total, jain_of(tput, opt.procs),
-           hist_q(0.5), hist_q(0.99), (double)refusals_total / opt.seconds, (double)conns / span,
-           fail, fail_timeout, fail_dropped, max_backends, converged_at, decreases);
+           hist_q(0.5), hist_q(0.99), nhist ? (double)hist_below(1.0) / (double)nhist : 0.0,
+           (double)refusals_total / opt.seconds, (double)conns / span, fail, fail_timeout,
+           fail_dropped, max_backends, converged_at, decreases);
     if (getenv("SIM_DEBUG")) /* where the time goes */
         printf("debug waits_below_1ms=%.3f hits=%ld misses=%ld per-proc slots: pending %.1f "
                "connecting %.1f idle %.1f "
