@@ -67,6 +67,7 @@ struct dbpool_epoll {
     struct dbpool_epoll_w *timers; /* running timers, unordered */
     struct dbpool_epoll_w *garbage;
     int running;
+    int deferring; /* inside a dbpool_cq_defer_wakeup() span */
     unsigned char *hint; /* per fd number: registered in ep, probably */
     int nhint;
 };
@@ -300,11 +301,24 @@ static inline int dbpool_epoll_fd(const dbpool_epoll *a)
 static inline int dbpool_epoll_run(dbpool_epoll *a, int timeout_ms)
 {
     struct epoll_event evs[64];
+
+    /* (a run from inside a callback) never wait with completions unsignalled */
+    if (a->deferring) {
+        a->deferring = 0;
+        dbpool_cq_defer_wakeup(a->cq, 0);
+    }
     int n = epoll_wait(a->ep, evs, 64, timeout_ms);
 
     if (n < 0)
         return -1;
     a->running++;
+    /* what this batch posts to the queue runs below without an eventfd
+     * write and read (the end of the batch signals what is left) */
+    int deferred = n > 0;
+    if (deferred) {
+        a->deferring = 1;
+        dbpool_cq_defer_wakeup(a->cq, 1);
+    }
     /* every socket reported here was disarmed by its report (one-shot) */
     for (int i = 0; i < n; i++) {
         void *p = evs[i].data.ptr;
@@ -338,6 +352,10 @@ static inline int dbpool_epoll_run(dbpool_epoll *a, int timeout_ms)
      * to the next request) run now, not after one more epoll_wait */
     if (n > 0)
         dbpool_cq_run(a->cq, 0);
+    if (deferred && a->deferring) { /* (not closed by a nested run) */
+        a->deferring = 0;
+        dbpool_cq_defer_wakeup(a->cq, 0);
+    }
     if (--a->running == 0)
         while (a->garbage) {
             struct dbpool_epoll_w *w = a->garbage;
