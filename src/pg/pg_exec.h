@@ -25,6 +25,7 @@ struct pg_qstate {
     char last_sqlstate[6];
     int64_t db_us;   /* time spent in exchanges, ever (transaction timings) */
     uint64_t resets; /* pg_conn_resets() when the cache was last valid */
+    int64_t answered_us; /* end of the last exchange the server answered in full, 0: none */
 };
 
 /* What one exchange sends. */
