@@ -3,10 +3,12 @@
  * loop thread on a pool of 8; SQL errors and the statement cache; a statement
  * timeout cancelled server-side (ETIMEDOUT only with 57014, EUNKNOWN without
  * an answer) while the loop keeps serving others; a connection terminated
- * mid-statement and ones terminated while idle (not sent: retried); pool close
+ * mid-statement and ones terminated while idle (not sent: retried), also after
+ * answering (the skipped dead-before-send check expires); pool close
  * with statements pending; a lease-level call; misuse; the epoll adapter's
  * registrations left between statements (a socket number reused after a lost
  * connection, a lease going back and forth between two loops). */
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -459,6 +461,43 @@ static void test_async_lease_exec(void **state)
     fx_close(&f);
 }
 
+static void exec_on(struct fixture *f, dbpool_lease *l, const char *sql, struct rec *r)
+{
+    assert_int_equal(dbpool_pg_exec_async(f->loop, l, sql, NULL, NULL, on_result, r), 0);
+    assert_true(run_all(f->ep, r, 1, 30000));
+}
+
+/* The dead-before-send check is skipped only on a connection whose server
+ * answered moments ago (pg_query.c, PGQ_FRESH_US: 1 ms). One that answered,
+ * then idled 50 ms and was terminated, is still found dead before sending:
+ * ECONNLOST with sent 0 on a lease (and a retry for the one-call form). A
+ * freshness window counted in the wrong unit, or never expiring, fails here. */
+static void test_async_dead_before_send_after_use(void **state)
+{
+    (void)state;
+    struct fixture f;
+    fx_open(&f);
+    dbpool *p = open_connected("pa_used", 1);
+    dbpool_lease l;
+    struct rec r1 = {0}, r2 = {0};
+
+    assert_int_equal(dbpool_checkout(p, 10000, &l), 0);
+    exec_on(&f, &l, "SELECT 1", &r1); /* answered: fresh for 1 ms */
+    assert_int_equal(r1.status, 0);
+    nanosleep(&(struct timespec){0, 50000000}, NULL);
+    assert_true(pgt_terminate(&srv, "pa_used") >= 1);
+    /* the server's goodbye reaches the socket */
+    struct pollfd pfd = {.fd = PQsocket(dbpool_pg_conn(&l)), .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, 10000), 1);
+    exec_on(&f, &l, "SELECT 2", &r2);
+    assert_int_equal(r2.status, DBPOOL_ECONNLOST);
+    assert_int_equal(r2.sent, 0);
+    assert_non_null(strstr(r2.err, "before sending"));
+    assert_int_equal(dbpool_checkin(&l), 0);
+    assert_int_equal(itp_close(p), 0);
+    fx_close(&f);
+}
+
 /* ---- the epoll adapter's registrations left between statements ------------------ */
 
 /* The socket number and backend pid of the pool's (one) connection. */
@@ -660,6 +699,7 @@ int main(void)
         cmocka_unit_test(test_async_connection_lost),
         cmocka_unit_test(test_async_close_pending),
         cmocka_unit_test(test_async_lease_exec),
+        cmocka_unit_test(test_async_dead_before_send_after_use),
         cmocka_unit_test(test_async_epoll_fd_reused_after_lost),
         cmocka_unit_test(test_async_epoll_lease_between_loops),
         cmocka_unit_test(test_async_misuse),
