@@ -471,6 +471,17 @@ static int answered_lately(const struct call *c)
     return at > 0 && now_us() - at < PGQ_FRESH_US;
 }
 
+int pgq_found_dead(struct call *c)
+{
+    return PQstatus(c->pg) != CONNECTION_OK ||
+           (!answered_lately(c) && pgq_probe_dead(c->pg, c->msg, sizeof(c->msg)));
+}
+
+void pgq_answered(struct call *c)
+{
+    c->qs->answered_us = now_us();
+}
+
 /*
  * Send one request. `user` marks the caller's own statement (as opposed to
  * BEGIN, Prepare, DEALLOCATE...): it decides c->sent.
@@ -482,8 +493,7 @@ int pgq_send(struct call *c, int kind, const char *name, const char *sql, const 
     int n = p ? p->n : 0, ok = 0;
 
     c->msg[0] = '\0';
-    if (PQstatus(pg) != CONNECTION_OK ||
-        (!answered_lately(c) && pgq_probe_dead(pg, c->msg, sizeof(c->msg)))) {
+    if (pgq_found_dead(c)) {
         if (!c->msg[0])
             pgq_conn_msg(c->msg, sizeof(c->msg), pg, "connection is closed");
         c->discard = 1;
