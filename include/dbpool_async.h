@@ -110,8 +110,9 @@ DBPOOL_API int dbpool_cq_free(dbpool_cq *cq);
 
 /*
  * The file descriptor to watch for reading (level-triggered): readable while
- * completions wait to be run (outside a dbpool_cq_defer_wakeup() span). Owned by the queue: do not read, write or
- * close it. Returns the fd, or DBPOOL_EINVAL for NULL.
+ * completions wait to be run (outside a dbpool_cq_defer_wakeup() span). Owned
+ * by the queue: do not read, write or close it. Returns the fd, or
+ * DBPOOL_EINVAL for NULL.
  */
 DBPOOL_API int dbpool_cq_fd(const dbpool_cq *cq);
 

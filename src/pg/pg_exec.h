@@ -23,8 +23,8 @@ struct pg_qstate {
     int depth;              /* savepoint nesting of dbpool_pg_transaction_lease */
     uint64_t retryable;     /* 40001/40P01 errors seen (transaction retries) */
     char last_sqlstate[6];
-    int64_t db_us;   /* time spent in exchanges, ever (transaction timings) */
-    uint64_t resets; /* pg_conn_resets() when the cache was last valid */
+    int64_t db_us;       /* time spent in exchanges, ever (transaction timings) */
+    uint64_t resets;     /* pg_conn_resets() when the cache was last valid */
     int64_t answered_us; /* end of the last exchange the server answered in full, 0: none */
 };
 

@@ -67,7 +67,7 @@ struct dbpool_epoll {
     struct dbpool_epoll_w *timers; /* running timers, unordered */
     struct dbpool_epoll_w *garbage;
     int running;
-    int deferring; /* inside a dbpool_cq_defer_wakeup() span */
+    int deferring;       /* inside a dbpool_cq_defer_wakeup() span */
     unsigned char *hint; /* per fd number: registered in ep, probably */
     int nhint;
 };
