@@ -7,7 +7,8 @@
  * answering (the skipped dead-before-send check expires); pool close
  * with statements pending; a lease-level call; misuse; the epoll adapter's
  * registrations left between statements (a socket number reused after a lost
- * connection, a lease going back and forth between two loops). */
+ * connection, a lease going back and forth between two loops) and its defer
+ * span seen from a nested run. */
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -641,6 +642,53 @@ static void test_async_epoll_lease_between_loops(void **state)
     fx_close(&f[1]);
 }
 
+struct nested {
+    struct fixture *f;
+    struct rec a, b;
+    int b_done_inside; /* b finished while a's callback ran the loop */
+};
+
+static int b_called(void *arg)
+{
+    return ((struct nested *)arg)->b.calls > 0;
+}
+
+static void on_a_nested(void *arg, int status, dbpool_pg_result *r)
+{
+    struct nested *n = arg;
+
+    on_result(&n->a, status, r);
+    /* a's connection went to b (this loop's next request) before this
+     * callback, inside the adapter's defer span: a run from here must still
+     * see b's completion, or it waits for nothing */
+    n->b_done_inside = loop_until(n->f->ep, b_called, n, 5000);
+}
+
+/* The epoll adapter runs each batch inside a dbpool_cq_defer_wakeup span; a
+ * callback that runs the loop itself (a nested dbpool_epoll_run) must not
+ * wait with the completions of that span unsignalled. */
+static void test_async_epoll_nested_run_sees_deferred(void **state)
+{
+    (void)state;
+    struct fixture f;
+    fx_open(&f);
+    dbpool *p = open_connected("pa_nested", 1);
+    struct nested n;
+    memset(&n, 0, sizeof n);
+    n.f = &f;
+
+    assert_int_equal(dbpool_pg_query_async(f.loop, p, "SELECT 1", NULL, NULL, on_a_nested, &n), 0);
+    query(&f, p, 0, "SELECT $1::int", 2, NULL, &n.b);
+    struct recs rs = {&n.a, 1};
+    assert_true(loop_until(f.ep, all_called, &rs, 30000));
+    assert_int_equal(n.a.status, 0);
+    assert_true(n.b_done_inside);
+    assert_int_equal(n.b.status, 0);
+    assert_int_equal(n.b.value, 2);
+    assert_int_equal(itp_close(p), 0);
+    fx_close(&f);
+}
+
 /* Misuse gets EINVAL with no callback; a loop with calls pending is not
  * freed. */
 static void test_async_misuse(void **state)
@@ -702,6 +750,7 @@ int main(void)
         cmocka_unit_test(test_async_dead_before_send_after_use),
         cmocka_unit_test(test_async_epoll_fd_reused_after_lost),
         cmocka_unit_test(test_async_epoll_lease_between_loops),
+        cmocka_unit_test(test_async_epoll_nested_run_sees_deferred),
         cmocka_unit_test(test_async_misuse),
     };
     return cmocka_run_group_tests_name("it_pg_async", tests, group_setup, group_teardown);
