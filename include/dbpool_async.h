@@ -110,8 +110,9 @@ DBPOOL_API int dbpool_cq_free(dbpool_cq *cq);
 
 /*
  * The file descriptor to watch for reading (level-triggered): readable while
- * completions wait to be run. Owned by the queue: do not read, write or
- * close it. Returns the fd, or DBPOOL_EINVAL for NULL.
+ * completions wait to be run (outside a dbpool_cq_defer_wakeup() span). Owned
+ * by the queue: do not read, write or close it. Returns the fd, or
+ * DBPOOL_EINVAL for NULL.
  */
 DBPOOL_API int dbpool_cq_fd(const dbpool_cq *cq);
 
@@ -125,6 +126,21 @@ DBPOOL_API int dbpool_cq_fd(const dbpool_cq *cq);
  * returns fewer than `max`.
  */
 DBPOOL_API int dbpool_cq_run(dbpool_cq *cq, int max);
+
+/*
+ * For a loop adapter that runs the queue itself right after it dispatched a
+ * batch of events (dbpool/adapters/epoll.h does): between
+ * dbpool_cq_defer_wakeup(cq, 1) and the matching dbpool_cq_defer_wakeup(cq, 0)
+ * completions do not make the fd readable, so one that the queue's own
+ * thread posts (a check-in handing the connection to this loop's next
+ * request) and dbpool_cq_run() then runs within the span costs no eventfd
+ * write and read. The closing call makes the fd readable if completions
+ * still wait, whoever posted them. Calls nest (the outermost close counts).
+ * Owner's thread only, and never wait on the fd, or block, inside a span:
+ * what was posted in it is signalled only when it ends. Returns 0, or
+ * DBPOOL_EINVAL for NULL.
+ */
+DBPOOL_API int dbpool_cq_defer_wakeup(dbpool_cq *cq, int on);
 
 /*
  * Ask for a connection without blocking. Waits in the pool's queue at most

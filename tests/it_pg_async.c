@@ -3,8 +3,13 @@
  * loop thread on a pool of 8; SQL errors and the statement cache; a statement
  * timeout cancelled server-side (ETIMEDOUT only with 57014, EUNKNOWN without
  * an answer) while the loop keeps serving others; a connection terminated
- * mid-statement and ones terminated while idle (not sent: retried); pool close
- * with statements pending; a lease-level call; misuse. */
+ * mid-statement and ones terminated while idle (not sent: retried), also after
+ * answering (the skipped dead-before-send check expires); pool close
+ * with statements pending; a lease-level call; misuse; the epoll adapter's
+ * registrations left between statements (a socket number reused after a lost
+ * connection, a lease going back and forth between two loops) and its defer
+ * span seen from a nested run. */
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -454,6 +462,233 @@ static void test_async_lease_exec(void **state)
     fx_close(&f);
 }
 
+static void exec_on(struct fixture *f, dbpool_lease *l, const char *sql, struct rec *r)
+{
+    assert_int_equal(dbpool_pg_exec_async(f->loop, l, sql, NULL, NULL, on_result, r), 0);
+    assert_true(run_all(f->ep, r, 1, 30000));
+}
+
+/* The dead-before-send check is skipped only on a connection whose server
+ * answered moments ago (pg_query.c, PGQ_FRESH_US: 1 ms). One that answered,
+ * then idled 50 ms and was terminated, is still found dead before sending:
+ * ECONNLOST with sent 0 on a lease (and a retry for the one-call form). A
+ * freshness window counted in the wrong unit, or never expiring, fails here. */
+static void test_async_dead_before_send_after_use(void **state)
+{
+    (void)state;
+    struct fixture f;
+    fx_open(&f);
+    dbpool *p = open_connected("pa_used", 1);
+    dbpool_lease l;
+    struct rec r1 = {0}, r2 = {0};
+
+    assert_int_equal(dbpool_checkout(p, 10000, &l), 0);
+    exec_on(&f, &l, "SELECT 1", &r1); /* answered: fresh for 1 ms */
+    assert_int_equal(r1.status, 0);
+    nanosleep(&(struct timespec){0, 50000000}, NULL);
+    assert_true(pgt_terminate(&srv, "pa_used") >= 1);
+    /* the server's goodbye reaches the socket */
+    struct pollfd pfd = {.fd = PQsocket(dbpool_pg_conn(&l)), .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, 10000), 1);
+    exec_on(&f, &l, "SELECT 2", &r2);
+    assert_int_equal(r2.status, DBPOOL_ECONNLOST);
+    assert_int_equal(r2.sent, 0);
+    assert_non_null(strstr(r2.err, "before sending"));
+    assert_int_equal(dbpool_checkin(&l), 0);
+    assert_int_equal(itp_close(p), 0);
+    fx_close(&f);
+}
+
+/* ---- the epoll adapter's registrations left between statements ------------------ */
+
+/* The socket number and backend pid of the pool's (one) connection. */
+static void conn_ids(dbpool *p, int *fd, int *pid)
+{
+    dbpool_lease l;
+    assert_int_equal(dbpool_checkout(p, 10000, &l), 0);
+    *fd = PQsocket(dbpool_pg_conn(&l));
+    *pid = PQbackendPID(dbpool_pg_conn(&l));
+    assert_int_equal(dbpool_checkin(&l), 0);
+}
+
+static void run_n(struct fixture *f, dbpool *p, int n, int base)
+{
+    for (int i = 0; i < n; i++) {
+        struct rec r = {0};
+        query(f, p, i & 1, "SELECT $1::int", base + i, NULL, &r);
+        assert_true(run_all(f->ep, &r, 1, 10000)); /* a lost watch would hang here */
+        assert_int_equal(r.status, 0);
+        assert_int_equal(r.value, base + i);
+    }
+}
+
+/* Events handled by polls of ep over about ms milliseconds, nothing pending. */
+static int quiet_events(dbpool_epoll *ep, int ms)
+{
+    int n = 0;
+    for (int i = 0; i < ms / 2; i++) {
+        int k = dbpool_epoll_run(ep, 0);
+        if (k > 0)
+            n += k;
+        nanosleep(&(struct timespec){0, 2000000}, NULL);
+    }
+    return n;
+}
+
+/* The adapter leaves a finished statement's socket in its epoll set. The
+ * connection is then lost mid-statement and replaced, and the new socket gets
+ * the same number: its statements must still be watched (a registration
+ * skipped because "the number is registered already" would hang them). A
+ * forked child keeps the old socket open, so the kernel keeps its
+ * registration although we closed it: once the server hangs up, that
+ * registration must never report (level-triggered it would, forever, and
+ * point at freed state). */
+static void test_async_epoll_fd_reused_after_lost(void **state)
+{
+    (void)state;
+    struct fixture f;
+    fx_open(&f);
+    dbpool *p = open_connected("pa_reuse", 1);
+    int fd1, pid1, fd2, pid2;
+
+    conn_ids(p, &fd1, &pid1);
+    run_n(&f, p, 10, 100);
+
+    int hold[2];
+    assert_int_equal(pipe(hold), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) { /* keeps every fd of the parent open until the pipe closes */
+        char c;
+        close(hold[1]);
+        while (read(hold[0], &c, 1) < 0) {
+        }
+        _exit(0);
+    }
+    close(hold[0]);
+
+    struct rec r = {0};
+    struct killer k = {"pa_reuse", 0};
+    pthread_t t = itp_thr_start(kill_when_active, &k);
+    query(&f, p, 0, "SELECT pg_sleep($1)", 20, NULL, &r);
+    assert_true(run_all(f.ep, &r, 1, 30000));
+    assert_int_equal(itp_thr_join(t, 30000), 0);
+    assert_int_equal(r.status, DBPOOL_ECONNLOST);
+    assert_int_equal(r.sent, 1);
+
+    assert_true(itp_wait_stats(p, idle_is, 1, 20000));
+    conn_ids(p, &fd2, &pid2);
+    assert_int_not_equal(pid2, pid1);
+    assert_int_equal(fd2, fd1); /* the number was reused: what this test is about */
+    run_n(&f, p, 20, 200);
+    /* the old socket (alive in the child, hung up by the server) is silent */
+    assert_int_equal(quiet_events(f.ep, 100), 0);
+
+    close(hold[1]);
+    int st;
+    assert_int_equal(waitpid(child, &st, 0), child);
+    assert_int_equal(itp_close(p), 0);
+    fx_close(&f);
+}
+
+struct two_loops {
+    struct fixture *quiet; /* the other loop: must see nothing */
+    int woke;
+};
+
+/* Wait up to ms on the other loop: the answer to this loop's statement
+ * arrives meanwhile, and must not wake it. */
+static void other_stays_quiet(struct two_loops *tl, int ms)
+{
+    int k = dbpool_epoll_run(tl->quiet->ep, ms);
+    if (k > 0)
+        tl->woke += k;
+}
+
+/* One connection, two loops taking turns: each loop's epoll set keeps the
+ * socket between its statements while the other loop uses it. Every
+ * statement is watched and answered on its own loop, and a loop whose
+ * registration was left behind is never woken by the other loop's traffic. */
+static void test_async_epoll_lease_between_loops(void **state)
+{
+    (void)state;
+    struct fixture f[2];
+    fx_open(&f[0]);
+    fx_open(&f[1]);
+    dbpool *p = open_connected("pa_twoloops", 1);
+    int fd, pid;
+
+    conn_ids(p, &fd, &pid);
+    for (int i = 0; i < 40; i++) {
+        struct fixture *me = &f[i & 1];
+        struct two_loops tl = {&f[!(i & 1)], 0};
+        struct rec r = {0};
+        query(me, p, i % 3 == 0, "SELECT pg_backend_pid() + 0 * $1::int", i, NULL, &r);
+        struct recs rs = {&r, 1};
+        int64_t end = pgt_now_ms() + 10000;
+        while (!all_called(&rs) && pgt_now_ms() < end) {
+            dbpool_epoll_run(me->ep, 0); /* (sends once the lease is in) */
+            other_stays_quiet(&tl, 2);
+            dbpool_epoll_run(me->ep, 5);
+        }
+        assert_int_equal(r.calls, 1);
+        assert_int_equal(r.status, 0);
+        assert_int_equal(r.value, pid); /* the same connection, on both loops */
+        assert_int_equal(tl.woke, 0);
+    }
+    assert_int_equal(quiet_events(f[0].ep, 20) + quiet_events(f[1].ep, 20), 0);
+    assert_int_equal(itp_close(p), 0);
+    fx_close(&f[0]);
+    fx_close(&f[1]);
+}
+
+struct nested {
+    struct fixture *f;
+    struct rec a, b;
+    int b_done_inside; /* b finished while a's callback ran the loop */
+};
+
+static int b_called(void *arg)
+{
+    return ((struct nested *)arg)->b.calls > 0;
+}
+
+static void on_a_nested(void *arg, int status, dbpool_pg_result *r)
+{
+    struct nested *n = arg;
+
+    on_result(&n->a, status, r);
+    /* a's connection went to b (this loop's next request) before this
+     * callback, inside the adapter's defer span: a run from here must still
+     * see b's completion, or it waits for nothing */
+    n->b_done_inside = loop_until(n->f->ep, b_called, n, 5000);
+}
+
+/* The epoll adapter runs each batch inside a dbpool_cq_defer_wakeup span; a
+ * callback that runs the loop itself (a nested dbpool_epoll_run) must not
+ * wait with the completions of that span unsignalled. */
+static void test_async_epoll_nested_run_sees_deferred(void **state)
+{
+    (void)state;
+    struct fixture f;
+    fx_open(&f);
+    dbpool *p = open_connected("pa_nested", 1);
+    struct nested n;
+    memset(&n, 0, sizeof n);
+    n.f = &f;
+
+    assert_int_equal(dbpool_pg_query_async(f.loop, p, "SELECT 1", NULL, NULL, on_a_nested, &n), 0);
+    query(&f, p, 0, "SELECT $1::int", 2, NULL, &n.b);
+    struct recs rs = {&n.a, 1};
+    assert_true(loop_until(f.ep, all_called, &rs, 30000));
+    assert_int_equal(n.a.status, 0);
+    assert_true(n.b_done_inside);
+    assert_int_equal(n.b.status, 0);
+    assert_int_equal(n.b.value, 2);
+    assert_int_equal(itp_close(p), 0);
+    fx_close(&f);
+}
+
 /* Misuse gets EINVAL with no callback; a loop with calls pending is not
  * freed. */
 static void test_async_misuse(void **state)
@@ -512,6 +747,10 @@ int main(void)
         cmocka_unit_test(test_async_connection_lost),
         cmocka_unit_test(test_async_close_pending),
         cmocka_unit_test(test_async_lease_exec),
+        cmocka_unit_test(test_async_dead_before_send_after_use),
+        cmocka_unit_test(test_async_epoll_fd_reused_after_lost),
+        cmocka_unit_test(test_async_epoll_lease_between_loops),
+        cmocka_unit_test(test_async_epoll_nested_run_sees_deferred),
         cmocka_unit_test(test_async_misuse),
     };
     return cmocka_run_group_tests_name("it_pg_async", tests, group_setup, group_teardown);

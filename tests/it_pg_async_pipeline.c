@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -425,6 +426,42 @@ static void test_async_pipeline_dead_before_send(void **state)
     fx_close(&f);
 }
 
+/* The same after the connection answered a pipeline: the dead-before-send
+ * check is skipped only within 1 ms of a full answer (pg_query.c,
+ * PGQ_FRESH_US), so 50 ms later the terminated session is still found dead
+ * before sending, sent 0 for every statement. */
+static void test_async_pipeline_dead_before_send_after_use(void **state)
+{
+    (void)state;
+    struct fixture f;
+    fx_open(&f);
+    dbpool *p = open_connected("pp_dead2", 1);
+    static const char *const sql[] = {"SELECT 1", "SELECT 2"};
+    struct rec ok[2], r[2];
+    dbpool_lease l;
+
+    memset(ok, 0, sizeof ok);
+    memset(r, 0, sizeof r);
+    lease_of(p, &l);
+    pipeline(&f, &l, sql, ok, 2, DBPOOL_PIPE_SYNC_EACH, NULL); /* checked in by the last */
+    assert_true(run_all(f.ep, ok, 2, 30000));
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(ok[i].status, 0);
+    lease_of(p, &l);
+    nanosleep(&(struct timespec){0, 50000000}, NULL);
+    assert_true(pgt_terminate(&srv, "pp_dead2") >= 1);
+    struct pollfd pfd = {.fd = PQsocket(dbpool_pg_conn(&l)), .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, 10000), 1);
+    pipeline(&f, &l, sql, r, 2, 0, NULL);
+    assert_true(run_all(f.ep, r, 2, 30000));
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(r[i].status, DBPOOL_ECONNLOST);
+        assert_int_equal(r[i].sent, 0);
+    }
+    assert_int_equal(itp_close(p), 0);
+    fx_close(&f);
+}
+
 /* The statement timeout on a pipeline: the cancel hits the sleeping
  * statement (57014: ETIMEDOUT) and, with one sync, the server skips the
  * rest; with a sync per statement the next one runs. The connection is
@@ -764,6 +801,7 @@ int main(void)
         cmocka_unit_test(test_async_pipeline_error_middle),
         cmocka_unit_test(test_async_pipeline_connection_lost),
         cmocka_unit_test(test_async_pipeline_dead_before_send),
+        cmocka_unit_test(test_async_pipeline_dead_before_send_after_use),
         cmocka_unit_test(test_async_pipeline_timeout),
         cmocka_unit_test(test_async_pipeline_misuse),
         cmocka_unit_test(test_async_batch_fifo),

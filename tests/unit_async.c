@@ -183,6 +183,8 @@ struct loop_ctx {
     dbpool *p;
     dbpool_cq *cq;
     int submitted, done, bad, failed, reached;
+    int defer;  /* run the queue inside dbpool_cq_defer_wakeup spans */
+    int stalls; /* (defer) a 5 s wait on the fd with requests in flight */
 };
 
 static atomic_int loops_reached; /* loops that completed PER_LOOP requests */
@@ -219,10 +221,28 @@ static void *loop_main(void *arg)
             l->submitted++;
         }
         struct pollfd pfd = {dbpool_cq_fd(l->cq), POLLIN, 0};
-        if (poll(&pfd, 1, 10) == 1 && dbpool_cq_run(l->cq, 0) < 0) {
+        /* with spans, the wait is long: a completion left unsignalled shows
+         * as a stall (requests in flight, and the other loops keep checking
+         * connections in, so one arrives within milliseconds) */
+        int ready = poll(&pfd, 1, l->defer ? 5000 : 10) == 1;
+        if (!ready && l->defer && l->submitted > l->done)
+            l->stalls++;
+        if (l->defer)
+            dbpool_cq_defer_wakeup(l->cq, 1);
+        if (ready && dbpool_cq_run(l->cq, 0) < 0) {
             l->failed++;
             return NULL;
         }
+        if (l->defer) /* submitted from inside the span, like an adapter's batch */
+            while (more && l->submitted - l->done < LOOP_IN_FLIGHT) {
+                if (dbpool_checkout_async(l->p, l->cq, 10000, on_loop_checkout, l, NULL) != 0) {
+                    l->failed++;
+                    return NULL;
+                }
+                l->submitted++;
+            }
+        if (l->defer)
+            dbpool_cq_defer_wakeup(l->cq, 0);
         if (!l->reached && l->done >= PER_LOOP) {
             l->reached = 1;
             atomic_fetch_add(&loops_reached, 1);
@@ -238,9 +258,8 @@ static void *loop_main(void *arg)
  * requests would time out (10 s). No blocking caller here: a blocking head
  * stops same-loop service (test_async_churn mixes them). TSan checks the
  * locking. */
-static void test_async_loops_churn(void **state)
+static void loops_churn(int defer)
 {
-    (void)state;
     dbpool_config cfg;
     dbpool *p = NULL;
     struct loop_ctx l[LOOPS];
@@ -258,6 +277,7 @@ static void test_async_loops_churn(void **state)
     for (int i = 0; i < LOOPS; i++) {
         memset(&l[i], 0, sizeof l[i]);
         l[i].p = p;
+        l[i].defer = defer;
         assert_int_equal(dbpool_cq_new(&l[i].cq), 0);
         assert_int_equal(pthread_create(&t[i], NULL, loop_main, &l[i]), 0);
     }
@@ -267,6 +287,7 @@ static void test_async_loops_churn(void **state)
         print_message("loop %d: %d requests\n", i, l[i].done);
         assert_int_equal(l[i].failed, 0);
         assert_int_equal(l[i].bad, 0);
+        assert_int_equal(l[i].stalls, 0);
         assert_true(l[i].reached);
         assert_int_equal(l[i].done, l[i].submitted);
         assert_int_equal(dbpool_cq_free(l[i].cq), 0);
@@ -278,11 +299,114 @@ static void test_async_loops_churn(void **state)
     assert_int_equal(dbpool_close(p), 0);
 }
 
+static void test_async_loops_churn(void **state)
+{
+    (void)state;
+    loops_churn(0);
+}
+
+/* The same with every loop running its queue (and submitting) inside
+ * dbpool_cq_defer_wakeup spans, as the epoll adapter does: its own
+ * check-ins post without a wake-up, the other loops' posts land in its
+ * spans; no completion is ever left unsignalled once a span ends (a loop
+ * waits 5 s on the fd before it counts a stall). */
+static void test_async_loops_churn_deferred_wakeups(void **state)
+{
+    (void)state;
+    loops_churn(1);
+}
+
+static int readable(dbpool_cq *cq)
+{
+    struct pollfd pfd = {dbpool_cq_fd(cq), POLLIN, 0};
+    return poll(&pfd, 1, 0) == 1;
+}
+
+static void *checkin_main(void *arg)
+{
+    assert_int_equal(dbpool_checkin(arg), 0);
+    return NULL;
+}
+
+/* dbpool_cq_defer_wakeup: inside a span no completion makes the fd readable
+ * (neither the owner's own check-in nor another thread's); a run inside the
+ * span takes it without the fd ever showing it; the end of the (outermost)
+ * span makes the fd readable exactly when completions still wait. */
+static void test_async_defer_wakeup(void **state)
+{
+    (void)state;
+    dbpool_config cfg;
+    dbpool *p = NULL;
+    dbpool_cq *cq = NULL;
+    dbpool_lease held;
+    struct rec r[4];
+    pthread_t t;
+
+    memset(r, 0, sizeof r);
+    loop_thread = pthread_self();
+    dbpool_config_init(&cfg);
+    cfg.size = 1;
+    cfg.log_level = DBPOOL_LOG_NONE;
+    assert_int_equal(dbpool_open(&p, &stub_driver, NULL, &cfg), 0);
+    assert_int_equal(dbpool_cq_new(&cq), 0);
+    assert_int_equal(dbpool_cq_defer_wakeup(NULL, 1), DBPOOL_EINVAL);
+
+    /* the owner's check-in, run inside the span: never readable */
+    assert_int_equal(dbpool_checkout(p, 5000, &held), 0);
+    assert_int_equal(dbpool_checkout_async(p, cq, 5000, on_checkout, &r[0], NULL), 0);
+    assert_int_equal(dbpool_cq_defer_wakeup(cq, 1), 0);
+    assert_int_equal(dbpool_checkin(&held), 0);
+    assert_false(readable(cq));
+    assert_int_equal(dbpool_cq_run(cq, 0), 1);
+    assert_int_equal(r[0].calls, 1);
+    assert_int_equal(dbpool_cq_defer_wakeup(cq, 0), 0);
+    assert_false(readable(cq));
+
+    /* not run inside the span: readable when it ends */
+    assert_int_equal(dbpool_checkout(p, 5000, &held), 0);
+    assert_int_equal(dbpool_checkout_async(p, cq, 5000, on_checkout, &r[1], NULL), 0);
+    assert_int_equal(dbpool_cq_defer_wakeup(cq, 1), 0);
+    assert_int_equal(dbpool_checkin(&held), 0);
+    assert_false(readable(cq));
+    assert_int_equal(dbpool_cq_defer_wakeup(cq, 0), 0);
+    assert_true(readable(cq));
+    assert_int_equal(dbpool_cq_run(cq, 0), 1);
+    assert_false(readable(cq));
+
+    /* another thread's check-in inside nested spans: the outermost end */
+    assert_int_equal(dbpool_checkout(p, 5000, &held), 0);
+    assert_int_equal(dbpool_checkout_async(p, cq, 5000, on_checkout, &r[2], NULL), 0);
+    assert_int_equal(dbpool_cq_defer_wakeup(cq, 1), 0);
+    assert_int_equal(dbpool_cq_defer_wakeup(cq, 1), 0);
+    assert_int_equal(pthread_create(&t, NULL, checkin_main, &held), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_false(readable(cq));
+    assert_int_equal(dbpool_cq_defer_wakeup(cq, 0), 0);
+    assert_false(readable(cq));
+    assert_int_equal(dbpool_cq_defer_wakeup(cq, 0), 0);
+    assert_true(readable(cq));
+
+    /* outside spans, as always: readable at once, drained by the run */
+    assert_int_equal(dbpool_checkout_async(p, cq, 5000, on_checkout, &r[3], NULL), 0);
+    assert_int_equal(dbpool_cq_run(cq, 0), 1); /* r[2] (ready before r[3] was) */
+    assert_true(readable(cq));
+    assert_int_equal(dbpool_cq_run(cq, 0), 1);
+    assert_false(readable(cq));
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, 0);
+    }
+    assert_int_equal(dbpool_cq_free(cq), 0);
+    assert_int_equal(dbpool_close(p), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_async_churn),
         cmocka_unit_test(test_async_loops_churn),
+        cmocka_unit_test(test_async_loops_churn_deferred_wakeups),
+        cmocka_unit_test(test_async_defer_wakeup),
     };
     return cmocka_run_group_tests_name("unit_async", tests, NULL, NULL);
 }

@@ -43,8 +43,10 @@ struct dbpool_async_req {
 };
 
 struct dbpool_cq {
-    pthread_mutex_t mu;     /* ready, states, outstanding */
+    pthread_mutex_t mu;     /* ready, states, outstanding, signalled, defer */
     int fd;                 /* eventfd: readable while ready is not empty */
+    int signalled;          /* fd made readable and not drained yet */
+    int defer;              /* dbpool_cq_defer_wakeup() depth (owner sets) */
     struct list_head ready; /* DONE requests, in completion order */
     struct list_head spare; /* FREE requests, for reuse */
     int outstanding;        /* submitted and not finished */
@@ -115,20 +117,49 @@ int dbpool_cq_fd(const dbpool_cq *cq)
     return cq->fd;
 }
 
-/* The fd is readable exactly while the ready list is not empty: written on
- * the first completion, drained when the last is taken. cq->mu held. */
+/*
+ * The fd is readable exactly while the ready list is not empty -- outside a
+ * dbpool_cq_defer_wakeup() span: written on the first completion, drained
+ * when the last is taken. Inside the span no completion writes it: the owner
+ * thread is running (not waiting on the fd) and runs the queue before the
+ * span ends, and the end of the span writes it if completions still wait. So
+ * once the owner may wait again, "not empty => readable" holds again, and a
+ * completion posted by any thread is never left unsignalled. cq->mu held.
+ */
 static void fd_raise(dbpool_cq *cq)
 {
     uint64_t one = 1;
+
+    if (cq->signalled || cq->defer)
+        return;
     ssize_t r = write(cq->fd, &one, sizeof(one));
     (void)r; /* EAGAIN only at a counter of 2^64-2: already readable */
+    cq->signalled = 1;
 }
 
 static void fd_drain(dbpool_cq *cq)
 {
     uint64_t v;
+
+    if (!cq->signalled)
+        return;
     ssize_t r = read(cq->fd, &v, sizeof(v));
     (void)r; /* EAGAIN: nothing to drain */
+    cq->signalled = 0;
+}
+
+int dbpool_cq_defer_wakeup(dbpool_cq *cq, int on)
+{
+    if (!cq)
+        return set_error(DBPOOL_EINVAL, "dbpool_cq_defer_wakeup: NULL queue");
+    pthread_mutex_lock(&cq->mu);
+    if (on) {
+        cq->defer++;
+    } else if (cq->defer > 0 && --cq->defer == 0 && !list_empty(&cq->ready)) {
+        fd_raise(cq);
+    }
+    pthread_mutex_unlock(&cq->mu);
+    return 0;
 }
 
 /* Post r's outcome (w.status set). Pool mutex held (any thread). */
@@ -146,8 +177,7 @@ void async_complete_locked(struct dbpool *p, struct waiter *w)
     pthread_mutex_lock(&cq->mu);
     r->state = REQ_DONE;
     list_push_tail(&cq->ready, &r->link);
-    if (cq->ready.n == 1)
-        fd_raise(cq);
+    fd_raise(cq);
     pthread_mutex_unlock(&cq->mu);
 }
 
@@ -455,7 +485,6 @@ void async_post(struct dbpool_async_req *r, void (*fn)(void *), void *arg)
     r->arg = arg;
     r->state = REQ_DONE;
     list_push_tail(&cq->ready, &r->link);
-    if (cq->ready.n == 1)
-        fd_raise(cq);
+    fd_raise(cq);
     pthread_mutex_unlock(&cq->mu);
 }

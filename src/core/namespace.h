@@ -144,5 +144,7 @@
 #define pgq_res_field dbpool__pgq_res_field
 #define pgq_conn_msg dbpool__pgq_conn_msg
 #define pgq_probe_dead dbpool__pgq_probe_dead
+#define pgq_found_dead dbpool__pgq_found_dead
+#define pgq_answered dbpool__pgq_answered
 
 #endif

@@ -1108,6 +1108,8 @@ static void pipe_finish(dbpool_io *io)
         if (PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF &&
             (PQstatus(c->pg) != CONNECTION_OK || !PQexitPipelineMode(c->pg)))
             c->discard = 1;
+        else if (io->nsent == io->nent && io->syncs == io->want && !c->discard)
+            pgq_answered(c); /* every sync answered: alive now */
         pgq_call_end(c);
         io->begun = 0;
     }
@@ -1290,7 +1292,7 @@ static void pipe_start(dbpool_io *io)
 
     pgq_arm(c, c->o.statement_timeout);
     c->msg[0] = '\0';
-    if (PQstatus(pg) != CONNECTION_OK || pgq_probe_dead(pg, c->msg, sizeof(c->msg))) {
+    if (pgq_found_dead(c)) {
         if (!c->msg[0])
             pgq_conn_msg(c->msg, sizeof(c->msg), pg, "connection is closed");
         if (io->owned) {

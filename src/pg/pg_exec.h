@@ -23,8 +23,9 @@ struct pg_qstate {
     int depth;              /* savepoint nesting of dbpool_pg_transaction_lease */
     uint64_t retryable;     /* 40001/40P01 errors seen (transaction retries) */
     char last_sqlstate[6];
-    int64_t db_us;   /* time spent in exchanges, ever (transaction timings) */
-    uint64_t resets; /* pg_conn_resets() when the cache was last valid */
+    int64_t db_us;       /* time spent in exchanges, ever (transaction timings) */
+    uint64_t resets;     /* pg_conn_resets() when the cache was last valid */
+    int64_t answered_us; /* end of the last exchange the server answered in full, 0: none */
 };
 
 /* What one exchange sends. */
@@ -125,6 +126,13 @@ const char *pgq_res_field(const PGresult *r, int field);
 void pgq_conn_msg(char *buf, size_t len, PGconn *pg, const char *fallback);
 /* Does an idle connection already show that the server went away? */
 int pgq_probe_dead(PGconn *pg, char *msg, size_t len);
+/* Is c's connection dead before sending? pgq_probe_dead's poll() unless the
+ * server answered in full less than 1 ms ago (pg_query.c says why that
+ * stays honest). Reason in c->msg if the probe found one. */
+int pgq_found_dead(struct call *c);
+/* The server just answered everything sent on c's connection (up to
+ * ReadyForQuery): the session was alive now. */
+void pgq_answered(struct call *c);
 /* Shut a connection's socket so whoever checks it in discards it. */
 void pgq_poison(PGconn *pg);
 

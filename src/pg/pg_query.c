@@ -447,6 +447,42 @@ int pgq_timed_out(struct call *c, int cr, PGresult *res, int delivered)
 }
 
 /*
+ * The dead-before-send check (pgq_probe_dead: a poll()) is skipped on a
+ * connection whose server answered an exchange in full less than
+ * PGQ_FRESH_US ago -- the usual case under load, a connection going from
+ * one statement straight to the next. Why that stays honest: the probe is
+ * what lets a statement be reported "not sent" (provably not run, retried);
+ * skipping it never produces that verdict, it only lets a session that ended
+ * within the window be found after the send instead, as a lost connection
+ * that may have run (DBPOOL_ECONNLOST, sent 1) -- exactly what happens today
+ * when the session ends between the probe and the send. So the window only
+ * widens an existing race from microseconds to PGQ_FRESH_US: "not executed"
+ * is still reported only when proved, and a statement of the window is at
+ * worst an unknown outcome, never the reverse. Sessions do not end on their
+ * own that soon after an answer (idle_session_timeout counts in ms of
+ * idleness, seconds in practice): only pg_terminate_backend, a shutdown or a
+ * network failure in that millisecond loses the retry.
+ */
+enum { PGQ_FRESH_US = 1000 };
+
+static int answered_lately(const struct call *c)
+{
+    int64_t at = c->qs->answered_us;
+    return at > 0 && now_us() - at < PGQ_FRESH_US;
+}
+
+int pgq_found_dead(struct call *c)
+{
+    return PQstatus(c->pg) != CONNECTION_OK ||
+           (!answered_lately(c) && pgq_probe_dead(c->pg, c->msg, sizeof(c->msg)));
+}
+
+void pgq_answered(struct call *c)
+{
+    c->qs->answered_us = now_us();
+}
+
+/*
  * Send one request. `user` marks the caller's own statement (as opposed to
  * BEGIN, Prepare, DEALLOCATE...): it decides c->sent.
  */
@@ -457,7 +493,7 @@ int pgq_send(struct call *c, int kind, const char *name, const char *sql, const 
     int n = p ? p->n : 0, ok = 0;
 
     c->msg[0] = '\0';
-    if (PQstatus(pg) != CONNECTION_OK || pgq_probe_dead(pg, c->msg, sizeof(c->msg))) {
+    if (pgq_found_dead(c)) {
         if (!c->msg[0])
             pgq_conn_msg(c->msg, sizeof(c->msg), pg, "connection is closed");
         c->discard = 1;
@@ -504,10 +540,12 @@ int pgq_send(struct call *c, int kind, const char *name, const char *sql, const 
 
 int pgq_received(struct call *c, int x, PGresult *res, int64_t t0)
 {
-    int64_t dt = now_us() - t0;
+    int64_t now = now_us(), dt = now - t0;
 
     c->db_us += dt;
     c->qs->db_us += dt;
+    if (x == XS_OK || x == XS_SQLERR) /* up to ReadyForQuery: the session was alive */
+        c->qs->answered_us = now;
     if (x == XS_LOST || x == XS_FAIL || x == XS_TIMEOUT_LOST)
         c->discard = 1;
     if (x == XS_SQLERR || x == XS_TIMEOUT || x == XS_LOST) {

@@ -19,6 +19,12 @@
  * Or, with nothing else to watch, dbpool_epoll_run(ep, -1) is the loop.
  * One dbpool_epoll per loop thread; nothing here is thread-safe. Needs
  * POSIX clocks: with a strict -std=c11 define _POSIX_C_SOURCE=200809L.
+ *
+ * Sockets are registered one-shot (EPOLLONESHOT) and left in the set when a
+ * statement ends, so a statement on a connection this loop used before
+ * costs one epoll_ctl (MOD: arm) instead of an ADD and a DEL; see "Why
+ * one-shot" below. dbpool sees level-triggered watches all the same: after
+ * an event the adapter re-arms while the io still asks for it.
  */
 #ifndef DBPOOL_ADAPTERS_EPOLL_H
 #define DBPOOL_ADAPTERS_EPOLL_H
@@ -43,7 +49,9 @@ typedef struct dbpool_epoll dbpool_epoll;
 /* One io's watch and timer (the adapter's `state`). */
 struct dbpool_epoll_w {
     dbpool_io *io;
-    int fd, events;               /* watched now */
+    int fd;                       /* the io's socket, -1 before its first watch */
+    int events;                   /* what the io asks for (DBPOOL_IO_*) */
+    int armed;                    /* the one-shot registration can still report */
     int64_t due;                  /* timer, monotonic ms; -1 = off */
     int dead;                     /* released: freed after the current run */
     struct dbpool_epoll_w *tnext; /* the timer list (while due >= 0) */
@@ -59,6 +67,9 @@ struct dbpool_epoll {
     struct dbpool_epoll_w *timers; /* running timers, unordered */
     struct dbpool_epoll_w *garbage;
     int running;
+    int deferring;       /* inside a dbpool_cq_defer_wakeup() span */
+    unsigned char *hint; /* per fd number: registered in ep, probably */
+    int nhint;
 };
 
 static inline int64_t dbpool_epoll__now(void)
@@ -111,32 +122,104 @@ static inline struct dbpool_epoll_w *dbpool_epoll__state(void **state, dbpool_io
     return w;
 }
 
+/*
+ * Why one-shot. The socket of a finished statement stays in the set,
+ * disarmed, so that the next statement on the connection arms it with one
+ * MOD. A registration left behind must never report to anyone, and the
+ * connection may meanwhile go to another loop, be closed by another thread,
+ * and its number be reused by a new socket. One-shot makes that safe:
+ *   - a disarmed registration reports nothing (not even EPOLLHUP), whatever
+ *     happens to its socket, so the freed `state` it points to is never
+ *     looked at; only our own MOD, which sets the new `state`, arms it;
+ *   - a registration is armed only while its io waits on the socket, i.e.
+ *     while the io holds the lease and the socket cannot be closed; an io
+ *     that stops waiting (events 0, release) while armed deletes it at once,
+ *     before the lease can go back to the pool (as before);
+ *   - the kernel keys a registration by (file, number): a closed socket's
+ *     registration goes with it (or, if a forked child keeps the socket open,
+ *     stays disarmed forever), and MOD on a reused number fails with ENOENT
+ *     for the new socket, which is then ADDed.
+ * `hint` (per fd number) only picks which of MOD and ADD to try first; a
+ * wrong guess costs one failed call, never a lost or a stale event.
+ */
+static inline int dbpool_epoll__hinted(const dbpool_epoll *a, int fd)
+{
+    return fd < a->nhint && a->hint[fd];
+}
+
+static inline void dbpool_epoll__hint(dbpool_epoll *a, int fd, int on)
+{
+    if (fd >= a->nhint) {
+        int n = a->nhint ? a->nhint : 64;
+        while (n <= fd)
+            n *= 2;
+        unsigned char *h = (unsigned char *)realloc(a->hint, (size_t)n);
+        if (!h)
+            return; /* no hint: ADD first */
+        for (int i = a->nhint; i < n; i++)
+            h[i] = 0;
+        a->hint = h;
+        a->nhint = n;
+    }
+    a->hint[fd] = (unsigned char)on;
+}
+
+/* Arm w's registration for w->events (one report, then disarmed). */
+static inline int dbpool_epoll__arm_fd(dbpool_epoll *a, struct dbpool_epoll_w *w)
+{
+    struct epoll_event ev;
+    int first = dbpool_epoll__hinted(a, w->fd) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+
+    ev.events = EPOLLONESHOT | ((w->events & DBPOOL_IO_READ) ? EPOLLIN : 0) |
+                ((w->events & DBPOOL_IO_WRITE) ? EPOLLOUT : 0);
+    ev.data.ptr = w;
+    if (epoll_ctl(a->ep, first, w->fd, &ev) != 0) {
+        int second = first == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+        if (errno != (first == EPOLL_CTL_MOD ? ENOENT : EEXIST) ||
+            epoll_ctl(a->ep, second, w->fd, &ev) != 0) {
+            dbpool_epoll__hint(a, w->fd, 0);
+            return -1;
+        }
+    }
+    dbpool_epoll__hint(a, w->fd, 1);
+    w->armed = 1;
+    return 0;
+}
+
+/* Take w's registration out of the set (it was armed: the io stops
+ * waiting). The socket is still the io's: the lease is still held. */
+static inline void dbpool_epoll__disarm(dbpool_epoll *a, struct dbpool_epoll_w *w)
+{
+    struct epoll_event ev = {0, {0}};
+
+    epoll_ctl(a->ep, EPOLL_CTL_DEL, w->fd, &ev);
+    dbpool_epoll__hint(a, w->fd, 0);
+    w->armed = 0;
+}
+
 static inline int dbpool_epoll__watch(void *loop, dbpool_io *io, void **state, int fd, int events)
 {
     dbpool_epoll *a = (dbpool_epoll *)loop;
     struct dbpool_epoll_w *w = dbpool_epoll__state(state, io);
-    struct epoll_event ev;
 
     if (!w)
         return -1;
-    ev.events =
-        ((events & DBPOOL_IO_READ) ? EPOLLIN : 0) | ((events & DBPOOL_IO_WRITE) ? EPOLLOUT : 0);
-    ev.data.ptr = w;
-    /* Deleted at once, not left for the next statement on the socket to take
-     * over: the pool may close the connection (on another thread) right
-     * after, and the number may then name someone else's socket. */
+    w->fd = fd;
     if (!events) {
-        if (w->fd >= 0)
-            epoll_ctl(a->ep, EPOLL_CTL_DEL, w->fd, &ev);
-        w->fd = -1;
-    } else if (w->fd < 0) {
-        if (epoll_ctl(a->ep, EPOLL_CTL_ADD, fd, &ev) != 0)
-            return -1;
-        w->fd = fd;
-    } else if (epoll_ctl(a->ep, EPOLL_CTL_MOD, fd, &ev) != 0) {
+        /* Disarmed already (its event came): nothing to do, the
+         * registration stays for the next statement on the socket. */
+        if (w->armed)
+            dbpool_epoll__disarm(a, w);
+        w->events = 0;
+        return 0;
+    }
+    if (w->armed && events == w->events)
+        return 0;
+    w->events = events;
+    if (dbpool_epoll__arm_fd(a, w) != 0) {
+        w->events = 0;
         return -1;
     }
-    w->events = events;
     return 0;
 }
 
@@ -165,11 +248,10 @@ static inline void dbpool_epoll__release(void *loop, void *state)
 {
     dbpool_epoll *a = (dbpool_epoll *)loop;
     struct dbpool_epoll_w *w = (struct dbpool_epoll_w *)state;
-    struct epoll_event ev = {0, {0}};
 
-    if (w->fd >= 0)
-        epoll_ctl(a->ep, EPOLL_CTL_DEL, w->fd, &ev);
-    w->fd = -1;
+    if (w->armed) /* still waiting: the lease is still held, the fd its own */
+        dbpool_epoll__disarm(a, w);
+    w->events = 0;
     dbpool_epoll__tdel(a, w);
     w->dead = 1; /* an event for it may still be in this run's batch */
     w->gnext = a->garbage;
@@ -219,11 +301,30 @@ static inline int dbpool_epoll_fd(const dbpool_epoll *a)
 static inline int dbpool_epoll_run(dbpool_epoll *a, int timeout_ms)
 {
     struct epoll_event evs[64];
+
+    /* (a run from inside a callback) never wait with completions unsignalled */
+    if (a->deferring) {
+        a->deferring = 0;
+        dbpool_cq_defer_wakeup(a->cq, 0);
+    }
     int n = epoll_wait(a->ep, evs, 64, timeout_ms);
 
     if (n < 0)
         return -1;
     a->running++;
+    /* what this batch posts to the queue runs below without an eventfd
+     * write and read (the end of the batch signals what is left) */
+    int deferred = n > 0;
+    if (deferred) {
+        a->deferring = 1;
+        dbpool_cq_defer_wakeup(a->cq, 1);
+    }
+    /* every socket reported here was disarmed by its report (one-shot) */
+    for (int i = 0; i < n; i++) {
+        void *p = evs[i].data.ptr;
+        if (p != (void *)&a->cq && p != (void *)&a->tfd)
+            ((struct dbpool_epoll_w *)p)->armed = 0;
+    }
     for (int i = 0; i < n; i++) {
         void *p = evs[i].data.ptr;
         if (p == (void *)&a->cq) {
@@ -240,12 +341,21 @@ static inline int dbpool_epoll_run(dbpool_epoll *a, int timeout_ms)
             if (evs[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
                 seen |= DBPOOL_IO_WRITE;
             dbpool_io_ready(w->io, seen);
+            /* level-triggered as dbpool sees it: still asking (dbpool does
+             * not repeat an unchanged watch), so arm again; if that fails,
+             * report the socket as failed, once (libpq then finds out) */
+            if (!w->dead && w->events && !w->armed && dbpool_epoll__arm_fd(a, w) != 0)
+                dbpool_io_ready(w->io, DBPOOL_IO_READ | DBPOOL_IO_WRITE);
         }
     }
     /* completions posted by this batch (a check-in handing its connection
      * to the next request) run now, not after one more epoll_wait */
     if (n > 0)
         dbpool_cq_run(a->cq, 0);
+    if (deferred && a->deferring) { /* (not closed by a nested run) */
+        a->deferring = 0;
+        dbpool_cq_defer_wakeup(a->cq, 0);
+    }
     if (--a->running == 0)
         while (a->garbage) {
             struct dbpool_epoll_w *w = a->garbage;
@@ -318,8 +428,9 @@ static inline int dbpool_epoll_detach(dbpool_epoll *a)
         a->garbage = w->gnext;
         free(w);
     }
-    close(a->ep);
+    close(a->ep); /* and with it the registrations left behind */
     close(a->tfd);
+    free(a->hint);
     free(a);
     return 0;
 }
