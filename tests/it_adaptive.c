@@ -354,32 +354,49 @@ static int no_app_backends(void *arg)
  *
  * Jain's index over the processes' throughput >= 0.9: a ratio within one
  * run (behaviour, not machine speed). With the cap cut by the refused share
- * of connects (src/tenants/aimd.c) it held in 37 of 40 plain runs on 2
- * loaded CPUs (0.861, 0.719, 0.477 in the others; 4 of 20 with the rule
- * before): a process that is rarely refused can still keep a high cap, so
- * about one run in thirteen is below it (bench/RESULTS.md, section (l);
- * docs/scaling.md). Under ASan and TSan 5 of 12 runs were below 0.9 (the
- * rule before: 2 of 3 under ASan). A check that fails one run in thirteen
- * would fail `make test` one CI run in thirteen, so it is asserted only
- * when asked for (IT_ADAPTIVE_ASSERT_JAIN=1, with a series of rounds) and
- * reported otherwise. Checked after all rounds, so a series prints every
- * index. */
+ * of connects (src/tenants/aimd.c) it held in 73 of 76 plain runs on 2
+ * loaded CPUs (0.861, 0.719, 0.477 in the others; the rule before: 4 of 20):
+ * a process that gets a light cut when the server fills again can keep a
+ * high cap until the next fill (bench/RESULTS.md, section (l);
+ * docs/scaling.md). So the index is a distribution, and the check is one of
+ * a distribution: by default a run below 0.9 is followed by two more, and
+ * both must reach it. At one run in 25 below, that fails about one
+ * `make test` in 300 (2 p^2); the rule before (4 of 5 below) would fail it 3
+ * times in 4. Under ASan and TSan 9 of 24 runs were below 0.9, so there the
+ * index is reported, not asserted. A series (IT_ADAPTIVE_ROUNDS) reports
+ * every index and asserts none below 0.9 when asked
+ * (IT_ADAPTIVE_ASSERT_JAIN=1). */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+enum { JAIN_ASSERTED = 0 };
+#else
+enum { JAIN_ASSERTED = 1 };
+#endif
+
 static void test_adaptive_processes_share_server(void **state)
 {
     (void)state;
     const char *env = getenv("IT_ADAPTIVE_ROUNDS");
     int rounds = env && atoi(env) > 0 ? atoi(env) : 1;
-    int below = 0;
+    int series = rounds > 1, below = 0;
     for (int i = 0; i < rounds; i++) {
         printf("# round %d of %d\n", i + 1, rounds);
-        below += share_round() < 0.9;
+        int low = share_round() < 0.9;
+        below += low;
         /* the closed registries' backends exit before the next round */
         assert_true(pgt_wait_for(no_app_backends, NULL, 10000));
+        if (low && !series && JAIN_ASSERTED && rounds == 1) {
+            printf("# Jain's index below 0.9: two more runs, both must reach it\n");
+            rounds = 3;
+        }
     }
     printf("# rounds with Jain's index below 0.9: %d of %d\n", below, rounds);
     const char *strict = getenv("IT_ADAPTIVE_ASSERT_JAIN");
-    if (strict && atoi(strict) == 1)
-        assert_int_equal(below, 0);
+    if (series) {
+        if (strict && atoi(strict) == 1)
+            assert_int_equal(below, 0);
+    } else if (JAIN_ASSERTED) {
+        assert_true(below <= 1); /* (a first run below 0.9 made it 3) */
+    }
 }
 
 static int group_setup(void **state)
