@@ -7,7 +7,6 @@
  * timeout (57014 -> ETIMEDOUT, the rest skipped; no answer -> EUNKNOWN);
  * batches of one-call statements that never overtake an earlier waiter,
  * traced like single statements. */
-#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cmocka.h>
 
@@ -411,10 +409,7 @@ static void test_async_pipeline_dead_before_send(void **state)
 
     memset(r, 0, sizeof r);
     lease_of(p, &l);
-    assert_true(pgt_terminate(&srv, "pp_dead") >= 1);
-    /* the server's goodbye reaches the socket: wait until libpq can see it */
-    struct pollfd pfd = {.fd = PQsocket(dbpool_pg_conn(&l)), .events = POLLIN};
-    assert_int_equal(poll(&pfd, 1, 10000), 1);
+    assert_true(itp_terminate_held(&srv, "pp_dead", &l, 10000));
     pipeline(&f, &l, sql, r, 2, 0, NULL);
     assert_true(run_all(f.ep, r, 2, 30000));
     for (int i = 0; i < 2; i++) {
@@ -448,10 +443,8 @@ static void test_async_pipeline_dead_before_send_after_use(void **state)
     for (int i = 0; i < 2; i++)
         assert_int_equal(ok[i].status, 0);
     lease_of(p, &l);
-    nanosleep(&(struct timespec){0, 50000000}, NULL);
-    assert_true(pgt_terminate(&srv, "pp_dead2") >= 1);
-    struct pollfd pfd = {.fd = PQsocket(dbpool_pg_conn(&l)), .events = POLLIN};
-    assert_int_equal(poll(&pfd, 1, 10000), 1);
+    itp_sleep_ms(50); /* past the 1 ms freshness: pacing, not synchronisation */
+    assert_true(itp_terminate_held(&srv, "pp_dead2", &l, 10000));
     pipeline(&f, &l, sql, r, 2, 0, NULL);
     assert_true(run_all(f.ep, r, 2, 30000));
     for (int i = 0; i < 2; i++) {

@@ -1,6 +1,7 @@
 /* itpool.c - the integration-test fixtures of itpool.h. */
 #include "itpool.h"
 
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -141,6 +142,16 @@ void itp_set_hung(void)
 int itp_hung(void)
 {
     return atomic_load(&hung);
+}
+
+int itp_terminate_held(const pgt_server *srv, const char *app, const dbpool_lease *l,
+                       int64_t timeout_ms)
+{
+    PGconn *c = dbpool_pg_conn(l);
+    if (!c || pgt_terminate(srv, app) < 1)
+        return 0;
+    struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
+    return poll(&pfd, 1, (int)timeout_ms) == 1;
 }
 
 int itp_select1(const dbpool_lease *l)

@@ -49,4 +49,10 @@ void itp_set_hung(void);
 /* "SELECT 1" on a PostgreSQL lease: 1 if it returned 1. */
 int itp_select1(const dbpool_lease *l);
 
+/* Terminate the backends of application_name app (pg_terminate_backend) and
+ * wait until the server's goodbye reaches the socket of the held lease l, so
+ * that libpq can see it: 1 if it did within timeout_ms, 0 otherwise. */
+int itp_terminate_held(const pgt_server *srv, const char *app, const dbpool_lease *l,
+                       int64_t timeout_ms);
+
 #endif
