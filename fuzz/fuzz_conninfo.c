@@ -61,6 +61,12 @@ static const char *opt(const PQconninfoOption *o, const char *key)
     return NULL;
 }
 
+/* the options dbpool_pg_redact() masks (libpq's secrets) */
+static int is_secret(const char *key)
+{
+    return !strcmp(key, "password") || !strcmp(key, "sslpassword");
+}
+
 /* ---- pass 1 ------------------------------------------------------------------ */
 
 static void raw(const char *ci, size_t len)
@@ -84,8 +90,9 @@ static void raw(const char *ci, size_t len)
     for (PQconninfoOption *o = in; o->keyword; o++) {
         const char *a = o->val && *o->val ? o->val : NULL;
         const char *b = opt(back, o->keyword);
-        if (!strcmp(o->keyword, "password")) {
-            CHECK(a ? b && !strcmp(b, "********") : b == NULL, "password not masked: [%s]", out);
+        if (is_secret(o->keyword)) {
+            CHECK(a ? b && !strcmp(b, "********") : b == NULL, "%s not masked: [%s]", o->keyword,
+                  out);
         } else {
             CHECK((!a && !b) || (a && b && !strcmp(a, b)),
                   "option %s changed by redaction: [%s] -> [%s] (output [%s])", o->keyword,
@@ -182,6 +189,9 @@ static void same_but_password(const PQconninfoOption *o, const char *out, const 
         const char *b = opt(back, o->keyword);
         if (!strcmp(o->keyword, "password"))
             CHECK(b && !strcmp(b, "********"), "password not masked: [%s] for [%s]", out, ci);
+        else if (is_secret(o->keyword))
+            CHECK(a ? b && !strcmp(b, "********") : b == NULL, "%s not masked: [%s] for [%s]",
+                  o->keyword, out, ci);
         else
             CHECK((!a && !b) || (a && b && !strcmp(a, b)),
                   "option %s changed by redaction: [%s] -> [%s] (output [%s])", o->keyword,
