@@ -159,6 +159,8 @@ int main(int argc, char **argv)
     cfg.checkout_timeout = 30000;
     cfg.queue_target = 1000; /* 256 clients on 8 connections queue by design */
     cfg.queue_interval = 10000;
+    if (getenv("BARGE_WINDOW")) /* to try other windows; the default is the library's */
+        cfg.barge_window = atoi(getenv("BARGE_WINDOW"));
     if (dbpool_pg_open(&pool, argv[1], &cfg) != 0) {
         fprintf(stderr, "async_bench: %s\n", dbpool_last_error());
         return 1;
