@@ -119,6 +119,16 @@ DBPOOL_API void dbpool_io_ready(dbpool_io *io, int events);
 /* The adapter reports: the io's timer fired. Loop thread only. */
 DBPOOL_API void dbpool_io_timeout(dbpool_io *io);
 
+/*
+ * For adapters that keep a socket registered between statements (the epoll
+ * adapter does): the connection the io drives, as a number that is the same
+ * for every io on that connection and is never given to another connection
+ * in the process, so a socket number reused by a new connection is told
+ * apart from the old one. Never 0 inside a hook; 0 for NULL. Loop thread,
+ * from inside the watch hook.
+ */
+DBPOOL_API uint64_t dbpool_io_conn_id(const dbpool_io *io);
+
 /* A loop as dbpool sees it: the adapter's hooks plus a completion queue
  * (dbpool_async.h) that the loop also watches (dbpool_cq_fd readable ->
  * dbpool_cq_run). */

@@ -48,6 +48,7 @@
 #define manager_watch dbpool__manager_watch
 #define pg_cancel_target dbpool__pg_cancel_target
 #define pg_conn_resets dbpool__pg_conn_resets
+#define pg_conn_id dbpool__pg_conn_id
 #define pg_needs_lookup dbpool__pg_needs_lookup
 #define pg_one_line dbpool__pg_one_line
 #define pg_open dbpool__pg_open

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,11 +48,19 @@ struct pg_conn {
                           may arrive in different reads */
     uint64_t resets;   /* reset_query runs so far: the query layer forgets its
                           statement cache when this moves (pg_conn_resets) */
+    uint64_t id;       /* never reused in the process (pg_conn_id) */
 };
 
 uint64_t pg_conn_resets(const void *conn)
 {
     return ((const struct pg_conn *)conn)->resets;
+}
+
+static atomic_uint_fast64_t last_conn_id;
+
+uint64_t pg_conn_id(const void *conn)
+{
+    return ((const struct pg_conn *)conn)->id;
 }
 
 /* ---- async command step (after_connect, ping) --------------------------- */
@@ -217,6 +226,7 @@ static int start_with(struct pg_ctx *ctx, const char *const *keys, const char *c
         snprintf(err, errlen, "out of memory");
         return DBPOOL_IO_FAIL;
     }
+    c->id = atomic_fetch_add_explicit(&last_conn_id, 1, memory_order_relaxed) + 1;
     c->pg = PQconnectStartParams(keys, vals, 0);
     if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
         if (c->pg)

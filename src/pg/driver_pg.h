@@ -21,6 +21,10 @@ int pg_pool_is_pg(const struct dbpool *p);
  * Lease holder only. */
 uint64_t pg_conn_resets(const void *conn);
 
+/* A number for this driver connection (one libpq session, one socket),
+ * never 0 and never given to another connection in the process. */
+uint64_t pg_conn_id(const void *conn);
+
 /* "host:port" of a connection: the worker lane for its cancel requests. */
 void pg_cancel_target(PGconn *pg, char *buf, size_t len);
 

@@ -517,6 +517,12 @@ void dbpool_io_ready(dbpool_io *io, int events)
         drive(io, events);
 }
 
+uint64_t dbpool_io_conn_id(const dbpool_io *io)
+{
+    /* the io holds the lease while the adapter is asked to watch */
+    return io && io->lease.slot && io->lease.slot->conn ? pg_conn_id(io->lease.slot->conn) : 0;
+}
+
 void dbpool_io_timeout(dbpool_io *io)
 {
     if (!io)

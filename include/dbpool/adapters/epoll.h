@@ -20,11 +20,12 @@
  * One dbpool_epoll per loop thread; nothing here is thread-safe. Needs
  * POSIX clocks: with a strict -std=c11 define _POSIX_C_SOURCE=200809L.
  *
- * Sockets are registered one-shot (EPOLLONESHOT) and left in the set when a
- * statement ends, so a statement on a connection this loop used before
- * costs one epoll_ctl (MOD: arm) instead of an ADD and a DEL; see "Why
- * one-shot" below. dbpool sees level-triggered watches all the same: after
- * an event the adapter re-arms while the io still asks for it.
+ * Sockets are registered edge-triggered and left in the set when a statement
+ * ends, so the next statement on the same connection on this loop (the
+ * usual case: a connection checked in on a loop goes to that loop's next
+ * request) waits without any epoll_ctl; see "Why edge-triggered" below.
+ * dbpool sees level-triggered watches all the same: an io still waiting
+ * after a report gets the socket polled again.
  */
 #ifndef DBPOOL_ADAPTERS_EPOLL_H
 #define DBPOOL_ADAPTERS_EPOLL_H
@@ -51,12 +52,19 @@ struct dbpool_epoll_w {
     dbpool_io *io;
     int fd;                       /* the io's socket, -1 before its first watch */
     int events;                   /* what the io asks for (DBPOOL_IO_*) */
-    int armed;                    /* the one-shot registration can still report */
     int64_t due;                  /* timer, monotonic ms; -1 = off */
     int dead;                     /* released: freed after the current run */
     struct dbpool_epoll_w *tnext; /* the timer list (while due >= 0) */
     struct dbpool_epoll_w *tprev;
     struct dbpool_epoll_w *gnext; /* released, waiting to be freed */
+};
+
+/* What the set holds for one socket number (see "Why edge-triggered"). */
+struct dbpool_epoll_fd {
+    uint64_t conn;                  /* dbpool_io_conn_id() of the registration */
+    uint32_t events;                /* registered EPOLLIN/EPOLLOUT; 0 = none */
+    unsigned polls;                 /* MODs and ADDs so far: each re-polls the socket */
+    struct dbpool_epoll_w *waiter;  /* the io waiting on it, or NULL */
 };
 
 struct dbpool_epoll {
@@ -67,10 +75,14 @@ struct dbpool_epoll {
     struct dbpool_epoll_w *timers; /* running timers, unordered */
     struct dbpool_epoll_w *garbage;
     int running;
-    int deferring;       /* inside a dbpool_cq_defer_wakeup() span */
-    unsigned char *hint; /* per fd number: registered in ep, probably */
-    int nhint;
+    int deferring;              /* inside a dbpool_cq_defer_wakeup() span */
+    struct dbpool_epoll_fd *fds; /* by socket number */
+    int nfds;
 };
+
+/* epoll_event.data of the two fds that are not sockets */
+#define DBPOOL_EPOLL__CQ ((uint64_t)1 << 32)
+#define DBPOOL_EPOLL__TFD (((uint64_t)1 << 32) + 1)
 
 static inline int64_t dbpool_epoll__now(void)
 {
@@ -123,103 +135,105 @@ static inline struct dbpool_epoll_w *dbpool_epoll__state(void **state, dbpool_io
 }
 
 /*
- * Why one-shot. The socket of a finished statement stays in the set,
- * disarmed, so that the next statement on the connection arms it with one
- * MOD. A registration left behind must never report to anyone, and the
- * connection may meanwhile go to another loop, be closed by another thread,
- * and its number be reused by a new socket. One-shot makes that safe:
- *   - a disarmed registration reports nothing (not even EPOLLHUP), whatever
- *     happens to its socket, so the freed `state` it points to is never
- *     looked at; only our own MOD, which sets the new `state`, arms it;
- *   - a registration is armed only while its io waits on the socket, i.e.
- *     while the io holds the lease and the socket cannot be closed; an io
- *     that stops waiting (events 0, release) while armed deletes it at once,
- *     before the lease can go back to the pool (as before);
- *   - the kernel keys a registration by (file, number): a closed socket's
- *     registration goes with it (or, if a forked child keeps the socket open,
- *     stays disarmed forever), and MOD on a reused number fails with ENOENT
- *     for the new socket, which is then ADDed.
- * `hint` (per fd number) only picks which of MOD and ADD to try first; a
- * wrong guess costs one failed call, never a lost or a stale event.
+ * Why edge-triggered. A statement's socket stays registered after the
+ * statement, so that the next statement on the same connection, on this
+ * loop, waits without any epoll_ctl: the usual case, since a connection
+ * checked in on a loop goes to that loop's next request (same-loop service).
+ * The registration is edge-triggered (EPOLLET) and its data is the socket
+ * number, never a pointer, so whatever happens to a socket left registered
+ * (another loop uses the connection, the pool closes it, its number is
+ * reused, a forked child keeps it open) costs at most a report per new
+ * arrival, which goes to nobody or to a spurious wake-up, and never reads
+ * freed memory nor spins:
+ *   - a report is handed to the io waiting on that number, if any; an io
+ *     that wakes with nothing to read waits again (as on any spurious wake);
+ *   - a report with no io waiting deletes the registration (no more reports
+ *     for a connection that went to another loop); the next wait adds it;
+ *   - a wait re-uses the registration only for the same connection
+ *     (dbpool_io_conn_id), never re-used, so a socket number taken over by
+ *     a new connection is registered anew (MOD, ENOENT: ADD);
+ *   - edge-triggered misses nothing: every MOD or ADD polls the socket
+ *     once, and an io that still waits after a report without a MOD in
+ *     between (a partial read: libpq does not read until EAGAIN) gets one.
+ *     A statement's answer cannot come before the statement was sent, and
+ *     the io waits right after sending, so its first edge finds it waiting.
  */
-static inline int dbpool_epoll__hinted(const dbpool_epoll *a, int fd)
+static inline struct dbpool_epoll_fd *dbpool_epoll__fd(dbpool_epoll *a, int fd)
 {
-    return fd < a->nhint && a->hint[fd];
-}
-
-static inline void dbpool_epoll__hint(dbpool_epoll *a, int fd, int on)
-{
-    if (fd >= a->nhint) {
-        int n = a->nhint ? a->nhint : 64;
+    if (fd < 0)
+        return NULL;
+    if (fd >= a->nfds) {
+        int n = a->nfds ? a->nfds : 64;
         while (n <= fd)
             n *= 2;
-        unsigned char *h = (unsigned char *)realloc(a->hint, (size_t)n);
-        if (!h)
-            return; /* no hint: ADD first */
-        for (int i = a->nhint; i < n; i++)
-            h[i] = 0;
-        a->hint = h;
-        a->nhint = n;
+        struct dbpool_epoll_fd *f =
+            (struct dbpool_epoll_fd *)realloc(a->fds, (size_t)n * sizeof(*f));
+        if (!f)
+            return NULL;
+        for (int i = a->nfds; i < n; i++) {
+            f[i].conn = 0;
+            f[i].events = 0;
+            f[i].polls = 0;
+            f[i].waiter = NULL;
+        }
+        a->fds = f;
+        a->nfds = n;
     }
-    a->hint[fd] = (unsigned char)on;
+    return &a->fds[fd];
 }
 
-/* Arm w's registration for w->events (one report, then disarmed). */
-static inline int dbpool_epoll__arm_fd(dbpool_epoll *a, struct dbpool_epoll_w *w)
+/* (Re-)register socket fd for `want` (EPOLLIN/EPOLLOUT), edge-triggered;
+ * this polls it once. 0, or -1 (f->events 0). */
+static inline int dbpool_epoll__reg(dbpool_epoll *a, int fd, struct dbpool_epoll_fd *f,
+                                    uint32_t want, uint64_t conn)
 {
     struct epoll_event ev;
-    int first = dbpool_epoll__hinted(a, w->fd) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    int first = f->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
 
-    ev.events = EPOLLONESHOT | ((w->events & DBPOOL_IO_READ) ? EPOLLIN : 0) |
-                ((w->events & DBPOOL_IO_WRITE) ? EPOLLOUT : 0);
-    ev.data.ptr = w;
-    if (epoll_ctl(a->ep, first, w->fd, &ev) != 0) {
+    ev.events = EPOLLET | want;
+    ev.data.u64 = (uint64_t)fd;
+    f->polls++;
+    if (epoll_ctl(a->ep, first, fd, &ev) != 0) {
         int second = first == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
         if (errno != (first == EPOLL_CTL_MOD ? ENOENT : EEXIST) ||
-            epoll_ctl(a->ep, second, w->fd, &ev) != 0) {
-            dbpool_epoll__hint(a, w->fd, 0);
+            epoll_ctl(a->ep, second, fd, &ev) != 0) {
+            f->events = 0;
             return -1;
         }
     }
-    dbpool_epoll__hint(a, w->fd, 1);
-    w->armed = 1;
+    f->events = want;
+    f->conn = conn;
     return 0;
-}
-
-/* Take w's registration out of the set (it was armed: the io stops
- * waiting). The socket is still the io's: the lease is still held. */
-static inline void dbpool_epoll__disarm(dbpool_epoll *a, struct dbpool_epoll_w *w)
-{
-    struct epoll_event ev = {0, {0}};
-
-    epoll_ctl(a->ep, EPOLL_CTL_DEL, w->fd, &ev);
-    dbpool_epoll__hint(a, w->fd, 0);
-    w->armed = 0;
 }
 
 static inline int dbpool_epoll__watch(void *loop, dbpool_io *io, void **state, int fd, int events)
 {
     dbpool_epoll *a = (dbpool_epoll *)loop;
     struct dbpool_epoll_w *w = dbpool_epoll__state(state, io);
+    struct dbpool_epoll_fd *f;
 
     if (!w)
         return -1;
-    w->fd = fd;
     if (!events) {
-        /* Disarmed already (its event came): nothing to do, the
-         * registration stays for the next statement on the socket. */
-        if (w->armed)
-            dbpool_epoll__disarm(a, w);
+        /* the registration stays for the next statement on the socket */
+        if (w->fd >= 0 && w->fd < a->nfds && a->fds[w->fd].waiter == w)
+            a->fds[w->fd].waiter = NULL;
         w->events = 0;
         return 0;
     }
-    if (w->armed && events == w->events)
-        return 0;
+    if (!(f = dbpool_epoll__fd(a, fd)))
+        return -1;
+    uint32_t want = ((events & DBPOOL_IO_READ) ? EPOLLIN : 0) |
+                    ((events & DBPOOL_IO_WRITE) ? EPOLLOUT : 0);
+    uint64_t conn = dbpool_io_conn_id(io);
+    w->fd = fd;
     w->events = events;
-    if (dbpool_epoll__arm_fd(a, w) != 0) {
+    if ((f->events != want || f->conn != conn || !conn) &&
+        dbpool_epoll__reg(a, fd, f, want, conn) != 0) {
         w->events = 0;
         return -1;
     }
+    f->waiter = w;
     return 0;
 }
 
@@ -249,11 +263,12 @@ static inline void dbpool_epoll__release(void *loop, void *state)
     dbpool_epoll *a = (dbpool_epoll *)loop;
     struct dbpool_epoll_w *w = (struct dbpool_epoll_w *)state;
 
-    if (w->armed) /* still waiting: the lease is still held, the fd its own */
-        dbpool_epoll__disarm(a, w);
+    /* no epoll_ctl: the registration stays (see "Why edge-triggered") */
+    if (w->fd >= 0 && w->fd < a->nfds && a->fds[w->fd].waiter == w)
+        a->fds[w->fd].waiter = NULL;
     w->events = 0;
     dbpool_epoll__tdel(a, w);
-    w->dead = 1; /* an event for it may still be in this run's batch */
+    w->dead = 1; /* the run that called us may still hold it */
     w->gnext = a->garbage;
     a->garbage = w;
 }
@@ -319,33 +334,42 @@ static inline int dbpool_epoll_run(dbpool_epoll *a, int timeout_ms)
         a->deferring = 1;
         dbpool_cq_defer_wakeup(a->cq, 1);
     }
-    /* every socket reported here was disarmed by its report (one-shot) */
     for (int i = 0; i < n; i++) {
-        void *p = evs[i].data.ptr;
-        if (p != (void *)&a->cq && p != (void *)&a->tfd)
-            ((struct dbpool_epoll_w *)p)->armed = 0;
-    }
-    for (int i = 0; i < n; i++) {
-        void *p = evs[i].data.ptr;
-        if (p == (void *)&a->cq) {
+        uint64_t d = evs[i].data.u64;
+        if (d == DBPOOL_EPOLL__CQ) {
             dbpool_cq_run(a->cq, 0);
-        } else if (p == (void *)&a->tfd) {
+        } else if (d == DBPOOL_EPOLL__TFD) {
             dbpool_epoll__timers(a);
         } else {
-            struct dbpool_epoll_w *w = (struct dbpool_epoll_w *)p;
+            int fd = (int)d;
+            struct dbpool_epoll_fd *f = fd < a->nfds ? &a->fds[fd] : NULL;
+            struct dbpool_epoll_w *w = f ? f->waiter : NULL;
             int seen = 0;
-            if (w->dead)
+            if (!w) {
+                /* nobody waits here (the connection is idle, or on another
+                 * loop, or the number is stale): stop its reports */
+                struct epoll_event ev = {0, {0}};
+                epoll_ctl(a->ep, EPOLL_CTL_DEL, fd, &ev);
+                if (f)
+                    f->events = 0;
                 continue;
+            }
             if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
                 seen |= DBPOOL_IO_READ;
             if (evs[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
                 seen |= DBPOOL_IO_WRITE;
+            unsigned polls = f->polls;
             dbpool_io_ready(w->io, seen);
-            /* level-triggered as dbpool sees it: still asking (dbpool does
-             * not repeat an unchanged watch), so arm again; if that fails,
-             * report the socket as failed, once (libpq then finds out) */
-            if (!w->dead && w->events && !w->armed && dbpool_epoll__arm_fd(a, w) != 0)
+            /* level-triggered as dbpool sees it: still waiting here with no
+             * re-poll since the report (libpq may have left bytes unread), so
+             * poll again; if that fails, report the socket as failed, once.
+             * (a->fds may have moved: dbpool_io_ready can register sockets) */
+            f = &a->fds[fd];
+            if (!w->dead && w->events && f->waiter == w && f->polls == polls &&
+                dbpool_epoll__reg(a, fd, f, f->events, f->conn) != 0) {
+                f->waiter = NULL;
                 dbpool_io_ready(w->io, DBPOOL_IO_READ | DBPOOL_IO_WRITE);
+            }
         }
     }
     /* completions posted by this batch (a check-in handing its connection
@@ -389,10 +413,10 @@ static inline int dbpool_epoll_attach(dbpool_cq *cq, dbpool_epoll **out, dbpool_
     if (a->ep < 0 || a->tfd < 0)
         goto fail;
     ev.events = EPOLLIN;
-    ev.data.ptr = &a->cq;
+    ev.data.u64 = DBPOOL_EPOLL__CQ;
     if (epoll_ctl(a->ep, EPOLL_CTL_ADD, dbpool_cq_fd(cq), &ev) != 0)
         goto fail;
-    ev.data.ptr = &a->tfd;
+    ev.data.u64 = DBPOOL_EPOLL__TFD;
     if (epoll_ctl(a->ep, EPOLL_CTL_ADD, a->tfd, &ev) != 0)
         goto fail;
     if ((rc = dbpool_loop_new(&a->loop, cq, &hooks, a)) != 0) {
@@ -430,7 +454,7 @@ static inline int dbpool_epoll_detach(dbpool_epoll *a)
     }
     close(a->ep); /* and with it the registrations left behind */
     close(a->tfd);
-    free(a->hint);
+    free(a->fds);
     free(a);
     return 0;
 }
