@@ -519,8 +519,8 @@ void dbpool_io_ready(dbpool_io *io, int events)
 
 uint64_t dbpool_io_conn_id(const dbpool_io *io)
 {
-    /* the io holds the lease while the adapter is asked to watch */
-    return io && io->lease.slot && io->lease.slot->conn ? pg_conn_id(io->lease.slot->conn) : 0;
+    /* watched only during an exchange, which has its per-connection state */
+    return io && io->e.c.qs ? io->e.c.qs->conn_id : 0;
 }
 
 void dbpool_io_timeout(dbpool_io *io)

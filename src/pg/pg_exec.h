@@ -26,6 +26,7 @@ struct pg_qstate {
     int64_t db_us;       /* time spent in exchanges, ever (transaction timings) */
     uint64_t resets;     /* pg_conn_resets() when the cache was last valid */
     int64_t answered_us; /* end of the last exchange the server answered in full, 0: none */
+    uint64_t conn_id;    /* pg_conn_id() of its connection (dbpool_io_conn_id) */
 };
 
 /* What one exchange sends. */

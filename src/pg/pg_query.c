@@ -792,6 +792,7 @@ int pgq_call_init(struct call *c, dbpool_lease *l, const dbpool_pg_opts *o)
         if (!qs)
             return set_error(DBPOOL_ENOMEM, "out of memory");
         stmtcache_init(&qs->cache);
+        qs->conn_id = pg_conn_id(l->slot->conn);
         *user = qs;
     }
     c->qs = *user;
