@@ -61,10 +61,10 @@ struct dbpool_epoll_w {
 
 /* What the set holds for one socket number (see "Why edge-triggered"). */
 struct dbpool_epoll_fd {
-    uint64_t conn;                  /* dbpool_io_conn_id() of the registration */
-    uint32_t events;                /* registered EPOLLIN/EPOLLOUT; 0 = none */
-    unsigned polls;                 /* MODs and ADDs so far: each re-polls the socket */
-    struct dbpool_epoll_w *waiter;  /* the io waiting on it, or NULL */
+    uint64_t conn;                 /* dbpool_io_conn_id() of the registration */
+    uint32_t events;               /* registered EPOLLIN/EPOLLOUT; 0 = none */
+    unsigned polls;                /* MODs and ADDs so far: each re-polls the socket */
+    struct dbpool_epoll_w *waiter; /* the io waiting on it, or NULL */
 };
 
 struct dbpool_epoll {
@@ -75,7 +75,7 @@ struct dbpool_epoll {
     struct dbpool_epoll_w *timers; /* running timers, unordered */
     struct dbpool_epoll_w *garbage;
     int running;
-    int deferring;              /* inside a dbpool_cq_defer_wakeup() span */
+    int deferring;               /* inside a dbpool_cq_defer_wakeup() span */
     struct dbpool_epoll_fd *fds; /* by socket number */
     int nfds;
 };
@@ -223,8 +223,8 @@ static inline int dbpool_epoll__watch(void *loop, dbpool_io *io, void **state, i
     }
     if (!(f = dbpool_epoll__fd(a, fd)))
         return -1;
-    uint32_t want = ((events & DBPOOL_IO_READ) ? EPOLLIN : 0) |
-                    ((events & DBPOOL_IO_WRITE) ? EPOLLOUT : 0);
+    uint32_t want =
+        ((events & DBPOOL_IO_READ) ? EPOLLIN : 0) | ((events & DBPOOL_IO_WRITE) ? EPOLLOUT : 0);
     uint64_t conn = dbpool_io_conn_id(io);
     w->fd = fd;
     w->events = events;
