@@ -272,14 +272,17 @@ static void deliver(dbpool_io *io, int rc)
     io->out.retries = io->retries;
     if (io->owned)
         io->out.queue_us = io->queue_us;
-    /* the adapter's release must not clobber the message */
-    snprintf(keep, sizeof(keep), "%s", dbpool_last_error());
+    /* the adapter's release must not clobber the message (a success has
+     * none: no copy then, this runs for every statement) */
+    if (rc != 0)
+        snprintf(keep, sizeof(keep), "%s", dbpool_last_error());
     if (io->state) {
         io->loop->hooks.release(io->loop->data, io->state);
         io->state = NULL;
     }
-    set_error_msg("%s", keep);
-    if (rc == 0)
+    if (rc != 0)
+        set_error_msg("%s", keep);
+    else
         clear_error();
     io->cb(io->arg, rc, &io->out);
     dbpool_pg_result_clear(&io->out);

@@ -585,7 +585,10 @@ int pgq_outcome(struct call *c, int x, PGresult *res, dbpool_pg_result *out, con
     int rc;
 
     if (out) {
-        snprintf(out->sqlstate, sizeof(out->sqlstate), "%s", st);
+        size_t i = 0; /* (a copy, not snprintf: this runs for every statement) */
+        for (; i + 1 < sizeof(out->sqlstate) && st[i]; i++)
+            out->sqlstate[i] = st[i];
+        out->sqlstate[i] = '\0';
         out->sent = c->sent;
     }
     if (x == XS_OK || x == XS_SQLERR) {
@@ -891,18 +894,20 @@ int pgq_exec_end(struct pgq_exec *e, int x, PGresult *res)
      * connection at check-in. A failure becomes EEXPIRED -- except an unknown
      * outcome, which stays one: that cancel proves nothing either. */
     char why[320];
-    snprintf(why, sizeof(why), "%s", dbpool_last_error()); /* lease_check sets its own */
-    if (dbpool_lease_check(l) == DBPOOL_EEXPIRED && rc != 0) {
-        if (rc == DBPOOL_EUNKNOWN || (rc == DBPOOL_ECONNLOST && c->sent))
-            rc = set_error(rc,
-                           "%s (the lease had outlived hold_timeout; the connection is "
-                           "discarded at check-in)",
-                           why);
-        else
-            rc = set_error(DBPOOL_EEXPIRED,
-                           "query: the lease outlived hold_timeout; the statement did not "
-                           "complete (%s); the connection is discarded at check-in",
-                           why);
+    if (rc != 0) { /* (only a failure can become EEXPIRED: no copies per success) */
+        snprintf(why, sizeof(why), "%s", dbpool_last_error()); /* lease_check sets its own */
+        if (dbpool_lease_check(l) == DBPOOL_EEXPIRED) {
+            if (rc == DBPOOL_EUNKNOWN || (rc == DBPOOL_ECONNLOST && c->sent))
+                rc = set_error(rc,
+                               "%s (the lease had outlived hold_timeout; the connection is "
+                               "discarded at check-in)",
+                               why);
+            else
+                rc = set_error(DBPOOL_EEXPIRED,
+                               "query: the lease outlived hold_timeout; the statement did not "
+                               "complete (%s); the connection is discarded at check-in",
+                               why);
+        }
     }
     if (pool->cfg.trace_cb) {
         char keep[512]; /* the trace callback may call libpq, not dbpool; keep ours */
@@ -945,11 +950,17 @@ int pgq_give_back(dbpool_lease *l)
 {
     PGconn *pg = dbpool_pg_conn(l);
     char keep[512];
+    int said = dbpool_last_error()[0] != '\0'; /* (no copy of nothing, per statement) */
 
-    snprintf(keep, sizeof(keep), "%s", dbpool_last_error());
+    if (said)
+        snprintf(keep, sizeof(keep), "%s", dbpool_last_error());
     int rc = pg && PQstatus(pg) != CONNECTION_OK ? dbpool_discard(l) : dbpool_checkin(l);
-    if (rc != DBPOOL_ETXENDED) /* the sandbox's news is the caller's business */
-        set_error_msg("%s", keep);
+    if (rc != DBPOOL_ETXENDED) { /* the sandbox's news is the caller's business */
+        if (said)
+            set_error_msg("%s", keep);
+        else
+            clear_error();
+    }
     return rc;
 }
 
@@ -1226,8 +1237,9 @@ static int tx_top(dbpool_lease *l, dbpool_pg_tx_cb fn, void *arg, const dbpool_p
     /* hold_timeout: COMMIT was not sent (or failed), so it was rolled back;
      * an unknown COMMIT stays unknown, with its own message */
     char why[320];
-    snprintf(why, sizeof(why), "%s", dbpool_last_error()); /* lease_check sets its own */
-    if (dbpool_lease_check(l) == DBPOOL_EEXPIRED && rc != 0) {
+    if (rc != 0 &&
+        (snprintf(why, sizeof(why), "%s", dbpool_last_error()), /* lease_check sets its own */
+         dbpool_lease_check(l) == DBPOOL_EEXPIRED)) {
         if (rc == DBPOOL_ECOMMIT_UNKNOWN)
             set_error_msg("%s", why);
         else
