@@ -132,9 +132,10 @@ DBPOOL_API const char *dbpool_last_error(void);
 /*
  * Allocator used for everything the library allocates itself (libpq's own
  * allocations are not covered). Set it once, before the first pool is opened:
- * returns DBPOOL_EBUSY while any pool is open, DBPOOL_EINVAL if a function is
- * missing. NULL restores malloc/calloc/free. Not thread-safe against
- * concurrent dbpool_open().
+ * returns DBPOOL_EBUSY while any pool is open (and, after the last close,
+ * while a worker thread is still running a closed pool's cancel request),
+ * DBPOOL_EINVAL if a function is missing. NULL restores malloc/calloc/free.
+ * Not thread-safe against concurrent dbpool_open().
  */
 typedef struct dbpool_allocator {
     void *(*malloc)(size_t size);
