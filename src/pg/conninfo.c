@@ -243,13 +243,18 @@ static int is_key_in(const char *conninfo, const char *frag, size_t n)
 static void withhold_quoted(char *msg, const char *conninfo)
 {
     char *r = msg, *w = msg;
+    /* A '"' of the conninfo (or a %22 decoded) in an echo pairs with the
+     * wrong quote: a short "fragment" may then open an echo that the next
+     * pair leaves outside quotes. Then no fragment is trusted: the first one
+     * is cut. */
+    int paired = !strchr(conninfo, '"') && !strstr(conninfo, "%22");
 
     while (*r) {
         char *close;
         if (*r == '"') {
             close = strchr(r + 1, '"');
             size_t n = close ? (size_t)(close - r - 1) : strlen(r + 1);
-            if (!close || (n > 2 && !is_key_in(conninfo, r + 1, n))) {
+            if (!close || !paired || (n > 2 && !is_key_in(conninfo, r + 1, n))) {
                 memcpy(w, "\"...\"", 5);
                 w += 5;
                 break;
