@@ -185,12 +185,15 @@ static int bad_port(const char *v)
     return 0;
 }
 
-/* Could this conninfo carry a password (key=value, URI query or userinfo)? */
+/* Could this conninfo carry a password (key=value, URI query or userinfo)?
+ * libpq percent-decodes a URI query's keys too, so there "%70assword" is one. */
 static int may_hold_secret(const char *conninfo)
 {
     const char *p = strstr(conninfo, "://");
 
     if (strstr(conninfo, "password"))
+        return 1;
+    if (p && strchr(p, '%'))
         return 1;
     if (p) {
         const char *at = strchr(p + 3, '@'), *colon = strchr(p + 3, ':');
