@@ -22,7 +22,8 @@
         }                                                                                          \
     } while (0)
 
-/* The ranges documented in dbpool.h for a config dbpool_open() accepts. */
+/* The ranges documented in dbpool.h (and docs/configuration.md) for a config
+ * dbpool_open() accepts. */
 static void check_valid(const dbpool_config *c)
 {
     CHECK(c->size >= 1 && c->size <= 10000);
@@ -46,6 +47,11 @@ static void check_valid(const dbpool_config *c)
     CHECK(c->reset_timeout > 0);
     CHECK(c->log_level >= DBPOOL_LOG_DEBUG && c->log_level <= DBPOOL_LOG_NONE);
     CHECK(c->leak_threshold >= 0);
+    CHECK(c->barge_window >= 0);
+    CHECK(c->probe_interval >= 0);
+    CHECK(c->alive_check >= 0);
+    CHECK(c->max_waiting >= 0 && c->max_waiting <= 1000000);
+    CHECK(c->max_uses >= 0 && c->max_uses <= 1000000000);
 }
 
 static void check_rc(int rc)
@@ -68,7 +74,8 @@ static int same_config(const dbpool_config *a, const dbpool_config *b)
            F(idle_limit) && F(ping_timeout) && F(connect_timeout) && F(backoff_type) &&
            F(backoff_min) && F(backoff_max) && F(max_lifetime) && F(hold_timeout) &&
            F(reset_timeout) && F(after_connect) && F(log_cb) && F(log_arg) && F(log_level) &&
-           F(event_cb) && F(event_arg) && F(leak_threshold);
+           F(event_cb) && F(event_arg) && F(leak_threshold) && F(probe_interval) &&
+           F(alive_check);
 #undef F
 }
 

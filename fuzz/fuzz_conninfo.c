@@ -10,7 +10,7 @@
  *     truncated rendering is a prefix of the full one.
  *  2. a password P (from the input's first bytes: 8+ characters, letters,
  *     digits and specials, whitespace included) written where a password
- *     goes (URI user info and ?password= percent-encoded or raw,
+ *     goes (URI user info and ?password= or ?%70assword= percent-encoded or raw,
  *     password='...' escaped) around the rest
  *     of the input: the output parses back to libpq's options with P
  *     masked, and neither P nor its written form, nor a long prefix of
@@ -250,6 +250,9 @@ static void placed(const uint8_t *data, size_t size)
     memcpy(rest, data + 2 + n, rest_len);
     rest[rest_len] = '\0';
     const char *written = uri ? enc : esc;
+    /* with bit 6 of the length byte, a URI query names it "%70assword":
+     * libpq percent-decodes keys too */
+    const char *pwkey = data[1] & 0x40 ? "%70assword" : "password";
     if (strstr(rest, pw) || strstr(rest, written))
         goto done; /* the password must only be where we put it */
     if (!uri && strpbrk(rest, "'\\"))
@@ -265,10 +268,10 @@ static void placed(const uint8_t *data, size_t size)
         snprintf(ci, cap, "postgresql://u:%s@%s", enc, rest);
         break;
     case 1:
-        snprintf(ci, cap, "postgresql://%s?password=%s", rest, enc);
+        snprintf(ci, cap, "postgresql://%s?%s=%s", rest, pwkey, enc);
         break;
     case 2:
-        snprintf(ci, cap, "postgresql://u@h/db?password=%s&%s", enc, rest);
+        snprintf(ci, cap, "postgresql://u@h/db?%s=%s&%s", pwkey, enc, rest);
         break;
     case 3:
         snprintf(ci, cap, "host=h password='%s' %s", esc, rest);
@@ -280,7 +283,7 @@ static void placed(const uint8_t *data, size_t size)
         snprintf(ci, cap, "postgres://u:%s@%s", enc, rest);
         break;
     case 6:
-        snprintf(ci, cap, "postgresql://u@[%s?password=%s", rest, enc);
+        snprintf(ci, cap, "postgresql://u@[%s?%s=%s", rest, pwkey, enc);
         break;
     case 7:
         snprintf(ci, cap, "postgresql://u:%s@[%s", enc, rest);

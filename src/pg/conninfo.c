@@ -98,6 +98,37 @@ void pg_set_msg(char *err, size_t errlen, const char *msg, const char *password)
     mem_free(flat);
 }
 
+/* The value written after the "password" at p (which may end another key, as
+ * in "sslpassword"): *len bytes from the returned pointer, without quotes, or
+ * NULL when no '=' follows. A quoted value runs to its closing quote (escaped
+ * quotes skipped), a URI query value to '&', any other to white space. */
+static const char *password_value(const char *conninfo, const char *p, size_t *len)
+{
+    const char *v = p + 8;
+    size_t n = 0;
+
+    while (*v == ' ')
+        v++;
+    if (*v != '=')
+        return NULL;
+    v++;
+    while (*v == ' ')
+        v++;
+    if (*v == '\'') {
+        v++;
+        while (v[n] && v[n] != '\'')
+            n += v[n] == '\\' && v[n + 1] ? 2 : 1;
+    } else if (strstr(conninfo, "://")) { /* URI query: the value runs to '&' */
+        while (v[n] && v[n] != '&')
+            n++;
+    } else {
+        while (v[n] && v[n] != ' ' && v[n] != '\t' && v[n] != '\n')
+            n++;
+    }
+    *len = n;
+    return v;
+}
+
 /*
  * When a conninfo does not parse we do not know its password, and libpq may
  * echo the string: remove anything that looks like one (URI userinfo
@@ -125,26 +156,10 @@ static void scrub_guesses(char *msg, size_t cap, const char *conninfo)
         }
     }
     for (p = conninfo; (p = strstr(p, "password")) != NULL; p += 8) {
-        const char *v = p + 8;
-        while (*v == ' ')
-            v++;
-        if (*v != '=')
+        size_t n;
+        const char *v = password_value(conninfo, p, &n);
+        if (!v)
             continue;
-        v++;
-        while (*v == ' ')
-            v++;
-        size_t n = 0;
-        if (*v == '\'') {
-            v++;
-            while (v[n] && v[n] != '\'')
-                n++;
-        } else if (strstr(conninfo, "://")) { /* URI query: the value runs to '&' */
-            while (v[n] && v[n] != '&')
-                n++;
-        } else {
-            while (v[n] && v[n] != ' ' && v[n] != '\t' && v[n] != '\n')
-                n++;
-        }
         memcpy(cand, v, n);
         cand[n] = '\0';
         scrub(msg, cap, cand);
@@ -170,12 +185,15 @@ static int bad_port(const char *v)
     return 0;
 }
 
-/* Could this conninfo carry a password (key=value, URI query or userinfo)? */
+/* Could this conninfo carry a password (key=value, URI query or userinfo)?
+ * libpq percent-decodes a URI query's keys too, so there "%70assword" is one. */
 static int may_hold_secret(const char *conninfo)
 {
     const char *p = strstr(conninfo, "://");
 
     if (strstr(conninfo, "password"))
+        return 1;
+    if (p && strchr(p, '%'))
         return 1;
     if (p) {
         const char *at = strchr(p + 3, '@'), *colon = strchr(p + 3, ':');
@@ -185,8 +203,23 @@ static int may_hold_secret(const char *conninfo)
     return 0;
 }
 
+/* Is `at` inside a value written as a password ("password=...")? */
+static int in_password_value(const char *conninfo, const char *at)
+{
+    for (const char *p = conninfo; (p = strstr(p, "password")) != NULL; p += 8) {
+        size_t n;
+        const char *v = password_value(conninfo, p, &n);
+        if (v && at >= v && at < v + n)
+            return 1;
+    }
+    return 0;
+}
+
 /* Does `frag` (n bytes) stand in the conninfo as a key, i.e. followed by
- * optional spaces and '='? Such a fragment is a (mistyped) option name. */
+ * optional spaces and '='? Such a fragment is a (mistyped) option name --
+ * unless it is inside a value written as a password: libpq reads the words
+ * of password='a b=c' as options when an empty value before it swallows the
+ * opening quote ("host= password='..."), and names them in its message. */
 static int is_key_in(const char *conninfo, const char *frag, size_t n)
 {
     for (const char *p = conninfo; *p; p++) {
@@ -195,7 +228,7 @@ static int is_key_in(const char *conninfo, const char *frag, size_t n)
         const char *q = p + n;
         while (*q == ' ')
             q++;
-        if (*q == '=' && (p == conninfo || strchr(" ?&", p[-1])))
+        if (*q == '=' && (p == conninfo || strchr(" ?&", p[-1])) && !in_password_value(conninfo, p))
             return 1;
     }
     return 0;
@@ -213,13 +246,18 @@ static int is_key_in(const char *conninfo, const char *frag, size_t n)
 static void withhold_quoted(char *msg, const char *conninfo)
 {
     char *r = msg, *w = msg;
+    /* A '"' of the conninfo (or a %22 decoded) in an echo pairs with the
+     * wrong quote: a short "fragment" may then open an echo that the next
+     * pair leaves outside quotes. Then no fragment is trusted: the first one
+     * is cut. */
+    int paired = !strchr(conninfo, '"') && !strstr(conninfo, "%22");
 
     while (*r) {
         char *close;
         if (*r == '"') {
             close = strchr(r + 1, '"');
             size_t n = close ? (size_t)(close - r - 1) : strlen(r + 1);
-            if (!close || (n > 2 && !is_key_in(conninfo, r + 1, n))) {
+            if (!close || !paired || (n > 2 && !is_key_in(conninfo, r + 1, n))) {
                 memcpy(w, "\"...\"", 5);
                 w += 5;
                 break;
