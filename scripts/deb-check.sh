@@ -88,7 +88,9 @@ LD_LIBRARY_PATH="$libdir" "$root/usr/bin/dbpool" --version
 
 if [ $install -eq 1 ]; then
     echo "deb-check: apt-get install the packages, the consumer against the system"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "$work"/*.deb </dev/null >&2
+    # --reinstall: a machine may hold an older build of the same version
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall --allow-downgrades "$work"/*.deb \
+        </dev/null >&2
     # shellcheck disable=SC2046
     cc -std=c11 -Wall -Wextra -Werror -o "$work/consumer-sys" "$repo/tests/consumer/consumer.c" \
         $(pkg-config --cflags --libs dbpool)
