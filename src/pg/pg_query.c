@@ -1237,14 +1237,16 @@ static int tx_top(dbpool_lease *l, dbpool_pg_tx_cb fn, void *arg, const dbpool_p
     /* hold_timeout: COMMIT was not sent (or failed), so it was rolled back;
      * an unknown COMMIT stays unknown, with its own message */
     char why[320];
-    if (rc != 0 &&
-        (snprintf(why, sizeof(why), "%s", dbpool_last_error()), /* lease_check sets its own */
-         dbpool_lease_check(l) == DBPOOL_EEXPIRED)) {
-        if (rc == DBPOOL_ECOMMIT_UNKNOWN)
-            set_error_msg("%s", why);
-        else
-            rc = set_error(DBPOOL_EEXPIRED, "transaction: the lease outlived hold_timeout; the "
-                                            "pool cancelled its query and it was rolled back");
+    if (rc != 0) {
+        snprintf(why, sizeof(why), "%s", dbpool_last_error()); /* lease_check sets its own */
+        if (dbpool_lease_check(l) == DBPOOL_EEXPIRED) {
+            if (rc == DBPOOL_ECOMMIT_UNKNOWN)
+                set_error_msg("%s", why);
+            else
+                rc = set_error(DBPOOL_EEXPIRED, "transaction: the lease outlived hold_timeout; "
+                                                "the pool cancelled its query and it was rolled "
+                                                "back");
+        }
     }
     return rc;
 }
