@@ -54,10 +54,11 @@ static struct {
     int tenants, dbs, cap, threads, cold;
     double seconds, zipf_s;
     int skip_baseline;
-    const char *parts; /* which of a, b, c to run */
-    int series_ms;     /* (c): sample open connections vs backends this often */
-    int tenant_size;   /* > 0: every tenant pool's size (default: the registry's template) */
-} opt = {NULL, 0, 10000, 200, 50, 16, 50, 10.0, 1.1, 0, "abc", 0, 0};
+    const char *parts;  /* which of a, b, c to run */
+    int series_ms;      /* (c): sample open connections vs backends this often */
+    int tenant_size;    /* > 0: every tenant pool's size (default: the registry's template) */
+    int max_connecting; /* >= 0: the registry's max_connecting (default: its default) */
+} opt = {NULL, 0, 10000, 200, 50, 16, 50, 10.0, 1.1, 0, "abc", 0, 0, -1};
 
 static void usage(void)
 {
@@ -65,6 +66,7 @@ static void usage(void)
                     "[--seconds S]\n"
                     "                      [--cold N] [--zipf S] [--no-baseline] [--parts abc]\n"
                     "                      [--series MS] [--tenant-size N]\n"
+                    "                      [--max-connecting N]\n"
                     "                      \"<conninfo template>\"\n"
                     "  the template may contain %%s for the tenant's database name\n");
     exit(2);
@@ -235,6 +237,8 @@ static dbpool_registry *open_registry(int cap)
     dbpool_registry_config_init(&rc);
     rc.resolve = resolve;
     rc.max_connections = cap;
+    if (opt.max_connecting >= 0)
+        rc.max_connecting = opt.max_connecting;
     rc.pool_idle_timeout = 3600000; /* nothing is reclaimed during the run */
     rc.tenant.log_level = DBPOOL_LOG_ERROR;
     if (dbpool_registry_open(&reg, &rc) != 0) {
@@ -943,6 +947,8 @@ int main(int argc, char **argv)
             opt.series_ms = atoi(argv[++i]);
         else if (!strcmp(a, "--tenant-size") && v)
             opt.tenant_size = atoi(argv[++i]);
+        else if (!strcmp(a, "--max-connecting") && v)
+            opt.max_connecting = atoi(argv[++i]);
         else if (!strcmp(a, "--no-baseline"))
             opt.skip_baseline = 1;
         else if (a[0] == '-')

@@ -77,6 +77,17 @@ typedef struct dbpool_registry_config {
     int adaptive;              /* 0        1 = on                                     */
     int adaptive_min;          /* 1        the cap never goes lower                   */
     int64_t adaptive_interval; /* 1000 ms  one look (a step down or up) per interval */
+    /*
+     * Connects in flight at once across all tenants (0: no limit). A connect
+     * holds its place under the cap while the server starts a backend, so
+     * when the registry runs at the server's connect rate (more tenants in
+     * use than max_connections), many connects at once leave less of the cap
+     * for the tenants it keeps, without connecting faster. About the
+     * server's CPU count serves then (docs/multi-tenant.md, "Connects in
+     * flight"); on a remote server, more (each connect waits for round
+     * trips, not the server's CPU).
+     */
+    int max_connecting; /* 0        connects in flight at once, 0 = no limit  */
 } dbpool_registry_config;
 
 DBPOOL_API void dbpool_registry_config_init(dbpool_registry_config *cfg);
@@ -110,6 +121,7 @@ typedef struct dbpool_registry_stats {
     int cap;                /* the cap now: max_connections, or lower (adaptive) */
     uint64_t server_full;   /* connects refused because the server was full */
     uint64_t cap_decreases; /* times the adaptive cap went down */
+    int connecting;         /* of open_connections, connects in flight */
 } dbpool_registry_stats;
 
 DBPOOL_API int dbpool_registry_stats_get(dbpool_registry *reg, dbpool_registry_stats *out);

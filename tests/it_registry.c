@@ -480,6 +480,106 @@ static void test_new_tenant_first_call(void **state)
 }
 
 /* ---------------------------------------------------------------------- */
+/* (b2) max_connecting: connects in flight never exceed it                 */
+/* ---------------------------------------------------------------------- */
+
+struct mc_sampler {
+    dbpool_registry *reg;
+    atomic_int stop;
+    int samples, max_connecting, max_open;
+};
+
+static void *mc_sampler_main(void *arg)
+{
+    struct mc_sampler *s = arg;
+    while (!atomic_load(&s->stop)) {
+        dbpool_registry_stats st;
+        if (dbpool_registry_stats_get(s->reg, &st) == 0) {
+            s->samples++;
+            if (st.connecting > s->max_connecting)
+                s->max_connecting = st.connecting;
+            if (st.open_connections > s->max_open)
+                s->max_open = st.open_connections;
+        }
+        itp_sleep_ms(1);
+    }
+    return NULL;
+}
+
+static void test_max_connecting(void **state)
+{
+    (void)state;
+    enum { N = 10, MC = 2, CONNECT_MS = 200 };
+    static const char *keys[N] = {"t010", "t011", "t012", "t013", "t014",
+                                  "t015", "t016", "t017", "t018", "t019"};
+    struct resolver res = {.app = "reg_mc"};
+    dbpool_registry_config rc;
+    dbpool_registry *reg = NULL;
+
+    dbpool_registry_config_init(&rc);
+    assert_int_equal(rc.max_connecting, 0); /* the default: no limit */
+    rc.resolve = resolve;
+    rc.resolve_arg = &res;
+    rc.max_connections = 20;
+    rc.max_connecting = -1;
+    assert_int_equal(dbpool_registry_open(&reg, &rc), DBPOOL_EINVAL);
+    assert_null(reg);
+    assert_non_null(strstr(dbpool_last_error(), "max_connecting"));
+
+    /* every connect takes at least CONNECT_MS (after_connect runs while the
+     * slot connects), so N at once would overlap */
+    rc.max_connecting = MC;
+    rc.tenant.after_connect = "SELECT pg_sleep(0.2)";
+    rc.tenant.connect_timeout = 5000;
+    if (dbpool_registry_open(&reg, &rc) != 0)
+        fail_msg("dbpool_registry_open: %s", dbpool_last_error());
+    g_reg = reg;
+
+    struct mc_sampler smp = {.reg = reg};
+    pthread_t sth = itp_thr_start(mc_sampler_main, &smp);
+    pthread_barrier_t go;
+    struct first_call f[N];
+    pthread_t th[N];
+    pthread_barrier_init(&go, NULL, N);
+    int64_t t0 = pgt_now_ms();
+    for (int i = 0; i < N; i++) {
+        f[i] = (struct first_call){.reg = reg, .key = keys[i], .go = &go};
+        th[i] = itp_thr_start(first_call_main, &f[i]);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(itp_thr_join(th[i], 30000), 0);
+    int64_t took = pgt_now_ms() - t0;
+    atomic_store(&smp.stop, 1);
+    assert_int_equal(itp_thr_join(sth, 5000), 0);
+    pthread_barrier_destroy(&go);
+
+    dbpool_registry_stats st = rstats(reg);
+    fprintf(stderr,
+            "# max_connecting %d: %d first calls took %lld ms; sampled %d times, at most %d "
+            "connecting, %d open\n",
+            MC, N, (long long)took, smp.samples, smp.max_connecting, smp.max_open);
+    for (int i = 0; i < N; i++) {
+        if (f[i].rc != 0)
+            fail_msg("first call on %s: %d %s", keys[i], f[i].rc, f[i].err);
+        assert_true(f[i].on_db);
+    }
+    assert_true(smp.samples > 0);
+    assert_true(smp.max_connecting >= 1);
+    if (smp.max_connecting > MC)
+        fail_msg("%d connects in flight at once (max_connecting %d)", smp.max_connecting, MC);
+    /* a bound the limit guarantees, not a speed: N connects of at least
+     * CONNECT_MS each, MC at a time (without the limit: about CONNECT_MS) */
+    if (took < (int64_t)(N / MC) * CONNECT_MS)
+        fail_msg("%d connects of >= %d ms took only %lld ms: more than %d ran at once", N,
+                 CONNECT_MS, (long long)took, MC);
+    assert_int_equal(st.connecting, 0);
+    assert_int_equal(st.open_connections, N);
+
+    assert_int_equal(close_reg(reg), 0);
+    assert_true(itp_wait_backends(&srv, "reg_mc", 0, 5000));
+}
+
+/* ---------------------------------------------------------------------- */
 /* (c) idle tenants are reclaimed                                          */
 /* ---------------------------------------------------------------------- */
 
@@ -1120,6 +1220,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_invalid_keys, test_teardown),
         cmocka_unit_test_teardown(test_new_tenant_first_call, test_teardown),
+        cmocka_unit_test_teardown(test_max_connecting, test_teardown),
         cmocka_unit_test_teardown(test_prometheus, test_teardown),
         cmocka_unit_test_teardown(test_odd_keys, test_teardown),
         cmocka_unit_test_teardown(test_idle_tenants_reclaimed, test_teardown),

@@ -47,6 +47,8 @@ void slot_move(struct dbpool *p, struct dbpool_slot *s, enum slot_state to)
     s->state = to;
     list_push_tail(&p->lists[to], &s->link);
     if (p->budget) {
+        if (from == SLOT_CONNECTING && to != SLOT_CONNECTING && p->budget->connected && !p->closing)
+            p->budget->connected(p->budget_owner, p);
         if (counts(from) && !counts(to) && !p->closing)
             p->budget->release(p->budget_owner, p);
         if (from == SLOT_IDLE || to == SLOT_IDLE) {

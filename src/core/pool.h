@@ -78,6 +78,8 @@ struct budget_ops {
     void (*release)(void *owner, struct dbpool *p);
     /* a connect was refused because the server is full (53300); may be NULL */
     void (*full)(void *owner, struct dbpool *p, int64_t now);
+    /* a connect granted by acquire ended (connected or failed); may be NULL */
+    void (*connected)(void *owner, struct dbpool *p);
 };
 enum slot_state {
     SLOT_PENDING = 0, /* needs a connect, as soon as the manager runs */

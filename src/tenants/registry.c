@@ -23,6 +23,7 @@ struct tenant {
     struct dbpool *pool; /* NULL while being created */
     int pins;            /* dbpool_registry_get() without put, checkouts in flight */
     int open;            /* connections counted against the cap */
+    int connecting;      /* of them, connects granted and not yet ended */
     int held;            /* 1 + its index in r->held while open > 0, else 0 */
     int64_t last_used;
     struct dbpool_registry *reg;
@@ -40,9 +41,10 @@ struct dbpool_registry {
     size_t nbuckets, ntenants;
     struct list_head queue; /* FIFO of tenants denied room */
     int open;               /* connections counted against the cap */
+    int connecting;         /* of them, connects in flight (cfg.max_connecting) */
     /* the cap (aimd.c): cfg.max_connections, lower while cfg.adaptive backs off */
     struct aimd aimd;
-    int evictions_asked;    /* asked and not yet seen as a release */
+    int evictions_asked; /* asked and not yet seen as a release */
     /* tenants with open > 0 (at most max_connections): eviction candidates */
     struct tenant **held;
     int nheld, held_cap;
@@ -268,7 +270,13 @@ static void ask_eviction(struct dbpool_registry *r, struct tenant *t)
 static void ask_evictions_for_queue(struct dbpool_registry *r, struct tenant *except)
 {
     int room = r->aimd.cap - r->open;
-    int want = (int)r->queue.n - r->evictions_asked - (room > 0 ? room : 0);
+    int want = (int)r->queue.n;
+    /* only as many as may start connecting now: a connection closed early
+     * for a tenant that must still wait for a connect is a cache miss for
+     * nothing */
+    if (r->cfg.max_connecting && want > r->cfg.max_connecting - r->connecting)
+        want = r->cfg.max_connecting - r->connecting;
+    want -= r->evictions_asked + (room > 0 ? room : 0);
 
     while (want-- > 0) {
         int asked = r->evictions_asked;
@@ -278,10 +286,16 @@ static void ask_evictions_for_queue(struct dbpool_registry *r, struct tenant *ex
     }
 }
 
+/* Room under max_connecting for one more connect. Registry mutex held. */
+static int may_connect(const struct dbpool_registry *r)
+{
+    return !r->cfg.max_connecting || r->connecting < r->cfg.max_connecting;
+}
+
 /* After a grant: room left and tenants waiting, so the new head may connect. */
 static void poke_head_if_room(struct dbpool_registry *r)
 {
-    struct tenant *qh = r->open < r->aimd.cap ? queue_head(r) : NULL;
+    struct tenant *qh = r->open < r->aimd.cap && may_connect(r) ? queue_head(r) : NULL;
     if (qh && qh->pool)
         manager_poke(&qh->pool->mc);
 }
@@ -305,9 +319,11 @@ static int budget_acquire(void *owner, struct dbpool *p)
         pthread_mutex_unlock(&r->mu);
         return 0;
     }
-    if (r->open < r->aimd.cap && (!queue_head(r) || queue_head(r) == t)) {
+    if (r->open < r->aimd.cap && may_connect(r) && (!queue_head(r) || queue_head(r) == t)) {
         r->open++;
         t->open++;
+        r->connecting++;
+        t->connecting++;
         aimd_connecting(&r->aimd); /* the refused share is of these */
         held_add(r, t);
         queue_remove(r, t);
@@ -353,6 +369,30 @@ static void budget_release(void *owner, struct dbpool *p)
 }
 
 /*
+ * A granted connect ended, connected or not (its cap slot stays counted
+ * until release). Under max_connecting the queue's head may start one now;
+ * connects in flight hold cap slots while the server forks and
+ * authenticates, so limiting them leaves more of the cap caching tenants
+ * (docs/multi-tenant.md).
+ */
+static void budget_connected(void *owner, struct dbpool *p)
+{
+    struct tenant *t = owner;
+    struct dbpool_registry *r = t->reg;
+
+    (void)p;
+    pthread_mutex_lock(&r->mu);
+    r->connecting--;
+    t->connecting--;
+    if (!r->closing && r->cfg.max_connecting) {
+        poke_head_if_room(r);
+        if (queue_head(r))
+            ask_evictions_for_queue(r, NULL);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/*
  * The server refused a connect for want of room (53300): several processes
  * share it and together want more than max_connections. With cfg.adaptive
  * tick() lowers the cap by the share of connects refused and raises it
@@ -391,7 +431,8 @@ static void adapt_locked(struct dbpool_registry *r, int64_t now)
     ask_evictions_for_queue(r, NULL);
 }
 
-static const struct budget_ops registry_budget = {budget_acquire, budget_release, budget_full};
+static const struct budget_ops registry_budget = {budget_acquire, budget_release, budget_full,
+                                                  budget_connected};
 
 /* ---- reclaiming idle tenants -------------------------------------------- */
 
@@ -402,6 +443,7 @@ static void reclaim(struct dbpool_registry *r, struct tenant *t)
     pool_close(t->pool);
     pthread_mutex_lock(&r->mu);
     r->open -= t->open;
+    r->connecting -= t->connecting;
     held_del(r, t);
     pthread_mutex_unlock(&r->mu);
     mem_free(t->key);
@@ -508,16 +550,14 @@ int dbpool_registry_open(dbpool_registry **out, const dbpool_registry_config *cf
         *out = NULL;
     if (!out || !cfg || !cfg->resolve)
         return set_error(DBPOOL_EINVAL, "dbpool_registry_open: NULL argument or no resolver");
-    if (cfg->max_connections < 1 || cfg->pool_idle_timeout < 1)
+    if (cfg->max_connections < 1 || cfg->pool_idle_timeout < 1 || cfg->max_connecting < 0)
         return set_error(DBPOOL_EINVAL,
                          "dbpool_registry_open: max_connections and pool_idle_timeout must be "
-                         "positive");
-    if (cfg->adaptive &&
-        (cfg->adaptive_min < 1 || cfg->adaptive_min > cfg->max_connections ||
-         cfg->adaptive_interval < 1 || cfg->adaptive_interval > 86400000))
-        return set_error(DBPOOL_EINVAL,
-                         "dbpool_registry_open: adaptive needs 1 <= adaptive_min <= "
-                         "max_connections and adaptive_interval in 1..86400000 ms");
+                         "positive, max_connecting not negative");
+    if (cfg->adaptive && (cfg->adaptive_min < 1 || cfg->adaptive_min > cfg->max_connections ||
+                          cfg->adaptive_interval < 1 || cfg->adaptive_interval > 86400000))
+        return set_error(DBPOOL_EINVAL, "dbpool_registry_open: adaptive needs 1 <= adaptive_min <= "
+                                        "max_connections and adaptive_interval in 1..86400000 ms");
     r = mem_calloc(1, sizeof(*r));
     if (!r)
         return set_error(DBPOOL_ENOMEM, "out of memory");
@@ -679,6 +719,7 @@ int dbpool_registry_stats_get(dbpool_registry *r, dbpool_registry_stats *st)
     pthread_mutex_lock(&r->mu);
     st->tenants = (int)r->ntenants;
     st->open_connections = r->open;
+    st->connecting = r->connecting;
     st->max_connections = r->cfg.max_connections;
     st->cap = r->aimd.cap;
     st->server_full = r->aimd.refusals;
@@ -725,6 +766,9 @@ int dbpool_registry_prometheus(dbpool_registry *r, char *buf, size_t buflen, siz
                      "# HELP dbpool_registry_open_connections Connections under the cap.\n"
                      "# TYPE dbpool_registry_open_connections gauge\n"
                      "dbpool_registry_open_connections %d\n"
+                     "# HELP dbpool_registry_connecting Of those, connects in flight.\n"
+                     "# TYPE dbpool_registry_connecting gauge\n"
+                     "dbpool_registry_connecting %d\n"
                      "# HELP dbpool_registry_max_connections The cap.\n"
                      "# TYPE dbpool_registry_max_connections gauge\n"
                      "dbpool_registry_max_connections %d\n"
@@ -743,7 +787,7 @@ int dbpool_registry_prometheus(dbpool_registry *r, char *buf, size_t buflen, siz
                      "server was full (53300).\n"
                      "# TYPE dbpool_registry_server_full_total counter\n"
                      "dbpool_registry_server_full_total %llu\n",
-                     st.tenants, st.open_connections, st.max_connections,
+                     st.tenants, st.open_connections, st.connecting, st.max_connections,
                      (unsigned long long)st.evictions, (unsigned long long)st.pools_reclaimed,
                      st.cap, (unsigned long long)st.server_full);
     used = w > 0 ? (size_t)w : 0;
