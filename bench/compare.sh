@@ -30,6 +30,7 @@
 #   PGBENCH_JOBS=2   pgbench -j (worker threads)
 #   DBPOOL=path      the dbpool CLI (default: build/bin/dbpool, built if missing)
 #   BUILD_DIR=dir    where to build it (default: build)
+#   MAX_CONNECTING=N the registry suite's second Zipf run (default: nproc, the local server's CPUs)
 #   PGPASSWORD       password, if DATABASE_URL needs one (PgBouncer gets it too)
 #
 # Needs: pgbench and pgbouncer (Debian packages postgresql-client, pgbouncer),
@@ -275,6 +276,7 @@ recovery_suite() {
 
 registry_suite() {
     local rb="$BUILD_DIR/bench/registry_bench" secs=$DURATION tmpl="$conninfo dbname=%s"
+    local mconn=${MAX_CONNECTING:-$(nproc)}
     echo
     echo "## Registry at the connect-rate limit (issue 12 part 3; 200 tenant databases)"
     echo
@@ -299,13 +301,18 @@ registry_suite() {
     # the Zipf mix with the bench's own defaults (cap 50, 16 threads): a hot set that fits
     "$rb" --parts c --dbs 200 --cap 50 --threads 16 --seconds "$secs" --zipf 1.1 --no-baseline "$tmpl" \
         >"$work/rb_zipf.txt" 2>&1 || die "registry_bench (zipf) failed"
+    # the same with connects in flight limited to the (local) server's CPUs
+    "$rb" --parts c --dbs 200 --cap 50 --threads 16 --seconds "$secs" --zipf 1.1 \
+        --max-connecting "$mconn" --no-baseline "$tmpl" >"$work/rb_zipf_mc.txt" 2>&1 ||
+        die "registry_bench (zipf, --max-connecting) failed"
     pgc2=$(pgbench_c 2)
     pgc4=$(pgbench_c 32)
     pgc=$(echo "$pgc1 $pgc2 $pgc3 $pgc4" | tr ' ' '\n' | sort -g | tail -n 1)
     "$rb" --parts ab --tenants 10000 --cold 10 "$tmpl" >"$work/rb_cold.txt" 2>&1 || die "registry_bench (cold) failed"
-    local uni zipf evs
+    local uni zipf zipf_mc evs
     uni=$(sed -n 's/^ *\([0-9.]*\) queries\/s.*/\1/p' "$work/rb_uniform.txt" | head -n 1)
     zipf=$(sed -n 's/^ *\([0-9.]*\) queries\/s.*/\1/p' "$work/rb_zipf.txt" | head -n 1)
+    zipf_mc=$(sed -n 's/^ *\([0-9.]*\) queries\/s.*/\1/p' "$work/rb_zipf_mc.txt" | head -n 1)
     evs=$(sed -n 's/^ *evictions [0-9]* (\([0-9.]*\)\/s).*/\1/p' "$work/rb_uniform.txt" | head -n 1)
     echo "| setup | queries/s | ratio to pgbench -C | target |"
     echo "|---|---:|---:|---:|"
@@ -314,11 +321,14 @@ registry_suite() {
     printf '| pgbench -C, the best of the four: the baseline | %.0f | 1.00 | |\n' "$pgc"
     printf '| registry, uniform over 200, cap 20, 32 threads | %.0f | %s | >= 0.9 |\n' "$uni" "$(ratio "$uni" "$pgc")"
     printf '| registry, Zipf(1.1) over 200, cap 50, 16 threads | %.0f | %s | >= 5 |\n' "$zipf" "$(ratio "$zipf" "$pgc")"
+    printf '| the same, max_connecting %s | %.0f | %s | >= 5 |\n' "$mconn" "$zipf_mc" "$(ratio "$zipf_mc" "$pgc")"
     echo
     echo "Zipf misses (connects / checkouts by tenant rank, the tenant pools' own counters):"
     echo
     echo '```'
     grep -E 'misses \(' "$work/rb_zipf.txt" | sed 's/^ *//' || true
+    echo "with max_connecting $mconn:"
+    grep -E 'misses \(' "$work/rb_zipf_mc.txt" | sed 's/^ *//' || true
     echo '```'
     echo
     echo "Cap slots in transit during the uniform run: the registry's open count (connections counted"
@@ -343,7 +353,7 @@ registry_suite() {
     echo
     echo "Commands: \`pgbench -n -C -M simple -f select1.sql -c 32 -j 2|32 -T $secs\` (before and after),"
     echo "\`registry_bench --parts c --dbs 200 --cap 20 --threads 32 --seconds $secs --zipf 0 --no-baseline --series 100 \"\$DB dbname=%s\"\`,"
-    echo "the same with \`--cap 50 --threads 16 --zipf 1.1\` (no --series),"
+    echo "the same with \`--cap 50 --threads 16 --zipf 1.1\` (no --series), and with \`--max-connecting $mconn\`,"
     echo "\`registry_bench --parts ab --tenants 10000 --cold 10 \"\$DB dbname=%s\"\`."
 }
 
