@@ -886,6 +886,8 @@ static void test_prometheus(void **state)
     assert_non_null(strstr(buf, "# TYPE dbpool_registry_tenants gauge\n"));
     assert_non_null(strstr(buf, "\ndbpool_registry_tenants 3\n"));
     assert_non_null(strstr(buf, "\ndbpool_registry_open_connections 3\n"));
+    assert_non_null(strstr(buf, "# TYPE dbpool_registry_connecting gauge\n"));
+    assert_non_null(strstr(buf, "\ndbpool_registry_connecting 0\n"));
     assert_non_null(strstr(buf, "\ndbpool_registry_max_connections 20\n"));
     assert_non_null(strstr(buf, "# TYPE dbpool_registry_evictions_total counter\n"));
     assert_non_null(strstr(buf, "\ndbpool_registry_evictions_total 0\n"));
